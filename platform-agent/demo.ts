@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+/**
+ * `npm start`: the whole system on this machine. Starts the relay (self-signed certificate made
+ * on first start under certs/) and a platform agent that pins it and serves the sample app,
+ * with a fresh random agent token, then prints how to reach it. Ctrl-C stops both.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { fingerprintSha256 } from '../shared/certs.js';
+import { defaults } from '../shared/defaults.js';
+
+const dist = join(dirname(fileURLToPath(import.meta.url)), '..');
+const argv = await yargs(hideBin(process.argv))
+  .scriptName('npm start --')
+  .option('http-port', { type: 'number', default: defaults.httpPort })
+  .option('https-port', { type: 'number', default: defaults.httpsPort })
+  .option('tunnel-port', { type: 'number', default: defaults.tunnelPort })
+  .option('certs-dir', { type: 'string', default: 'certs' })
+  .strict()
+  .help()
+  .parseAsync();
+
+const token = process.env.RELAY_AGENT_TOKEN ?? randomBytes(24).toString('base64url');
+const children: ChildProcess[] = [];
+
+function run(script: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn(process.execPath, [join(dist, script), ...args], { stdio: 'inherit', env: { ...process.env, ...env } });
+  children.push(child);
+  child.on('exit', (code, signal) => {
+    if (!stopping) {
+      process.stderr.write(`${script} exited (${signal ?? code}); stopping the demo\n`);
+      stop(code ?? 1);
+    }
+  });
+  return child;
+}
+
+let stopping = false;
+function stop(code: number): void {
+  if (stopping) return;
+  stopping = true;
+  for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+  Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : null))).then(() => process.exit(code));
+}
+process.on('SIGINT', () => stop(0));
+process.on('SIGTERM', () => stop(0));
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`the relay did not open port ${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+run('relay/cli.js', ['start', '--host', '127.0.0.1', '--http-port', String(argv.httpPort), '--https-port', String(argv.httpsPort), '--tunnel-port', String(argv.tunnelPort), '--certs-dir', argv.certsDir], {
+  RELAY_AGENT_TOKEN: token,
+});
+await waitForPort(argv.tunnelPort, 30_000);
+const certFile = join(argv.certsDir, 'relay.crt');
+if (!existsSync(certFile)) throw new Error(`${certFile} is missing`);
+const fingerprint = fingerprintSha256(readFileSync(certFile, 'utf8'));
+run('platform-agent/cli.js', ['start', '--relay', `wss://localhost:${argv.tunnelPort}`, '--relay-fingerprint', fingerprint, '--sample-app', '--agent-id', 'demo-agent'], {
+  PLATFORM_AGENT_TOKEN: token,
+});
+
+process.stdout.write(
+  [
+    '',
+    'Demo running: relay (DMZ side) + platform agent serving the SAMPLE APP (a demo, not the platform server).',
+    `  curl -k https://localhost:${argv.httpsPort}/hello`,
+    `  curl http://localhost:${argv.httpPort}/hello`,
+    `  curl -k https://localhost:${argv.httpsPort}/bytes?n=1048576 -o /dev/null`,
+    `Agents pin the relay certificate with --relay-fingerprint ${fingerprint}`,
+    'Ctrl-C stops both.',
+    '',
+  ].join('\n'),
+);

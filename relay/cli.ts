@@ -1,0 +1,134 @@
+#!/usr/bin/env node
+/**
+ * `relay` CLI: parses and validates options, builds the relay, starts it. Everything it calls is
+ * importable (relay.ts) and tested without the CLI.
+ */
+import { readFileSync } from 'node:fs';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { fingerprintSha256, loadOrCreateSelfSigned } from '../shared/certs.js';
+import { exitWithConfigError, intOption, onShutdownSignals, portOption, readJsonConfig, resolveSecret } from '../shared/config.js';
+import { defaults } from '../shared/defaults.js';
+import { RelayError } from '../shared/errors.js';
+import { createLogger, logLevels } from '../shared/logger.js';
+import { Relay, relayConfig } from './relay.js';
+import { hashToken } from './tunnel/tunnel-endpoint.js';
+
+type Args = Record<string, unknown>;
+
+async function start(argv: Args): Promise<void> {
+  const logger = createLogger({ name: 'relay', level: argv.logLevel as never });
+  let relay: Relay;
+  try {
+    const token = resolveSecret({
+      option: 'agent-token',
+      value: argv.agentToken as string | undefined,
+      file: argv.agentTokenFile as string | undefined,
+      env: 'RELAY_AGENT_TOKEN',
+      minLength: 16,
+    });
+    const tls = loadTls(argv, logger);
+    const config = relayConfig({
+      tls,
+      tokenHash: hashToken(token),
+      host: String(argv.host),
+      httpPort: portOption('http-port', argv.httpPort),
+      httpsPort: portOption('https-port', argv.httpsPort),
+      tunnelPort: portOption('tunnel-port', argv.tunnelPort),
+      connectWaitMs: intOption('connect-wait-ms', argv.connectWaitMs, 0, 600_000),
+      streamIdleTimeoutMs: intOption('stream-idle-timeout-ms', argv.streamIdleTimeoutMs, 0, 86_400_000),
+      drainTimeoutMs: intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000),
+      limits: {
+        maxHeaderBytes: intOption('max-header-bytes', argv.maxHeaderBytes, 1024, 1024 * 1024),
+        headersTimeoutMs: intOption('headers-timeout-ms', argv.headersTimeoutMs, 100, 600_000),
+        requestTimeoutMs: intOption('request-timeout-ms', argv.requestTimeoutMs, 0, 86_400_000),
+        keepAliveTimeoutMs: intOption('keep-alive-timeout-ms', argv.keepAliveTimeoutMs, 0, 600_000),
+      },
+      mux: muxOptions(argv),
+    });
+    relay = new Relay(config, logger);
+  } catch (err) {
+    exitWithConfigError(err);
+  }
+  const ports = await relay.start();
+  logger.info({ event: 'relay_ready' }, `mobile clients: http://<host>:${ports.httpPort}/  https://<host>:${ports.httpsPort}/ ; agents: wss://<host>:${ports.tunnelPort}`);
+  onShutdownSignals(logger, () => relay.stop());
+}
+
+function loadTls(argv: Args, logger: ReturnType<typeof createLogger>): { cert: string; key: string } {
+  const certFile = argv.cert as string | undefined;
+  const keyFile = argv.key as string | undefined;
+  if (certFile || keyFile) {
+    if (!certFile || !keyFile) throw new RelayError('RELAY_ERR_CONFIG', '--cert and --key go together: give both PEM files, or neither for a self-signed pair');
+    const read = (opt: string, file: string): string => {
+      try {
+        return readFileSync(file, 'utf8');
+      } catch (err) {
+        throw new RelayError('RELAY_ERR_CONFIG', `--${opt}: cannot read ${JSON.stringify(file)} (${(err as Error).message})`);
+      }
+    };
+    const pair = { cert: read('cert', certFile), key: read('key', keyFile) };
+    logger.info({ event: 'tls_loaded', cert: certFile, fingerprint: fingerprintSha256(pair.cert) }, 'TLS certificate loaded');
+    return pair;
+  }
+  const dir = String(argv.certsDir);
+  const pair = loadOrCreateSelfSigned(dir, { commonName: 'dmz-relay', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1', '::1'] });
+  const fingerprint = fingerprintSha256(pair.cert);
+  if (pair.generated) {
+    logger.warn(
+      { event: 'tls_self_signed', cert: pair.certFile, fingerprint },
+      `no --cert/--key: generated a self-signed certificate in ${dir}/. Mobile devices on the internet need a certificate from a trusted authority; agents can pin this one with --relay-fingerprint ${fingerprint}`,
+    );
+  } else {
+    logger.warn({ event: 'tls_self_signed', cert: pair.certFile, fingerprint }, `using the self-signed certificate in ${dir}/ (agents: --relay-fingerprint ${fingerprint})`);
+  }
+  return pair;
+}
+
+function muxOptions(argv: Args) {
+  const window = intOption('stream-window-bytes', argv.streamWindowBytes, defaults.initialStreamWindowBytes, 64 * 1024 * 1024);
+  return {
+    streamWindowBytes: window,
+    maxFramePayloadBytes: intOption('max-frame-bytes', argv.maxFrameBytes, 1024, defaults.maxFramePayloadLimitBytes),
+    pingIntervalMs: intOption('ping-interval-ms', argv.pingIntervalMs, 0, 3_600_000),
+  };
+}
+
+await yargs(hideBin(process.argv))
+  .scriptName('relay')
+  .usage('$0 <command> [options]')
+  .command(
+    'start',
+    'start the relay: mobile listeners (HTTP, HTTPS) and the tunnel endpoint for platform agents',
+    (y) =>
+      y
+        .option('host', { type: 'string', default: defaults.host, describe: 'address to listen on' })
+        .option('http-port', { type: 'number', default: defaults.httpPort, describe: 'HTTP port for mobile clients' })
+        .option('https-port', { type: 'number', default: defaults.httpsPort, describe: 'HTTPS port for mobile clients' })
+        .option('tunnel-port', { type: 'number', default: defaults.tunnelPort, describe: 'WSS port where platform agents connect' })
+        .option('cert', { type: 'string', describe: 'PEM certificate (with chain) for HTTPS and the tunnel' })
+        .option('key', { type: 'string', describe: 'PEM private key of --cert' })
+        .option('certs-dir', { type: 'string', default: 'certs', describe: 'where a self-signed pair is made when --cert/--key are absent' })
+        .option('agent-token', { type: 'string', describe: 'token agents must present (prefer --agent-token-file or RELAY_AGENT_TOKEN: argv is visible to other users)' })
+        .option('agent-token-file', { type: 'string', describe: 'file holding the agent token' })
+        .option('connect-wait-ms', { type: 'number', default: defaults.connectWaitMs, describe: 'how long a request waits for an agent before 503' })
+        .option('stream-idle-timeout-ms', { type: 'number', default: defaults.streamIdleTimeoutMs, describe: 'idle time before a tunnel stream is closed (504 if a response was awaited); 0 = none' })
+        .option('drain-timeout-ms', { type: 'number', default: defaults.drainTimeoutMs, describe: 'time in-flight requests get on SIGTERM/SIGINT' })
+        .option('max-header-bytes', { type: 'number', default: defaults.maxHeaderBytes, describe: 'largest request head (431 past it)' })
+        .option('headers-timeout-ms', { type: 'number', default: defaults.headersTimeoutMs, describe: 'time to receive a request head (408 past it)' })
+        .option('request-timeout-ms', { type: 'number', default: defaults.requestTimeoutMs, describe: 'time to receive a whole request (408 past it); 0 = none' })
+        .option('keep-alive-timeout-ms', { type: 'number', default: defaults.keepAliveTimeoutMs, describe: 'idle keep-alive time on mobile connections' })
+        .option('stream-window-bytes', { type: 'number', default: defaults.streamWindowBytes, describe: 'per-stream flow-control window (>= 262144)' })
+        .option('max-frame-bytes', { type: 'number', default: defaults.maxFramePayloadBytes, describe: 'largest DATA frame the relay sends' })
+        .option('ping-interval-ms', { type: 'number', default: defaults.pingIntervalMs, describe: 'tunnel ping interval; a missed pong drops the connection; 0 = off' })
+        .option('log-level', { choices: logLevels, default: 'info' as const, describe: 'log level' })
+        .config('config', 'JSON file of options (camelCase or kebab-case keys); command-line options win', readJsonConfig),
+    (argv) => start(argv as Args),
+  )
+  .demandCommand(1, 'give a command: relay start')
+  .strict()
+  .fail((msg, err) => {
+    exitWithConfigError(err ?? new Error(`${msg}\nRun "relay --help" for the options.`));
+  })
+  .help()
+  .parseAsync();

@@ -1,0 +1,187 @@
+/**
+ * Forwards mobile requests and WebSocket upgrades through the tunnel with `http-proxy`. Each
+ * mobile connection gets its own `TunnelHttpAgent`, hence its own tunnel stream (see
+ * tunnel-agent.ts). Headers a client could forge (X-Forwarded-*, Forwarded, X-Real-IP) are
+ * dropped and the relay's own set; every request is logged once, without its query string.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import httpProxy from 'http-proxy';
+import { RelayError, describeError, publicCode, type ErrorCode } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
+import { TunnelHttpAgent } from '../tunnel/tunnel-agent.js';
+import type { TunnelRegistry } from '../tunnel/tunnel-registry.js';
+
+export interface ForwarderOptions {
+  registry: TunnelRegistry;
+  logger: Logger;
+  connectWaitMs: number;
+  streamIdleTimeoutMs: number;
+  retryAfterSeconds: number;
+}
+
+interface ConnectionState {
+  agent: TunnelHttpAgent;
+  meta: OpenMetadata;
+}
+
+interface RequestState {
+  start: number;
+  bytesOut: number;
+}
+
+const FORGEABLE = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server', 'forwarded', 'x-real-ip'];
+const TARGET = { protocol: 'http:', host: 'platform.tunnel', port: 80 };
+
+/** `::ffff:1.2.3.4` -> `1.2.3.4`. */
+export function normalizeIp(ip: string | undefined): string {
+  if (!ip) return 'unknown';
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}
+
+export class Forwarder {
+  private readonly options: ForwarderOptions;
+  private readonly proxy: httpProxy;
+  private readonly connections = new WeakMap<Socket, ConnectionState>();
+  private readonly requests = new WeakMap<IncomingMessage, RequestState>();
+
+  constructor(options: ForwarderOptions) {
+    this.options = options;
+    this.proxy = httpProxy.createProxyServer({ target: TARGET, xfwd: false, ws: true, changeOrigin: false });
+    // Without an 'error' listener a reset stream would throw and take the relay down.
+    this.proxy.on('error', this.onProxyError);
+    this.proxy.on('proxyReq', this.onProxyReq);
+    this.proxy.on('proxyRes', this.onProxyRes);
+  }
+
+  /** The 'request' handler of the mobile listeners. */
+  readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const state: RequestState = { start: performance.now(), bytesOut: 0 };
+    this.requests.set(req, state);
+    res.once('close', () => this.logRequest(req, res, state));
+    const conn = this.connectionState(req.socket);
+    setForwardingHeaders(req, conn.meta);
+    this.proxy.web(req, res, { agent: conn.agent });
+  };
+
+  /** The 'upgrade' handler of the mobile listeners (WebSocket pass-through). */
+  readonly handleUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
+    const conn = this.connectionState(socket);
+    setForwardingHeaders(req, conn.meta);
+    this.options.logger.info({ event: 'upgrade', method: req.method, path: pathOf(req.url), client: conn.meta.clientIp }, 'websocket upgrade');
+    this.proxy.ws(req, socket, head, { agent: conn.agent });
+  };
+
+  private connectionState(socket: Socket): ConnectionState {
+    let conn = this.connections.get(socket);
+    if (!conn) {
+      const meta: OpenMetadata = {
+        clientIp: normalizeIp(socket.remoteAddress),
+        clientPort: socket.remotePort ?? 0,
+        listenerPort: socket.localPort ?? 0,
+        tls: 'encrypted' in socket && socket.encrypted === true,
+      };
+      const agent = new TunnelHttpAgent(this.options.registry, meta, this.options.connectWaitMs, this.options.streamIdleTimeoutMs);
+      conn = { agent, meta };
+      this.connections.set(socket, conn);
+      socket.once('close', () => agent.destroy());
+    }
+    return conn;
+  }
+
+  private readonly onProxyReq = (proxyReq: import('node:http').ClientRequest): void => {
+    const idle = this.options.streamIdleTimeoutMs;
+    if (idle > 0) {
+      proxyReq.setTimeout(idle, () => proxyReq.destroy(new RelayError('RELAY_ERR_UPSTREAM_TIMEOUT')));
+    }
+  };
+
+  private readonly onProxyRes = (proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void => {
+    const state = this.requests.get(req);
+    if (state) proxyRes.on('data', (chunk: Buffer) => (state.bytesOut += chunk.length));
+    // http-proxy pipes the response and nothing more: if the tunnel dies mid-body the client
+    // would wait forever. Cut its connection so it sees a truncated response.
+    proxyRes.once('close', () => {
+      if (!proxyRes.complete) res.destroy();
+    });
+  };
+
+  private readonly onProxyError = (err: Error, req: IncomingMessage, target: ServerResponse | Socket): void => {
+    const code: ErrorCode = err instanceof RelayError ? mapError(err.code) : 'RELAY_ERR_UPSTREAM';
+    const spec = describeError(code);
+    const status = spec.httpStatus ?? 502;
+    const body = JSON.stringify({ error: publicCode(code), message: spec.message });
+    const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' };
+    if (status === 503) headers['retry-after'] = this.options.retryAfterSeconds;
+    this.options.logger.debug({ event: 'forward_error', code: (err as { code?: string }).code, err: err.message, path: pathOf(req.url) }, 'forwarding failed');
+
+    if ('setHeader' in target) {
+      const res = target;
+      if (res.headersSent || res.destroyed) {
+        res.destroy();
+        return;
+      }
+      headers.connection = 'close';
+      res.writeHead(status, headers).end(body);
+      return;
+    }
+    // WebSocket upgrade: answer on the raw socket if nothing was written yet
+    const socket = target;
+    if (socket.destroyed) return;
+    const head = Object.entries({ ...headers, connection: 'close' }).map(([k, v]) => `${k}: ${v}`).join('\r\n');
+    socket.end(`HTTP/1.1 ${status} ${status === 503 ? 'Service Unavailable' : 'Bad Gateway'}\r\n${head}\r\n\r\n${body}`);
+  };
+
+  private logRequest(req: IncomingMessage, res: ServerResponse, state: RequestState): void {
+    const conn = this.connections.get(req.socket);
+    this.options.logger.info(
+      {
+        event: 'request',
+        method: req.method,
+        path: pathOf(req.url),
+        status: res.statusCode,
+        bytes: state.bytesOut,
+        ms: Math.round((performance.now() - state.start) * 100) / 100,
+        client: conn?.meta.clientIp,
+        agent: conn?.agent.lastConnectionId,
+        ...(res.writableFinished ? {} : { aborted: true }),
+      },
+      'request',
+    );
+  }
+
+  close(): void {
+    this.proxy.close();
+  }
+}
+
+function mapError(code: ErrorCode): ErrorCode {
+  switch (code) {
+    case 'RELAY_ERR_NO_AGENT':
+    case 'RELAY_ERR_DRAINING':
+    case 'RELAY_ERR_UPSTREAM_TIMEOUT':
+      return code;
+    case 'RELAY_ERR_SESSION_CLOSED':
+    case 'RELAY_ERR_GOAWAY':
+      return 'RELAY_ERR_AGENT_LOST';
+    default:
+      return 'RELAY_ERR_UPSTREAM';
+  }
+}
+
+function setForwardingHeaders(req: IncomingMessage, meta: OpenMetadata): void {
+  const h = req.headers;
+  for (const name of FORGEABLE) delete h[name];
+  h['x-forwarded-for'] = meta.clientIp;
+  h['x-forwarded-proto'] = meta.tls ? 'https' : 'http';
+  h['x-forwarded-port'] = String(meta.listenerPort);
+  if (h.host) h['x-forwarded-host'] = h.host;
+}
+
+/** The path without its query string (queries may carry tokens). */
+export function pathOf(url: string | undefined): string {
+  if (!url) return '';
+  const q = url.indexOf('?');
+  return (q === -1 ? url : url.slice(0, q)).slice(0, 512);
+}

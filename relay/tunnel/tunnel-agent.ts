@@ -1,0 +1,48 @@
+/**
+ * An `http.Agent` whose connections are tunnel streams, made for exactly one mobile connection.
+ * The stream it opens carries that connection's metadata (client address, listener, TLS) in its
+ * OPEN frame and serves that connection's keep-alive requests and WebSocket upgrade only: it is
+ * never handed to another client, so the platform can trust the metadata for every request on
+ * it. When the mobile connection closes, the agent is destroyed and so is its stream.
+ */
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
+import type { TunnelRegistry } from './tunnel-registry.js';
+
+export class TunnelHttpAgent extends http.Agent {
+  private readonly registry: TunnelRegistry;
+  private readonly meta: OpenMetadata;
+  private readonly waitMs: number;
+  /** The agent connection of the last stream opened (for request logs). */
+  lastConnectionId: string | null = null;
+
+  constructor(registry: TunnelRegistry, meta: OpenMetadata, waitMs: number, streamIdleMs: number) {
+    // `timeout` closes an idle kept-alive stream; active requests are bounded by the
+    // forwarder's proxyTimeout instead (Node's agent leaves busy sockets alone).
+    super({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1, scheduling: 'lifo', ...(streamIdleMs > 0 ? { timeout: streamIdleMs } : {}) });
+    this.registry = registry;
+    this.meta = meta;
+    this.waitMs = waitMs;
+  }
+
+  // Node calls createConnection(options, callback) and waits for the callback when it returns
+  // nothing, which lets a request wait for an agent connection to come up.
+  override createConnection(_options: unknown, callback: (err: Error | null, stream?: Duplex) => void): undefined {
+    this.registry.acquire(this.waitMs).then(
+      (conn) => {
+        let stream;
+        try {
+          stream = conn.session.openStream(this.meta);
+        } catch (err) {
+          callback(err as Error);
+          return;
+        }
+        this.lastConnectionId = conn.id;
+        callback(null, stream);
+      },
+      (err: Error) => callback(err),
+    );
+    return undefined;
+  }
+}

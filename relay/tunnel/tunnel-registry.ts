@@ -1,0 +1,84 @@
+/**
+ * The agent connections that serve the platform. New streams go to the usable connection with
+ * the fewest open streams; a request that finds none waits (bounded) for one to register.
+ */
+import { EventEmitter } from 'node:events';
+import { RelayError } from '../../shared/errors.js';
+import type { MuxSession } from '../../shared/mux/session.js';
+
+export interface AgentConnection {
+  /** Unique per connection, e.g. `agent-7f3a#3`. */
+  id: string;
+  /** The agent's self-declared name (X-Agent-Id), for logs and status. */
+  agentId: string;
+  remoteAddress: string;
+  since: Date;
+  session: MuxSession;
+}
+
+export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; removed: [AgentConnection] }> {
+  private readonly connections = new Set<AgentConnection>();
+  private waiters = new Set<() => void>();
+
+  add(conn: AgentConnection): void {
+    this.connections.add(conn);
+    conn.session.once('close', () => this.remove(conn));
+    this.emit('added', conn);
+    this.wakeWaiters();
+  }
+
+  private remove(conn: AgentConnection): void {
+    if (this.connections.delete(conn)) this.emit('removed', conn);
+  }
+
+  list(): AgentConnection[] {
+    return [...this.connections];
+  }
+
+  get size(): number {
+    return this.connections.size;
+  }
+
+  /** The usable connection with the fewest open streams, or null. */
+  pick(): AgentConnection | null {
+    let best: AgentConnection | null = null;
+    for (const conn of this.connections) {
+      if (!conn.session.usable) continue;
+      if (!best || conn.session.streamCount < best.session.streamCount) best = conn;
+    }
+    return best;
+  }
+
+  /**
+   * Resolves with a usable connection, waiting up to `waitMs` for one to register;
+   * rejects with RELAY_ERR_NO_AGENT after that.
+   */
+  acquire(waitMs: number): Promise<AgentConnection> {
+    const now = this.pick();
+    if (now) return Promise.resolve(now);
+    if (waitMs <= 0) return Promise.reject(new RelayError('RELAY_ERR_NO_AGENT'));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new RelayError('RELAY_ERR_NO_AGENT'));
+      }, waitMs);
+      const check = (): void => {
+        const conn = this.pick();
+        if (!conn) return;
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(conn);
+      };
+      this.waiters.add(check);
+    });
+  }
+
+  private wakeWaiters(): void {
+    for (const check of [...this.waiters]) check();
+  }
+
+  /** Closes every connection (going away). */
+  closeAll(code: number, reason: string): void {
+    for (const conn of this.connections) conn.session.close(code, reason);
+  }
+}

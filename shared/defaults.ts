@@ -1,0 +1,64 @@
+/**
+ * Every limit and timeout of the relay and the agent, in one table. Units are in the names.
+ * CLI options and config files override these; `0` disables a timeout where noted.
+ */
+export const defaults = Object.freeze({
+  // ---- ports (relay) ----
+  httpPort: 10080,
+  httpsPort: 10443,
+  tunnelPort: 10900,
+  host: '0.0.0.0',
+
+  // ---- tunnel multiplexer (both sides) ----
+  /** Initial per-stream receive window, fixed by the protocol (as in yamux). */
+  initialStreamWindowBytes: 256 * 1024,
+  /** Per-stream receive window; must be >= initialStreamWindowBytes. Credit is returned at half. */
+  streamWindowBytes: 256 * 1024,
+  /** Largest DATA frame payload a side sends (and accepts: the peer's cap is its own setting, see maxFramePayloadLimitBytes). */
+  maxFramePayloadBytes: 128 * 1024,
+  /** Largest DATA payload the decoder accepts from a peer, whatever the peer is configured to send. */
+  maxFramePayloadLimitBytes: 1024 * 1024,
+  /** Largest WebSocket message (a batch of frames) either side accepts (`ws` maxPayload). */
+  maxMessageBytes: 4 * 1024 * 1024,
+  /** A batch is flushed once it holds this many bytes, even if more frames are ready. */
+  batchTargetBytes: 256 * 1024,
+  /** Stop framing DATA while the WebSocket's bufferedAmount is above this; resume below half. */
+  connectionHighWaterMarkBytes: 1024 * 1024,
+  /** Largest OPEN metadata payload (JSON). */
+  maxOpenMetadataBytes: 1024,
+  /** Concurrent streams one tunnel connection carries; an OPEN past it is refused with RST. */
+  maxStreamsPerConnection: 1024,
+  /** WebSocket ping interval; a connection that missed the previous pong is terminated. 0 = off. */
+  pingIntervalMs: 15_000,
+
+  // ---- relay ----
+  /** How long a mobile request waits for an agent connection before 503. */
+  connectWaitMs: 5_000,
+  /** Retry-After (seconds) sent with 503 no_agent. */
+  retryAfterSeconds: 5,
+  /** Largest request head the edge parses (Node maxHeaderSize). */
+  maxHeaderBytes: 16 * 1024,
+  /** Time a mobile client has to send the whole request head (slowloris guard). */
+  headersTimeoutMs: 20_000,
+  /** Time a mobile client has to send the whole request, body included. 0 = none. */
+  requestTimeoutMs: 300_000,
+  /** Idle time after a response before the edge closes a keep-alive connection. */
+  keepAliveTimeoutMs: 5_000,
+  /** Idle time on an open tunnel stream before it is closed (covers stuck upstreams). 0 = none. */
+  streamIdleTimeoutMs: 120_000,
+  /** Time in-flight requests get to finish on SIGTERM/SIGINT before connections are cut. */
+  drainTimeoutMs: 30_000,
+
+  // ---- platform agent ----
+  connectionsPerRelay: 2,
+  reconnectMinMs: 250,
+  reconnectMaxMs: 30_000,
+  /** A connection that stayed up this long resets the backoff. */
+  reconnectStableMs: 10_000,
+  /** Time allowed for the TLS handshake and upgrade to the relay. */
+  connectTimeoutMs: 10_000,
+  /** Keep-alive timeout of servers run inside the agent; above the relay's keepAliveTimeoutMs. */
+  platformKeepAliveTimeoutMs: 65_000,
+});
+
+export type Defaults = typeof defaults;

@@ -1,0 +1,109 @@
+/**
+ * The error catalog. Every error the relay or the agent raises on purpose has a stable `code`
+ * (never reused once retired), a default message, and where it applies an HTTP status or a
+ * WebSocket close code. Tests assert on `code`, never on message text.
+ */
+
+/** WebSocket close codes used on the tunnel (RFC 6455 §7.4; 4000-4999 are ours). */
+export const CloseCode = Object.freeze({
+  normal: 1000,
+  goingAway: 1001,
+  protocolError: 1002,
+  messageTooBig: 1009,
+  internalError: 1011,
+  /** The agent missed pongs (half-open); the peer rarely sees this. */
+  pingTimeout: 4000,
+});
+
+/** RST codes carried on the tunnel (u32). */
+export const ResetCode = Object.freeze({
+  cancel: 0,
+  refused: 1,
+  /** the agent could not reach its upstream */
+  upstreamUnreachable: 2,
+  /** the stream's idle timer fired */
+  timeout: 3,
+  /** the session is closing */
+  sessionClosed: 4,
+  internal: 5,
+});
+
+interface ErrorSpec {
+  message: string;
+  httpStatus?: number;
+  closeCode?: number;
+}
+
+const catalog = {
+  // tunnel protocol (decoder): the tunnel is closed with closeCode
+  RELAY_ERR_FRAME_TRUNCATED: { message: 'frame header or payload runs past the end of the message', closeCode: CloseCode.protocolError },
+  RELAY_ERR_FRAME_VERSION: { message: 'unsupported frame version', closeCode: CloseCode.protocolError },
+  RELAY_ERR_FRAME_TYPE: { message: 'unknown frame type', closeCode: CloseCode.protocolError },
+  RELAY_ERR_FRAME_FLAGS: { message: 'reserved frame flags are set', closeCode: CloseCode.protocolError },
+  RELAY_ERR_FRAME_TOO_LARGE: { message: 'frame payload exceeds the limit', closeCode: CloseCode.protocolError },
+  RELAY_ERR_FRAME_INVALID: { message: 'frame fields are invalid for its type', closeCode: CloseCode.protocolError },
+  RELAY_ERR_FRAME_TEXT: { message: 'text WebSocket message on the tunnel', closeCode: CloseCode.protocolError },
+  RELAY_ERR_STREAM_UNKNOWN: { message: 'frame for a stream that was never opened', closeCode: CloseCode.protocolError },
+  RELAY_ERR_STREAM_DUPLICATE: { message: 'OPEN for a stream id already used', closeCode: CloseCode.protocolError },
+  RELAY_ERR_WINDOW_EXCEEDED: { message: 'peer sent more data than the stream window allows', closeCode: CloseCode.protocolError },
+  RELAY_ERR_WINDOW_OVERFLOW: { message: 'window update overflows the send window', closeCode: CloseCode.protocolError },
+  RELAY_ERR_DATA_AFTER_FIN: { message: 'DATA after FIN on a stream', closeCode: CloseCode.protocolError },
+  RELAY_ERR_PING_TIMEOUT: { message: 'tunnel peer missed a pong', closeCode: CloseCode.pingTimeout },
+
+  // streams
+  RELAY_ERR_STREAM_RESET: { message: 'stream reset by peer' },
+  RELAY_ERR_SESSION_CLOSED: { message: 'tunnel connection closed' },
+  RELAY_ERR_STREAM_REFUSED: { message: 'peer refused the stream', httpStatus: 502 },
+  RELAY_ERR_GOAWAY: { message: 'tunnel connection is going away; no new streams' },
+
+  // relay edge
+  RELAY_ERR_NO_AGENT: { message: 'no platform agent is connected; try again later', httpStatus: 503 },
+  RELAY_ERR_AGENT_LOST: { message: 'the platform agent connection was lost', httpStatus: 502 },
+  RELAY_ERR_UPSTREAM: { message: 'the platform could not be reached', httpStatus: 502 },
+  RELAY_ERR_UPSTREAM_TIMEOUT: { message: 'the platform did not answer in time', httpStatus: 504 },
+  RELAY_ERR_DRAINING: { message: 'the relay is shutting down', httpStatus: 503 },
+
+  // tunnel authentication
+  RELAY_ERR_TUNNEL_AUTH: { message: 'agent token rejected', httpStatus: 401 },
+  RELAY_ERR_TLS_PIN: { message: "relay certificate does not match the pinned SHA-256 fingerprint" },
+
+  // configuration
+  RELAY_ERR_CONFIG: { message: 'invalid configuration' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof catalog;
+
+/** An error with a stable code from the catalog. */
+export class RelayError extends Error {
+  readonly code: ErrorCode;
+  readonly httpStatus: number | undefined;
+  readonly closeCode: number | undefined;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    const spec: ErrorSpec = catalog[code];
+    super(message ?? spec.message, options);
+    this.name = 'RelayError';
+    this.code = code;
+    this.httpStatus = spec.httpStatus;
+    this.closeCode = spec.closeCode;
+  }
+}
+
+/** The catalog entry for a code (default message, status, close code). */
+export function describeError(code: ErrorCode): ErrorSpec {
+  return catalog[code];
+}
+
+/** The code a client sees in a JSON error body: `RELAY_ERR_NO_AGENT` -> `no_agent`. */
+export function publicCode(code: ErrorCode): string {
+  return code.replace(/^RELAY_ERR_/, '').toLowerCase();
+}
+
+export function isRelayError(err: unknown): err is RelayError {
+  return err instanceof RelayError;
+}
+
+/** A configuration error that names the option, the bad value and what would be right. */
+export function configError(option: string, value: unknown, expected: string): RelayError {
+  return new RelayError('RELAY_ERR_CONFIG', `--${option}: ${JSON.stringify(value)} is not valid; ${expected}`);
+}

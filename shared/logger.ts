@@ -1,0 +1,35 @@
+/**
+ * Logging: pino, JSON lines by default, human-readable when stdout is a terminal. Secrets are
+ * never passed to a log call; the redact list is a second line of defence.
+ */
+import { pino, type Logger, type LevelWithSilent } from 'pino';
+
+export type { Logger };
+
+export const logLevels: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export interface LoggerOptions {
+  name: string;
+  level?: LevelWithSilent;
+  /** Force pretty output (default: when stdout is a TTY). */
+  pretty?: boolean;
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const pretty = options.pretty ?? process.stdout.isTTY === true;
+  return pino({
+    name: options.name,
+    level: options.level ?? 'info',
+    base: { pid: process.pid },
+    redact: {
+      paths: ['token', '*.token', 'authorization', '*.authorization', 'headers.authorization', '*.headers.authorization', 'password', '*.password'],
+      censor: '[redacted]',
+    },
+    ...(pretty ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } } : {}),
+  });
+}
+
+/** A logger that drops everything (tests, library use). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

@@ -1,0 +1,375 @@
+/**
+ * A multiplexed session over one WebSocket: many `MuxStream`s, one connection. The session owns
+ * stream ids, the frame decoder, and the write path: frames produced during one event-loop turn
+ * are encoded into one WebSocket message and sent with one write (batching), and DATA is framed
+ * only while the socket's `bufferedAmount` is under the high-water mark (connection-level
+ * backpressure). Liveness: WebSocket pings; a connection that misses a pong is terminated.
+ */
+import { EventEmitter } from 'node:events';
+import type { WebSocket, RawData } from 'ws';
+import { defaults } from '../defaults.js';
+import { RelayError, CloseCode, ResetCode } from '../errors.js';
+import {
+  FrameBatch,
+  FrameType,
+  decodeFrames,
+  decodeOpenMetadata,
+  encodeOpenMetadata,
+  type DecodeLimits,
+  type Frame,
+  type OpenMetadata,
+} from './frame-codec.js';
+import { MuxStream, type StreamHost } from './stream.js';
+
+export interface SessionOptions {
+  /** 'server' (the relay) opens even stream ids, 'client' (the agent) odd ones. */
+  role: 'client' | 'server';
+  streamWindowBytes?: number;
+  maxFramePayloadBytes?: number;
+  maxFramePayloadLimitBytes?: number;
+  maxOpenMetadataBytes?: number;
+  batchTargetBytes?: number;
+  connectionHighWaterMarkBytes?: number;
+  maxStreamsPerConnection?: number;
+  pingIntervalMs?: number;
+  /** Accepts streams the peer opens; without it every OPEN is refused. */
+  onStream?: (stream: MuxStream) => void;
+}
+
+export interface SessionEvents {
+  close: [err: RelayError | null];
+  goaway: [code: number];
+  rtt: [ms: number];
+  /** The last open stream closed. */
+  idle: [];
+}
+
+const noop = (): void => {};
+
+export class MuxSession extends EventEmitter<SessionEvents> implements StreamHost {
+  readonly ws: WebSocket;
+  private readonly role: 'client' | 'server';
+  private readonly streamWindow: number;
+  private readonly maxFrame: number;
+  private readonly limits: DecodeLimits;
+  private readonly batchTarget: number;
+  private readonly highWater: number;
+  private readonly maxStreams: number;
+  private readonly onStream: ((stream: MuxStream) => void) | undefined;
+
+  private readonly streams = new Map<number, MuxStream>();
+  /** Streams with DATA waiting to be framed, in arrival order (round robin). */
+  private readonly ready = new Set<MuxStream>();
+  private readonly batch = new FrameBatch();
+  private nextLocalId: number;
+  private highestRemoteId = 0;
+  private flushScheduled = false;
+  private blocked = false;
+  private closed = false;
+  private goingAway = false;
+  /** The peer sent GOAWAY: open no new streams here. */
+  remoteGoingAway = false;
+  private pingTimer: NodeJS.Timeout | null = null;
+  private awaitingPong = false;
+  private pingSentAt = 0;
+  /** Last measured round trip, ms (NaN before the first pong). */
+  rttMs = Number.NaN;
+  bytesIn = 0;
+  bytesOut = 0;
+
+  constructor(ws: WebSocket, options: SessionOptions) {
+    super();
+    this.ws = ws;
+    this.role = options.role;
+    this.streamWindow = options.streamWindowBytes ?? defaults.streamWindowBytes;
+    if (this.streamWindow < defaults.initialStreamWindowBytes) {
+      throw new RelayError('RELAY_ERR_CONFIG', `stream window must be at least ${defaults.initialStreamWindowBytes} bytes`);
+    }
+    this.maxFrame = options.maxFramePayloadBytes ?? defaults.maxFramePayloadBytes;
+    this.limits = {
+      maxDataBytes: options.maxFramePayloadLimitBytes ?? defaults.maxFramePayloadLimitBytes,
+      maxOpenBytes: options.maxOpenMetadataBytes ?? defaults.maxOpenMetadataBytes,
+    };
+    this.batchTarget = options.batchTargetBytes ?? defaults.batchTargetBytes;
+    this.highWater = options.connectionHighWaterMarkBytes ?? defaults.connectionHighWaterMarkBytes;
+    this.maxStreams = options.maxStreamsPerConnection ?? defaults.maxStreamsPerConnection;
+    this.onStream = options.onStream;
+    this.nextLocalId = this.role === 'server' ? 2 : 1;
+
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', this.onMessage);
+    ws.on('close', this.onWsClose);
+    ws.on('error', noop); // 'close' follows every 'error'; the reason is logged there
+    ws.on('pong', this.onPong);
+    const interval = options.pingIntervalMs ?? defaults.pingIntervalMs;
+    if (interval > 0) {
+      this.pingTimer = setInterval(this.onPingTick, interval);
+      this.pingTimer.unref();
+    }
+  }
+
+  /** Open streams on this connection. */
+  get streamCount(): number {
+    return this.streams.size;
+  }
+
+  /** True while new streams may be opened here. */
+  get usable(): boolean {
+    return !this.closed && !this.goingAway && !this.remoteGoingAway && this.streams.size < this.maxStreams;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Opens a stream to the peer, carrying `meta` in the OPEN frame. */
+  openStream(meta: OpenMetadata): MuxStream {
+    if (this.closed) throw new RelayError('RELAY_ERR_SESSION_CLOSED');
+    if (this.goingAway || this.remoteGoingAway) throw new RelayError('RELAY_ERR_GOAWAY');
+    const id = this.nextLocalId;
+    this.nextLocalId += 2;
+    const stream = new MuxStream(this, id, meta, defaults.initialStreamWindowBytes, this.streamWindow);
+    this.streams.set(id, stream);
+    this.batch.push(FrameType.OPEN, id, encodeOpenMetadata(meta));
+    const credit = stream.initialCredit();
+    if (credit > 0) this.batch.push(FrameType.WINDOW_UPDATE, id, null, credit);
+    this.scheduleFlush();
+    return stream;
+  }
+
+  /** Tells the peer no new streams will be taken or opened here; open streams go on. */
+  goAway(code = 0): void {
+    if (this.closed || this.goingAway) return;
+    this.goingAway = true;
+    this.batch.push(FrameType.GOAWAY, 0, null, code);
+    this.scheduleFlush();
+  }
+
+  /** Closes the connection; open streams are reset. */
+  close(code: number = CloseCode.normal, reason = ''): void {
+    if (this.closed) return;
+    this.flush();
+    this.ws.close(code, reason);
+    // a peer that never answers the close handshake is cut after a second
+    setTimeout(() => this.ws.terminate(), 1000).unref();
+    this.shutdown(null);
+  }
+
+  /** Cuts the connection at once (no close handshake). */
+  terminate(err: RelayError | null = null): void {
+    this.ws.terminate();
+    this.shutdown(err);
+  }
+
+  // ---------------------------------------------------------------- StreamHost
+
+  scheduleData(stream: MuxStream): void {
+    this.ready.add(stream);
+    this.scheduleFlush();
+  }
+
+  sendFin(stream: MuxStream): void {
+    if (this.closed) return;
+    this.batch.push(FrameType.FIN, stream.id, null);
+    this.scheduleFlush();
+  }
+
+  sendRst(stream: MuxStream, code: number): void {
+    this.ready.delete(stream);
+    if (this.closed) return;
+    this.batch.push(FrameType.RST, stream.id, null, code);
+    this.scheduleFlush();
+  }
+
+  sendWindowUpdate(stream: MuxStream, delta: number): void {
+    if (this.closed) return;
+    this.batch.push(FrameType.WINDOW_UPDATE, stream.id, null, delta);
+    this.scheduleFlush();
+  }
+
+  forget(stream: MuxStream): void {
+    this.ready.delete(stream);
+    if (this.streams.get(stream.id) === stream) {
+      this.streams.delete(stream.id);
+      if (this.streams.size === 0) this.emit('idle');
+    }
+  }
+
+  // ---------------------------------------------------------------- write path
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.closed) return;
+    this.flushScheduled = true;
+    setImmediate(this.onFlushTick);
+  }
+
+  private readonly onFlushTick = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  /** Frames ready DATA (round robin, within credit and the batch target) and sends the batch. */
+  private flush(): void {
+    if (this.closed) return;
+    const done: ((err?: Error | null) => void)[] = [];
+    if (!this.blocked && this.ws.bufferedAmount > this.highWater) this.blocked = true;
+    if (!this.blocked) {
+      while (this.ready.size > 0 && this.batch.byteLength < this.batchTarget) {
+        for (const stream of this.ready) {
+          const taken = stream.takeData(this.maxFrame);
+          if (!taken) {
+            this.ready.delete(stream);
+            continue;
+          }
+          this.batch.push(FrameType.DATA, stream.id, taken.payload);
+          if (taken.done) done.push(taken.done);
+          if (!stream.sendable) this.ready.delete(stream);
+          if (this.batch.byteLength >= this.batchTarget) break;
+        }
+      }
+    }
+    if (this.batch.count > 0) {
+      const message = this.batch.take();
+      this.bytesOut += message.length;
+      this.ws.send(message, { binary: true }, this.onSent);
+    }
+    for (const cb of done) cb();
+    if (this.ready.size > 0 && !this.blocked) this.scheduleFlush();
+  }
+
+  private readonly onSent = (err?: Error): void => {
+    if (err || this.closed) return;
+    if (this.blocked && this.ws.bufferedAmount <= this.highWater / 2) {
+      this.blocked = false;
+      if (this.ready.size > 0) this.scheduleFlush();
+    }
+  };
+
+  // ---------------------------------------------------------------- read path
+
+  private readonly onMessage = (data: RawData, isBinary: boolean): void => {
+    if (this.closed) return;
+    if (!isBinary) {
+      this.fail(new RelayError('RELAY_ERR_FRAME_TEXT'));
+      return;
+    }
+    const message = data as Buffer;
+    this.bytesIn += message.length;
+    try {
+      decodeFrames(message, this.limits, this.onFrame);
+    } catch (err) {
+      this.fail(err instanceof RelayError ? err : new RelayError('RELAY_ERR_FRAME_INVALID', String(err)));
+    }
+  };
+
+  private readonly onFrame = (frame: Frame): void => {
+    if (this.closed) return;
+    if (frame.type === FrameType.GOAWAY) {
+      this.remoteGoingAway = true;
+      this.emit('goaway', frame.value);
+      return;
+    }
+    const id = frame.streamId;
+    const stream = this.streams.get(id);
+    if (frame.type === FrameType.OPEN) {
+      this.acceptOpen(frame);
+      return;
+    }
+    if (!stream) {
+      if (this.wasOpened(id)) return; // closed here while the frame was in flight
+      throw new RelayError('RELAY_ERR_STREAM_UNKNOWN', `frame for stream ${id}, which was never opened`);
+    }
+    let err: RelayError | null = null;
+    switch (frame.type) {
+      case FrameType.DATA:
+        err = stream.onData(frame.payload);
+        break;
+      case FrameType.WINDOW_UPDATE:
+        err = stream.onWindowUpdate(frame.value);
+        break;
+      case FrameType.FIN:
+        stream.onFin();
+        break;
+      case FrameType.RST:
+        this.streams.delete(id);
+        stream.onReset(frame.value);
+        break;
+    }
+    if (err) throw err;
+  };
+
+  private wasOpened(id: number): boolean {
+    const local = (id % 2 === 0) === (this.role === 'server');
+    return local ? id < this.nextLocalId : id <= this.highestRemoteId;
+  }
+
+  private acceptOpen(frame: Frame): void {
+    const id = frame.streamId;
+    const remoteParity = this.role === 'server' ? 1 : 0;
+    if (id % 2 !== remoteParity) {
+      throw new RelayError('RELAY_ERR_FRAME_INVALID', `OPEN for stream ${id}, which has this side's parity`);
+    }
+    if (id <= this.highestRemoteId) throw new RelayError('RELAY_ERR_STREAM_DUPLICATE', `OPEN for stream ${id} reuses an id`);
+    this.highestRemoteId = id;
+    const meta = decodeOpenMetadata(frame.payload);
+    if (!this.onStream || this.goingAway || this.streams.size >= this.maxStreams) {
+      this.batch.push(FrameType.RST, id, null, ResetCode.refused);
+      this.scheduleFlush();
+      return;
+    }
+    const stream = new MuxStream(this, id, meta, defaults.initialStreamWindowBytes, this.streamWindow);
+    this.streams.set(id, stream);
+    const credit = stream.initialCredit();
+    if (credit > 0) this.sendWindowUpdate(stream, credit);
+    this.onStream(stream);
+  }
+
+  // ---------------------------------------------------------------- liveness and teardown
+
+  private readonly onPingTick = (): void => {
+    if (this.closed) return;
+    if (this.awaitingPong) {
+      this.terminate(new RelayError('RELAY_ERR_PING_TIMEOUT'));
+      return;
+    }
+    this.awaitingPong = true;
+    this.pingSentAt = performance.now();
+    this.ws.ping();
+  };
+
+  private readonly onPong = (): void => {
+    if (!this.awaitingPong) return;
+    this.awaitingPong = false;
+    this.rttMs = performance.now() - this.pingSentAt;
+    this.emit('rtt', this.rttMs);
+  };
+
+  /** Protocol error: close the tunnel with the error's close code and its stable code as reason. */
+  private fail(err: RelayError): void {
+    if (this.closed) return;
+    this.ws.close(err.closeCode ?? CloseCode.protocolError, err.code);
+    setTimeout(() => this.ws.terminate(), 1000).unref();
+    this.shutdown(err);
+  }
+
+  private readonly onWsClose = (code: number, reason: Buffer): void => {
+    if (this.closed) return;
+    const text = reason.toString();
+    const err =
+      code === CloseCode.normal || code === CloseCode.goingAway
+        ? null
+        : new RelayError('RELAY_ERR_SESSION_CLOSED', `tunnel closed by peer (${code}${text ? ` ${text}` : ''})`);
+    this.shutdown(err);
+  };
+
+  private shutdown(err: RelayError | null): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.ready.clear();
+    const streamErr = new RelayError('RELAY_ERR_SESSION_CLOSED', err ? `tunnel closed: ${err.message}` : undefined);
+    for (const stream of this.streams.values()) stream.onSessionClosed(streamErr);
+    this.streams.clear();
+    this.emit('close', err);
+  }
+}

@@ -36,6 +36,7 @@ async function start(argv: Args): Promise<void> {
       httpsPort: portOption('https-port', argv.httpsPort),
       tunnelPort: portOption('tunnel-port', argv.tunnelPort),
       connectWaitMs: intOption('connect-wait-ms', argv.connectWaitMs, 0, 600_000),
+      retryAfterSeconds: intOption('retry-after-seconds', argv.retryAfterSeconds, 0, 86_400),
       streamIdleTimeoutMs: intOption('stream-idle-timeout-ms', argv.streamIdleTimeoutMs, 0, 86_400_000),
       drainTimeoutMs: intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000),
       limits: {
@@ -112,6 +113,7 @@ await yargs(hideBin(process.argv))
         .option('agent-token', { type: 'string', describe: 'token agents must present (prefer --agent-token-file or RELAY_AGENT_TOKEN: argv is visible to other users)' })
         .option('agent-token-file', { type: 'string', describe: 'file holding the agent token' })
         .option('connect-wait-ms', { type: 'number', default: defaults.connectWaitMs, describe: 'how long a request waits for an agent before 503' })
+        .option('retry-after-seconds', { type: 'number', default: defaults.retryAfterSeconds, describe: 'Retry-After sent with 503 no_agent' })
         .option('stream-idle-timeout-ms', { type: 'number', default: defaults.streamIdleTimeoutMs, describe: 'idle time before a tunnel stream is closed (504 if a response was awaited); 0 = none' })
         .option('drain-timeout-ms', { type: 'number', default: defaults.drainTimeoutMs, describe: 'time in-flight requests get on SIGTERM/SIGINT' })
         .option('max-header-bytes', { type: 'number', default: defaults.maxHeaderBytes, describe: 'largest request head (431 past it)' })

@@ -8,6 +8,7 @@
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
+import type { MuxStream } from '../../shared/mux/stream.js';
 import type { TunnelRegistry } from './tunnel-registry.js';
 
 export class TunnelHttpAgent extends http.Agent {
@@ -26,6 +27,13 @@ export class TunnelHttpAgent extends http.Agent {
     this.waitMs = waitMs;
   }
 
+  /** Node asks this before pooling a socket after a response: never pool a draining stream. */
+  override keepSocketAlive(socket: Duplex): boolean {
+    if ((socket as MuxStream).draining) return false;
+    // @types/node declares the base method as void; Node's returns whether to pool
+    return (http.Agent.prototype.keepSocketAlive as (s: Duplex) => boolean).call(this, socket);
+  }
+
   // Node calls createConnection(options, callback) and waits for the callback when it returns
   // nothing, which lets a request wait for an agent connection to come up.
   override createConnection(_options: unknown, callback: (err: Error | null, stream?: Duplex) => void): undefined {
@@ -39,6 +47,11 @@ export class TunnelHttpAgent extends http.Agent {
           return;
         }
         this.lastConnectionId = conn.id;
+        // an idle kept-alive stream on a connection that goes away is closed, so the client's
+        // next request opens a stream on another connection instead of failing on this one
+        stream.once('goaway', () => {
+          if (Object.values(this.freeSockets).some((list) => list?.includes(stream as never))) stream.destroy();
+        });
         callback(null, stream);
       },
       (err: Error) => callback(err),

@@ -118,6 +118,11 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     return !this.closed && !this.goingAway && !this.remoteGoingAway && this.streams.size < this.maxStreams;
   }
 
+  /** True once either side sent GOAWAY. */
+  get draining(): boolean {
+    return this.goingAway || this.remoteGoingAway;
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }
@@ -143,6 +148,7 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     this.goingAway = true;
     this.batch.push(FrameType.GOAWAY, 0, null, code);
     this.scheduleFlush();
+    for (const stream of this.streams.values()) stream.emit('goaway');
   }
 
   /** Closes the connection; open streams are reset. */
@@ -267,6 +273,7 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     if (frame.type === FrameType.GOAWAY) {
       this.remoteGoingAway = true;
       this.emit('goaway', frame.value);
+      for (const stream of this.streams.values()) stream.emit('goaway');
       return;
     }
     const id = frame.streamId;

@@ -22,6 +22,8 @@ export interface StreamHost {
   sendWindowUpdate(stream: MuxStream, delta: number): void;
   /** Called once when the stream is gone (closed both ways, or reset). */
   forget(stream: MuxStream): void;
+  /** True once either side sent GOAWAY: finish what is open, start nothing new here. */
+  readonly draining: boolean;
 }
 
 interface PendingWrite {
@@ -72,6 +74,14 @@ export class MuxStream extends Duplex {
     this.remotePort = meta.clientPort;
     this.remoteFamily = meta.clientIp.includes(':') ? 'IPv6' : 'IPv4';
     this.localPort = meta.listenerPort;
+  }
+
+  /**
+   * True once the tunnel connection is going away: whoever holds this stream idle (a keep-alive
+   * pool) should close it rather than reuse it. The stream also emits 'goaway' at that moment.
+   */
+  get draining(): boolean {
+    return this.host.draining;
   }
 
   // ---------------------------------------------------------------- inbound (session -> stream)

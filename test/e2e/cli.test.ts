@@ -1,0 +1,191 @@
+/**
+ * End to end: the built `relay` and `platform-agent` executables as child processes.
+ * `npm test` builds first, so dist/ is current.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TOKEN, certsDir, json, relayFingerprint, request } from '../fixtures/harness.js';
+
+const RELAY = join(process.cwd(), 'dist/relay/cli.js');
+const AGENT = join(process.cwd(), 'dist/platform-agent/cli.js');
+
+interface Proc {
+  child: ChildProcessWithoutNullStreams;
+  lines: Record<string, unknown>[];
+  stderr: string[];
+  /** Resolves with the first log line matching. */
+  waitFor(pred: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  exited: Promise<number | null>;
+}
+
+const procs: Proc[] = [];
+afterEach(() => {
+  for (const p of procs.splice(0)) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+});
+
+function run(script: string, args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines: Record<string, unknown>[] = [];
+  const stderr: string[] = [];
+  const waiters = new Set<() => void>();
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    try {
+      lines.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      lines.push({ raw: line });
+    }
+    for (const w of waiters) w();
+  });
+  createInterface({ input: child.stderr }).on('line', (line) => stderr.push(line));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const proc: Proc = {
+    child,
+    lines,
+    stderr,
+    exited,
+    waitFor(pred, timeoutMs = 15_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          const hit = lines.find(pred);
+          if (hit) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            resolve(hit);
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no matching log line within ${timeoutMs} ms; stderr: ${stderr.join('\n')}`));
+        }, timeoutMs);
+        waiters.add(check);
+        void exited.then((code) => {
+          if (!waiters.has(check)) return;
+          waiters.delete(check);
+          clearTimeout(timer);
+          reject(new Error(`process exited (${code}) before the expected log line; stderr: ${stderr.join('\n')}`));
+        });
+        check();
+      });
+    },
+  };
+  procs.push(proc);
+  return proc;
+}
+
+async function startRelayProcess(extra: string[] = []): Promise<{ relay: Proc; ports: { httpPort: number; httpsPort: number; tunnelPort: number } }> {
+  const relay = run(
+    RELAY,
+    ['start', '--host', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--tunnel-port', '0', '--cert', join(certsDir(), 'relay.crt'), '--key', join(certsDir(), 'relay.key'), '--drain-timeout-ms', '3000', ...extra],
+    { RELAY_AGENT_TOKEN: TOKEN },
+  );
+  const started = await relay.waitFor((l) => l.event === 'relay_started');
+  return { relay, ports: started as never };
+}
+
+async function startAgentProcess(tunnelPort: number, extra: string[] = []): Promise<Proc> {
+  const agent = run(AGENT, ['start', '--relay', `wss://localhost:${tunnelPort}`, '--relay-fingerprint', relayFingerprint(), '--connections', '1', '--drain-timeout-ms', '3000', ...extra], {
+    PLATFORM_AGENT_TOKEN: TOKEN,
+  });
+  await agent.waitFor((l) => l.event === 'tunnel_connected');
+  return agent;
+}
+
+describe('relay and platform-agent executables', () => {
+  it('serve requests end to end and stop cleanly on SIGTERM', async () => {
+    const { relay, ports } = await startRelayProcess();
+    const agent = await startAgentProcess(ports.tunnelPort, ['--sample-app']);
+    const hello = await request(`https://localhost:${ports.httpsPort}/hello`);
+    expect(hello.status).toBe(200);
+    expect(json(hello).app).toMatch(/sample app/);
+    const echo = await request(`http://127.0.0.1:${ports.httpPort}/echo`, { method: 'POST', body: 'through two processes' });
+    expect(echo.body.toString()).toBe('through two processes');
+
+    // one log line per request, without the query string or any secret
+    const line = await relay.waitFor((l) => l.event === 'request' && l.path === '/hello');
+    expect(line).toMatchObject({ method: 'GET', status: 200, client: '127.0.0.1' });
+    const allOutput = JSON.stringify(relay.lines) + JSON.stringify(agent.lines);
+    expect(allOutput).not.toContain(TOKEN);
+
+    agent.child.kill('SIGTERM');
+    expect(await agent.exited).toBe(0);
+    relay.child.kill('SIGTERM');
+    expect(await relay.exited).toBe(0);
+  });
+
+  it('answers 502 when the agent process dies before the response, and cuts a response it dies in', async () => {
+    const { ports } = await startRelayProcess();
+    const agent = await startAgentProcess(ports.tunnelPort, ['--sample-app']);
+    const waiting = request(`http://127.0.0.1:${ports.httpPort}/slow?ms=10000`);
+    const cut = new Promise<string>((resolve) => {
+      http.get(`http://127.0.0.1:${ports.httpPort}/bytes?n=${1024 * 1024 * 1024}`, (res) => {
+        res.once('data', () => setTimeout(() => agent.child.kill('SIGKILL'), 200));
+        res.on('end', () => resolve('complete'));
+        res.on('error', () => resolve('cut'));
+        res.on('aborted', () => resolve('cut'));
+      }).on('error', () => resolve('cut'));
+    });
+    expect(await cut).toBe('cut');
+    const reply = await waiting;
+    expect(reply.status).toBe(502);
+    expect(json(reply).error).toBe('agent_lost');
+  });
+
+  it('pipes to an upstream given with --upstream', async () => {
+    const upstream = http.createServer((req, res) => res.end(`upstream saw ${req.headers['x-forwarded-for']}`));
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    try {
+      const { ports } = await startRelayProcess();
+      await startAgentProcess(ports.tunnelPort, ['--upstream', `http://127.0.0.1:${(upstream.address() as { port: number }).port}`]);
+      const reply = await request(`http://127.0.0.1:${ports.httpPort}/`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+      expect(reply.body.toString()).toBe('upstream saw 127.0.0.1');
+    } finally {
+      upstream.closeAllConnections();
+      upstream.close();
+    }
+  });
+
+  it('takes options from a --config file, command-line options winning', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relay-config-'));
+    const file = join(dir, 'relay.json');
+    writeFileSync(file, JSON.stringify({ connectWaitMs: 100, retryAfterSeconds: 9, httpPort: 1 }));
+    const { ports } = await startRelayProcess(['--config', file]);
+    expect(ports.httpPort).not.toBe(1); // --http-port 0 on the command line wins
+    const reply = await request(`http://127.0.0.1:${ports.httpPort}/`);
+    expect(reply.status).toBe(503);
+    expect(reply.headers['retry-after']).toBe('9');
+  });
+});
+
+describe('start-up errors name the option and the fix', () => {
+  it('the relay refuses to start without an agent token', async () => {
+    const relay = run(RELAY, ['start', '--http-port', '0', '--https-port', '0', '--tunnel-port', '0', '--certs-dir', join(certsDir(), 'none')], { RELAY_AGENT_TOKEN: '' });
+    expect(await relay.exited).toBe(2);
+    expect(relay.stderr.join('\n')).toMatch(/--agent-token-file.*RELAY_AGENT_TOKEN/);
+  });
+
+  it('the relay refuses a bad port and a lone --cert', async () => {
+    const badPort = run(RELAY, ['start', '--http-port', '70000'], { RELAY_AGENT_TOKEN: TOKEN });
+    expect(await badPort.exited).toBe(2);
+    expect(badPort.stderr.join('\n')).toMatch(/--http-port: 70000 is not valid; expected an integer from 0 to 65535/);
+    const lone = run(RELAY, ['start', '--cert', join(certsDir(), 'relay.crt')], { RELAY_AGENT_TOKEN: TOKEN });
+    expect(await lone.exited).toBe(2);
+    expect(lone.stderr.join('\n')).toMatch(/--cert and --key go together/);
+  });
+
+  it('the agent refuses a malformed fingerprint, a ws:// relay, and a missing target', async () => {
+    const fp = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--relay-fingerprint', 'abc', '--sample-app'], { PLATFORM_AGENT_TOKEN: TOKEN });
+    expect(await fp.exited).toBe(2);
+    expect(fp.stderr.join('\n')).toMatch(/--relay-fingerprint: "abc" is not valid/);
+    const plain = run(AGENT, ['start', '--relay', 'ws://localhost:1', '--sample-app'], { PLATFORM_AGENT_TOKEN: TOKEN });
+    expect(await plain.exited).toBe(2);
+    expect(plain.stderr.join('\n')).toMatch(/use wss:\/\/host:port/);
+    const none = run(AGENT, ['start', '--relay', 'wss://localhost:1'], { PLATFORM_AGENT_TOKEN: TOKEN });
+    expect(await none.exited).toBe(2);
+    expect(none.stderr.join('\n')).toMatch(/--upstream .* or --sample-app/);
+  });
+});

@@ -39,6 +39,9 @@ export class MobileListeners {
       headersTimeout: limits.headersTimeoutMs,
       requestTimeout: limits.requestTimeoutMs,
       keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // how often Node checks the two timeouts above (default 30 s would let a slow client
+      // hold a connection up to 30 s past its deadline)
+      connectionsCheckingInterval: Math.max(100, Math.min(1_000, limits.headersTimeoutMs / 2)),
       noDelay: true,
       // reject ambiguous requests (smuggling): Node's default strict parser stays on
       insecureHTTPParser: false,

@@ -1,7 +1,5 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { patternChunks, patternSha256 } from '../../platform-agent/sample-app.js';
@@ -92,7 +90,7 @@ describe('relay forwarding to the sample app through the tunnel', () => {
   });
 
   it('answers 500 concurrent requests, each correctly', async () => {
-    const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 100 });
+    const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 500 });
     const replies = await Promise.all(
       Array.from({ length: 500 }, (_, i) =>
         request(`${httpBase}/echo`, { method: 'POST', agent: keepAlive, body: `request-${i}` }).then((r) => ({ i, r })),

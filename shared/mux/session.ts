@@ -298,8 +298,7 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
         stream.onFin();
         break;
       case FrameType.RST:
-        this.streams.delete(id);
-        stream.onReset(frame.value);
+        stream.onReset(frame.value); // its _destroy() forgets it
         break;
     }
     if (err) throw err;
@@ -363,7 +362,7 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     if (this.closed) return;
     const text = reason.toString();
     const err =
-      code === CloseCode.normal || code === CloseCode.goingAway
+      code === CloseCode.normal || code === CloseCode.goingAway || code === 1005 /* no status: a plain close */
         ? null
         : new RelayError('RELAY_ERR_SESSION_CLOSED', `tunnel closed by peer (${code}${text ? ` ${text}` : ''})`);
     this.shutdown(err);

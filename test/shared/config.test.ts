@@ -44,7 +44,9 @@ describe('secrets', () => {
 describe('numeric options and config files', () => {
   it('accepts integers in range and names the option otherwise', () => {
     expect(intOption('connect-wait-ms', '250', 0, 1000)).toBe(250);
-    expect(() => intOption('connect-wait-ms', 1.5, 0, 1000)).toThrow(/--connect-wait-ms: 1.5 is not valid; expected an integer from 0 to 1000/);
+    expect(() => intOption('connect-wait-ms', 1.5, 0, 1000)).toThrow(
+      /--connect-wait-ms: 1.5 is not valid; expected an integer from 0 to 1000/,
+    );
     expect(() => intOption('connect-wait-ms', 'soon', 0, 1000)).toThrow(/--connect-wait-ms/);
     expect(() => intOption('connect-wait-ms', 1001, 0, 1000)).toThrow(/--connect-wait-ms/);
   });
@@ -68,7 +70,15 @@ describe('agent token check', () => {
     expect(checkBearer('bearer the-agent-token-0123456789', hash)).toBe(true);
   });
   it('refuses anything else', () => {
-    for (const header of [undefined, '', 'Bearer', 'Bearer ', 'Bearer the-agent-token-012345678', 'Basic the-agent-token-0123456789', 'Bearer the-agent-token-0123456789 extra']) {
+    for (const header of [
+      undefined,
+      '',
+      'Bearer',
+      'Bearer ',
+      'Bearer the-agent-token-012345678',
+      'Basic the-agent-token-0123456789',
+      'Bearer the-agent-token-0123456789 extra',
+    ]) {
       expect(checkBearer(header, hash)).toBe(false);
     }
   });

@@ -26,7 +26,8 @@ function readPem(option: string, file: string): string {
 
 function relayUrls(value: unknown): string[] {
   const list = (Array.isArray(value) ? value : [value]).filter((v) => v !== undefined).map(String);
-  if (list.length === 0) throw new RelayError('RELAY_ERR_CONFIG', '--relay: give at least one relay, e.g. --relay wss://relay.dmz.example:10900');
+  if (list.length === 0)
+    throw new RelayError('RELAY_ERR_CONFIG', '--relay: give at least one relay, e.g. --relay wss://relay.dmz.example:10900');
   for (const raw of list) {
     let url: URL;
     try {
@@ -44,13 +45,22 @@ function trustOptions(argv: Args, logger: Logger): RelayTrust {
   if (argv.relayCa) trust.ca = readPem('relay-ca', String(argv.relayCa));
   if (argv.relayFingerprint) {
     const fp = normalizeFingerprint(String(argv.relayFingerprint));
-    if (!fp) throw configError('relay-fingerprint', argv.relayFingerprint, 'expected a SHA-256 fingerprint: 64 hex digits, colons optional (see the relay\'s start-up log)');
+    if (!fp)
+      throw configError(
+        'relay-fingerprint',
+        argv.relayFingerprint,
+        "expected a SHA-256 fingerprint: 64 hex digits, colons optional (see the relay's start-up log)",
+      );
     trust.fingerprint = fp;
   }
   if (argv.insecure) {
-    if (trust.ca || trust.fingerprint) throw new RelayError('RELAY_ERR_CONFIG', '--insecure cannot be combined with --relay-ca or --relay-fingerprint');
+    if (trust.ca || trust.fingerprint)
+      throw new RelayError('RELAY_ERR_CONFIG', '--insecure cannot be combined with --relay-ca or --relay-fingerprint');
     trust.insecure = true;
-    logger.warn({ event: 'tls_insecure' }, '--insecure: the relay\'s certificate is NOT verified; anyone in the path can read the agent token and the traffic');
+    logger.warn(
+      { event: 'tls_insecure' },
+      "--insecure: the relay's certificate is NOT verified; anyone in the path can read the agent token and the traffic",
+    );
   }
   return trust;
 }
@@ -63,7 +73,8 @@ function upstreamUrl(value: unknown): URL | undefined {
   } catch {
     throw configError('upstream', value, 'expected http://host:port or https://host:port');
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw configError('upstream', value, 'expected http://host:port or https://host:port');
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw configError('upstream', value, 'expected http://host:port or https://host:port');
   return url;
 }
 
@@ -80,7 +91,10 @@ async function start(argv: Args): Promise<void> {
     });
     const upstream = upstreamUrl(argv.upstream);
     if (!upstream && !argv.sampleApp) {
-      throw new RelayError('RELAY_ERR_CONFIG', 'nothing to serve: give --upstream <http(s)://host:port> (the platform server), or --sample-app for the built-in demo');
+      throw new RelayError(
+        'RELAY_ERR_CONFIG',
+        'nothing to serve: give --upstream <http(s)://host:port> (the platform server), or --sample-app for the built-in demo',
+      );
     }
     if (upstream && argv.sampleApp) throw new RelayError('RELAY_ERR_CONFIG', '--upstream and --sample-app exclude each other');
     const config = agentConfig({
@@ -100,9 +114,13 @@ async function start(argv: Args): Promise<void> {
         pingIntervalMs: intOption('ping-interval-ms', argv.pingIntervalMs, 0, 3_600_000),
       },
     });
-    if (config.reconnectMaxMs < config.reconnectMinMs) throw configError('reconnect-max-ms', config.reconnectMaxMs, `must be at least --reconnect-min-ms (${config.reconnectMinMs})`);
+    if (config.reconnectMaxMs < config.reconnectMinMs)
+      throw configError('reconnect-max-ms', config.reconnectMaxMs, `must be at least --reconnect-min-ms (${config.reconnectMinMs})`);
     if (!config.trust.ca && !config.trust.fingerprint && !config.trust.insecure) {
-      logger.info({ event: 'tls_system_ca' }, 'verifying the relay against the system CAs (use --relay-ca or --relay-fingerprint for a private or self-signed relay certificate)');
+      logger.info(
+        { event: 'tls_system_ca' },
+        'verifying the relay against the system CAs (use --relay-ca or --relay-fingerprint for a private or self-signed relay certificate)',
+      );
     }
     agent = new PlatformAgent(config, logger);
   } catch (err) {
@@ -120,23 +138,54 @@ await yargs(hideBin(process.argv))
     'dial out to one or more relays and serve the platform through them',
     (y) =>
       y
-        .option('relay', { type: 'string', array: true, describe: 'relay tunnel URL, wss://host:port (repeat to connect to several relays)' })
-        .option('token', { type: 'string', describe: 'agent token (prefer --token-file or PLATFORM_AGENT_TOKEN: argv is visible to other users)' })
+        .option('relay', {
+          type: 'string',
+          array: true,
+          describe: 'relay tunnel URL, wss://host:port (repeat to connect to several relays)',
+        })
+        .option('token', {
+          type: 'string',
+          describe: 'agent token (prefer --token-file or PLATFORM_AGENT_TOKEN: argv is visible to other users)',
+        })
         .option('token-file', { type: 'string', describe: 'file holding the agent token' })
         .option('relay-ca', { type: 'string', describe: 'PEM CA that signed the relay certificate' })
         .option('relay-fingerprint', { type: 'string', describe: 'pin the relay certificate by its SHA-256 fingerprint' })
-        .option('insecure', { type: 'boolean', default: false, describe: 'do not verify the relay certificate (testing only; logged as a warning)' })
+        .option('insecure', {
+          type: 'boolean',
+          default: false,
+          describe: 'do not verify the relay certificate (testing only; logged as a warning)',
+        })
         .option('connections', { type: 'number', default: defaults.connectionsPerRelay, describe: 'tunnel connections per relay' })
         .option('upstream', { type: 'string', describe: 'platform server to pipe each stream to, http(s)://host:port' })
         .option('upstream-ca', { type: 'string', describe: 'PEM CA for an https upstream' })
-        .option('sample-app', { type: 'boolean', default: false, describe: 'serve the built-in sample app (a demo, not the platform server)' })
+        .option('sample-app', {
+          type: 'boolean',
+          default: false,
+          describe: 'serve the built-in sample app (a demo, not the platform server)',
+        })
         .option('agent-id', { type: 'string', default: hostname(), describe: 'name the relay shows for this agent' })
         .option('reconnect-min-ms', { type: 'number', default: defaults.reconnectMinMs, describe: 'first reconnect delay ceiling' })
         .option('reconnect-max-ms', { type: 'number', default: defaults.reconnectMaxMs, describe: 'largest reconnect delay' })
-        .option('drain-timeout-ms', { type: 'number', default: defaults.drainTimeoutMs, describe: 'time in-flight streams get on SIGTERM/SIGINT' })
-        .option('stream-window-bytes', { type: 'number', default: defaults.streamWindowBytes, describe: 'per-stream flow-control window (>= 262144)' })
-        .option('max-frame-bytes', { type: 'number', default: defaults.maxFramePayloadBytes, describe: 'largest DATA frame the agent sends' })
-        .option('ping-interval-ms', { type: 'number', default: defaults.pingIntervalMs, describe: 'tunnel ping interval; a missed pong drops the connection; 0 = off' })
+        .option('drain-timeout-ms', {
+          type: 'number',
+          default: defaults.drainTimeoutMs,
+          describe: 'time in-flight streams get on SIGTERM/SIGINT',
+        })
+        .option('stream-window-bytes', {
+          type: 'number',
+          default: defaults.streamWindowBytes,
+          describe: 'per-stream flow-control window (>= 262144)',
+        })
+        .option('max-frame-bytes', {
+          type: 'number',
+          default: defaults.maxFramePayloadBytes,
+          describe: 'largest DATA frame the agent sends',
+        })
+        .option('ping-interval-ms', {
+          type: 'number',
+          default: defaults.pingIntervalMs,
+          describe: 'tunnel ping interval; a missed pong drops the connection; 0 = off',
+        })
         .option('log-level', { choices: logLevels, default: 'info' as const, describe: 'log level' })
         .config('config', 'JSON file of options (camelCase or kebab-case keys); command-line options win', readJsonConfig),
     (argv) => start(argv as Args),

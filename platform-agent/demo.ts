@@ -67,16 +67,45 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-run('relay/cli.js', ['start', '--host', '127.0.0.1', '--http-port', String(argv.httpPort), '--https-port', String(argv.httpsPort), '--tunnel-port', String(argv.tunnelPort), '--certs-dir', argv.certsDir], {
-  RELAY_AGENT_TOKEN: token,
-});
+run(
+  'relay/cli.js',
+  [
+    'start',
+    '--host',
+    '127.0.0.1',
+    '--http-port',
+    String(argv.httpPort),
+    '--https-port',
+    String(argv.httpsPort),
+    '--tunnel-port',
+    String(argv.tunnelPort),
+    '--certs-dir',
+    argv.certsDir,
+  ],
+  {
+    RELAY_AGENT_TOKEN: token,
+  },
+);
 await waitForPort(argv.tunnelPort, 30_000);
 const certFile = join(argv.certsDir, 'relay.crt');
 if (!existsSync(certFile)) throw new Error(`${certFile} is missing`);
 const fingerprint = fingerprintSha256(readFileSync(certFile, 'utf8'));
-run('platform-agent/cli.js', ['start', '--relay', `wss://localhost:${argv.tunnelPort}`, '--relay-fingerprint', fingerprint, '--sample-app', '--agent-id', 'demo-agent'], {
-  PLATFORM_AGENT_TOKEN: token,
-});
+run(
+  'platform-agent/cli.js',
+  [
+    'start',
+    '--relay',
+    `wss://localhost:${argv.tunnelPort}`,
+    '--relay-fingerprint',
+    fingerprint,
+    '--sample-app',
+    '--agent-id',
+    'demo-agent',
+  ],
+  {
+    PLATFORM_AGENT_TOKEN: token,
+  },
+);
 
 process.stdout.write(
   [

@@ -80,7 +80,8 @@ function route(req: IncomingMessage, res: ServerResponse): void {
       });
     case 'GET /bytes': {
       const n = Number(q.get('n') ?? 1024);
-      if (!Number.isInteger(n) || n < 0 || n > MAX_DOWNLOAD_BYTES) return json(res, 400, { error: 'bad_size', message: `n must be an integer from 0 to ${MAX_DOWNLOAD_BYTES}` });
+      if (!Number.isInteger(n) || n < 0 || n > MAX_DOWNLOAD_BYTES)
+        return json(res, 400, { error: 'bad_size', message: `n must be an integer from 0 to ${MAX_DOWNLOAD_BYTES}` });
       const chunked = q.get('chunked') === '1';
       res.writeHead(200, { 'content-type': 'application/octet-stream', ...(chunked ? {} : { 'content-length': n }) });
       return streamOut(res, patternChunks(n, q.get('seed') ?? 'relay'));

@@ -29,7 +29,10 @@ export function createUpstreamPipe(options: UpstreamOptions): (stream: MuxStream
       : net.connect({ host, port });
     socket.setNoDelay(true);
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      logger.warn({ event: 'upstream_error', upstream: url.origin, code: err.code, stream: stream.id }, `upstream connection failed: ${err.message}`);
+      logger.warn(
+        { event: 'upstream_error', upstream: url.origin, code: err.code, stream: stream.id },
+        `upstream connection failed: ${err.message}`,
+      );
       stream.destroy(Object.assign(err, { resetCode: ResetCode.upstreamUnreachable }));
     });
     stream.on('error', () => socket.destroy());

@@ -52,7 +52,10 @@ async function start(argv: Args): Promise<void> {
     exitWithConfigError(err);
   }
   const ports = await relay.start();
-  logger.info({ event: 'relay_ready' }, `mobile clients: http://<host>:${ports.httpPort}/  https://<host>:${ports.httpsPort}/ ; agents: wss://<host>:${ports.tunnelPort}`);
+  logger.info(
+    { event: 'relay_ready' },
+    `mobile clients: http://<host>:${ports.httpPort}/  https://<host>:${ports.httpsPort}/ ; agents: wss://<host>:${ports.tunnelPort}`,
+  );
   onShutdownSignals(logger, () => relay.stop());
 }
 
@@ -60,7 +63,8 @@ function loadTls(argv: Args, logger: ReturnType<typeof createLogger>): { cert: s
   const certFile = argv.cert as string | undefined;
   const keyFile = argv.key as string | undefined;
   if (certFile || keyFile) {
-    if (!certFile || !keyFile) throw new RelayError('RELAY_ERR_CONFIG', '--cert and --key go together: give both PEM files, or neither for a self-signed pair');
+    if (!certFile || !keyFile)
+      throw new RelayError('RELAY_ERR_CONFIG', '--cert and --key go together: give both PEM files, or neither for a self-signed pair');
     const read = (opt: string, file: string): string => {
       try {
         return readFileSync(file, 'utf8');
@@ -81,7 +85,10 @@ function loadTls(argv: Args, logger: ReturnType<typeof createLogger>): { cert: s
       `no --cert/--key: generated a self-signed certificate in ${dir}/. Mobile devices on the internet need a certificate from a trusted authority; agents can pin this one with --relay-fingerprint ${fingerprint}`,
     );
   } else {
-    logger.warn({ event: 'tls_self_signed', cert: pair.certFile, fingerprint }, `using the self-signed certificate in ${dir}/ (agents: --relay-fingerprint ${fingerprint})`);
+    logger.warn(
+      { event: 'tls_self_signed', cert: pair.certFile, fingerprint },
+      `using the self-signed certificate in ${dir}/ (agents: --relay-fingerprint ${fingerprint})`,
+    );
   }
   return pair;
 }
@@ -109,20 +116,67 @@ await yargs(hideBin(process.argv))
         .option('tunnel-port', { type: 'number', default: defaults.tunnelPort, describe: 'WSS port where platform agents connect' })
         .option('cert', { type: 'string', describe: 'PEM certificate (with chain) for HTTPS and the tunnel' })
         .option('key', { type: 'string', describe: 'PEM private key of --cert' })
-        .option('certs-dir', { type: 'string', default: 'certs', describe: 'where a self-signed pair is made when --cert/--key are absent' })
-        .option('agent-token', { type: 'string', describe: 'token agents must present (prefer --agent-token-file or RELAY_AGENT_TOKEN: argv is visible to other users)' })
+        .option('certs-dir', {
+          type: 'string',
+          default: 'certs',
+          describe: 'where a self-signed pair is made when --cert/--key are absent',
+        })
+        .option('agent-token', {
+          type: 'string',
+          describe: 'token agents must present (prefer --agent-token-file or RELAY_AGENT_TOKEN: argv is visible to other users)',
+        })
         .option('agent-token-file', { type: 'string', describe: 'file holding the agent token' })
-        .option('connect-wait-ms', { type: 'number', default: defaults.connectWaitMs, describe: 'how long a request waits for an agent before 503' })
-        .option('retry-after-seconds', { type: 'number', default: defaults.retryAfterSeconds, describe: 'Retry-After sent with 503 no_agent' })
-        .option('stream-idle-timeout-ms', { type: 'number', default: defaults.streamIdleTimeoutMs, describe: 'idle time before a tunnel stream is closed (504 if a response was awaited); 0 = none' })
-        .option('drain-timeout-ms', { type: 'number', default: defaults.drainTimeoutMs, describe: 'time in-flight requests get on SIGTERM/SIGINT' })
+        .option('connect-wait-ms', {
+          type: 'number',
+          default: defaults.connectWaitMs,
+          describe: 'how long a request waits for an agent before 503',
+        })
+        .option('retry-after-seconds', {
+          type: 'number',
+          default: defaults.retryAfterSeconds,
+          describe: 'Retry-After sent with 503 no_agent',
+        })
+        .option('stream-idle-timeout-ms', {
+          type: 'number',
+          default: defaults.streamIdleTimeoutMs,
+          describe: 'idle time before a tunnel stream is closed (504 if a response was awaited); 0 = none',
+        })
+        .option('drain-timeout-ms', {
+          type: 'number',
+          default: defaults.drainTimeoutMs,
+          describe: 'time in-flight requests get on SIGTERM/SIGINT',
+        })
         .option('max-header-bytes', { type: 'number', default: defaults.maxHeaderBytes, describe: 'largest request head (431 past it)' })
-        .option('headers-timeout-ms', { type: 'number', default: defaults.headersTimeoutMs, describe: 'time to receive a request head (408 past it)' })
-        .option('request-timeout-ms', { type: 'number', default: defaults.requestTimeoutMs, describe: 'time to receive a whole request (408 past it); 0 = none' })
-        .option('keep-alive-timeout-ms', { type: 'number', default: defaults.keepAliveTimeoutMs, describe: 'idle keep-alive time on mobile connections' })
-        .option('stream-window-bytes', { type: 'number', default: defaults.streamWindowBytes, describe: 'per-stream flow-control window (>= 262144)' })
-        .option('max-frame-bytes', { type: 'number', default: defaults.maxFramePayloadBytes, describe: 'largest DATA frame the relay sends' })
-        .option('ping-interval-ms', { type: 'number', default: defaults.pingIntervalMs, describe: 'tunnel ping interval; a missed pong drops the connection; 0 = off' })
+        .option('headers-timeout-ms', {
+          type: 'number',
+          default: defaults.headersTimeoutMs,
+          describe: 'time to receive a request head (408 past it)',
+        })
+        .option('request-timeout-ms', {
+          type: 'number',
+          default: defaults.requestTimeoutMs,
+          describe: 'time to receive a whole request (408 past it); 0 = none',
+        })
+        .option('keep-alive-timeout-ms', {
+          type: 'number',
+          default: defaults.keepAliveTimeoutMs,
+          describe: 'idle keep-alive time on mobile connections',
+        })
+        .option('stream-window-bytes', {
+          type: 'number',
+          default: defaults.streamWindowBytes,
+          describe: 'per-stream flow-control window (>= 262144)',
+        })
+        .option('max-frame-bytes', {
+          type: 'number',
+          default: defaults.maxFramePayloadBytes,
+          describe: 'largest DATA frame the relay sends',
+        })
+        .option('ping-interval-ms', {
+          type: 'number',
+          default: defaults.pingIntervalMs,
+          describe: 'tunnel ping interval; a missed pong drops the connection; 0 = off',
+        })
         .option('log-level', { choices: logLevels, default: 'info' as const, describe: 'log level' })
         .config('config', 'JSON file of options (camelCase or kebab-case keys); command-line options win', readJsonConfig),
     (argv) => start(argv as Args),

@@ -55,7 +55,10 @@ export function generateSelfSigned(options: SelfSignedOptions): PemPair {
  * Loads `relay.crt`/`relay.key` from `dir`, or makes a self-signed pair there (key mode 0600).
  * Returns the pair and whether it was generated.
  */
-export function loadOrCreateSelfSigned(dir: string, options: SelfSignedOptions): PemPair & { generated: boolean; certFile: string; keyFile: string } {
+export function loadOrCreateSelfSigned(
+  dir: string,
+  options: SelfSignedOptions,
+): PemPair & { generated: boolean; certFile: string; keyFile: string } {
   const certFile = join(dir, 'relay.crt');
   const keyFile = join(dir, 'relay.key');
   if (existsSync(certFile) && existsSync(keyFile)) {
@@ -76,7 +79,10 @@ export function fingerprintSha256(certPemOrDer: string | Buffer): string {
 
 /** Normalises a fingerprint given by a user (any case, with or without colons) to `AA:BB:...`; null if it is not 32 bytes of hex. */
 export function normalizeFingerprint(input: string): string | null {
-  const hex = input.replace(/^sha256:/i, '').replace(/[:\s]/g, '').toUpperCase();
+  const hex = input
+    .replace(/^sha256:/i, '')
+    .replace(/[:\s]/g, '')
+    .toUpperCase();
   if (!/^[0-9A-F]{64}$/.test(hex)) return null;
   return formatFingerprint(hex);
 }

@@ -28,10 +28,16 @@ export function resolveSecret(src: SecretSource): string {
   }
   if (!secret) secret = process.env[src.env];
   if (!secret) {
-    throw new RelayError('RELAY_ERR_CONFIG', `no ${src.option} given: pass --${src.option}-file <file>, set ${src.env}, or --${src.option} <value>`);
+    throw new RelayError(
+      'RELAY_ERR_CONFIG',
+      `no ${src.option} given: pass --${src.option}-file <file>, set ${src.env}, or --${src.option} <value>`,
+    );
   }
   if (secret.length < src.minLength) {
-    throw new RelayError('RELAY_ERR_CONFIG', `--${src.option}: too short (${secret.length} characters); use at least ${src.minLength}, e.g. \`openssl rand -base64 32\``);
+    throw new RelayError(
+      'RELAY_ERR_CONFIG',
+      `--${src.option}: too short (${secret.length} characters); use at least ${src.minLength}, e.g. \`openssl rand -base64 32\``,
+    );
   }
   if (/\s/.test(secret)) throw new RelayError('RELAY_ERR_CONFIG', `--${src.option}: must not contain whitespace`);
   return secret;
@@ -63,7 +69,10 @@ export function readJsonConfig(path: string): Record<string, unknown> {
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
     return parsed as Record<string, unknown>;
   } catch (err) {
-    throw new RelayError('RELAY_ERR_CONFIG', `--config: ${JSON.stringify(path)} is not a JSON object of options (${(err as Error).message})`);
+    throw new RelayError(
+      'RELAY_ERR_CONFIG',
+      `--config: ${JSON.stringify(path)} is not a JSON object of options (${(err as Error).message})`,
+    );
   }
 }
 

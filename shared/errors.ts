@@ -65,7 +65,7 @@ const catalog = {
 
   // tunnel authentication
   RELAY_ERR_TUNNEL_AUTH: { message: 'agent token rejected', httpStatus: 401 },
-  RELAY_ERR_TLS_PIN: { message: "relay certificate does not match the pinned SHA-256 fingerprint" },
+  RELAY_ERR_TLS_PIN: { message: 'relay certificate does not match the pinned SHA-256 fingerprint' },
 
   // configuration
   RELAY_ERR_CONFIG: { message: 'invalid configuration' },

@@ -57,7 +57,9 @@ export function verifiedTlsConnector(trust: RelayTrust, timeoutMs: number) {
         const raw = socket.getPeerCertificate().raw;
         const seen = raw ? fingerprintSha256(raw) : 'none';
         if (seen !== trust.fingerprint) {
-          finish(new RelayError('RELAY_ERR_TLS_PIN', `relay certificate fingerprint ${seen} does not match the pinned ${trust.fingerprint}`));
+          finish(
+            new RelayError('RELAY_ERR_TLS_PIN', `relay certificate fingerprint ${seen} does not match the pinned ${trust.fingerprint}`),
+          );
           return;
         }
       }

@@ -134,7 +134,10 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
       req.destroy();
       if (res.statusCode === 401) {
         const err = new RelayError('RELAY_ERR_TUNNEL_AUTH');
-        logger.error({ event: 'tunnel_auth_rejected', relay: url, code: err.code }, 'the relay rejected the agent token (HTTP 401): check --token / PLATFORM_AGENT_TOKEN against the relay\'s --agent-token');
+        logger.error(
+          { event: 'tunnel_auth_rejected', relay: url, code: err.code },
+          "the relay rejected the agent token (HTTP 401): check --token / PLATFORM_AGENT_TOKEN against the relay's --agent-token",
+        );
         failed('token rejected (HTTP 401)', { status: 401 });
       } else {
         failed(`relay answered HTTP ${res.statusCode} to the upgrade`, { status: res.statusCode });
@@ -170,7 +173,10 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
   private scheduleReconnect(slot: Slot, reason: string, fields: Record<string, unknown>): void {
     if (this.stopped) return;
     const delayMs = slot.backoff.next();
-    this.options.logger.warn({ event: 'tunnel_retry', relay: this.options.url, slot: slot.index, delayMs, reason, ...fields }, `relay connection down (${reason}); retrying in ${delayMs} ms`);
+    this.options.logger.warn(
+      { event: 'tunnel_retry', relay: this.options.url, slot: slot.index, delayMs, reason, ...fields },
+      `relay connection down (${reason}); retrying in ${delayMs} ms`,
+    );
     slot.timer = setTimeout(() => {
       slot.timer = null;
       this.connect(slot);

@@ -110,10 +110,14 @@ function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     return;
   }
   const [status, code] =
-    err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'header_too_large'] :
-    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout'] :
-    [400, 'bad_request'];
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'header_too_large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request_timeout']
+        : [400, 'bad_request'];
   const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
   const body = JSON.stringify({ error: code, message: reason });
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }

@@ -21,7 +21,13 @@ export class TunnelHttpAgent extends http.Agent {
   constructor(registry: TunnelRegistry, meta: OpenMetadata, waitMs: number, streamIdleMs: number) {
     // `timeout` closes an idle kept-alive stream; active requests are bounded by the
     // forwarder's proxyTimeout instead (Node's agent leaves busy sockets alone).
-    super({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1, scheduling: 'lifo', ...(streamIdleMs > 0 ? { timeout: streamIdleMs } : {}) });
+    super({
+      keepAlive: true,
+      maxSockets: 1,
+      maxFreeSockets: 1,
+      scheduling: 'lifo',
+      ...(streamIdleMs > 0 ? { timeout: streamIdleMs } : {}),
+    });
     this.registry = registry;
     this.meta = meta;
     this.waitMs = waitMs;

@@ -130,9 +130,14 @@ export function decodeOpenMetadata(payload: Buffer): OpenMetadata {
   }
   const m = parsed as Partial<OpenMetadata> | null;
   if (
-    typeof m !== 'object' || m === null ||
-    typeof m.clientIp !== 'string' || m.clientIp.length === 0 || m.clientIp.length > 64 ||
-    !isPort(m.clientPort) || !isPort(m.listenerPort) || typeof m.tls !== 'boolean'
+    typeof m !== 'object' ||
+    m === null ||
+    typeof m.clientIp !== 'string' ||
+    m.clientIp.length === 0 ||
+    m.clientIp.length > 64 ||
+    !isPort(m.clientPort) ||
+    !isPort(m.listenerPort) ||
+    typeof m.tls !== 'boolean'
   ) {
     throw new RelayError('RELAY_ERR_FRAME_INVALID', 'OPEN metadata has missing or invalid fields');
   }

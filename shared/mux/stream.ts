@@ -178,7 +178,10 @@ export class MuxStream extends Duplex {
   }
 
   override _writev(chunks: { chunk: Buffer }[], callback: (err?: Error | null) => void): void {
-    this.enqueue(chunks.map((c) => c.chunk), callback);
+    this.enqueue(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
   }
 
   private enqueue(chunks: Buffer[], callback: (err?: Error | null) => void): void {

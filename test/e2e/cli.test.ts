@@ -77,10 +77,29 @@ function run(script: string, args: string[], env: Record<string, string> = {}): 
   return proc;
 }
 
-async function startRelayProcess(extra: string[] = []): Promise<{ relay: Proc; ports: { httpPort: number; httpsPort: number; tunnelPort: number } }> {
+async function startRelayProcess(
+  extra: string[] = [],
+): Promise<{ relay: Proc; ports: { httpPort: number; httpsPort: number; tunnelPort: number } }> {
   const relay = run(
     RELAY,
-    ['start', '--host', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--tunnel-port', '0', '--cert', join(certsDir(), 'relay.crt'), '--key', join(certsDir(), 'relay.key'), '--drain-timeout-ms', '3000', ...extra],
+    [
+      'start',
+      '--host',
+      '127.0.0.1',
+      '--http-port',
+      '0',
+      '--https-port',
+      '0',
+      '--tunnel-port',
+      '0',
+      '--cert',
+      join(certsDir(), 'relay.crt'),
+      '--key',
+      join(certsDir(), 'relay.key'),
+      '--drain-timeout-ms',
+      '3000',
+      ...extra,
+    ],
     { RELAY_AGENT_TOKEN: TOKEN },
   );
   const started = await relay.waitFor((l) => l.event === 'relay_started');
@@ -88,9 +107,24 @@ async function startRelayProcess(extra: string[] = []): Promise<{ relay: Proc; p
 }
 
 async function startAgentProcess(tunnelPort: number, extra: string[] = []): Promise<Proc> {
-  const agent = run(AGENT, ['start', '--relay', `wss://localhost:${tunnelPort}`, '--relay-fingerprint', relayFingerprint(), '--connections', '1', '--drain-timeout-ms', '3000', ...extra], {
-    PLATFORM_AGENT_TOKEN: TOKEN,
-  });
+  const agent = run(
+    AGENT,
+    [
+      'start',
+      '--relay',
+      `wss://localhost:${tunnelPort}`,
+      '--relay-fingerprint',
+      relayFingerprint(),
+      '--connections',
+      '1',
+      '--drain-timeout-ms',
+      '3000',
+      ...extra,
+    ],
+    {
+      PLATFORM_AGENT_TOKEN: TOKEN,
+    },
+  );
   await agent.waitFor((l) => l.event === 'tunnel_connected');
   return agent;
 }
@@ -122,12 +156,14 @@ describe('relay and platform-agent executables', () => {
     const agent = await startAgentProcess(ports.tunnelPort, ['--sample-app']);
     const waiting = request(`http://127.0.0.1:${ports.httpPort}/slow?ms=10000`);
     const cut = new Promise<string>((resolve) => {
-      http.get(`http://127.0.0.1:${ports.httpPort}/bytes?n=${1024 * 1024 * 1024}`, (res) => {
-        res.once('data', () => setTimeout(() => agent.child.kill('SIGKILL'), 200));
-        res.on('end', () => resolve('complete'));
-        res.on('error', () => resolve('cut'));
-        res.on('aborted', () => resolve('cut'));
-      }).on('error', () => resolve('cut'));
+      http
+        .get(`http://127.0.0.1:${ports.httpPort}/bytes?n=${1024 * 1024 * 1024}`, (res) => {
+          res.once('data', () => setTimeout(() => agent.child.kill('SIGKILL'), 200));
+          res.on('end', () => resolve('complete'));
+          res.on('error', () => resolve('cut'));
+          res.on('aborted', () => resolve('cut'));
+        })
+        .on('error', () => resolve('cut'));
     });
     expect(await cut).toBe('cut');
     const reply = await waiting;
@@ -163,7 +199,11 @@ describe('relay and platform-agent executables', () => {
 
 describe('start-up errors name the option and the fix', () => {
   it('the relay refuses to start without an agent token', async () => {
-    const relay = run(RELAY, ['start', '--http-port', '0', '--https-port', '0', '--tunnel-port', '0', '--certs-dir', join(certsDir(), 'none')], { RELAY_AGENT_TOKEN: '' });
+    const relay = run(
+      RELAY,
+      ['start', '--http-port', '0', '--https-port', '0', '--tunnel-port', '0', '--certs-dir', join(certsDir(), 'none')],
+      { RELAY_AGENT_TOKEN: '' },
+    );
     expect(await relay.exited).toBe(2);
     expect(relay.stderr.join('\n')).toMatch(/--agent-token-file.*RELAY_AGENT_TOKEN/);
   });
@@ -178,7 +218,9 @@ describe('start-up errors name the option and the fix', () => {
   });
 
   it('the agent refuses a malformed fingerprint, a ws:// relay, and a missing target', async () => {
-    const fp = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--relay-fingerprint', 'abc', '--sample-app'], { PLATFORM_AGENT_TOKEN: TOKEN });
+    const fp = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--relay-fingerprint', 'abc', '--sample-app'], {
+      PLATFORM_AGENT_TOKEN: TOKEN,
+    });
     expect(await fp.exited).toBe(2);
     expect(fp.stderr.join('\n')).toMatch(/--relay-fingerprint: "abc" is not valid/);
     const plain = run(AGENT, ['start', '--relay', 'ws://localhost:1', '--sample-app'], { PLATFORM_AGENT_TOKEN: TOKEN });

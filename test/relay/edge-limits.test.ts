@@ -20,7 +20,9 @@ describe('edge limits', () => {
   let relay: Relay;
   let agent: PlatformAgent;
   beforeAll(async () => {
-    relay = await startRelay({ limits: { maxHeaderBytes: 4096, headersTimeoutMs: 300, requestTimeoutMs: 1_000, keepAliveTimeoutMs: 5_000 } });
+    relay = await startRelay({
+      limits: { maxHeaderBytes: 4096, headersTimeoutMs: 300, requestTimeoutMs: 1_000, keepAliveTimeoutMs: 5_000 },
+    });
     agent = await startAgent(relay);
   });
   afterAll(async () => {

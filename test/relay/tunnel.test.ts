@@ -71,16 +71,18 @@ describe('no agent, lost agent', () => {
     const relay = await relayUp();
     const agent = await agentUp(relay, { connections: 1 });
     const outcome = await new Promise<string>((resolve) => {
-      http.get(`http://127.0.0.1:${relay.ports!.httpPort}/bytes?n=${512 * 1024 * 1024}`, (res) => {
-        let got = 0;
-        res.on('data', (c: Buffer) => {
-          got += c.length;
-          if (got > 1024 * 1024 && got - c.length <= 1024 * 1024) for (const client of agent.clients) client.stop();
-        });
-        res.on('end', () => resolve(`complete after ${got}`));
-        res.on('error', () => resolve('cut'));
-        res.on('aborted', () => resolve('cut'));
-      }).on('error', () => resolve('cut'));
+      http
+        .get(`http://127.0.0.1:${relay.ports!.httpPort}/bytes?n=${512 * 1024 * 1024}`, (res) => {
+          let got = 0;
+          res.on('data', (c: Buffer) => {
+            got += c.length;
+            if (got > 1024 * 1024 && got - c.length <= 1024 * 1024) for (const client of agent.clients) client.stop();
+          });
+          res.on('end', () => resolve(`complete after ${got}`));
+          res.on('error', () => resolve('cut'));
+          res.on('aborted', () => resolve('cut'));
+        })
+        .on('error', () => resolve('cut'));
     });
     expect(outcome).toBe('cut');
   });
@@ -168,7 +170,15 @@ describe('tunnel authentication and trust', () => {
   it('an agent with a rejected token backs off instead of retrying in a hot loop', async () => {
     const relay = await relayUp();
     const agent = new PlatformAgent(
-      agentConfig({ relays: [`wss://localhost:${relay.ports!.tunnelPort}`], token: 'not-the-right-token-xyz', trust: { fingerprint: relayFingerprint() }, connections: 1, sampleApp: true, reconnectMinMs: 50, reconnectMaxMs: 400 }),
+      agentConfig({
+        relays: [`wss://localhost:${relay.ports!.tunnelPort}`],
+        token: 'not-the-right-token-xyz',
+        trust: { fingerprint: relayFingerprint() },
+        connections: 1,
+        sampleApp: true,
+        reconnectMinMs: 50,
+        reconnectMaxMs: 400,
+      }),
       testLogger(),
     );
     agent.start();
@@ -186,7 +196,9 @@ describe('tunnel authentication and trust', () => {
     const relay = await relayUp();
     const { ws } = await rawTunnel(relay.ports!.tunnelPort, { authorization: `Bearer ${TOKEN}` });
     await until(() => relay.registry.size === 1);
-    const closed = new Promise<{ code: number; reason: string }>((resolve) => ws!.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+      ws!.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
     ws!.send(Buffer.from('this is not a frame'));
     expect(await closed).toEqual({ code: 1002, reason: 'RELAY_ERR_FRAME_VERSION' });
     await until(() => relay.registry.size === 0);
@@ -195,7 +207,9 @@ describe('tunnel authentication and trust', () => {
   it('closes the tunnel when an agent sends DATA for a stream that was never opened', async () => {
     const relay = await relayUp();
     const { ws } = await rawTunnel(relay.ports!.tunnelPort, { authorization: `Bearer ${TOKEN}` });
-    const closed = new Promise<{ code: number; reason: string }>((resolve) => ws!.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+      ws!.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
     ws!.send(encodeFrame(FrameType.DATA, 41, Buffer.from('x')));
     expect(await closed).toEqual({ code: 1002, reason: 'RELAY_ERR_STREAM_UNKNOWN' });
   });
@@ -208,7 +222,15 @@ describe('tunnel authentication and trust', () => {
     let upgrades = 0;
     relay.tunnel.server.prependListener('upgrade', () => upgrades++);
     const wrongPin = new PlatformAgent(
-      agentConfig({ relays: [`wss://localhost:${relay.ports!.tunnelPort}`], token: TOKEN, trust: { fingerprint: relayFingerprint('other') }, connections: 1, sampleApp: true, reconnectMinMs: 50, reconnectMaxMs: 100 }),
+      agentConfig({
+        relays: [`wss://localhost:${relay.ports!.tunnelPort}`],
+        token: TOKEN,
+        trust: { fingerprint: relayFingerprint('other') },
+        connections: 1,
+        sampleApp: true,
+        reconnectMinMs: 50,
+        reconnectMaxMs: 100,
+      }),
       testLogger(),
     );
     wrongPin.start();
@@ -218,7 +240,15 @@ describe('tunnel authentication and trust', () => {
     expect(upgrades).toBe(0);
 
     const wrongCa = new PlatformAgent(
-      agentConfig({ relays: [`wss://localhost:${relay.ports!.tunnelPort}`], token: TOKEN, trust: { ca: relayTls('other').cert }, connections: 1, sampleApp: true, reconnectMinMs: 50, reconnectMaxMs: 100 }),
+      agentConfig({
+        relays: [`wss://localhost:${relay.ports!.tunnelPort}`],
+        token: TOKEN,
+        trust: { ca: relayTls('other').cert },
+        connections: 1,
+        sampleApp: true,
+        reconnectMinMs: 50,
+        reconnectMaxMs: 100,
+      }),
       testLogger(),
     );
     wrongCa.start();
@@ -239,13 +269,22 @@ describe('pipe mode to an external upstream', () => {
     upstream.on('connection', (s) => upstreamPorts.push(s.remotePort!));
     upstream.keepAliveTimeout = 60_000;
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-    cleanups.push(() => new Promise((r) => { upstream.closeAllConnections(); upstream.close(r); }));
+    cleanups.push(
+      () =>
+        new Promise((r) => {
+          upstream.closeAllConnections();
+          upstream.close(r);
+        }),
+    );
     const relay = await relayUp();
     await agentUp(relay, { sampleApp: false, upstream: new URL(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`) });
 
     const clientA = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const clientB = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    cleanups.push(() => { clientA.destroy(); clientB.destroy(); });
+    cleanups.push(() => {
+      clientA.destroy();
+      clientB.destroy();
+    });
     const url = `http://127.0.0.1:${relay.ports!.httpPort}/x`;
     const a1 = json(await request(url, { agent: clientA }));
     const a2 = json(await request(url, { agent: clientA }));

@@ -20,8 +20,8 @@ export const defaults = Object.freeze({
   maxFramePayloadLimitBytes: 1024 * 1024,
   /** Largest WebSocket message (a batch of frames) either side accepts (`ws` maxPayload). */
   maxMessageBytes: 4 * 1024 * 1024,
-  /** A batch is flushed once it holds this many bytes, even if more frames are ready. */
-  batchTargetBytes: 256 * 1024,
+  /** A batch is flushed once it holds this many bytes, even if more frames are ready (smaller batches pipeline better: the receiver can consume one while the next is in flight). */
+  batchTargetBytes: 64 * 1024,
   /** Stop framing DATA while the WebSocket's bufferedAmount is above this; resume below half. */
   connectionHighWaterMarkBytes: 1024 * 1024,
   /** Largest OPEN metadata payload (JSON). */

@@ -1,7 +1,7 @@
 /**
  * A multiplexed session over one WebSocket: many `MuxStream`s, one connection. The session owns
- * stream ids, the frame decoder, and the write path: frames produced during one event-loop turn
- * are encoded into one WebSocket message and sent with one write (batching), and DATA is framed
+ * stream ids, the frame decoder, and the write path: frames produced during one callback (before
+ * the next process tick) are encoded into one WebSocket message and sent with one write (batching), and DATA is framed
  * only while the socket's `bufferedAmount` is under the high-water mark (connection-level
  * backpressure). Liveness: WebSocket pings; a connection that misses a pong is terminated.
  */
@@ -206,7 +206,9 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
   private scheduleFlush(): void {
     if (this.flushScheduled || this.closed) return;
     this.flushScheduled = true;
-    setImmediate(this.onFlushTick);
+    // nextTick, not setImmediate: a window update or a response leaves as soon as the callback
+    // that made it returns (measured: bulk +10-15%, small requests unchanged).
+    process.nextTick(this.onFlushTick);
   }
 
   private readonly onFlushTick = (): void => {

@@ -362,7 +362,9 @@ function upload(base: string, body: Buffer, sha256: string): Promise<number> {
   });
 }
 
+/** One unmeasured warm-up transfer (JIT, TCP buffer autotuning), then the best of BULK_RUNS. */
 async function bestMiBps(run: () => Promise<number>): Promise<number> {
+  await run();
   let best = Infinity;
   for (let i = 0; i < BULK_RUNS; i++) best = Math.min(best, await run());
   return BULK_BYTES / (1024 * 1024) / best;
@@ -557,13 +559,13 @@ function renderTable(r: Results): string {
     verdict({ relayHttp: added('relayHttp') < TARGETS.addedP50Ms, relayHttps: added('relayHttps') < TARGETS.addedP50Ms }),
   );
   perPath(
-    '64 MiB download: MiB/s (best of 2)',
+    '64 MiB download: MiB/s (best of 2, after a warm-up)',
     (p) => f(r.down[p], 1),
     `≥ ${TARGETS.bulkMiBps} MiB/s`,
     verdict({ relayHttp: r.down.relayHttp >= TARGETS.bulkMiBps, relayHttps: r.down.relayHttps >= TARGETS.bulkMiBps }),
   );
   perPath(
-    '64 MiB upload: MiB/s (best of 2)',
+    '64 MiB upload: MiB/s (best of 2, after a warm-up)',
     (p) => f(r.up[p], 1),
     `≥ ${TARGETS.bulkMiBps} MiB/s`,
     verdict({ relayHttp: r.up.relayHttp >= TARGETS.bulkMiBps, relayHttps: r.up.relayHttps >= TARGETS.bulkMiBps }),

@@ -2,27 +2,19 @@
 /**
  * `platform-agent` CLI: parses and validates options, builds the agent (agent.ts), starts it.
  */
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { normalizeFingerprint } from '../shared/certs.js';
 import { configError, RelayError } from '../shared/errors.js';
-import { exitWithConfigError, intOption, onShutdownSignals, readJsonConfig, resolveSecret } from '../shared/config.js';
+import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
+import { exitWithConfigError, intOption, onShutdownSignals, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
-import { createLogger, logLevels, type Logger } from '../shared/logger.js';
+import { createLogger, type Logger } from '../shared/logger.js';
 import { PlatformAgent, agentConfig } from './agent.js';
 import type { RelayTrust } from './tunnel/tls-connect.js';
 
 type Args = Record<string, unknown>;
-
-function readPem(option: string, file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new RelayError('RELAY_ERR_CONFIG', `--${option}: cannot read ${JSON.stringify(file)} (${(err as Error).message})`);
-  }
-}
 
 function relayUrls(value: unknown): string[] {
   const list = (Array.isArray(value) ? value : [value]).filter((v) => v !== undefined).map(String);
@@ -42,7 +34,7 @@ function relayUrls(value: unknown): string[] {
 
 function trustOptions(argv: Args, logger: Logger): RelayTrust {
   const trust: RelayTrust = {};
-  if (argv.relayCa) trust.ca = readPem('relay-ca', String(argv.relayCa));
+  if (argv.relayCa) trust.ca = readOptionFile('relay-ca', String(argv.relayCa));
   if (argv.relayFingerprint) {
     const fp = normalizeFingerprint(String(argv.relayFingerprint));
     if (!fp)
@@ -104,15 +96,11 @@ async function start(argv: Args): Promise<void> {
       agentId: String(argv.agentId),
       connections: intOption('connections', argv.connections, 1, 64),
       ...(upstream ? { upstream } : { sampleApp: true }),
-      ...(argv.upstreamCa ? { upstreamCa: readPem('upstream-ca', String(argv.upstreamCa)) } : {}),
+      ...(argv.upstreamCa ? { upstreamCa: readOptionFile('upstream-ca', String(argv.upstreamCa)) } : {}),
       reconnectMinMs: intOption('reconnect-min-ms', argv.reconnectMinMs, 10, 600_000),
       reconnectMaxMs: intOption('reconnect-max-ms', argv.reconnectMaxMs, 10, 3_600_000),
       drainTimeoutMs: intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000),
-      mux: {
-        streamWindowBytes: intOption('stream-window-bytes', argv.streamWindowBytes, defaults.initialStreamWindowBytes, 64 * 1024 * 1024),
-        maxFramePayloadBytes: intOption('max-frame-bytes', argv.maxFrameBytes, 1024, defaults.maxFramePayloadLimitBytes),
-        pingIntervalMs: intOption('ping-interval-ms', argv.pingIntervalMs, 0, 3_600_000),
-      },
+      mux: muxOptions(argv),
     });
     if (config.reconnectMaxMs < config.reconnectMinMs)
       throw configError('reconnect-max-ms', config.reconnectMaxMs, `must be at least --reconnect-min-ms (${config.reconnectMinMs})`);
@@ -137,7 +125,7 @@ await yargs(hideBin(process.argv))
     'start',
     'dial out to one or more relays and serve the platform through them',
     (y) =>
-      y
+      withTunnelOptions(y, 'agent')
         .option('relay', {
           type: 'string',
           array: true,
@@ -170,24 +158,7 @@ await yargs(hideBin(process.argv))
           type: 'number',
           default: defaults.drainTimeoutMs,
           describe: 'time in-flight streams get on SIGTERM/SIGINT',
-        })
-        .option('stream-window-bytes', {
-          type: 'number',
-          default: defaults.streamWindowBytes,
-          describe: 'per-stream flow-control window (>= 262144)',
-        })
-        .option('max-frame-bytes', {
-          type: 'number',
-          default: defaults.maxFramePayloadBytes,
-          describe: 'largest DATA frame the agent sends',
-        })
-        .option('ping-interval-ms', {
-          type: 'number',
-          default: defaults.pingIntervalMs,
-          describe: 'tunnel ping interval; a missed pong drops the connection; 0 = off',
-        })
-        .option('log-level', { choices: logLevels, default: 'info' as const, describe: 'log level' })
-        .config('config', 'JSON file of options (camelCase or kebab-case keys); command-line options win', readJsonConfig),
+        }),
     (argv) => start(argv as Args),
   )
   .demandCommand(1, 'give a command: platform-agent start')

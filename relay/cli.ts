@@ -3,14 +3,14 @@
  * `relay` CLI: parses and validates options, builds the relay, starts it. Everything it calls is
  * importable (relay.ts) and tested without the CLI.
  */
-import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { fingerprintSha256, loadOrCreateSelfSigned } from '../shared/certs.js';
-import { exitWithConfigError, intOption, onShutdownSignals, portOption, readJsonConfig, resolveSecret } from '../shared/config.js';
+import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
+import { exitWithConfigError, intOption, onShutdownSignals, portOption, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
 import { RelayError } from '../shared/errors.js';
-import { createLogger, logLevels } from '../shared/logger.js';
+import { createLogger } from '../shared/logger.js';
 import { Relay, relayConfig } from './relay.js';
 import { hashToken } from './tunnel/tunnel-endpoint.js';
 
@@ -65,14 +65,7 @@ function loadTls(argv: Args, logger: ReturnType<typeof createLogger>): { cert: s
   if (certFile || keyFile) {
     if (!certFile || !keyFile)
       throw new RelayError('RELAY_ERR_CONFIG', '--cert and --key go together: give both PEM files, or neither for a self-signed pair');
-    const read = (opt: string, file: string): string => {
-      try {
-        return readFileSync(file, 'utf8');
-      } catch (err) {
-        throw new RelayError('RELAY_ERR_CONFIG', `--${opt}: cannot read ${JSON.stringify(file)} (${(err as Error).message})`);
-      }
-    };
-    const pair = { cert: read('cert', certFile), key: read('key', keyFile) };
+    const pair = { cert: readOptionFile('cert', certFile), key: readOptionFile('key', keyFile) };
     logger.info({ event: 'tls_loaded', cert: certFile, fingerprint: fingerprintSha256(pair.cert) }, 'TLS certificate loaded');
     return pair;
   }
@@ -93,15 +86,6 @@ function loadTls(argv: Args, logger: ReturnType<typeof createLogger>): { cert: s
   return pair;
 }
 
-function muxOptions(argv: Args) {
-  const window = intOption('stream-window-bytes', argv.streamWindowBytes, defaults.initialStreamWindowBytes, 64 * 1024 * 1024);
-  return {
-    streamWindowBytes: window,
-    maxFramePayloadBytes: intOption('max-frame-bytes', argv.maxFrameBytes, 1024, defaults.maxFramePayloadLimitBytes),
-    pingIntervalMs: intOption('ping-interval-ms', argv.pingIntervalMs, 0, 3_600_000),
-  };
-}
-
 await yargs(hideBin(process.argv))
   .scriptName('relay')
   .usage('$0 <command> [options]')
@@ -109,7 +93,7 @@ await yargs(hideBin(process.argv))
     'start',
     'start the relay: mobile listeners (HTTP, HTTPS) and the tunnel endpoint for platform agents',
     (y) =>
-      y
+      withTunnelOptions(y, 'relay')
         .option('host', { type: 'string', default: defaults.host, describe: 'address to listen on' })
         .option('http-port', { type: 'number', default: defaults.httpPort, describe: 'HTTP port for mobile clients' })
         .option('https-port', { type: 'number', default: defaults.httpsPort, describe: 'HTTPS port for mobile clients' })
@@ -161,24 +145,7 @@ await yargs(hideBin(process.argv))
           type: 'number',
           default: defaults.keepAliveTimeoutMs,
           describe: 'idle keep-alive time on mobile connections',
-        })
-        .option('stream-window-bytes', {
-          type: 'number',
-          default: defaults.streamWindowBytes,
-          describe: 'per-stream flow-control window (>= 262144)',
-        })
-        .option('max-frame-bytes', {
-          type: 'number',
-          default: defaults.maxFramePayloadBytes,
-          describe: 'largest DATA frame the relay sends',
-        })
-        .option('ping-interval-ms', {
-          type: 'number',
-          default: defaults.pingIntervalMs,
-          describe: 'tunnel ping interval; a missed pong drops the connection; 0 = off',
-        })
-        .option('log-level', { choices: logLevels, default: 'info' as const, describe: 'log level' })
-        .config('config', 'JSON file of options (camelCase or kebab-case keys); command-line options win', readJsonConfig),
+        }),
     (argv) => start(argv as Args),
   )
   .demandCommand(1, 'give a command: relay start')

@@ -7,6 +7,15 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from './logger.js';
 import { configError, RelayError } from './errors.js';
 
+/** Reads a file named by an option; failure is a config error naming the option. */
+export function readOptionFile(option: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new RelayError('RELAY_ERR_CONFIG', `--${option}: cannot read ${JSON.stringify(file)} (${(err as Error).message})`);
+  }
+}
+
 export interface SecretSource {
   /** Option name without dashes, for messages (e.g. `agent-token`). */
   option: string;
@@ -19,13 +28,7 @@ export interface SecretSource {
 /** The secret from `--x`, `--x-file` or `$ENV` (first one set, in that order). */
 export function resolveSecret(src: SecretSource): string {
   let secret = src.value;
-  if (!secret && src.file) {
-    try {
-      secret = readFileSync(src.file, 'utf8').trim();
-    } catch (err) {
-      throw new RelayError('RELAY_ERR_CONFIG', `--${src.option}-file: cannot read ${JSON.stringify(src.file)} (${(err as Error).message})`);
-    }
-  }
+  if (!secret && src.file) secret = readOptionFile(`${src.option}-file`, src.file).trim();
   if (!secret) secret = process.env[src.env];
   if (!secret) {
     throw new RelayError(
@@ -58,12 +61,7 @@ export function portOption(option: string, value: unknown): number {
 
 /** Reads a JSON config file for yargs' `.config()`; a bad file is a clear error, not a stack. */
 export function readJsonConfig(path: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new RelayError('RELAY_ERR_CONFIG', `--config: cannot read ${JSON.stringify(path)} (${(err as Error).message})`);
-  }
+  const text = readOptionFile('config', path);
   try {
     const parsed: unknown = JSON.parse(text);
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');

@@ -76,6 +76,9 @@ export class Forwarder {
 
   /** The 'upgrade' handler of the mobile listeners (WebSocket pass-through). */
   readonly handleUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
+    // Node drops its own error listener from an upgraded socket, and http-proxy adds one only
+    // once the platform answers: a client reset while waiting for an agent would crash the relay.
+    socket.on('error', () => socket.destroy());
     const conn = this.connectionState(socket);
     setForwardingHeaders(req, conn.meta);
     this.options.logger.info(

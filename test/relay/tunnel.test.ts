@@ -1,4 +1,5 @@
 import http from 'node:http';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
@@ -46,6 +47,20 @@ describe('no agent, lost agent', () => {
     expect(reply.headers['content-type']).toBe('application/json');
     expect(json(reply).error).toBe('no_agent');
     expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+  });
+
+  it('survives a client that resets its WebSocket upgrade while waiting for an agent', async () => {
+    const relay = await relayUp({ connectWaitMs: 1_000 });
+    const socket = net.connect(relay.ports!.httpPort, '127.0.0.1');
+    await new Promise((r) => socket.once('connect', r));
+    socket.write(
+      'GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    socket.resetAndDestroy();
+    await new Promise((r) => setTimeout(r, 1_200));
+    await agentUp(relay);
+    expect((await request(`http://127.0.0.1:${relay.ports!.httpPort}/hello`)).status).toBe(200);
   });
 
   it('holds a request until an agent connects within the wait', async () => {

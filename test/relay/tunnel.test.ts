@@ -136,6 +136,22 @@ describe('reconnect and drain', () => {
     expect(reply.status).toBe(200);
   });
 
+  it('serves requests arriving at either of two relays, and keeps serving one when the other stops', async () => {
+    const one = await startRelay();
+    const two = await relayUp();
+    const agent = await agentUp(
+      one,
+      { relays: [`wss://localhost:${one.ports!.tunnelPort}`, `wss://localhost:${two.ports!.tunnelPort}`] },
+      4,
+    );
+    expect(agent.connectedCount).toBe(4); // two connections to each relay
+    expect((await request(`http://127.0.0.1:${one.ports!.httpPort}/hello`)).status).toBe(200);
+    expect((await request(`https://localhost:${two.ports!.httpsPort}/hello`)).status).toBe(200);
+    await one.stop(100);
+    const replies = await Promise.all(Array.from({ length: 10 }, () => request(`http://127.0.0.1:${two.ports!.httpPort}/hello`)));
+    expect(replies.every((r) => r.status === 200)).toBe(true);
+  });
+
   it('lets in-flight requests finish when the relay stops gracefully', async () => {
     const relay = await startRelay();
     await agentUp(relay);
@@ -227,6 +243,30 @@ describe('tunnel authentication and trust', () => {
     );
     ws!.send(encodeFrame(FrameType.DATA, 41, Buffer.from('x')));
     expect(await closed).toEqual({ code: 1002, reason: 'RELAY_ERR_STREAM_UNKNOWN' });
+  });
+
+  it('connects without verification only when --insecure is given', async () => {
+    const relay = await relayUp();
+    const agent = await agentUp(relay, { trust: { insecure: true } });
+    expect(agent.connectedCount).toBeGreaterThan(0);
+    // the same relay is refused by the default trust (system CAs): its certificate is self-signed
+    const strict = new PlatformAgent(
+      agentConfig({
+        relays: [`wss://localhost:${relay.ports!.tunnelPort}`],
+        token: TOKEN,
+        trust: {},
+        connections: 1,
+        sampleApp: true,
+        reconnectMinMs: 50,
+        reconnectMaxMs: 100,
+      }),
+      testLogger(),
+    );
+    strict.start();
+    cleanups.push(() => strict.stop(0));
+    await until(() => (strict.clients[0]!.status()[0]!.lastError ?? '').length > 0);
+    expect(strict.connectedCount).toBe(0);
+    expect(strict.clients[0]!.status()[0]!.lastError).toMatch(/self-signed|self signed/i);
   });
 
   it('accepts the relay by CA file and refuses a relay whose pin does not match, without sending the token', async () => {

@@ -23,6 +23,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { fingerprintSha256 } from '../../shared/certs.js';
 import { patternChunks } from '../../platform-agent/sample-app.js';
+import { canConnect } from '../../shared/net-probe.js';
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SECONDS = positiveInt('BENCH_SECONDS', 5);
@@ -126,14 +127,7 @@ async function waitForTcp(port: number, timeoutMs: number, watch: Child): Promis
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     alive(watch);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
+    if (await canConnect(port)) return;
     if (Date.now() > deadline) throw new Error(`${watch.name} did not open port ${port} within ${timeoutMs} ms`);
     await sleep(100);
   }

@@ -4,9 +4,9 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { encodeFrame, FrameType } from '../../shared/mux/frame-codec.js';
-import { PlatformAgent, agentConfig } from '../../platform-agent/agent.js';
+import type { AgentConfig, PlatformAgent } from '../../platform-agent/agent.js';
 import type { Relay } from '../../relay/relay.js';
-import { TOKEN, json, relayFingerprint, relayTls, request, startAgent, startRelay, testLogger } from '../fixtures/harness.js';
+import { TOKEN, json, relayFingerprint, relayTls, request, startAgent, startRelay } from '../fixtures/harness.js';
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -19,7 +19,7 @@ async function relayUp(overrides = {}): Promise<Relay> {
   return relay;
 }
 
-async function agentUp(relay: Relay | number, overrides = {}, waitFor = 1): Promise<PlatformAgent> {
+async function agentUp(relay: Relay | number, overrides: Partial<AgentConfig> = {}, waitFor = 1): Promise<PlatformAgent> {
   const agent = await startAgent(relay, overrides, waitFor);
   cleanups.push(() => agent.stop(100));
   return agent;
@@ -200,20 +200,17 @@ describe('tunnel authentication and trust', () => {
 
   it('an agent with a rejected token backs off instead of retrying in a hot loop', async () => {
     const relay = await relayUp();
-    const agent = new PlatformAgent(
-      agentConfig({
-        relays: [`wss://localhost:${relay.ports!.tunnelPort}`],
+    const agent = await agentUp(
+      relay,
+      {
         token: 'not-the-right-token-xyz',
         trust: { fingerprint: relayFingerprint() },
         connections: 1,
-        sampleApp: true,
         reconnectMinMs: 50,
         reconnectMaxMs: 400,
-      }),
-      testLogger(),
+      },
+      0,
     );
-    agent.start();
-    cleanups.push(() => agent.stop(0));
     await new Promise((r) => setTimeout(r, 1_000));
     const status = agent.clients[0]!.status()[0]!;
     expect(status.connected).toBe(false);
@@ -250,20 +247,7 @@ describe('tunnel authentication and trust', () => {
     const agent = await agentUp(relay, { trust: { insecure: true } });
     expect(agent.connectedCount).toBeGreaterThan(0);
     // the same relay is refused by the default trust (system CAs): its certificate is self-signed
-    const strict = new PlatformAgent(
-      agentConfig({
-        relays: [`wss://localhost:${relay.ports!.tunnelPort}`],
-        token: TOKEN,
-        trust: {},
-        connections: 1,
-        sampleApp: true,
-        reconnectMinMs: 50,
-        reconnectMaxMs: 100,
-      }),
-      testLogger(),
-    );
-    strict.start();
-    cleanups.push(() => strict.stop(0));
+    const strict = await agentUp(relay, { trust: {}, connections: 1, reconnectMinMs: 50, reconnectMaxMs: 100 }, 0);
     await until(() => (strict.clients[0]!.status()[0]!.lastError ?? '').length > 0);
     expect(strict.connectedCount).toBe(0);
     expect(strict.clients[0]!.status()[0]!.lastError).toMatch(/self-signed|self signed/i);
@@ -276,38 +260,20 @@ describe('tunnel authentication and trust', () => {
 
     let upgrades = 0;
     relay.tunnel.server.prependListener('upgrade', () => upgrades++);
-    const wrongPin = new PlatformAgent(
-      agentConfig({
-        relays: [`wss://localhost:${relay.ports!.tunnelPort}`],
-        token: TOKEN,
-        trust: { fingerprint: relayFingerprint('other') },
-        connections: 1,
-        sampleApp: true,
-        reconnectMinMs: 50,
-        reconnectMaxMs: 100,
-      }),
-      testLogger(),
+    const wrongPin = await agentUp(
+      relay,
+      { trust: { fingerprint: relayFingerprint('other') }, connections: 1, reconnectMinMs: 50, reconnectMaxMs: 100 },
+      0,
     );
-    wrongPin.start();
-    cleanups.push(() => wrongPin.stop(0));
     await until(() => (wrongPin.clients[0]!.status()[0]!.lastError ?? '').length > 0);
     expect(wrongPin.clients[0]!.status()[0]!.lastError).toMatch(/does not match the pinned/);
     expect(upgrades).toBe(0);
 
-    const wrongCa = new PlatformAgent(
-      agentConfig({
-        relays: [`wss://localhost:${relay.ports!.tunnelPort}`],
-        token: TOKEN,
-        trust: { ca: relayTls('other').cert },
-        connections: 1,
-        sampleApp: true,
-        reconnectMinMs: 50,
-        reconnectMaxMs: 100,
-      }),
-      testLogger(),
+    const wrongCa = await agentUp(
+      relay,
+      { trust: { ca: relayTls('other').cert }, connections: 1, reconnectMinMs: 50, reconnectMaxMs: 100 },
+      0,
     );
-    wrongCa.start();
-    cleanups.push(() => wrongCa.stop(0));
     await until(() => (wrongCa.clients[0]!.status()[0]!.lastError ?? '').length > 0);
     expect(wrongCa.clients[0]!.connectedCount).toBe(0);
     expect(upgrades).toBe(0);

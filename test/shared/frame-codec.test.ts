@@ -20,6 +20,7 @@ import {
   type FrameTypeValue,
   type OpenMetadata,
 } from '../../shared/mux/frame-codec.js';
+import { thrownCode } from '../fixtures/error-code.js';
 
 const LIMITS: DecodeLimits = {
   maxDataBytes: defaults.maxFramePayloadLimitBytes,
@@ -40,17 +41,6 @@ function decodeAll(message: Buffer, limits: DecodeLimits = LIMITS): Frame[] {
   const frames: Frame[] = [];
   decodeFrames(message, limits, (f) => frames.push(f));
   return frames;
-}
-
-/** Runs `fn` and returns the RelayError code it throws; fails the test when it throws nothing or something else. */
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(RelayError);
-    return (err as RelayError).code;
-  }
-  throw new Error('expected a RelayError, but nothing was thrown');
 }
 
 /** A raw frame with every header field under the test's control. */
@@ -356,21 +346,21 @@ describe('frame decoder fuzzing', () => {
 
 describe('frame decoder: targeted protocol errors', () => {
   it('empty message -> RELAY_ERR_FRAME_TRUNCATED', () => {
-    expect(codeOf(() => decodeAll(Buffer.alloc(0)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
+    expect(thrownCode(() => decodeAll(Buffer.alloc(0)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
   });
 
   it('truncated header -> RELAY_ERR_FRAME_TRUNCATED', () => {
     const full = encodeFrame(FrameType.WINDOW_UPDATE, 1, null, 10);
     for (let n = 1; n < HEADER_BYTES; n++) {
-      expect(codeOf(() => decodeAll(full.subarray(0, n)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
+      expect(thrownCode(() => decodeAll(full.subarray(0, n)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
     }
-    expect(codeOf(() => decodeAll(Buffer.from([9, 9, 9])))).toBe('RELAY_ERR_FRAME_TRUNCATED');
+    expect(thrownCode(() => decodeAll(Buffer.from([9, 9, 9])))).toBe('RELAY_ERR_FRAME_TRUNCATED');
   });
 
   it('truncated header after a valid frame -> frames before are delivered, then RELAY_ERR_FRAME_TRUNCATED', () => {
     const first = encodeFrame(FrameType.DATA, 3, Buffer.from('hello'));
     const frames: Frame[] = [];
-    const code = codeOf(() => decodeFrames(Buffer.concat([first, Buffer.from([1, 0, 0])]), LIMITS, (f) => frames.push(f)));
+    const code = thrownCode(() => decodeFrames(Buffer.concat([first, Buffer.from([1, 0, 0])]), LIMITS, (f) => frames.push(f)));
     expect(code).toBe('RELAY_ERR_FRAME_TRUNCATED');
     expect(frames).toHaveLength(1);
     expect(frames[0]!.payload.toString()).toBe('hello');
@@ -378,32 +368,32 @@ describe('frame decoder: targeted protocol errors', () => {
 
   it('truncated payload -> RELAY_ERR_FRAME_TRUNCATED', () => {
     const full = encodeFrame(FrameType.DATA, 1, Buffer.alloc(100, 7));
-    expect(codeOf(() => decodeAll(full.subarray(0, HEADER_BYTES)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
-    expect(codeOf(() => decodeAll(full.subarray(0, full.length - 1)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
+    expect(thrownCode(() => decodeAll(full.subarray(0, HEADER_BYTES)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
+    expect(thrownCode(() => decodeAll(full.subarray(0, full.length - 1)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
     const rst = encodeFrame(FrameType.RST, 1, null, 1);
-    expect(codeOf(() => decodeAll(rst.subarray(0, rst.length - 2)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
+    expect(thrownCode(() => decodeAll(rst.subarray(0, rst.length - 2)))).toBe('RELAY_ERR_FRAME_TRUNCATED');
     // a length field far past the end
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.OPEN, length: 0xffff_ffff }, Buffer.from('{}'))))).toBe(
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.OPEN, length: 0xffff_ffff }, Buffer.from('{}'))))).toBe(
       'RELAY_ERR_FRAME_TRUNCATED',
     );
   });
 
   it('version != 1 -> RELAY_ERR_FRAME_VERSION', () => {
     for (const version of [0, 2, 0x7f, 0xff]) {
-      expect(codeOf(() => decodeAll(rawFrame({ version, type: FrameType.DATA }, Buffer.from('x'))))).toBe('RELAY_ERR_FRAME_VERSION');
+      expect(thrownCode(() => decodeAll(rawFrame({ version, type: FrameType.DATA }, Buffer.from('x'))))).toBe('RELAY_ERR_FRAME_VERSION');
     }
   });
 
   it('unknown frame type -> RELAY_ERR_FRAME_TYPE', () => {
     for (const type of [6, 7, 0x80, 0xff]) {
-      expect(codeOf(() => decodeAll(rawFrame({ type }, u32(1))))).toBe('RELAY_ERR_FRAME_TYPE');
+      expect(thrownCode(() => decodeAll(rawFrame({ type }, u32(1))))).toBe('RELAY_ERR_FRAME_TYPE');
     }
   });
 
   it('nonzero flags -> RELAY_ERR_FRAME_FLAGS', () => {
     for (const flags of [1, 0x100, 0x8000, 0xffff]) {
-      expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.DATA, flags }, Buffer.from('x'))))).toBe('RELAY_ERR_FRAME_FLAGS');
-      expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.FIN, flags })))).toBe('RELAY_ERR_FRAME_FLAGS');
+      expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.DATA, flags }, Buffer.from('x'))))).toBe('RELAY_ERR_FRAME_FLAGS');
+      expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.FIN, flags })))).toBe('RELAY_ERR_FRAME_FLAGS');
     }
   });
 
@@ -411,52 +401,56 @@ describe('frame decoder: targeted protocol errors', () => {
     const atLimit = encodeFrame(FrameType.DATA, 1, Buffer.alloc(LIMITS.maxDataBytes, 1));
     expect(decodeAll(atLimit)[0]!.payload.length).toBe(LIMITS.maxDataBytes);
     const over = encodeFrame(FrameType.DATA, 1, Buffer.alloc(LIMITS.maxDataBytes + 1, 1));
-    expect(codeOf(() => decodeAll(over))).toBe('RELAY_ERR_FRAME_TOO_LARGE');
+    expect(thrownCode(() => decodeAll(over))).toBe('RELAY_ERR_FRAME_TOO_LARGE');
     const small: DecodeLimits = { maxDataBytes: 16, maxOpenBytes: 1024 };
     expect(decodeAll(encodeFrame(FrameType.DATA, 1, Buffer.alloc(16)), small)).toHaveLength(1);
-    expect(codeOf(() => decodeAll(encodeFrame(FrameType.DATA, 1, Buffer.alloc(17)), small))).toBe('RELAY_ERR_FRAME_TOO_LARGE');
+    expect(thrownCode(() => decodeAll(encodeFrame(FrameType.DATA, 1, Buffer.alloc(17)), small))).toBe('RELAY_ERR_FRAME_TOO_LARGE');
   });
 
   it('OPEN over the metadata limit -> RELAY_ERR_FRAME_TOO_LARGE', () => {
     const atLimit = encodeFrame(FrameType.OPEN, 1, Buffer.alloc(LIMITS.maxOpenBytes, 0x20));
     expect(decodeAll(atLimit)).toHaveLength(1);
     const over = encodeFrame(FrameType.OPEN, 1, Buffer.alloc(LIMITS.maxOpenBytes + 1, 0x20));
-    expect(codeOf(() => decodeAll(over))).toBe('RELAY_ERR_FRAME_TOO_LARGE');
+    expect(thrownCode(() => decodeAll(over))).toBe('RELAY_ERR_FRAME_TOO_LARGE');
   });
 
   it('empty DATA -> RELAY_ERR_FRAME_INVALID', () => {
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.DATA, streamId: 1, length: 0 })))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.DATA, streamId: 1, length: 0 })))).toBe('RELAY_ERR_FRAME_INVALID');
   });
 
   it('FIN with payload -> RELAY_ERR_FRAME_INVALID', () => {
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.FIN, streamId: 1 }, Buffer.from([0]))))).toBe('RELAY_ERR_FRAME_INVALID');
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.FIN, streamId: 1 }, u32(0))))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.FIN, streamId: 1 }, Buffer.from([0]))))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.FIN, streamId: 1 }, u32(0))))).toBe('RELAY_ERR_FRAME_INVALID');
   });
 
   it('WINDOW_UPDATE with zero delta -> RELAY_ERR_FRAME_INVALID', () => {
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.WINDOW_UPDATE, streamId: 1 }, u32(0))))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.WINDOW_UPDATE, streamId: 1 }, u32(0))))).toBe('RELAY_ERR_FRAME_INVALID');
   });
 
   it('WINDOW_UPDATE / RST / GOAWAY with a payload that is not 4 bytes -> RELAY_ERR_FRAME_INVALID', () => {
     for (const length of [0, 1, 3, 5, 8]) {
       const payload = Buffer.alloc(length, 1);
-      expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.WINDOW_UPDATE, streamId: 1 }, payload)))).toBe('RELAY_ERR_FRAME_INVALID');
-      expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.RST, streamId: 1 }, payload)))).toBe('RELAY_ERR_FRAME_INVALID');
-      expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.GOAWAY, streamId: 0 }, payload)))).toBe('RELAY_ERR_FRAME_INVALID');
+      expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.WINDOW_UPDATE, streamId: 1 }, payload)))).toBe(
+        'RELAY_ERR_FRAME_INVALID',
+      );
+      expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.RST, streamId: 1 }, payload)))).toBe('RELAY_ERR_FRAME_INVALID');
+      expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.GOAWAY, streamId: 0 }, payload)))).toBe('RELAY_ERR_FRAME_INVALID');
     }
   });
 
   it('GOAWAY on a nonzero stream -> RELAY_ERR_FRAME_INVALID', () => {
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.GOAWAY, streamId: 1 }, u32(0))))).toBe('RELAY_ERR_FRAME_INVALID');
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.GOAWAY, streamId: 0xffff_ffff }, u32(0))))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.GOAWAY, streamId: 1 }, u32(0))))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.GOAWAY, streamId: 0xffff_ffff }, u32(0))))).toBe(
+      'RELAY_ERR_FRAME_INVALID',
+    );
   });
 
   it('DATA (and every other stream frame) on stream 0 -> RELAY_ERR_FRAME_INVALID', () => {
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.DATA, streamId: 0 }, Buffer.from('x'))))).toBe('RELAY_ERR_FRAME_INVALID');
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.WINDOW_UPDATE, streamId: 0 }, u32(5))))).toBe('RELAY_ERR_FRAME_INVALID');
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.OPEN, streamId: 0 }, Buffer.from('{}'))))).toBe('RELAY_ERR_FRAME_INVALID');
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.FIN, streamId: 0 })))).toBe('RELAY_ERR_FRAME_INVALID');
-    expect(codeOf(() => decodeAll(rawFrame({ type: FrameType.RST, streamId: 0 }, u32(0))))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.DATA, streamId: 0 }, Buffer.from('x'))))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.WINDOW_UPDATE, streamId: 0 }, u32(5))))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.OPEN, streamId: 0 }, Buffer.from('{}'))))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.FIN, streamId: 0 })))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeAll(rawFrame({ type: FrameType.RST, streamId: 0 }, u32(0))))).toBe('RELAY_ERR_FRAME_INVALID');
   });
 
   it('a malformed frame after valid ones: the valid ones are delivered in order, then the error', () => {
@@ -467,7 +461,7 @@ describe('frame decoder: targeted protocol errors', () => {
       encodeFrame(FrameType.FIN, 1, null),
     ]);
     const frames: Frame[] = [];
-    expect(codeOf(() => decodeFrames(message, LIMITS, (f) => frames.push(f)))).toBe('RELAY_ERR_FRAME_FLAGS');
+    expect(thrownCode(() => decodeFrames(message, LIMITS, (f) => frames.push(f)))).toBe('RELAY_ERR_FRAME_FLAGS');
     expect(frames.map((f) => f.type)).toEqual([FrameType.OPEN, FrameType.DATA]);
   });
 
@@ -475,7 +469,7 @@ describe('frame decoder: targeted protocol errors', () => {
     const frames = decodeAll(encodeFrame(FrameType.OPEN, 1, Buffer.alloc(0)));
     expect(frames).toHaveLength(1);
     expect(frames[0]!.payload.length).toBe(0);
-    expect(codeOf(() => decodeOpenMetadata(frames[0]!.payload))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeOpenMetadata(frames[0]!.payload))).toBe('RELAY_ERR_FRAME_INVALID');
   });
 });
 
@@ -497,14 +491,14 @@ describe('decodeOpenMetadata', () => {
 
   it('payload that is not JSON -> RELAY_ERR_FRAME_INVALID', () => {
     for (const raw of ['', 'not json', '{', '{"clientIp":', '\u0000']) {
-      expect(codeOf(() => decodeOpenMetadata(Buffer.from(raw)))).toBe('RELAY_ERR_FRAME_INVALID');
+      expect(thrownCode(() => decodeOpenMetadata(Buffer.from(raw)))).toBe('RELAY_ERR_FRAME_INVALID');
     }
-    expect(codeOf(() => decodeOpenMetadata(Buffer.from([0xff, 0xfe, 0xfd])))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeOpenMetadata(Buffer.from([0xff, 0xfe, 0xfd])))).toBe('RELAY_ERR_FRAME_INVALID');
   });
 
   it('JSON that is not an object -> RELAY_ERR_FRAME_INVALID', () => {
     for (const v of [null, 1, 'str', true, [], [good]]) {
-      expect(codeOf(() => decodeOpenMetadata(json(v)))).toBe('RELAY_ERR_FRAME_INVALID');
+      expect(thrownCode(() => decodeOpenMetadata(json(v)))).toBe('RELAY_ERR_FRAME_INVALID');
     }
   });
 
@@ -512,9 +506,9 @@ describe('decodeOpenMetadata', () => {
     for (const key of Object.keys(good) as (keyof OpenMetadata)[]) {
       const partial: Partial<OpenMetadata> = { ...good };
       delete partial[key];
-      expect(codeOf(() => decodeOpenMetadata(json(partial)))).toBe('RELAY_ERR_FRAME_INVALID');
+      expect(thrownCode(() => decodeOpenMetadata(json(partial)))).toBe('RELAY_ERR_FRAME_INVALID');
     }
-    expect(codeOf(() => decodeOpenMetadata(json({})))).toBe('RELAY_ERR_FRAME_INVALID');
+    expect(thrownCode(() => decodeOpenMetadata(json({})))).toBe('RELAY_ERR_FRAME_INVALID');
   });
 
   it('fields of the wrong type or out of range -> RELAY_ERR_FRAME_INVALID', () => {
@@ -535,7 +529,7 @@ describe('decodeOpenMetadata', () => {
     ];
     for (const patch of bad) {
       expect(
-        codeOf(() => decodeOpenMetadata(json({ ...good, ...patch }))),
+        thrownCode(() => decodeOpenMetadata(json({ ...good, ...patch }))),
         JSON.stringify(patch),
       ).toBe('RELAY_ERR_FRAME_INVALID');
     }

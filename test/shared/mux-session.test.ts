@@ -14,6 +14,7 @@ import { CloseCode, RelayError, ResetCode } from '../../shared/errors.js';
 import { FrameType, encodeFrame, encodeOpenMetadata, type OpenMetadata } from '../../shared/mux/frame-codec.js';
 import { MuxSession, type SessionOptions } from '../../shared/mux/session.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
+import { thrownCode } from '../fixtures/error-code.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -156,16 +157,6 @@ async function connectPair(serverOpts: Opts = {}, clientOpts: Opts = {}): Promis
   const client = new MuxSession(raw.clientWs, { role: 'client', pingIntervalMs: 0, ...rest, onStream: onStream ?? undefined });
   cleanups.push(() => client.terminate());
   return { ...raw, client, clientAcc };
-}
-
-function thrownCode(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(RelayError);
-    return (err as RelayError).code;
-  }
-  throw new Error('expected a RelayError, but nothing was thrown');
 }
 
 /** Sends raw bytes from the client socket and expects the server session to fail with `code`. */

@@ -133,11 +133,12 @@ async function waitForTcp(port: number, timeoutMs: number, watch: Child): Promis
   }
 }
 
-async function readUpstreamPort(child: Child, timeoutMs: number): Promise<number> {
+/** Reads the `{"port":N}` line a helper process (upstream, reference proxy) prints once listening. */
+async function readPort(child: Child, timeoutMs: number): Promise<number> {
   const stdout = child.proc.stdout!;
   return new Promise((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => done(new Error(`upstream did not print its port within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => done(new Error(`${child.name} did not print its port within ${timeoutMs} ms`)), timeoutMs);
     const onData = (chunk: Buffer): void => {
       buf += chunk.toString('utf8');
       const nl = buf.indexOf('\n');
@@ -150,7 +151,7 @@ async function readUpstreamPort(child: Child, timeoutMs: number): Promise<number
         done(err as Error);
       }
     };
-    const onExit = (): void => done(new Error(`upstream exited before printing its port\n${child.tail.join('\n')}`));
+    const onExit = (): void => done(new Error(`${child.name} exited before printing its port\n${child.tail.join('\n')}`));
     function done(err: Error | null, port?: number): void {
       clearTimeout(timer);
       stdout.off('data', onData);
@@ -378,8 +379,8 @@ function memMiB(pid: number): { rss: number; hwm: number } {
 
 // ---------------------------------------------------------------- main
 
-type Path = 'direct' | 'relayHttp' | 'relayHttps';
-const PATHS: Path[] = ['direct', 'relayHttp', 'relayHttps'];
+type Path = 'direct' | 'nodeProxy' | 'relayHttp' | 'relayHttps';
+const PATHS: Path[] = ['direct', 'nodeProxy', 'relayHttp', 'relayHttps'];
 
 interface Results {
   c1: Record<Path, WrkResult>;
@@ -403,7 +404,9 @@ async function main(): Promise<void> {
     const [httpPort, httpsPort, tunnelPort] = [await freePort(), await freePort(), await freePort()];
 
     const upstreamChild = spawnNode('upstream', 'test/bench/upstream.js', [], {}, 'pipe');
-    const upstreamPort = await readUpstreamPort(upstreamChild, 15_000);
+    const upstreamPort = await readPort(upstreamChild, 15_000);
+    const nodeProxyChild = spawnNode('node-proxy', 'test/bench/node-proxy.js', [`http://127.0.0.1:${upstreamPort}`], {}, 'pipe');
+    const nodeProxyPort = await readPort(nodeProxyChild, 15_000);
 
     relayLogFd = process.env.BENCH_RELAY_LOG ? openSync(process.env.BENCH_RELAY_LOG, 'w') : undefined;
     const relay = spawnNode(
@@ -454,11 +457,13 @@ async function main(): Promise<void> {
 
     const base: Record<Path, string> = {
       direct: `http://127.0.0.1:${upstreamPort}`,
+      nodeProxy: `http://127.0.0.1:${nodeProxyPort}`,
       relayHttp: `http://127.0.0.1:${httpPort}`,
       relayHttps: `https://127.0.0.1:${httpsPort}`,
     };
-    const all = [upstreamChild, relay, agent];
+    const all = [upstreamChild, nodeProxyChild, relay, agent];
     await waitFor200(`${base.direct}/hello`, 15_000, all);
+    await waitFor200(`${base.nodeProxy}/hello`, 15_000, all);
     await waitFor200(`${base.relayHttp}/hello`, 30_000, all);
     await waitFor200(`${base.relayHttps}/hello`, 30_000, all);
     process.stderr.write(
@@ -565,19 +570,20 @@ function renderTable(r: Results): string {
     verdict({ relayHttp: r.up.relayHttp >= TARGETS.bulkMiBps, relayHttps: r.up.relayHttps >= TARGETS.bulkMiBps }),
   );
   const mem = (m: { rss: number; hwm: number }): string => `${f(m.rss, 1)} / ${f(m.hwm, 1)}`;
-  rows.push(['relay process RSS / peak (VmHWM) MiB, after the load', '—', mem(r.relayMem), '(same process)', '', '']);
-  rows.push(['agent process RSS / peak (VmHWM) MiB, after the load', '—', mem(r.agentMem), '(same process)', '', '']);
+  rows.push(['relay process RSS / peak (VmHWM) MiB, after the load', '—', '—', mem(r.relayMem), '(same process)', '', '']);
+  rows.push(['agent process RSS / peak (VmHWM) MiB, after the load', '—', '—', mem(r.agentMem), '(same process)', '', '']);
 
-  const header = ['', 'direct', 'relay HTTP', 'relay HTTPS', 'target', 'PASS/MISS'];
+  const header = ['', 'direct', 'Node one hop (reference)', 'relay HTTP', 'relay HTTPS', 'target', 'PASS/MISS'];
   const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
   return [
     '',
     line(header),
-    line(['---', '---:', '---:', '---:', '---', '---']),
+    line(['---', '---:', '---:', '---:', '---:', '---', '---']),
     ...rows.map(line),
     '',
     `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}), Node ${process.version}, ${os.platform()} ${os.release()}; ` +
-      `wrk ${SECONDS} s per run after ${WARMUP_SECONDS} s warm-up (c=1: -t1 -c1, c=64: -t2 -c64); relay log level info (stdout to ${process.env.BENCH_RELAY_LOG ? process.env.BENCH_RELAY_LOG : '/dev/null'}); agent --connections 2; all on 127.0.0.1.`,
+      `wrk ${SECONDS} s per run after ${WARMUP_SECONDS} s warm-up (c=1: -t1 -c1, c=64: -t2 -c64); relay log level info (stdout to ${process.env.BENCH_RELAY_LOG ? process.env.BENCH_RELAY_LOG : '/dev/null'}); agent --connections 2; all on 127.0.0.1. ` +
+      `"Node one hop" is test/bench/node-proxy.ts: http-proxy with a keep-alive agent straight to the upstream, no tunnel, no agent, no logs — the ceiling of the relay's HTTP stack here, not a target.`,
     '',
   ].join('\n');
 }

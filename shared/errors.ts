@@ -69,6 +69,28 @@ const catalog = {
 
   // configuration
   RELAY_ERR_CONFIG: { message: 'invalid configuration' },
+
+  // platform server HTTP API: clients see the code without the prefix (`invalid_credentials`)
+  RELAY_ERR_DEVICE_ID_REQUIRED: { message: 'the X-Device-Id header is required', httpStatus: 400 },
+  RELAY_ERR_INVALID_CREDENTIALS: { message: 'invalid username or password', httpStatus: 401 },
+  RELAY_ERR_DEVICE_LOCKED: { message: 'this device is locked after too many failed logins; try again later', httpStatus: 429 },
+  RELAY_ERR_TOO_MANY_ATTEMPTS: { message: 'too many login attempts from this address; try again later', httpStatus: 429 },
+  RELAY_ERR_IP_BLOCKED: { message: 'requests from this address are not allowed', httpStatus: 403 },
+  RELAY_ERR_INVALID_TOKEN: { message: 'the token is missing, invalid, expired or revoked', httpStatus: 401 },
+  RELAY_ERR_SESSION_EXPIRED: { message: 'the session was idle too long; log in again', httpStatus: 401 },
+  RELAY_ERR_FORBIDDEN: { message: 'this account may not do that', httpStatus: 403 },
+  RELAY_ERR_NOT_FOUND: { message: 'no such resource', httpStatus: 404 },
+  RELAY_ERR_METHOD_NOT_ALLOWED: { message: 'method not allowed on this resource', httpStatus: 405 },
+  RELAY_ERR_INVALID_JSON: { message: 'the request body is not valid JSON', httpStatus: 400 },
+  RELAY_ERR_BODY_TOO_LARGE: { message: 'the request body is too large', httpStatus: 413 },
+  RELAY_ERR_INVALID_REQUEST: { message: 'the request is not valid', httpStatus: 400 },
+  RELAY_ERR_INVALID_SETTING: { message: 'a setting is not valid', httpStatus: 400 },
+  RELAY_ERR_USER_EXISTS: { message: 'a user with that name already exists', httpStatus: 409 },
+  RELAY_ERR_USER_NOT_FOUND: { message: 'no such user', httpStatus: 404 },
+  RELAY_ERR_DEVICE_NOT_FOUND: { message: 'no such device', httpStatus: 404 },
+  RELAY_ERR_LAST_ADMIN: { message: 'the last administrator cannot be removed, demoted or locked', httpStatus: 409 },
+  RELAY_ERR_BACKEND: { message: 'the backend application could not be reached', httpStatus: 502 },
+  RELAY_ERR_STORE: { message: 'the data folder cannot be used' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof catalog;
@@ -78,14 +100,24 @@ export class RelayError extends Error {
   readonly code: ErrorCode;
   readonly httpStatus: number | undefined;
   readonly closeCode: number | undefined;
+  /** Extra JSON fields for an API error body (e.g. `field` for a validation error); never secrets. */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+  /** Seconds for a Retry-After header (429, 503). */
+  readonly retryAfterSeconds: number | undefined;
 
-  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+  constructor(
+    code: ErrorCode,
+    message?: string,
+    options?: { cause?: unknown; details?: Record<string, unknown>; retryAfterSeconds?: number },
+  ) {
     const spec: ErrorSpec = catalog[code];
-    super(message ?? spec.message, options);
+    super(message ?? spec.message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'RelayError';
     this.code = code;
     this.httpStatus = spec.httpStatus;
     this.closeCode = spec.closeCode;
+    this.details = options?.details;
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
 

@@ -1,0 +1,194 @@
+/**
+ * Accounts: creation and changes with their validation, account validity, lock state as users
+ * and administrators see it ("Locked until 2026-11-30 14:00 UTC"). Used by the admin API and by
+ * the `platform-agent user …` CLI alike.
+ */
+import type { Clock } from '../../shared/clock.js';
+import { DAY_MS } from '../../shared/clock.js';
+import { RelayError } from '../../shared/errors.js';
+import { ROLES, type PlatformStore, type Role, type UserPatch, type UserRecord } from '../store/store.js';
+import { hashPassword, passwordProblem, type ScryptParams } from './passwords.js';
+import type { SecuritySettings } from './settings.js';
+
+const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+function invalid(field: string, message: string): RelayError {
+  return new RelayError('RELAY_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
+}
+
+export function checkUsername(username: unknown): string {
+  if (typeof username !== 'string' || !USERNAME.test(username))
+    throw invalid('username', 'expected 1-64 characters: letters, digits, and . _ @ - (not first)');
+  return username;
+}
+
+export function checkRole(role: unknown): Role {
+  if (typeof role !== 'string' || !ROLES.includes(role as Role)) throw invalid('role', `expected one of ${ROLES.join(', ')}`);
+  return role as Role;
+}
+
+export function checkPassword(password: unknown): string {
+  if (typeof password !== 'string') throw invalid('password', 'expected a string');
+  const problem = passwordProblem(password);
+  if (problem) throw invalid('password', problem);
+  return password;
+}
+
+/** An ISO 8601 date or date-time (UTC when no offset is given), or null. */
+export function parseDate(field: string, value: unknown): number | null {
+  if (value === null) return null;
+  if (typeof value !== 'string' || !/^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/.test(value))
+    throw invalid(field, 'expected an ISO 8601 date such as 2026-12-31 or 2026-12-31T18:00:00Z, or null');
+  const hasZone = /(Z|[+-]\d{2}:?\d{2})$/.test(value) && value.length > 10;
+  const ms = Date.parse(value.length === 10 ? `${value}T00:00:00Z` : hasZone ? value : `${value.replace(' ', 'T')}Z`);
+  if (Number.isNaN(ms)) throw invalid(field, 'not a real date');
+  return ms;
+}
+
+/** "2026-11-30 14:00 UTC" */
+export function formatUtc(ms: number): string {
+  return `${new Date(ms).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+}
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+/** The user lock in force at `now`, if any. A lock whose time has passed is over without anyone touching the store. */
+export function userLockActive(user: UserRecord, now: number): boolean {
+  return user.lockedForSecurityReasons && (user.lockedUntil === null || user.lockedUntil > now);
+}
+
+/** The account's validity window: the user's own period when set, else the global number of days from creation. */
+export function accountWindow(user: UserRecord, settings: SecuritySettings): { from: number | null; until: number | null } {
+  if (user.validFrom !== null || user.validUntil !== null) return { from: user.validFrom, until: user.validUntil };
+  if (settings.account_validity_days === null) return { from: null, until: null };
+  return { from: null, until: user.createdAt + settings.account_validity_days * DAY_MS };
+}
+
+export function accountActive(user: UserRecord, settings: SecuritySettings, now: number): boolean {
+  const { from, until } = accountWindow(user, settings);
+  return (from === null || now >= from) && (until === null || now < until);
+}
+
+/** May this account log in and use its tokens right now? */
+export function accountUsable(user: UserRecord, settings: SecuritySettings, now: number): boolean {
+  return !userLockActive(user, now) && accountActive(user, settings, now);
+}
+
+export interface UserView {
+  username: string;
+  role: Role;
+  created_at: string;
+  account_valid_from: string | null;
+  account_valid_until: string | null;
+  locked_for_security_reasons: boolean;
+  locked_until: string | null;
+  status: string;
+}
+
+export function userView(user: UserRecord, settings: SecuritySettings, now: number): UserView {
+  const locked = userLockActive(user, now);
+  const window = accountWindow(user, settings);
+  let status = 'Active';
+  if (locked)
+    status = user.lockedUntil === null ? 'Locked until an administrator unlocks it' : `Locked until ${formatUtc(user.lockedUntil)}`;
+  else if (window.from !== null && now < window.from) status = `Not valid before ${formatUtc(window.from)}`;
+  else if (window.until !== null && now >= window.until) status = `Expired on ${formatUtc(window.until)}`;
+  return {
+    username: user.username,
+    role: user.role,
+    created_at: new Date(user.createdAt).toISOString(),
+    account_valid_from: iso(window.from),
+    account_valid_until: iso(window.until),
+    locked_for_security_reasons: locked,
+    locked_until: locked ? iso(user.lockedUntil) : null,
+    status,
+  };
+}
+
+export interface NewUser {
+  username: unknown;
+  password: unknown;
+  role: unknown;
+  account_valid_from?: unknown;
+  account_valid_until?: unknown;
+}
+
+export class Accounts {
+  constructor(
+    private readonly store: PlatformStore,
+    private readonly clock: Clock,
+    private readonly scrypt?: ScryptParams,
+  ) {}
+
+  async create(input: NewUser): Promise<UserRecord> {
+    const username = checkUsername(input.username);
+    const role = checkRole(input.role);
+    const password = checkPassword(input.password);
+    const validFrom = input.account_valid_from === undefined ? null : parseDate('account_valid_from', input.account_valid_from);
+    const validUntil = input.account_valid_until === undefined ? null : parseDate('account_valid_until', input.account_valid_until);
+    if (validFrom !== null && validUntil !== null && validUntil <= validFrom)
+      throw invalid('account_valid_until', 'must be after account_valid_from');
+    const user: UserRecord = {
+      username,
+      passwordHash: await hashPassword(password, this.scrypt),
+      role,
+      createdAt: this.clock.now(),
+      validFrom,
+      validUntil,
+      lockedForSecurityReasons: false,
+      lockedAt: null,
+      lockedUntil: null,
+    };
+    await this.store.createUser(user);
+    return user;
+  }
+
+  async get(username: string): Promise<UserRecord> {
+    const user = await this.store.getUser(username);
+    if (!user) throw new RelayError('RELAY_ERR_USER_NOT_FOUND');
+    return user;
+  }
+
+  /**
+   * Applies an admin change: `role`, `password`, `account_valid_from`/`account_valid_until`,
+   * `locked_for_security_reasons` (false unlocks; true locks until an administrator unlocks, ending
+   * every session). Unknown fields are refused. The last administrator cannot be demoted or locked.
+   */
+  async update(username: string, body: unknown, lockDefaultMs?: number): Promise<UserRecord> {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('(body)', 'expected a JSON object');
+    const input = body as Record<string, unknown>;
+    const allowed = ['role', 'password', 'account_valid_from', 'account_valid_until', 'locked_for_security_reasons'];
+    for (const key of Object.keys(input)) if (!allowed.includes(key)) throw invalid(key, `unknown field; expected ${allowed.join(', ')}`);
+    const user = await this.get(username);
+    const patch: UserPatch = {};
+    if (input.role !== undefined) patch.role = checkRole(input.role);
+    if (input.password !== undefined) patch.passwordHash = await hashPassword(checkPassword(input.password), this.scrypt);
+    if (input.account_valid_from !== undefined) patch.validFrom = parseDate('account_valid_from', input.account_valid_from);
+    if (input.account_valid_until !== undefined) patch.validUntil = parseDate('account_valid_until', input.account_valid_until);
+    const from = patch.validFrom !== undefined ? patch.validFrom : user.validFrom;
+    const until = patch.validUntil !== undefined ? patch.validUntil : user.validUntil;
+    if (from !== null && until !== null && until <= from) throw invalid('account_valid_until', 'must be after account_valid_from');
+    const lock = input.locked_for_security_reasons;
+    if (lock !== undefined && typeof lock !== 'boolean') throw invalid('locked_for_security_reasons', 'expected true or false');
+    const losesAdmin = user.role === 'admin' && ((patch.role !== undefined && patch.role !== 'admin') || lock === true);
+    if (losesAdmin && (await this.store.countAdmins()) <= 1) throw new RelayError('RELAY_ERR_LAST_ADMIN');
+
+    let result = Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch) : user;
+    if (lock === false) result = await this.store.setUserLock(username, null);
+    if (lock === true) {
+      const now = this.clock.now();
+      result = await this.store.setUserLock(username, {
+        lockedAt: now,
+        lockedUntil: lockDefaultMs === undefined ? null : now + lockDefaultMs,
+      });
+    }
+    if (!result) throw new RelayError('RELAY_ERR_USER_NOT_FOUND');
+    return result;
+  }
+
+  async delete(username: string): Promise<void> {
+    const user = await this.get(username);
+    if (user.role === 'admin' && (await this.store.countAdmins()) <= 1) throw new RelayError('RELAY_ERR_LAST_ADMIN');
+    await this.store.deleteUser(username);
+  }
+}

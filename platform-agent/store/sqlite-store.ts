@@ -1,0 +1,551 @@
+/**
+ * The embedded store: SQLite through better-sqlite3, one file `platform.db` in the data folder
+ * (mode 0700 folder, 0600 file), WAL journal, schema migrations numbered by `user_version`.
+ * Every method that checks and updates runs in one `IMMEDIATE` transaction, so a second process
+ * (the `platform-agent user …` CLI while the server runs) never sees half an update, and a crash
+ * never loses a lock: a lock is committed before the login answer leaves.
+ */
+import { chmodSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { RelayError } from '../../shared/errors.js';
+import { cloneSettings, defaultSettings, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
+import type {
+  DeviceRecord,
+  FailureResult,
+  FamilyRecord,
+  MobileSessionRecord,
+  MobileTokenRecord,
+  PlatformStore,
+  Role,
+  RotateResult,
+  SigningKeyRecord,
+  StoredSettings,
+  UserPatch,
+  UserRecord,
+} from './store.js';
+
+export const DB_FILE = 'platform.db';
+
+/** Migrations in order; index + 1 is the `user_version` after it. Never edit one that shipped: add another. */
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE settings (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL, token_generation INTEGER NOT NULL);
+  CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, private_jwk TEXT NOT NULL, public_jwk TEXT NOT NULL, created_at INTEGER NOT NULL);
+  CREATE TABLE users (
+    username TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('mobile', 'external', 'admin')),
+    created_at INTEGER NOT NULL,
+    valid_from INTEGER,
+    valid_until INTEGER,
+    locked INTEGER NOT NULL DEFAULT 0,
+    locked_at INTEGER,
+    locked_until INTEGER
+  );
+  CREATE TABLE devices (
+    device_id TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_failure_at INTEGER,
+    last_username TEXT,
+    locked_at INTEGER,
+    locked_until INTEGER
+  );
+  CREATE TABLE device_locks (username TEXT NOT NULL, device_id TEXT NOT NULL, locked_at INTEGER NOT NULL);
+  CREATE INDEX device_locks_user ON device_locks (username, locked_at);
+  CREATE TABLE ip_attempts (ip TEXT NOT NULL, at INTEGER NOT NULL);
+  CREATE INDEX ip_attempts_ip ON ip_attempts (ip, at);
+  CREATE TABLE refresh_families (
+    family_id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    device_id TEXT,
+    audience TEXT NOT NULL,
+    current_jti_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+  );
+  CREATE INDEX refresh_families_user ON refresh_families (username);
+  CREATE TABLE mobile_tokens (token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+  CREATE INDEX mobile_tokens_user ON mobile_tokens (username);
+  CREATE TABLE mobile_sessions (
+    session_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    token_hash TEXT,
+    created_at INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL
+  );
+  CREATE INDEX mobile_sessions_user ON mobile_sessions (username);
+  `,
+];
+
+interface UserRow {
+  username: string;
+  password_hash: string;
+  role: Role;
+  created_at: number;
+  valid_from: number | null;
+  valid_until: number | null;
+  locked: number;
+  locked_at: number | null;
+  locked_until: number | null;
+}
+
+interface DeviceRow {
+  device_id: string;
+  failures: number;
+  last_failure_at: number | null;
+  last_username: string | null;
+  locked_at: number | null;
+  locked_until: number | null;
+}
+
+interface FamilyRow {
+  family_id: string;
+  username: string;
+  device_id: string | null;
+  audience: string;
+  current_jti_hash: string;
+  created_at: number;
+  last_used_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+}
+
+const toUser = (r: UserRow): UserRecord => ({
+  username: r.username,
+  passwordHash: r.password_hash,
+  role: r.role,
+  createdAt: r.created_at,
+  validFrom: r.valid_from,
+  validUntil: r.valid_until,
+  lockedForSecurityReasons: r.locked === 1,
+  lockedAt: r.locked_at,
+  lockedUntil: r.locked_until,
+});
+
+const toDevice = (r: DeviceRow): DeviceRecord => ({
+  deviceId: r.device_id,
+  failures: r.failures,
+  lastFailureAt: r.last_failure_at,
+  lastUsername: r.last_username,
+  lockedAt: r.locked_at,
+  lockedUntil: r.locked_until,
+});
+
+const toFamily = (r: FamilyRow): FamilyRecord => ({
+  familyId: r.family_id,
+  username: r.username,
+  deviceId: r.device_id,
+  audience: r.audience,
+  currentJtiHash: r.current_jti_hash,
+  createdAt: r.created_at,
+  lastUsedAt: r.last_used_at,
+  expiresAt: r.expires_at,
+  revokedAt: r.revoked_at,
+});
+
+/** Settings saved by an older version get the fields added since from the defaults. */
+function withDefaults(saved: Partial<SecuritySettings>): SecuritySettings {
+  const d = cloneSettings(defaultSettings);
+  return {
+    ...d,
+    ...saved,
+    lockout: { ...d.lockout, ...saved.lockout },
+    mobile_authorization: { ...d.mobile_authorization, ...saved.mobile_authorization },
+    mobile_token: { ...d.mobile_token, ...saved.mobile_token },
+  };
+}
+
+export class SqliteStore implements PlatformStore {
+  readonly file: string;
+  private readonly db: Database.Database;
+
+  /** Opens (creating when needed) `<dir>/platform.db` and migrates it. `dir` ':memory:' keeps everything in memory (tests). */
+  constructor(dir: string) {
+    if (dir === ':memory:') {
+      this.file = ':memory:';
+      this.db = new Database(':memory:');
+    } else {
+      this.file = join(dir, DB_FILE);
+      try {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        this.db = new Database(this.file);
+        chmodSync(this.file, 0o600);
+      } catch (err) {
+        throw new RelayError('RELAY_ERR_STORE', `--data ${dir}: cannot open ${DB_FILE} there (${(err as Error).message})`, { cause: err });
+      }
+    }
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length)
+      throw new RelayError(
+        'RELAY_ERR_STORE',
+        `${this.file} has schema version ${version}, newer than this program knows (${MIGRATIONS.length}); run the newer version`,
+      );
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.db
+        .transaction(() => {
+          this.db.exec(MIGRATIONS[v]!);
+          this.db.pragma(`user_version = ${v + 1}`);
+        })
+        .immediate();
+    }
+  }
+
+  /** Runs `fn` in one IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks between processes). */
+  private tx<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  // ------------------------------------------------------------- settings and keys
+
+  private readSettings(): StoredSettings {
+    const row = this.db.prepare('SELECT json, token_generation FROM settings WHERE id = 1').get() as
+      { json: string; token_generation: number } | undefined;
+    if (!row) return { settings: cloneSettings(defaultSettings), tokenGeneration: 1 };
+    return { settings: withDefaults(JSON.parse(row.json) as Partial<SecuritySettings>), tokenGeneration: row.token_generation };
+  }
+
+  async getSettings(): Promise<StoredSettings> {
+    return this.readSettings();
+  }
+
+  private bumpGeneration(): void {
+    const cur = this.readSettings();
+    this.db
+      .prepare(
+        'INSERT INTO settings (id, json, token_generation) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET token_generation = excluded.token_generation',
+      )
+      .run(JSON.stringify(cur.settings), cur.tokenGeneration + 1);
+  }
+
+  async saveSettings(
+    next: SecuritySettings,
+    opts: { invalidateTokens: boolean; recalculateLocks: LockoutPolicy | null; now: number },
+  ): Promise<StoredSettings> {
+    return this.tx(() => {
+      const cur = this.readSettings();
+      const generation = cur.tokenGeneration + (opts.invalidateTokens ? 1 : 0);
+      this.db
+        .prepare(
+          'INSERT INTO settings (id, json, token_generation) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET json = excluded.json, token_generation = excluded.token_generation',
+        )
+        .run(JSON.stringify(next), generation);
+      const policy = opts.recalculateLocks;
+      if (policy) {
+        // Locks in force end at lockedAt + the new duration (the vendor: "locking time is recalculated").
+        this.db
+          .prepare('UPDATE devices SET locked_until = locked_at + ? WHERE locked_until IS NOT NULL AND locked_until > ?')
+          .run(policy.deviceLockMs, opts.now);
+        this.db
+          .prepare('UPDATE users SET locked_until = locked_at + ? WHERE locked = 1 AND locked_until IS NOT NULL AND locked_until > ?')
+          .run(policy.userLockMs, opts.now);
+      }
+      return { settings: next, tokenGeneration: generation };
+    });
+  }
+
+  async getSigningKey(): Promise<SigningKeyRecord | null> {
+    const row = this.db
+      .prepare('SELECT kid, private_jwk, public_jwk, created_at FROM signing_keys ORDER BY created_at DESC LIMIT 1')
+      .get() as { kid: string; private_jwk: string; public_jwk: string; created_at: number } | undefined;
+    return row ? { kid: row.kid, privateJwk: row.private_jwk, publicJwk: row.public_jwk, createdAt: row.created_at } : null;
+  }
+
+  async rotateSigningKey(key: SigningKeyRecord): Promise<void> {
+    this.tx(() => {
+      // Only one key is kept: a token signed by the previous key must fail, and the private key must not linger on disk.
+      this.db.prepare('DELETE FROM signing_keys').run();
+      this.db
+        .prepare('INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)')
+        .run(key.kid, key.privateJwk, key.publicJwk, key.createdAt);
+      this.bumpGeneration();
+    });
+  }
+
+  // ------------------------------------------------------------- accounts
+
+  async createUser(u: UserRecord): Promise<void> {
+    try {
+      this.db
+        .prepare(
+          'INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        )
+        .run(
+          u.username,
+          u.passwordHash,
+          u.role,
+          u.createdAt,
+          u.validFrom,
+          u.validUntil,
+          u.lockedForSecurityReasons ? 1 : 0,
+          u.lockedAt,
+          u.lockedUntil,
+        );
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_USER_EXISTS');
+      throw err;
+    }
+  }
+
+  private readUser(username: string): UserRecord | null {
+    const row = this.db.prepare('SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
+    return row ? toUser(row) : null;
+  }
+
+  async getUser(username: string): Promise<UserRecord | null> {
+    return this.readUser(username);
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    return (this.db.prepare('SELECT * FROM users ORDER BY username').all() as UserRow[]).map(toUser);
+  }
+
+  async updateUser(username: string, patch: UserPatch): Promise<UserRecord | null> {
+    return this.tx(() => {
+      const cur = this.readUser(username);
+      if (!cur) return null;
+      const next = { ...cur, ...patch };
+      this.db
+        .prepare('UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ? WHERE username = ?')
+        .run(next.passwordHash, next.role, next.validFrom, next.validUntil, username);
+      if (patch.passwordHash !== undefined || (patch.role !== undefined && patch.role !== cur.role)) this.revokeUserSessions(username, 0);
+      return next;
+    });
+  }
+
+  /** Ends every session of a user: refresh families revoked (their access tokens fail with them), mobile tokens and sessions deleted. */
+  private revokeUserSessions(username: string, now: number): void {
+    this.db.prepare('UPDATE refresh_families SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL').run(now, username);
+    this.db.prepare('DELETE FROM mobile_tokens WHERE username = ?').run(username);
+    this.db.prepare('DELETE FROM mobile_sessions WHERE username = ?').run(username);
+  }
+
+  async setUserLock(username: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null> {
+    return this.tx(() => {
+      if (!this.readUser(username)) return null;
+      if (lock) {
+        this.db
+          .prepare('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?')
+          .run(lock.lockedAt, lock.lockedUntil, username);
+        this.revokeUserSessions(username, lock.lockedAt);
+      } else {
+        this.db.prepare('UPDATE users SET locked = 0, locked_at = NULL, locked_until = NULL WHERE username = ?').run(username);
+        // A fresh start: old device locks no longer count towards the next user lock.
+        this.db.prepare('DELETE FROM device_locks WHERE username = ?').run(username);
+      }
+      return this.readUser(username);
+    });
+  }
+
+  async deleteUser(username: string): Promise<boolean> {
+    return this.tx(() => {
+      const gone = this.db.prepare('DELETE FROM users WHERE username = ?').run(username).changes > 0;
+      if (gone) {
+        this.db.prepare('DELETE FROM refresh_families WHERE username = ?').run(username);
+        this.db.prepare('DELETE FROM mobile_tokens WHERE username = ?').run(username);
+        this.db.prepare('DELETE FROM mobile_sessions WHERE username = ?').run(username);
+        this.db.prepare('DELETE FROM device_locks WHERE username = ?').run(username);
+      }
+      return gone;
+    });
+  }
+
+  async countAdmins(): Promise<number> {
+    return (this.db.prepare("SELECT count(*) AS n FROM users WHERE role = 'admin'").get() as { n: number }).n;
+  }
+
+  // ------------------------------------------------------------- login limits and lockout
+
+  async hitIpAttempt(ip: string, now: number, windowMs: number, limit: number): Promise<{ allowed: boolean; retryAfterMs: number }> {
+    return this.tx(() => {
+      const since = now - windowMs;
+      this.db.prepare('DELETE FROM ip_attempts WHERE ip = ? AND at <= ?').run(ip, since);
+      const row = this.db.prepare('SELECT count(*) AS n, min(at) AS oldest FROM ip_attempts WHERE ip = ?').get(ip) as {
+        n: number;
+        oldest: number | null;
+      };
+      // Refused attempts are not recorded: at most `limit` rows per address, whatever a client sends.
+      if (row.n >= limit) return { allowed: false, retryAfterMs: Math.max(1, (row.oldest ?? now) + windowMs - now) };
+      this.db.prepare('INSERT INTO ip_attempts (ip, at) VALUES (?, ?)').run(ip, now);
+      return { allowed: true, retryAfterMs: 0 };
+    });
+  }
+
+  private readDevice(deviceId: string): DeviceRecord | null {
+    const row = this.db.prepare('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceRow | undefined;
+    return row ? toDevice(row) : null;
+  }
+
+  async getDevice(deviceId: string): Promise<DeviceRecord | null> {
+    return this.readDevice(deviceId);
+  }
+
+  async listDevices(): Promise<DeviceRecord[]> {
+    return (this.db.prepare('SELECT * FROM devices ORDER BY device_id').all() as DeviceRow[]).map(toDevice);
+  }
+
+  async recordLoginFailure(deviceId: string, username: string, now: number, p: LockoutPolicy, userExists: boolean): Promise<FailureResult> {
+    return this.tx(() => {
+      const cur = this.readDevice(deviceId);
+      if (cur?.lockedUntil != null && cur.lockedUntil > now)
+        return { deviceLockedUntil: cur.lockedUntil, deviceLockedNow: false, userLockedUntil: null };
+      // The counter resets T after the last failure.
+      const stale = cur?.lastFailureAt == null || now - cur.lastFailureAt >= p.failureResetMs;
+      const failures = (stale ? 0 : cur.failures) + 1;
+      const lockNow = failures >= p.deviceFailures;
+      const lockedUntil = lockNow ? now + p.deviceLockMs : null;
+      this.db
+        .prepare(
+          `INSERT INTO devices (device_id, failures, last_failure_at, last_username, locked_at, locked_until) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (device_id) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
+             last_username = excluded.last_username, locked_at = excluded.locked_at, locked_until = excluded.locked_until`,
+        )
+        .run(deviceId, lockNow ? 0 : failures, now, username, lockNow ? now : null, lockedUntil);
+      if (!lockNow) return { deviceLockedUntil: null, deviceLockedNow: false, userLockedUntil: null };
+
+      let userLockedUntil: number | null = null;
+      if (userExists) {
+        this.db.prepare('INSERT INTO device_locks (username, device_id, locked_at) VALUES (?, ?, ?)').run(username, deviceId, now);
+        this.db.prepare('DELETE FROM device_locks WHERE username = ? AND locked_at <= ?').run(username, now - p.deviceLockWindowMs);
+        const { n } = this.db.prepare('SELECT count(*) AS n FROM device_locks WHERE username = ?').get(username) as { n: number };
+        const user = this.readUser(username);
+        const alreadyLocked = user?.lockedForSecurityReasons && (user.lockedUntil === null || user.lockedUntil > now);
+        if (n >= p.userDeviceLocks && user && !alreadyLocked) {
+          userLockedUntil = now + p.userLockMs;
+          this.db
+            .prepare('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?')
+            .run(now, userLockedUntil, username);
+          this.db.prepare('DELETE FROM device_locks WHERE username = ?').run(username);
+          this.revokeUserSessions(username, now);
+        }
+      }
+      return { deviceLockedUntil: lockedUntil, deviceLockedNow: true, userLockedUntil };
+    });
+  }
+
+  async recordLoginSuccess(deviceId: string): Promise<void> {
+    this.db.prepare('UPDATE devices SET failures = 0, last_failure_at = NULL WHERE device_id = ?').run(deviceId);
+  }
+
+  async unlockDevice(deviceId: string): Promise<boolean> {
+    return (
+      this.db
+        .prepare('UPDATE devices SET failures = 0, last_failure_at = NULL, locked_at = NULL, locked_until = NULL WHERE device_id = ?')
+        .run(deviceId).changes > 0
+    );
+  }
+
+  // ------------------------------------------------------------- refresh-token families
+
+  async createFamily(f: FamilyRecord): Promise<void> {
+    this.db
+      .prepare(
+        'INSERT INTO refresh_families (family_id, username, device_id, audience, current_jti_hash, created_at, last_used_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      )
+      .run(f.familyId, f.username, f.deviceId, f.audience, f.currentJtiHash, f.createdAt, f.lastUsedAt, f.expiresAt, f.revokedAt);
+  }
+
+  async getFamily(familyId: string): Promise<FamilyRecord | null> {
+    const row = this.db.prepare('SELECT * FROM refresh_families WHERE family_id = ?').get(familyId) as FamilyRow | undefined;
+    return row ? toFamily(row) : null;
+  }
+
+  async rotateFamily(
+    familyId: string,
+    presentedJtiHash: string,
+    nextJtiHash: string,
+    now: number,
+    expiresAt: number,
+  ): Promise<RotateResult> {
+    return this.tx(() => {
+      const row = this.db.prepare('SELECT * FROM refresh_families WHERE family_id = ?').get(familyId) as FamilyRow | undefined;
+      if (!row) return 'missing';
+      if (row.revoked_at !== null) return 'revoked';
+      if (row.current_jti_hash !== presentedJtiHash) {
+        // A spent refresh token came back: someone holds a copy. End the whole family (OAuth 2.0 Security BCP §4.14.2).
+        this.db.prepare('UPDATE refresh_families SET revoked_at = ? WHERE family_id = ?').run(now, familyId);
+        return 'reused';
+      }
+      this.db
+        .prepare('UPDATE refresh_families SET current_jti_hash = ?, last_used_at = ?, expires_at = ? WHERE family_id = ?')
+        .run(nextJtiHash, now, expiresAt, familyId);
+      return 'rotated';
+    });
+  }
+
+  async revokeFamily(familyId: string, now: number): Promise<void> {
+    this.db.prepare('UPDATE refresh_families SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL').run(now, familyId);
+  }
+
+  async touchFamily(familyId: string, now: number): Promise<void> {
+    this.db.prepare('UPDATE refresh_families SET last_used_at = max(last_used_at, ?) WHERE family_id = ?').run(now, familyId);
+  }
+
+  // ------------------------------------------------------------- mobile authenticators
+
+  async putMobileToken(t: MobileTokenRecord): Promise<void> {
+    this.db
+      .prepare('INSERT INTO mobile_tokens (token_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)')
+      .run(t.tokenHash, t.username, t.createdAt, t.expiresAt);
+  }
+
+  async getMobileToken(tokenHash: string): Promise<MobileTokenRecord | null> {
+    const row = this.db.prepare('SELECT * FROM mobile_tokens WHERE token_hash = ?').get(tokenHash) as
+      { token_hash: string; username: string; created_at: number; expires_at: number } | undefined;
+    return row ? { tokenHash: row.token_hash, username: row.username, createdAt: row.created_at, expiresAt: row.expires_at } : null;
+  }
+
+  async putMobileSession(s: MobileSessionRecord): Promise<void> {
+    this.db
+      .prepare('INSERT INTO mobile_sessions (session_hash, username, token_hash, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?)')
+      .run(s.sessionHash, s.username, s.tokenHash, s.createdAt, s.lastSeenAt);
+  }
+
+  async touchMobileSession(sessionHash: string, now: number, idleMs: number): Promise<MobileSessionRecord | null> {
+    return this.tx(() => {
+      const row = this.db.prepare('SELECT * FROM mobile_sessions WHERE session_hash = ?').get(sessionHash) as
+        { session_hash: string; username: string; token_hash: string | null; created_at: number; last_seen_at: number } | undefined;
+      if (!row) return null;
+      if (now - row.last_seen_at > idleMs) {
+        this.db.prepare('DELETE FROM mobile_sessions WHERE session_hash = ?').run(sessionHash);
+        return null;
+      }
+      this.db.prepare('UPDATE mobile_sessions SET last_seen_at = ? WHERE session_hash = ?').run(now, sessionHash);
+      return {
+        sessionHash: row.session_hash,
+        username: row.username,
+        tokenHash: row.token_hash,
+        createdAt: row.created_at,
+        lastSeenAt: now,
+      };
+    });
+  }
+
+  async prune(now: number): Promise<number> {
+    return this.tx(() => {
+      let n = 0;
+      n += this.db
+        .prepare('DELETE FROM refresh_families WHERE expires_at <= ? OR (revoked_at IS NOT NULL AND revoked_at <= ? - 86400000)')
+        .run(now, now).changes;
+      n += this.db.prepare('DELETE FROM mobile_tokens WHERE expires_at <= ?').run(now).changes;
+      n += this.db.prepare('DELETE FROM ip_attempts WHERE at <= ? - 3600000').run(now).changes;
+      // The longest session idle timeout is one day (mobile_session_idle_minutes <= 1440).
+      n += this.db.prepare('DELETE FROM mobile_sessions WHERE last_seen_at <= ? - 86400000').run(now).changes;
+      return n;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The platform server's state behind one small interface: accounts, settings, signing keys,
+ * login counters, locks, refresh-token families, mobile tokens and sessions. Every
+ * check-and-update (a failure counter, a lock, a refresh rotation, a rate limit) is one method,
+ * atomic in the store, so that a second implementation (Redis, shared by several platform
+ * instances) can do each one as a transaction or script. Times are milliseconds since the epoch,
+ * always passed in by the caller (its clock), never read here. Secrets arrive already hashed.
+ */
+import type { LockoutPolicy, SecuritySettings } from '../security/settings.js';
+
+export type Role = 'mobile' | 'external' | 'admin';
+export const ROLES: readonly Role[] = ['mobile', 'external', 'admin'];
+
+export interface UserRecord {
+  username: string;
+  passwordHash: string;
+  role: Role;
+  createdAt: number;
+  /** Per-user validity period; when either is set it overrides the global account validity. */
+  validFrom: number | null;
+  validUntil: number | null;
+  lockedForSecurityReasons: boolean;
+  lockedAt: number | null;
+  /** null with the flag set: locked by an administrator until one unlocks. */
+  lockedUntil: number | null;
+}
+
+export type UserPatch = Partial<Pick<UserRecord, 'passwordHash' | 'role' | 'validFrom' | 'validUntil'>>;
+
+export interface DeviceRecord {
+  deviceId: string;
+  failures: number;
+  lastFailureAt: number | null;
+  lastUsername: string | null;
+  lockedAt: number | null;
+  lockedUntil: number | null;
+}
+
+export interface SigningKeyRecord {
+  kid: string;
+  privateJwk: string;
+  publicJwk: string;
+  createdAt: number;
+}
+
+export interface StoredSettings {
+  settings: SecuritySettings;
+  /** Bumped whenever every current token must become invalid (validity change, key rotation). */
+  tokenGeneration: number;
+}
+
+export interface FamilyRecord {
+  familyId: string;
+  username: string;
+  deviceId: string | null;
+  audience: string;
+  currentJtiHash: string;
+  createdAt: number;
+  lastUsedAt: number;
+  expiresAt: number;
+  revokedAt: number | null;
+}
+
+export type RotateResult = 'rotated' | 'reused' | 'revoked' | 'missing';
+
+export interface FailureResult {
+  /** The device is (now) locked until this time, or null. */
+  deviceLockedUntil: number | null;
+  /** This failure locked the device. */
+  deviceLockedNow: boolean;
+  /** This failure locked the user (its sessions were revoked in the same transaction). */
+  userLockedUntil: number | null;
+}
+
+export interface MobileTokenRecord {
+  tokenHash: string;
+  username: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+export interface MobileSessionRecord {
+  sessionHash: string;
+  username: string;
+  /** The mobile token it came from (renewable while that token is valid), or null (credentials). */
+  tokenHash: string | null;
+  createdAt: number;
+  lastSeenAt: number;
+}
+
+export interface PlatformStore {
+  // settings and keys
+  getSettings(): Promise<StoredSettings>;
+  /** Writes settings; bumps the token generation when told to; moves the end of locks in force (`lockedAt + new duration`). */
+  saveSettings(
+    next: SecuritySettings,
+    opts: { invalidateTokens: boolean; recalculateLocks: LockoutPolicy | null; now: number },
+  ): Promise<StoredSettings>;
+  getSigningKey(): Promise<SigningKeyRecord | null>;
+  /** Replaces the signing key and bumps the token generation (every token signed before is refused). */
+  rotateSigningKey(key: SigningKeyRecord): Promise<void>;
+
+  // accounts
+  createUser(user: UserRecord): Promise<void>;
+  getUser(username: string): Promise<UserRecord | null>;
+  listUsers(): Promise<UserRecord[]>;
+  updateUser(username: string, patch: UserPatch): Promise<UserRecord | null>;
+  /** Sets or clears the security lock; setting it revokes every refresh family and session of the user. */
+  setUserLock(username: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null>;
+  /** Deletes the user with its families, mobile tokens and sessions. */
+  deleteUser(username: string): Promise<boolean>;
+  countAdmins(): Promise<number>;
+
+  // login limits and lockout
+  /** Counts one login attempt from `ip` if fewer than `limit` happened in the last `windowMs`; else says when one frees up. */
+  hitIpAttempt(ip: string, now: number, windowMs: number, limit: number): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  getDevice(deviceId: string): Promise<DeviceRecord | null>;
+  listDevices(): Promise<DeviceRecord[]>;
+  /** One failed login on a device, applying the lockout policy atomically (device lock, then user lock). */
+  recordLoginFailure(deviceId: string, username: string, now: number, policy: LockoutPolicy, userExists: boolean): Promise<FailureResult>;
+  /** A successful login resets the device's failure count. */
+  recordLoginSuccess(deviceId: string): Promise<void>;
+  unlockDevice(deviceId: string): Promise<boolean>;
+
+  // refresh-token families
+  createFamily(family: FamilyRecord): Promise<void>;
+  getFamily(familyId: string): Promise<FamilyRecord | null>;
+  /** Spends `presentedJtiHash` and makes `nextJtiHash` current; a spent token revokes the family. */
+  rotateFamily(familyId: string, presentedJtiHash: string, nextJtiHash: string, now: number, expiresAt: number): Promise<RotateResult>;
+  revokeFamily(familyId: string, now: number): Promise<void>;
+  touchFamily(familyId: string, now: number): Promise<void>;
+
+  // mobile authenticators
+  putMobileToken(token: MobileTokenRecord): Promise<void>;
+  getMobileToken(tokenHash: string): Promise<MobileTokenRecord | null>;
+  putMobileSession(session: MobileSessionRecord): Promise<void>;
+  /** The session if it exists and was used within `idleMs`; refreshes its last use. Expired ones are deleted. */
+  touchMobileSession(sessionHash: string, now: number, idleMs: number): Promise<MobileSessionRecord | null>;
+
+  /** Drops expired rows (spent families, old attempts, expired tokens); returns how many. */
+  prune(now: number): Promise<number>;
+  close(): Promise<void>;
+}

@@ -1,6 +1,7 @@
 /**
  * Wires the platform agent: one TunnelClient per relay, and what each incoming stream is handed
- * to: an external platform server (`--upstream`, pipe mode) or the built-in sample app.
+ * to: the built-in platform server (the default), an external platform server (`--upstream`,
+ * pipe mode), or the sample app (`--sample-app`, a demo).
  */
 import type http from 'node:http';
 import { hostname } from 'node:os';
@@ -8,6 +9,7 @@ import { defaults } from '../shared/defaults.js';
 import type { Logger } from '../shared/logger.js';
 import type { SessionOptions } from '../shared/mux/session.js';
 import type { MuxStream } from '../shared/mux/stream.js';
+import type { PlatformServer } from './platform/platform-server.js';
 import { createSampleApp, SAMPLE_APP_NAME } from './sample-app.js';
 import { TunnelClient } from './tunnel/tunnel-client.js';
 import type { RelayTrust } from './tunnel/tls-connect.js';
@@ -19,7 +21,9 @@ export interface AgentConfig {
   agentId: string;
   trust: RelayTrust;
   connections: number;
-  /** External platform server; when absent, `sampleApp` must be true. */
+  /** The built-in platform server (opened by the caller, who also closes it). */
+  platform?: PlatformServer;
+  /** External platform server (pipe mode). */
   upstream?: URL;
   upstreamCa?: string;
   upstreamInsecure?: boolean;
@@ -56,7 +60,10 @@ export class PlatformAgent {
   constructor(config: AgentConfig, logger: Logger) {
     this.logger = logger;
     let onStream: (stream: MuxStream) => void;
-    if (config.upstream) {
+    if (config.platform) {
+      const platform = config.platform;
+      onStream = (stream) => platform.handleStream(stream);
+    } else if (config.upstream) {
       onStream = createUpstreamPipe({ url: config.upstream, ca: config.upstreamCa, insecure: config.upstreamInsecure, logger });
     } else if (config.sampleApp) {
       const server = createSampleApp();
@@ -64,7 +71,7 @@ export class PlatformAgent {
       // The stream stands in for a socket; its address is the mobile client's, from OPEN.
       onStream = (stream) => server.emit('connection', stream);
     } else {
-      throw new Error('the agent needs --upstream <url> or --sample-app');
+      throw new Error('the agent needs a platform server, --upstream <url> or --sample-app');
     }
     this.clients = config.relays.map(
       (url) =>
@@ -84,7 +91,7 @@ export class PlatformAgent {
           logger,
         }),
     );
-    const target = config.upstream ? config.upstream.origin : SAMPLE_APP_NAME;
+    const target = config.platform ? 'platform server' : config.upstream ? config.upstream.origin : SAMPLE_APP_NAME;
     logger.info({ event: 'agent_configured', relays: config.relays, connections: config.connections, target }, `serving ${target}`);
   }
 

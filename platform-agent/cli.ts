@@ -12,6 +12,7 @@ import { exitWithConfigError, intOption, onShutdownSignals, readOptionFile, reso
 import { defaults } from '../shared/defaults.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { PlatformAgent, agentConfig } from './agent.js';
+import { PlatformServer } from './platform/platform-server.js';
 import type { RelayTrust } from './tunnel/tls-connect.js';
 
 type Args = Record<string, unknown>;
@@ -57,22 +58,60 @@ function trustOptions(argv: Args, logger: Logger): RelayTrust {
   return trust;
 }
 
-function upstreamUrl(value: unknown): URL | undefined {
-  if (value === undefined) return undefined;
+function httpUrl(option: string, value: unknown): URL {
   let url: URL;
   try {
     url = new URL(String(value));
   } catch {
-    throw configError('upstream', value, 'expected http://host:port or https://host:port');
+    throw configError(option, value, 'expected http://host:port or https://host:port');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:')
-    throw configError('upstream', value, 'expected http://host:port or https://host:port');
+    throw configError(option, value, 'expected http://host:port or https://host:port');
   return url;
+}
+
+/** `--listen host:port` (IPv6 as [::1]:8080), or `off`. */
+export function listenAddress(value: unknown): { host: string; port: number } | null {
+  const raw = String(value);
+  if (raw === 'off' || raw === '') return null;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(raw);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw configError('listen', value, 'expected host:port (e.g. 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080) or off');
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+/** Opens the built-in platform server; shows a generated first administrator password once. */
+async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer> {
+  const backend = argv.backend === undefined ? undefined : httpUrl('backend', argv.backend);
+  const platform = new PlatformServer({
+    dataDir: String(argv.data),
+    logger,
+    ...(backend ? { backend } : {}),
+    ...(argv.backendCa ? { backendCa: readOptionFile('backend-ca', String(argv.backendCa)) } : {}),
+  });
+  const admin = await platform.ensureAdmin();
+  if (admin) {
+    // Shown once, on the terminal (stderr), never through the logger: it is a password.
+    process.stderr.write(
+      `\n  First administrator created: username "${admin.username}", password: ${admin.password}\n` +
+        `  It is shown only now. Change it with: platform-agent user set ${admin.username} --password --data ${String(argv.data)}\n\n`,
+    );
+  }
+  const listen = listenAddress(argv.listen);
+  if (listen) {
+    const address = await platform.listen(listen.host, listen.port);
+    logger.info(
+      { event: 'platform_listening', address: address.address, port: address.port },
+      `platform server listening on ${listen.host}:${address.port}`,
+    );
+  }
+  return platform;
 }
 
 async function start(argv: Args): Promise<void> {
   const logger = createLogger({ name: 'platform-agent', level: argv.logLevel as never });
   let agent: PlatformAgent;
+  let platform: PlatformServer | undefined;
   try {
     const token = resolveSecret({
       option: 'token',
@@ -81,21 +120,21 @@ async function start(argv: Args): Promise<void> {
       env: 'PLATFORM_AGENT_TOKEN',
       minLength: 16,
     });
-    const upstream = upstreamUrl(argv.upstream);
-    if (!upstream && !argv.sampleApp) {
+    const upstream = argv.upstream === undefined ? undefined : httpUrl('upstream', argv.upstream);
+    if (upstream && argv.sampleApp) throw new RelayError('RELAY_ERR_CONFIG', '--upstream and --sample-app exclude each other');
+    if ((upstream || argv.sampleApp) && argv.backend !== undefined)
       throw new RelayError(
         'RELAY_ERR_CONFIG',
-        'nothing to serve: give --upstream <http(s)://host:port> (the platform server), or --sample-app for the built-in demo',
+        '--backend belongs to the built-in platform server; it cannot be combined with --upstream or --sample-app',
       );
-    }
-    if (upstream && argv.sampleApp) throw new RelayError('RELAY_ERR_CONFIG', '--upstream and --sample-app exclude each other');
+    if (!upstream && !argv.sampleApp) platform = await openPlatform(argv, logger);
     const config = agentConfig({
       relays: relayUrls(argv.relay),
       token,
       trust: trustOptions(argv, logger),
       agentId: String(argv.agentId),
       connections: intOption('connections', argv.connections, 1, 64),
-      ...(upstream ? { upstream } : { sampleApp: true }),
+      ...(platform ? { platform } : upstream ? { upstream } : { sampleApp: true }),
       ...(argv.upstreamCa ? { upstreamCa: readOptionFile('upstream-ca', String(argv.upstreamCa)) } : {}),
       reconnectMinMs: intOption('reconnect-min-ms', argv.reconnectMinMs, 10, 600_000),
       reconnectMaxMs: intOption('reconnect-max-ms', argv.reconnectMaxMs, 10, 3_600_000),
@@ -112,10 +151,14 @@ async function start(argv: Args): Promise<void> {
     }
     agent = new PlatformAgent(config, logger);
   } catch (err) {
+    await platform?.close();
     exitWithConfigError(err);
   }
   agent.start();
-  onShutdownSignals(logger, () => agent.stop(intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000)));
+  onShutdownSignals(logger, async () => {
+    await agent.stop(intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000));
+    await platform?.close();
+  });
 }
 
 await yargs(hideBin(process.argv))
@@ -144,7 +187,22 @@ await yargs(hideBin(process.argv))
           describe: 'do not verify the relay certificate (testing only; logged as a warning)',
         })
         .option('connections', { type: 'number', default: defaults.connectionsPerRelay, describe: 'tunnel connections per relay' })
-        .option('upstream', { type: 'string', describe: 'platform server to pipe each stream to, http(s)://host:port' })
+        .option('data', {
+          type: 'string',
+          default: './data',
+          describe: 'data folder of the built-in platform server (SQLite store, IP rule files)',
+        })
+        .option('listen', {
+          type: 'string',
+          default: '127.0.0.1:8080',
+          describe: 'internal address of the built-in platform server, host:port, or off',
+        })
+        .option('backend', { type: 'string', describe: 'backend app for authenticated /api/ requests, http(s)://host:port' })
+        .option('backend-ca', { type: 'string', describe: 'PEM CA for an https backend' })
+        .option('upstream', {
+          type: 'string',
+          describe: 'an external platform server to pipe each stream to, http(s)://host:port (instead of the built-in one)',
+        })
         .option('upstream-ca', { type: 'string', describe: 'PEM CA for an https upstream' })
         .option('sample-app', {
           type: 'boolean',

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /**
  * `npm start`: the whole system on this machine. Starts the relay (self-signed certificate made
- * on first start under certs/) and a platform agent that pins it and serves the sample app,
- * with a fresh random agent token, then prints how to reach it. Ctrl-C stops both.
+ * on first start under certs/) and a platform agent that pins it and runs the built-in platform
+ * server (SQLite store under data/; on first start it creates the administrator `admin` and
+ * prints its generated password once), with a fresh random agent token, then prints how to
+ * reach it. Ctrl-C stops both.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -22,6 +24,8 @@ const argv = await yargs(hideBin(process.argv))
   .option('https-port', { type: 'number', default: defaults.httpsPort })
   .option('tunnel-port', { type: 'number', default: defaults.tunnelPort })
   .option('certs-dir', { type: 'string', default: 'certs' })
+  .option('data', { type: 'string', default: 'data', describe: 'data folder of the platform server' })
+  .option('listen', { type: 'string', default: '127.0.0.1:8080', describe: 'internal address of the platform server, or off' })
   .strict()
   .help()
   .parseAsync();
@@ -91,7 +95,10 @@ run(
     `wss://localhost:${argv.tunnelPort}`,
     '--relay-fingerprint',
     fingerprint,
-    '--sample-app',
+    '--data',
+    argv.data,
+    '--listen',
+    argv.listen,
     '--agent-id',
     'demo-agent',
   ],
@@ -103,10 +110,13 @@ run(
 process.stdout.write(
   [
     '',
-    'Demo running: relay (DMZ side) + platform agent serving the SAMPLE APP (a demo, not the platform server).',
-    `  curl -k https://localhost:${argv.httpsPort}/hello`,
-    `  curl http://localhost:${argv.httpPort}/hello`,
-    `  curl -k https://localhost:${argv.httpsPort}/bytes?n=1048576 -o /dev/null`,
+    'Running: relay (DMZ side) + platform agent with the platform server (data in ' + argv.data + ').',
+    'Log in as the administrator (password printed above on first start), create a mobile user, log in as it:',
+    `  curl -k https://localhost:${argv.httpsPort}/admin/api/v1/auth/login -H 'content-type: application/json' -d '{"username":"admin","password":"<password>"}'`,
+    `  curl -k https://localhost:${argv.httpsPort}/admin/api/v1/users -H 'authorization: Bearer <admin access_token>' -H 'content-type: application/json' -d '{"username":"alice","password":"<8+ characters>","role":"mobile"}'`,
+    `  curl -k https://localhost:${argv.httpsPort}/api/v1/auth/login -H 'x-device-id: phone-1' -H 'content-type: application/json' -d '{"username":"alice","password":"<password>"}'`,
+    `  curl -k https://localhost:${argv.httpsPort}/api/v1/me -H 'authorization: Bearer <access_token>'`,
+    argv.listen === 'off' ? '' : `Inside the network the platform server also answers on http://${argv.listen}/`,
     `Agents pin the relay certificate with --relay-fingerprint ${fingerprint}`,
     'Ctrl-C stops both.',
     '',

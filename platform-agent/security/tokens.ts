@@ -148,6 +148,8 @@ export class TokenService {
 
   /** A login: a new refresh family and its first pair. */
   async login(subject: { username: string; role: Role; deviceId: string | null; audience: Audience }): Promise<TokenPair> {
+    // The first key is made before the generation is read: making it bumps the generation.
+    await this.currentKey();
     const now = this.clock.now();
     const { settings, tokenGeneration } = await this.store.getSettings();
     const familyId = randomUUID();

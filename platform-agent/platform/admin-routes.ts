@@ -1,0 +1,171 @@
+/**
+ * The administrators' API under `/admin/api/v1/`: security settings, signing-key rotation,
+ * users, and devices (failure counts and locks). Every route but login needs an administrator's
+ * access token (audience `platform-admin`), which also moves its inactivity clock.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Clock } from '../../shared/clock.js';
+import { RelayError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { Accounts } from '../security/accounts.js';
+import { userView } from '../security/accounts.js';
+import type { AuthService } from '../security/auth.js';
+import { applySettingsPatch, lockoutPolicy } from '../security/settings.js';
+import type { TokenClaims } from '../security/tokens.js';
+import type { DeviceRecord, PlatformStore } from '../store/store.js';
+import type { AuthRoutes, RequestContext } from './auth-routes.js';
+import { bearerToken, readJson, sendJson, sendNoContent } from './http-io.js';
+
+export const ADMIN_PREFIX = '/admin/api/v1/';
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+export function deviceView(d: DeviceRecord, now: number): Record<string, unknown> {
+  const locked = d.lockedUntil !== null && d.lockedUntil > now;
+  return {
+    device_id: d.deviceId,
+    failures: d.failures,
+    last_failure_at: iso(d.lastFailureAt),
+    last_username: d.lastUsername,
+    locked,
+    locked_until: locked ? iso(d.lockedUntil) : null,
+  };
+}
+
+function methodNotAllowed(allowed: string[]): RelayError {
+  return new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')}`, { details: { allowed } });
+}
+
+export class AdminRoutes {
+  constructor(
+    private readonly store: PlatformStore,
+    private readonly auth: AuthService,
+    private readonly accounts: Accounts,
+    private readonly authRoutes: AuthRoutes,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+  ) {}
+
+  private async admin(req: IncomingMessage): Promise<TokenClaims> {
+    const token = bearerToken(req);
+    if (!token) throw new RelayError('RELAY_ERR_INVALID_TOKEN', 'an administrator access token is required');
+    return this.auth.authenticate(token, 'admin');
+  }
+
+  /** Serves `path` (below ADMIN_PREFIX); false when no route matches. */
+  async handle(req: IncomingMessage, res: ServerResponse, path: string, ctx: RequestContext): Promise<boolean> {
+    const method = req.method ?? 'GET';
+    if (path === 'auth/login') {
+      if (method !== 'POST') throw methodNotAllowed(['POST']);
+      await this.authRoutes.login(req, res, ctx, 'admin');
+      return true;
+    }
+    if (path === 'auth/refresh') {
+      if (method !== 'POST') throw methodNotAllowed(['POST']);
+      await this.authRoutes.refresh(req, res);
+      return true;
+    }
+    if (path === 'auth/logout') {
+      if (method !== 'POST') throw methodNotAllowed(['POST']);
+      await this.authRoutes.logout(req, res, 'admin');
+      return true;
+    }
+    const known =
+      path === 'settings/security' || path === 'settings/security/rotate-signing-key' || /^(users|devices)(\/[^/]+)?$/.test(path);
+    if (!known) return false;
+    const who = await this.admin(req);
+    const now = this.clock.now();
+
+    if (path === 'settings/security') {
+      if (method === 'GET') return this.sendSettings(res);
+      if (method !== 'PATCH') throw methodNotAllowed(['GET', 'PATCH']);
+      const { settings } = await this.store.getSettings();
+      const change = applySettingsPatch(settings, await readJson(req));
+      await this.store.saveSettings(change.next, {
+        invalidateTokens: change.invalidatesTokens,
+        recalculateLocks: change.recalculatesLocks ? lockoutPolicy(change.next) : null,
+        now,
+      });
+      this.logger.info(
+        {
+          event: 'settings_changed',
+          by: who.sub,
+          invalidatedTokens: change.invalidatesTokens,
+          recalculatedLocks: change.recalculatesLocks,
+        },
+        'security settings changed',
+      );
+      return this.sendSettings(res);
+    }
+    if (path === 'settings/security/rotate-signing-key') {
+      if (method !== 'POST') throw methodNotAllowed(['POST']);
+      await this.auth.tokens.rotateKey();
+      this.logger.warn({ event: 'signing_key_rotated', by: who.sub }, 'signing key rotated: every token issued before is invalid');
+      sendNoContent(res);
+      return true;
+    }
+    const [collection, rawId] = path.split('/') as [string, string | undefined];
+    const id = rawId === undefined ? undefined : decodeURIComponent(rawId);
+    const { settings } = await this.store.getSettings();
+    if (collection === 'users') {
+      if (id === undefined) {
+        if (method === 'GET') {
+          sendJson(res, 200, { users: (await this.store.listUsers()).map((u) => userView(u, settings, now)) });
+          return true;
+        }
+        if (method !== 'POST') throw methodNotAllowed(['GET', 'POST']);
+        const body = await readJson(req);
+        const user = await this.accounts.create(body as never);
+        this.logger.info({ event: 'user_created', username: user.username, role: user.role, by: who.sub }, 'user created');
+        sendJson(res, 201, userView(user, settings, now), { location: `${ADMIN_PREFIX}users/${encodeURIComponent(user.username)}` });
+        return true;
+      }
+      if (method === 'GET') {
+        sendJson(res, 200, userView(await this.accounts.get(id), settings, now));
+        return true;
+      }
+      if (method === 'PATCH') {
+        const body = await readJson(req);
+        const user = await this.accounts.update(id, body);
+        this.logger.info({ event: 'user_changed', username: id, fields: Object.keys(body), by: who.sub }, 'user changed');
+        sendJson(res, 200, userView(user, settings, now));
+        return true;
+      }
+      if (method === 'DELETE') {
+        await this.accounts.delete(id);
+        this.logger.info({ event: 'user_deleted', username: id, by: who.sub }, 'user deleted');
+        sendNoContent(res);
+        return true;
+      }
+      throw methodNotAllowed(['GET', 'PATCH', 'DELETE']);
+    }
+    // devices
+    if (id === undefined) {
+      if (method !== 'GET') throw methodNotAllowed(['GET']);
+      sendJson(res, 200, { devices: (await this.store.listDevices()).map((d) => deviceView(d, now)) });
+      return true;
+    }
+    const device = await this.store.getDevice(id);
+    if (!device) throw new RelayError('RELAY_ERR_DEVICE_NOT_FOUND');
+    if (method === 'GET') {
+      sendJson(res, 200, deviceView(device, now));
+      return true;
+    }
+    if (method !== 'PATCH') throw methodNotAllowed(['GET', 'PATCH']);
+    const body = await readJson(req);
+    if (body.locked !== false || Object.keys(body).length !== 1)
+      throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'locked: only {"locked": false} (unlock) is accepted', {
+        details: { field: 'locked' },
+      });
+    await this.store.unlockDevice(id);
+    this.logger.info({ event: 'device_unlocked', deviceId: id, by: who.sub }, 'device unlocked');
+    sendJson(res, 200, deviceView((await this.store.getDevice(id))!, now));
+    return true;
+  }
+
+  private async sendSettings(res: ServerResponse): Promise<true> {
+    const { settings } = await this.store.getSettings();
+    sendJson(res, 200, settings);
+    return true;
+  }
+}

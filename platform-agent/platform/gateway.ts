@@ -1,0 +1,67 @@
+/**
+ * Forwards authenticated `/api/` requests the platform server does not serve itself to the
+ * backend application (`--backend <url>`) with `http-proxy`, naming the verified caller in
+ * `X-Platform-User` / `X-Platform-Role` / `X-Platform-Device` / `X-Platform-Client-Ip`. Any
+ * `X-Platform-*` header a client sent is removed first, and so are its credentials (the backend
+ * trusts the identity headers, so it never needs them).
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import httpProxy from 'http-proxy';
+import { RelayError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { ApiIdentity, RequestContext } from './auth-routes.js';
+import { sendError } from './http-io.js';
+
+export const IDENTITY_HEADERS = Object.freeze({
+  user: 'x-platform-user',
+  role: 'x-platform-role',
+  device: 'x-platform-device',
+  clientIp: 'x-platform-client-ip',
+});
+
+const CREDENTIAL_HEADERS = ['authorization', 'twx-mobile-token', 'cookie'];
+
+export class Gateway {
+  private readonly proxy: httpProxy;
+  private readonly agent: http.Agent;
+
+  constructor(
+    readonly backend: URL,
+    logger: Logger,
+    options: { ca?: string; timeoutMs?: number } = {},
+  ) {
+    this.agent =
+      backend.protocol === 'https:'
+        ? new https.Agent({ keepAlive: true, ...(options.ca ? { ca: options.ca } : {}) })
+        : new http.Agent({ keepAlive: true });
+    this.proxy = httpProxy.createProxyServer({
+      target: backend.origin,
+      agent: this.agent,
+      xfwd: false,
+      secure: true,
+      proxyTimeout: options.timeoutMs ?? 60_000,
+    });
+    this.proxy.on('error', (err, _req, res) => {
+      logger.warn({ event: 'backend_error', err: (err as Error).message }, 'backend request failed');
+      if (res instanceof http.ServerResponse) sendError(res, new RelayError('RELAY_ERR_BACKEND'));
+      else res.destroy();
+    });
+  }
+
+  forward(req: IncomingMessage, res: ServerResponse, who: ApiIdentity, ctx: RequestContext): void {
+    for (const name of Object.keys(req.headers)) if (name.startsWith('x-platform-')) delete req.headers[name];
+    for (const name of CREDENTIAL_HEADERS) delete req.headers[name];
+    req.headers[IDENTITY_HEADERS.user] = who.username;
+    req.headers[IDENTITY_HEADERS.role] = who.role;
+    if (who.deviceId) req.headers[IDENTITY_HEADERS.device] = who.deviceId;
+    req.headers[IDENTITY_HEADERS.clientIp] = ctx.ip;
+    for (const [name, value] of Object.entries(who.responseHeaders)) res.setHeader(name, value);
+    this.proxy.web(req, res);
+  }
+
+  close(): void {
+    this.proxy.close();
+    this.agent.destroy();
+  }
+}

@@ -82,6 +82,7 @@ export function listenAddress(value: unknown): { host: string; port: number } | 
 
 /** Opens the built-in platform server; shows a generated first administrator password once. */
 async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer> {
+  const listen = listenAddress(argv.listen);
   const backend = argv.backend === undefined ? undefined : httpUrl('backend', argv.backend);
   const platform = new PlatformServer({
     dataDir: String(argv.data),
@@ -97,7 +98,6 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
         `  It is shown only now. Change it with: platform-agent user set ${admin.username} --password --data ${String(argv.data)}\n\n`,
     );
   }
-  const listen = listenAddress(argv.listen);
   if (listen) {
     const address = await platform.listen(listen.host, listen.port);
     logger.info(

@@ -2,132 +2,13 @@
  * End to end: the built `relay` and `platform-agent` executables as child processes.
  * `npm test` builds first, so dist/ is current.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TOKEN, certsDir, json, relayFingerprint, request } from '../fixtures/harness.js';
-
-const RELAY = join(process.cwd(), 'dist/relay/cli.js');
-const AGENT = join(process.cwd(), 'dist/platform-agent/cli.js');
-
-interface Proc {
-  child: ChildProcessWithoutNullStreams;
-  lines: Record<string, unknown>[];
-  stderr: string[];
-  /** Resolves with the first log line matching. */
-  waitFor(pred: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-  exited: Promise<number | null>;
-}
-
-const procs: Proc[] = [];
-afterEach(() => {
-  for (const p of procs.splice(0)) if (p.child.exitCode === null) p.child.kill('SIGKILL');
-});
-
-function run(script: string, args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines: Record<string, unknown>[] = [];
-  const stderr: string[] = [];
-  const waiters = new Set<() => void>();
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    try {
-      lines.push(JSON.parse(line) as Record<string, unknown>);
-    } catch {
-      lines.push({ raw: line });
-    }
-    for (const w of waiters) w();
-  });
-  createInterface({ input: child.stderr }).on('line', (line) => stderr.push(line));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const proc: Proc = {
-    child,
-    lines,
-    stderr,
-    exited,
-    waitFor(pred, timeoutMs = 15_000) {
-      return new Promise((resolve, reject) => {
-        const check = (): void => {
-          const hit = lines.find(pred);
-          if (hit) {
-            waiters.delete(check);
-            clearTimeout(timer);
-            resolve(hit);
-          }
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`no matching log line within ${timeoutMs} ms; stderr: ${stderr.join('\n')}`));
-        }, timeoutMs);
-        waiters.add(check);
-        void exited.then((code) => {
-          if (!waiters.has(check)) return;
-          waiters.delete(check);
-          clearTimeout(timer);
-          reject(new Error(`process exited (${code}) before the expected log line; stderr: ${stderr.join('\n')}`));
-        });
-        check();
-      });
-    },
-  };
-  procs.push(proc);
-  return proc;
-}
-
-async function startRelayProcess(
-  extra: string[] = [],
-): Promise<{ relay: Proc; ports: { httpPort: number; httpsPort: number; tunnelPort: number } }> {
-  const relay = run(
-    RELAY,
-    [
-      'start',
-      '--host',
-      '127.0.0.1',
-      '--http-port',
-      '0',
-      '--https-port',
-      '0',
-      '--tunnel-port',
-      '0',
-      '--cert',
-      join(certsDir(), 'relay.crt'),
-      '--key',
-      join(certsDir(), 'relay.key'),
-      '--drain-timeout-ms',
-      '3000',
-      ...extra,
-    ],
-    { RELAY_AGENT_TOKEN: TOKEN },
-  );
-  const started = await relay.waitFor((l) => l.event === 'relay_started');
-  return { relay, ports: started as never };
-}
-
-async function startAgentProcess(tunnelPort: number, extra: string[] = []): Promise<Proc> {
-  const agent = run(
-    AGENT,
-    [
-      'start',
-      '--relay',
-      `wss://localhost:${tunnelPort}`,
-      '--relay-fingerprint',
-      relayFingerprint(),
-      '--connections',
-      '1',
-      '--drain-timeout-ms',
-      '3000',
-      ...extra,
-    ],
-    {
-      PLATFORM_AGENT_TOKEN: TOKEN,
-    },
-  );
-  await agent.waitFor((l) => l.event === 'tunnel_connected');
-  return agent;
-}
+import { AGENT, RELAY, run, startAgentProcess, startRelayProcess } from '../fixtures/processes.js';
 
 describe('relay and platform-agent executables', () => {
   it('serve requests end to end and stop cleanly on SIGTERM', async () => {
@@ -217,7 +98,7 @@ describe('start-up errors name the option and the fix', () => {
     expect(lone.stderr.join('\n')).toMatch(/--cert and --key go together/);
   });
 
-  it('the agent refuses a malformed fingerprint, a ws:// relay, and a missing target', async () => {
+  it('the agent refuses a malformed fingerprint, a ws:// relay, --backend without the platform server, and a bad --listen', async () => {
     const fp = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--relay-fingerprint', 'abc', '--sample-app'], {
       PLATFORM_AGENT_TOKEN: TOKEN,
     });
@@ -226,8 +107,16 @@ describe('start-up errors name the option and the fix', () => {
     const plain = run(AGENT, ['start', '--relay', 'ws://localhost:1', '--sample-app'], { PLATFORM_AGENT_TOKEN: TOKEN });
     expect(await plain.exited).toBe(2);
     expect(plain.stderr.join('\n')).toMatch(/use wss:\/\/host:port/);
-    const none = run(AGENT, ['start', '--relay', 'wss://localhost:1'], { PLATFORM_AGENT_TOKEN: TOKEN });
-    expect(await none.exited).toBe(2);
-    expect(none.stderr.join('\n')).toMatch(/--upstream .* or --sample-app/);
+    const mixed = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--sample-app', '--backend', 'http://127.0.0.1:1'], {
+      PLATFORM_AGENT_TOKEN: TOKEN,
+    });
+    expect(await mixed.exited).toBe(2);
+    expect(mixed.stderr.join('\n')).toMatch(/--backend belongs to the built-in platform server/);
+    const data = mkdtempSync(join(tmpdir(), 'agent-data-'));
+    const listen = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--data', data, '--listen', 'localhost'], {
+      PLATFORM_AGENT_TOKEN: TOKEN,
+    });
+    expect(await listen.exited).toBe(2);
+    expect(listen.stderr.join('\n')).toMatch(/--listen: "localhost" is not valid; expected host:port/);
   });
 });

@@ -189,12 +189,12 @@ await yargs(hideBin(process.argv))
         .option('connections', { type: 'number', default: defaults.connectionsPerRelay, describe: 'tunnel connections per relay' })
         .option('data', {
           type: 'string',
-          default: './data',
+          default: defaults.platformDataDir,
           describe: 'data folder of the built-in platform server (SQLite store, IP rule files)',
         })
         .option('listen', {
           type: 'string',
-          default: '127.0.0.1:8080',
+          default: defaults.platformListen,
           describe: 'internal address of the built-in platform server, host:port, or off',
         })
         .option('backend', { type: 'string', describe: 'backend app for authenticated /api/ requests, http(s)://host:port' })

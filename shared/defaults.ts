@@ -59,6 +59,20 @@ export const defaults = Object.freeze({
   connectTimeoutMs: 10_000,
   /** Keep-alive timeout of servers run inside the agent; above the relay's keepAliveTimeoutMs. */
   platformKeepAliveTimeoutMs: 65_000,
+
+  // ---- platform server (security rules have their own defaults: platform-agent/security/settings.ts) ----
+  /** Internal listener of the built-in platform server (`--listen`). */
+  platformListen: '127.0.0.1:8080',
+  /** Data folder: platform.db, whitelist.dat, blacklist.dat (`--data`). */
+  platformDataDir: './data',
+  /** How often whitelist.dat / blacklist.dat are checked for changes. */
+  ipRulesPollMs: 2_000,
+  /** Largest IP rule file read; a bigger one is refused and the previous rules stay. */
+  ipRulesMaxFileBytes: 16 * 1024 * 1024,
+  /** Largest JSON body the platform API reads (413 past it). */
+  platformMaxJsonBodyBytes: 64 * 1024,
+  /** Time a backend request (`--backend`) may take before 502. */
+  backendTimeoutMs: 60_000,
 });
 
 export type Defaults = typeof defaults;

@@ -340,3 +340,14 @@ function groupsToBigInt(groups: number[]): bigint {
 function clip(text: string, max = maxProblemTextChars): string {
   return text.length <= max ? text : `${text.slice(0, max)}…`;
 }
+
+/**
+ * One spelling per client address, for per-address counters and logs: an IPv4-mapped IPv6
+ * address (`::ffff:10.1.2.3`, as dual-stack sockets report IPv4 clients) becomes `10.1.2.3`, and
+ * an IPv6 zone is dropped. Anything else is returned as given.
+ */
+export function canonicalIp(ip: string): string {
+  const bare = ip.includes('%') ? ip.slice(0, ip.indexOf('%')) : ip;
+  const mapped = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/i.exec(bare);
+  return mapped ? mapped[1]! : bare.toLowerCase();
+}

@@ -8,6 +8,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import httpProxy from 'http-proxy';
+import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { ApiIdentity, RequestContext } from './auth-routes.js';
@@ -40,7 +41,7 @@ export class Gateway {
       agent: this.agent,
       xfwd: false,
       secure: true,
-      proxyTimeout: options.timeoutMs ?? 60_000,
+      proxyTimeout: options.timeoutMs ?? defaults.backendTimeoutMs,
     });
     this.proxy.on('error', (err, _req, res) => {
       logger.warn({ event: 'backend_error', err: (err as Error).message }, 'backend request failed');

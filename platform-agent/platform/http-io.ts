@@ -3,10 +3,11 @@
  * `{"error": "<stable_code>", "message": "..."}` from the error catalog, and header parsing.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { defaults } from '../../shared/defaults.js';
 import { publicCode, RelayError } from '../../shared/errors.js';
 
 /** Largest JSON body the API reads (logins and admin changes are small). */
-export const MAX_JSON_BODY_BYTES = 64 * 1024;
+export const MAX_JSON_BODY_BYTES = defaults.platformMaxJsonBodyBytes;
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | string[]> = {}): void {
   const text = JSON.stringify(body);

@@ -8,6 +8,7 @@ import { closeSync, fstatSync, openSync, readFileSync, stat, statSync, type Stat
 import { join } from 'node:path';
 import { decideIp, IpRuleSet, parseIpRules, type IpDecision, type IpRuleProblem } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
+import { defaults } from '../../shared/defaults.js';
 
 export interface IpGuardOptions {
   /** Folder holding both files. It may not exist yet; files created later are picked up. */
@@ -81,7 +82,7 @@ export class IpGuard {
 
   constructor(options: IpGuardOptions) {
     this.logger = options.logger;
-    this.maxFileBytes = options.maxFileBytes ?? 16 * 1024 * 1024;
+    this.maxFileBytes = options.maxFileBytes ?? defaults.ipRulesMaxFileBytes;
     const list = (name: ListName, file: string): WatchedList => {
       const path = join(options.dir, file);
       return {
@@ -97,7 +98,7 @@ export class IpGuard {
       blacklist: list('blacklist', options.blacklistFile ?? 'blacklist.dat'),
     };
     this.reload();
-    this.timer = setInterval(() => this.poll(), options.pollIntervalMs ?? 2_000);
+    this.timer = setInterval(() => this.poll(), options.pollIntervalMs ?? defaults.ipRulesPollMs);
     // The guard must not keep alive a process that is otherwise done.
     this.timer.unref();
   }

@@ -12,6 +12,7 @@ import { TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
+import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { Accounts } from '../security/accounts.js';
@@ -124,7 +125,7 @@ export class PlatformServer {
   }
 
   private context(req: IncomingMessage): RequestContext {
-    const ip = req.socket.remoteAddress ?? '';
+    const ip = canonicalIp(req.socket.remoteAddress ?? '');
     return { ip, ipDecision: this.ipGuard.decide(ip) };
   }
 

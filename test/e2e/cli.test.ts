@@ -7,7 +7,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TOKEN, certsDir, json, relayFingerprint, request } from '../fixtures/harness.js';
+import { TOKEN, certsDir, json, request } from '../fixtures/harness.js';
 import { AGENT, RELAY, run, startAgentProcess, startRelayProcess } from '../fixtures/processes.js';
 
 describe('relay and platform-agent executables', () => {

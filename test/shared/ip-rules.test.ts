@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decideIp, IpRuleSet, maxProblemTextChars, parseIpRules } from '../../shared/ip-rules.js';
+import { canonicalIp, decideIp, IpRuleSet, maxProblemTextChars, parseIpRules } from '../../shared/ip-rules.js';
 
 /** The rules of `text`, failing the test if any line was refused. */
 function rulesOf(text: string): IpRuleSet {
@@ -368,5 +368,15 @@ describe('IP rules: a large list', () => {
     expect(hits).toBeGreaterThanOrEqual(rounds * 1000);
     // Typically well under 1 µs; the bound leaves room for a loaded CI machine.
     expect(perLookupUs).toBeLessThan(20);
+  });
+});
+
+describe('canonicalIp', () => {
+  it('gives one spelling per client address, so per-address counters cannot be split', () => {
+    expect(canonicalIp('::ffff:10.1.2.3')).toBe('10.1.2.3');
+    expect(canonicalIp('::FFFF:10.1.2.3')).toBe('10.1.2.3');
+    expect(canonicalIp('10.1.2.3')).toBe('10.1.2.3');
+    expect(canonicalIp('fe80::1%eth0')).toBe('fe80::1');
+    expect(canonicalIp('2001:DB8::1')).toBe('2001:db8::1');
   });
 });

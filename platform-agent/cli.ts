@@ -11,6 +11,7 @@ import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
 import { exitWithConfigError, intOption, onShutdownSignals, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
 import { createLogger, type Logger } from '../shared/logger.js';
+import { registerAdminCommands } from './admin-cli.js';
 import { PlatformAgent, agentConfig } from './agent.js';
 import { PlatformServer } from './platform/platform-server.js';
 import type { RelayTrust } from './tunnel/tls-connect.js';
@@ -161,7 +162,7 @@ async function start(argv: Args): Promise<void> {
   });
 }
 
-await yargs(hideBin(process.argv))
+const cli = yargs(hideBin(process.argv))
   .scriptName('platform-agent')
   .usage('$0 <command> [options]')
   .command(
@@ -218,8 +219,9 @@ await yargs(hideBin(process.argv))
           describe: 'time in-flight streams get on SIGTERM/SIGINT',
         }),
     (argv) => start(argv as Args),
-  )
-  .demandCommand(1, 'give a command: platform-agent start')
+  );
+await registerAdminCommands(cli)
+  .demandCommand(1, 'give a command: platform-agent start | user | device | settings')
   .strict()
   .fail((msg, err) => {
     exitWithConfigError(err ?? new Error(`${msg}\nRun "platform-agent --help" for the options.`));

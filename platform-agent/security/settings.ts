@@ -155,7 +155,8 @@ function section(field: string, v: unknown, current: Record<string, unknown>, fi
   if (!isObject(v)) throw invalid(field, 'expected an object');
   const next = { ...current };
   for (const [key, value] of Object.entries(v)) {
-    const check = fields[key];
+    // Own keys only: `constructor` or `toString` must not find Object.prototype's.
+    const check = Object.hasOwn(fields, key) ? fields[key] : undefined;
     if (!check) throw invalid(`${field}.${key}`, 'unknown field');
     next[key] = check(`${field}.${key}`, value, current[key]);
   }
@@ -201,7 +202,7 @@ export function applySettingsPatch(current: SecuritySettings, patch: unknown): S
   if (!isObject(patch)) throw invalid('(body)', 'expected a JSON object of settings');
   const next = cloneSettings(current) as unknown as Record<string, unknown>;
   for (const [key, value] of Object.entries(patch)) {
-    const check = topFields[key];
+    const check = Object.hasOwn(topFields, key) ? topFields[key] : undefined;
     if (!check) throw invalid(key, 'unknown setting');
     next[key] = check(key, value, next[key]);
   }
@@ -229,11 +230,13 @@ export function applySettingsPatch(current: SecuritySettings, patch: unknown): S
  * JSON, strings otherwise. Returns a patch for `applySettingsPatch`.
  */
 export function patchFromAssignments(assignments: string[]): Record<string, unknown> {
-  const patch: Record<string, unknown> = {};
+  const patch: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   for (const a of assignments) {
     const eq = a.indexOf('=');
     if (eq <= 0) throw invalid(a, 'expected <name>=<value>, e.g. lockout.device_failures=3');
     const path = a.slice(0, eq).trim().split('.');
+    const bad = path.find((key) => key === '' || key === '__proto__' || key === 'constructor' || key === 'prototype');
+    if (bad !== undefined) throw invalid(a.slice(0, eq), 'not a setting name');
     const raw = a.slice(eq + 1).trim();
     let value: unknown;
     try {
@@ -244,7 +247,7 @@ export function patchFromAssignments(assignments: string[]): Record<string, unkn
     let target = patch;
     for (const key of path.slice(0, -1)) {
       const nextTarget = target[key];
-      if (!isObject(nextTarget)) target[key] = {};
+      if (!isObject(nextTarget)) target[key] = Object.create(null) as Record<string, unknown>;
       target = target[key] as Record<string, unknown>;
     }
     target[path[path.length - 1]!] = value;

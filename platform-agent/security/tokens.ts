@@ -78,11 +78,8 @@ export class TokenService {
 
   /** The current key; made on first use, reloaded when another process rotated it. */
   private async currentKey(): Promise<LoadedKey> {
-    let record = await this.store.getSigningKey();
-    if (!record) {
-      await this.store.rotateSigningKey(await newSigningKey(this.clock.now()));
-      record = (await this.store.getSigningKey())!;
-    }
+    // The first key is stored only if no one else stored one meanwhile: it changes no token generation.
+    const record = (await this.store.getSigningKey()) ?? (await this.store.initSigningKey(await newSigningKey(this.clock.now())));
     if (this.key?.kid === record.kid) return this.key;
     this.key = {
       kid: record.kid,
@@ -148,8 +145,6 @@ export class TokenService {
 
   /** A login: a new refresh family and its first pair. */
   async login(subject: { username: string; role: Role; deviceId: string | null; audience: Audience }): Promise<TokenPair> {
-    // The first key is made before the generation is read: making it bumps the generation.
-    await this.currentKey();
     const now = this.clock.now();
     const { settings, tokenGeneration } = await this.store.getSettings();
     const familyId = randomUUID();

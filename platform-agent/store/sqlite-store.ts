@@ -261,6 +261,25 @@ export class SqliteStore implements PlatformStore {
     return row ? { kid: row.kid, privateJwk: row.private_jwk, publicJwk: row.public_jwk, createdAt: row.created_at } : null;
   }
 
+  async initSigningKey(key: SigningKeyRecord): Promise<SigningKeyRecord> {
+    return this.tx(() => {
+      this.db
+        .prepare(
+          'INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM signing_keys)',
+        )
+        .run(key.kid, key.privateJwk, key.publicJwk, key.createdAt);
+      const row = this.db
+        .prepare('SELECT kid, private_jwk, public_jwk, created_at FROM signing_keys ORDER BY created_at DESC LIMIT 1')
+        .get() as {
+        kid: string;
+        private_jwk: string;
+        public_jwk: string;
+        created_at: number;
+      };
+      return { kid: row.kid, privateJwk: row.private_jwk, publicJwk: row.public_jwk, createdAt: row.created_at };
+    });
+  }
+
   async rotateSigningKey(key: SigningKeyRecord): Promise<void> {
     this.tx(() => {
       // Only one key is kept: a token signed by the previous key must fail, and the private key must not linger on disk.

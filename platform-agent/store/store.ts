@@ -97,6 +97,8 @@ export interface PlatformStore {
     opts: { invalidateTokens: boolean; recalculateLocks: LockoutPolicy | null; now: number },
   ): Promise<StoredSettings>;
   getSigningKey(): Promise<SigningKeyRecord | null>;
+  /** Stores `key` only if there is no key yet (no generation change); returns the key in force. Safe when several callers race. */
+  initSigningKey(key: SigningKeyRecord): Promise<SigningKeyRecord>;
   /** Replaces the signing key and bumps the token generation (every token signed before is refused). */
   rotateSigningKey(key: SigningKeyRecord): Promise<void>;
 

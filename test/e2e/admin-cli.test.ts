@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyPassword } from '../../platform-agent/security/passwords.js';
 import { lockoutPolicy } from '../../platform-agent/security/settings.js';
 import { SqliteStore } from '../../platform-agent/store/sqlite-store.js';
+import { AGENT } from '../fixtures/processes.js';
 
-const AGENT = join(process.cwd(), 'dist/platform-agent/cli.js');
 const ADMIN_PASSWORD = 'first-admin-Pa55word';
 const ALICE_PASSWORD = 'alice-Pa55word-one';
 const ALICE_NEW_PASSWORD = 'alice-Pa55word-two';

@@ -41,7 +41,10 @@ export function parseDate(field: string, value: unknown): number | null {
     throw invalid(field, 'expected an ISO 8601 date such as 2026-12-31 or 2026-12-31T18:00:00Z, or null');
   const hasZone = /(Z|[+-]\d{2}:?\d{2})$/.test(value) && value.length > 10;
   const ms = Date.parse(value.length === 10 ? `${value}T00:00:00Z` : hasZone ? value : `${value.replace(' ', 'T')}Z`);
-  if (Number.isNaN(ms)) throw invalid(field, 'not a real date');
+  // Date.parse rolls 2026-02-30 over to March: check the calendar date itself.
+  const [y, m, d] = value.slice(0, 10).split('-').map(Number) as [number, number, number];
+  const day = new Date(Date.UTC(y, m - 1, d));
+  if (Number.isNaN(ms) || day.getUTCMonth() !== m - 1 || day.getUTCDate() !== d) throw invalid(field, 'not a real date');
   return ms;
 }
 
@@ -173,7 +176,7 @@ export class Accounts {
     const losesAdmin = user.role === 'admin' && ((patch.role !== undefined && patch.role !== 'admin') || lock === true);
     if (losesAdmin && (await this.store.countAdmins()) <= 1) throw new RelayError('RELAY_ERR_LAST_ADMIN');
 
-    let result = Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch) : user;
+    let result = Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch, this.clock.now()) : user;
     if (lock === false) result = await this.store.setUserLock(username, null);
     if (lock === true) {
       const now = this.clock.now();

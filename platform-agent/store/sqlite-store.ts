@@ -177,11 +177,17 @@ export class SqliteStore implements PlatformStore {
         throw new RelayError('RELAY_ERR_STORE', `--data ${dir}: cannot open ${DB_FILE} there (${(err as Error).message})`, { cause: err });
       }
     }
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    this.migrate();
+    try {
+      this.db.pragma('busy_timeout = 5000');
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('foreign_keys = ON');
+      this.migrate();
+    } catch (err) {
+      this.db.close();
+      if (err instanceof RelayError) throw err;
+      throw new RelayError('RELAY_ERR_STORE', `${this.file}: not a usable platform database (${(err as Error).message})`, { cause: err });
+    }
   }
 
   private migrate(): void {
@@ -329,7 +335,7 @@ export class SqliteStore implements PlatformStore {
     return (this.db.prepare('SELECT * FROM users ORDER BY username').all() as UserRow[]).map(toUser);
   }
 
-  async updateUser(username: string, patch: UserPatch): Promise<UserRecord | null> {
+  async updateUser(username: string, patch: UserPatch, now: number): Promise<UserRecord | null> {
     return this.tx(() => {
       const cur = this.readUser(username);
       if (!cur) return null;
@@ -337,7 +343,7 @@ export class SqliteStore implements PlatformStore {
       this.db
         .prepare('UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ? WHERE username = ?')
         .run(next.passwordHash, next.role, next.validFrom, next.validUntil, username);
-      if (patch.passwordHash !== undefined || (patch.role !== undefined && patch.role !== cur.role)) this.revokeUserSessions(username, 0);
+      if (patch.passwordHash !== undefined || (patch.role !== undefined && patch.role !== cur.role)) this.revokeUserSessions(username, now);
       return next;
     });
   }

@@ -106,7 +106,8 @@ export interface PlatformStore {
   createUser(user: UserRecord): Promise<void>;
   getUser(username: string): Promise<UserRecord | null>;
   listUsers(): Promise<UserRecord[]>;
-  updateUser(username: string, patch: UserPatch): Promise<UserRecord | null>;
+  /** Changes a user; a new password or role ends the user's sessions (revoked at `now`). */
+  updateUser(username: string, patch: UserPatch, now: number): Promise<UserRecord | null>;
   /** Sets or clears the security lock; setting it revokes every refresh family and session of the user. */
   setUserLock(username: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null>;
   /** Deletes the user with its families, mobile tokens and sessions. */

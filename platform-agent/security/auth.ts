@@ -84,11 +84,17 @@ export class AuthService {
     const user = await this.store.getUser(a.username);
     const passwordOk = await verifyPassword(a.password, user?.passwordHash ?? (await this.dummyHash));
     const roleOk = !a.requireRole || user?.role === a.requireRole;
+    const deviceLocked = (until: number): RelayError =>
+      new RelayError('RELAY_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(until, this.clock.now()) });
+    // Guesses sent at once all pass the lock check above while their scrypt runs; the store decides
+    // again, atomically, so that once the device is locked no outcome (right or wrong) is revealed.
     if (user && passwordOk && roleOk && accountUsable(user, settings, this.clock.now())) {
-      await this.store.recordLoginSuccess(a.deviceId);
-      return user;
+      if (await this.store.recordLoginSuccess(a.deviceId, this.clock.now())) return user;
+      const locked = await this.store.getDevice(a.deviceId);
+      throw deviceLocked(locked?.lockedUntil ?? this.clock.now());
     }
     const result = await this.store.recordLoginFailure(a.deviceId, a.username, this.clock.now(), lockoutPolicy(settings), user !== null);
+    if (result.deviceLockedUntil !== null && !result.deviceLockedNow) throw deviceLocked(result.deviceLockedUntil);
     this.onEvent({ event: 'login_failed', username: a.username, deviceId: a.deviceId, ip: a.ip });
     if (result.deviceLockedNow && result.deviceLockedUntil !== null)
       this.onEvent({ event: 'device_locked', deviceId: a.deviceId, username: a.username, until: result.deviceLockedUntil });

@@ -16,6 +16,8 @@ export interface ScryptParams {
 export const defaultScryptParams: Readonly<ScryptParams> = Object.freeze({ logN: 15, r: 8, p: 1 });
 
 const KEY_BYTES = 32;
+/** Largest scrypt working memory a stored hash may ask for (128·N·r bytes). */
+const MAX_SCRYPT_MEMORY_BYTES = 256 * 1024 * 1024;
 const SALT_BYTES = 16;
 
 function derive(password: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
@@ -37,7 +39,9 @@ function parse(stored: string): { params: ScryptParams; salt: Buffer; key: Buffe
   const parts = stored.split('$');
   if (parts.length !== 6 || parts[0] !== 'scrypt') return null;
   const [logN, r, p] = [Number(parts[1]), Number(parts[2]), Number(parts[3])];
-  if (![logN, r, p].every((n) => Number.isInteger(n) && n > 0) || logN > 22 || r > 32 || p > 16) return null;
+  // Bounded so that a tampered hash cannot make one login allocate gigabytes or burn seconds.
+  if (![logN, r, p].every((n) => Number.isInteger(n) && n > 0) || logN > 20 || r > 16 || p > 4) return null;
+  if (128 * 2 ** logN * r > MAX_SCRYPT_MEMORY_BYTES) return null;
   return { params: { logN, r, p }, salt: Buffer.from(parts[4]!, 'base64url'), key: Buffer.from(parts[5]!, 'base64url') };
 }
 
@@ -45,7 +49,12 @@ function parse(stored: string): { params: ScryptParams; salt: Buffer; key: Buffe
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const parsed = parse(stored);
   if (!parsed || parsed.key.length !== KEY_BYTES) return false;
-  const key = await derive(password, parsed.salt, parsed.params);
+  let key: Buffer;
+  try {
+    key = await derive(password, parsed.salt, parsed.params);
+  } catch {
+    return false; // parameters scrypt itself refuses
+  }
   return timingSafeEqual(key, parsed.key);
 }
 

@@ -180,7 +180,8 @@ export class SqliteStore implements PlatformStore {
     try {
       this.db.pragma('busy_timeout = 5000');
       this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = NORMAL');
+      // FULL: a lock written for a failed login must survive a power loss, not only a process crash.
+      this.db.pragma('synchronous = FULL');
       this.db.pragma('foreign_keys = ON');
       this.migrate();
     } catch (err) {
@@ -458,8 +459,13 @@ export class SqliteStore implements PlatformStore {
     });
   }
 
-  async recordLoginSuccess(deviceId: string): Promise<void> {
-    this.db.prepare('UPDATE devices SET failures = 0, last_failure_at = NULL WHERE device_id = ?').run(deviceId);
+  async recordLoginSuccess(deviceId: string, now: number): Promise<boolean> {
+    return this.tx(() => {
+      const cur = this.readDevice(deviceId);
+      if (cur?.lockedUntil != null && cur.lockedUntil > now) return false;
+      this.db.prepare('UPDATE devices SET failures = 0, last_failure_at = NULL WHERE device_id = ?').run(deviceId);
+      return true;
+    });
   }
 
   async unlockDevice(deviceId: string): Promise<boolean> {

@@ -121,8 +121,11 @@ export interface PlatformStore {
   listDevices(): Promise<DeviceRecord[]>;
   /** One failed login on a device, applying the lockout policy atomically (device lock, then user lock). */
   recordLoginFailure(deviceId: string, username: string, now: number, policy: LockoutPolicy, userExists: boolean): Promise<FailureResult>;
-  /** A successful login resets the device's failure count. */
-  recordLoginSuccess(deviceId: string): Promise<void>;
+  /**
+   * A successful login resets the device's failure count — unless the device got locked while the
+   * password was being checked (concurrent guesses): then nothing changes and the answer is false.
+   */
+  recordLoginSuccess(deviceId: string, now: number): Promise<boolean>;
   unlockDevice(deviceId: string): Promise<boolean>;
 
   // refresh-token families

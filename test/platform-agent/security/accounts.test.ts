@@ -139,7 +139,10 @@ describe('accounts: create', () => {
     [{ username: 'alice', password: 'short', role: 'mobile' }, 'password'],
     [{ username: 'alice', password: 12345678, role: 'mobile' }, 'password'],
     [{ username: 'alice', password: PASSWORD, role: 'mobile', account_valid_until: 'soon' }, 'account_valid_until'],
-    [{ username: 'alice', password: PASSWORD, role: 'mobile', account_valid_from: '2026-12-31', account_valid_until: '2026-12-01' }, 'account_valid_until'],
+    [
+      { username: 'alice', password: PASSWORD, role: 'mobile', account_valid_from: '2026-12-31', account_valid_until: '2026-12-01' },
+      'account_valid_until',
+    ],
   ])('refuses %j, naming %s', async (input, field) => {
     const err = await rejectsWith(env().accounts.create(input), 'RELAY_ERR_INVALID_REQUEST');
     expect(err.details?.field).toBe(field);
@@ -155,10 +158,13 @@ describe('accounts: create', () => {
 describe('accounts: update and delete', () => {
   it('refuses unknown fields and a non-boolean lock flag, naming them', async () => {
     await env().addUser('alice');
-    expect((await rejectsWith(env().accounts.update('alice', { locked: true }), 'RELAY_ERR_INVALID_REQUEST')).details?.field).toBe('locked');
-    expect((await rejectsWith(env().accounts.update('alice', { locked_for_security_reasons: 'no' }), 'RELAY_ERR_INVALID_REQUEST')).details?.field).toBe(
-      'locked_for_security_reasons',
+    expect((await rejectsWith(env().accounts.update('alice', { locked: true }), 'RELAY_ERR_INVALID_REQUEST')).details?.field).toBe(
+      'locked',
     );
+    expect(
+      (await rejectsWith(env().accounts.update('alice', { locked_for_security_reasons: 'no' }), 'RELAY_ERR_INVALID_REQUEST')).details
+        ?.field,
+    ).toBe('locked_for_security_reasons');
     await rejectsWith(env().accounts.update('alice', null), 'RELAY_ERR_INVALID_REQUEST');
     await rejectsWith(env().accounts.update('nobody', { role: 'admin' }), 'RELAY_ERR_USER_NOT_FOUND');
   });

@@ -2,7 +2,7 @@ import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../../shared/clock.js';
 import { userView } from '../../../platform-agent/security/accounts.js';
-import { rejectsWith, useSecurityEnv, WRONG_PASSWORD } from './fixtures.js';
+import { PASSWORD, rejectsWith, useSecurityEnv, WRONG_PASSWORD } from './fixtures.js';
 
 const env = useSecurityEnv();
 
@@ -30,7 +30,8 @@ describe('lockout: devices', () => {
   });
 
   it('locks the device for unknown usernames too, without locking anyone', async () => {
-    for (let i = 0; i < 5; i++) await rejectsWith(env().login({ username: `guess-${i}`, deviceId: 'bot' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    for (let i = 0; i < 5; i++)
+      await rejectsWith(env().login({ username: `guess-${i}`, deviceId: 'bot' }), 'RELAY_ERR_INVALID_CREDENTIALS');
     await rejectsWith(env().login({ username: 'guess-5', deviceId: 'bot' }), 'RELAY_ERR_DEVICE_LOCKED');
     expect((await env().store.getDevice('bot'))?.lockedUntil).toBe(env().clock.now() + 15 * MINUTE_MS);
   });
@@ -82,6 +83,21 @@ describe('lockout: devices', () => {
     await env().login({ username: 'alice', deviceId: 'phone-1' });
     await env().fail(5, { username: 'alice', deviceId: 'phone-1' });
     await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+  });
+
+  it('evaluates at most 5 passwords on one device even when 20 guesses arrive at once', async () => {
+    await env().addUser('alice');
+    const guesses = Array.from({ length: 20 }, (_, i) =>
+      env()
+        .login({ username: 'alice', deviceId: 'phone-1', password: i === 19 ? PASSWORD : `guess number ${i}` })
+        .then(
+          () => 'token',
+          (err: { code: string }) => err.code,
+        ),
+    );
+    const outcomes = await Promise.all(guesses);
+    expect(outcomes.filter((o) => o !== 'RELAY_ERR_DEVICE_LOCKED').length).toBeLessThanOrEqual(5);
+    expect(outcomes[19]).toBe('RELAY_ERR_DEVICE_LOCKED');
   });
 
   it('applies changed thresholds: 3 failures within 5 min lock for 60 min', async () => {
@@ -251,7 +267,8 @@ describe('lockout: per-IP limit', () => {
     await env().addUser('alice');
     await env().fail(3, { username: 'alice', deviceId: 'd1', ip: '203.0.113.9' });
     for (let i = 0; i < 7; i++) await env().login({ username: 'alice', deviceId: 'd2', ip: '203.0.113.9' });
-    for (let i = 0; i < 5; i++) await rejectsWith(env().login({ username: 'alice', deviceId: 'd2', ip: '203.0.113.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+    for (let i = 0; i < 5; i++)
+      await rejectsWith(env().login({ username: 'alice', deviceId: 'd2', ip: '203.0.113.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
     env().clock.advance(60_000);
     await env().login({ username: 'alice', deviceId: 'd2', ip: '203.0.113.9' });
   });
@@ -264,7 +281,10 @@ describe('lockout: per-IP limit', () => {
   it('refuses blacklisted addresses with RELAY_ERR_IP_BLOCKED, even with the right password, without counting a device failure', async () => {
     await env().addUser('alice');
     for (let i = 0; i < 6; i++) {
-      const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', ip: '192.0.2.66', ipDecision: 'blacklisted' }), 'RELAY_ERR_IP_BLOCKED');
+      const err = await rejectsWith(
+        env().login({ username: 'alice', deviceId: 'd1', ip: '192.0.2.66', ipDecision: 'blacklisted' }),
+        'RELAY_ERR_IP_BLOCKED',
+      );
       expect(err.httpStatus).toBe(403);
     }
     expect(await env().store.getDevice('d1')).toBeNull();

@@ -67,6 +67,12 @@ describe('passwords: scrypt hashes', () => {
     ];
     for (const stored of malformed) expect(await verifyPassword('s3cret password', stored), stored).toBe(false);
   });
+  it('never matches, and never throws on, a hash whose parameters scrypt itself refuses', async () => {
+    const good = await hashPassword('s3cret password', fastScrypt);
+    const [, , , , salt, key] = good.split('$') as [string, string, string, string, string, string];
+    // N = 2^17 with r = 1 breaks scrypt's N < 2^(16 r) rule: node:crypto throws ERR_CRYPTO_INVALID_SCRYPT_PARAMS.
+    await expect(verifyPassword('s3cret password', `scrypt$17$1$1$${salt}$${key}`)).resolves.toBe(false);
+  });
 });
 
 describe('passwords: rules and generation', () => {

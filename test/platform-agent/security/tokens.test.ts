@@ -48,6 +48,14 @@ describe('tokens: a login pair', () => {
     for (const pair of pairs) await env().auth.authenticate(pair.access_token, 'api');
   });
 
+  it('makes the first signing key on first use without changing the token generation', async () => {
+    expect(await env().store.getSigningKey()).toBeNull();
+    const pair = await mobileLogin();
+    expect((await env().store.getSigningKey())?.kid).toBeDefined();
+    expect((await env().store.getSettings()).tokenGeneration).toBe(1);
+    expect(decodeJwt(pair.access_token).gen).toBe(1);
+  });
+
   it('is signed with EdDSA by the issuer for the API audience', async () => {
     const pair = await mobileLogin();
     const header = JSON.parse(Buffer.from(pair.access_token.split('.')[0]!, 'base64url').toString()) as Record<string, unknown>;

@@ -1,0 +1,379 @@
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../../shared/clock.js';
+import { RelayError } from '../../../shared/errors.js';
+import { cloneSettings, defaultSettings, lockoutPolicy, type SecuritySettings } from '../../../platform-agent/security/settings.js';
+import { DB_FILE, SqliteStore } from '../../../platform-agent/store/sqlite-store.js';
+import type { FamilyRecord, UserRecord } from '../../../platform-agent/store/store.js';
+
+const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
+const policy = lockoutPolicy(cloneSettings(defaultSettings));
+
+let dir: string;
+const open: SqliteStore[] = [];
+
+/** A store on this test's folder; closed after the test. */
+function openStore(): SqliteStore {
+  const store = new SqliteStore(dir);
+  open.push(store);
+  return store;
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sqlite-store-test-'));
+});
+afterEach(async () => {
+  for (const store of open.splice(0)) await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function user(username: string, over: Partial<UserRecord> = {}): UserRecord {
+  return {
+    username,
+    passwordHash: 'scrypt$10$8$1$salt$key',
+    role: 'mobile',
+    createdAt: T0,
+    validFrom: null,
+    validUntil: null,
+    lockedForSecurityReasons: false,
+    lockedAt: null,
+    lockedUntil: null,
+    ...over,
+  };
+}
+
+function family(familyId: string, username: string, over: Partial<FamilyRecord> = {}): FamilyRecord {
+  return {
+    familyId,
+    username,
+    deviceId: 'd1',
+    audience: 'api',
+    currentJtiHash: 'h1',
+    createdAt: T0,
+    lastUsedAt: T0,
+    expiresAt: T0 + 45 * DAY_MS,
+    revokedAt: null,
+    ...over,
+  };
+}
+
+function expectStoreError(fn: () => unknown): RelayError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(RelayError);
+    expect((err as RelayError).code).toBe('RELAY_ERR_STORE');
+    return err as RelayError;
+  }
+  throw new Error('expected RELAY_ERR_STORE, but nothing was thrown');
+}
+
+describe('SqliteStore: opening', () => {
+  it('creates platform.db readable by its owner only, in WAL mode, at schema version 1', async () => {
+    const store = openStore();
+    expect(store.file).toBe(join(dir, DB_FILE));
+    expect(statSync(store.file).mode & 0o777).toBe(0o600);
+    await store.close();
+    const db = new Database(join(dir, DB_FILE), { readonly: true });
+    try {
+      expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+      expect(db.pragma('user_version', { simple: true })).toBe(1);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('creates a missing data folder with mode 0700', () => {
+    const nested = join(dir, 'data');
+    const store = new SqliteStore(nested);
+    open.push(store);
+    expect(statSync(nested).mode & 0o777).toBe(0o700);
+  });
+
+  it('serves the default settings at token generation 1 before any are saved', async () => {
+    expect(await openStore().getSettings()).toEqual({ settings: cloneSettings(defaultSettings), tokenGeneration: 1 });
+  });
+
+  it('reopens a migrated database without touching its data', async () => {
+    const first = openStore();
+    await first.createUser(user('alice'));
+    await first.close();
+    expect(await openStore().getUser('alice')).toEqual(user('alice'));
+  });
+
+  it('refuses a database with a newer schema version than it knows, with RELAY_ERR_STORE', async () => {
+    await openStore().close();
+    const db = new Database(join(dir, DB_FILE));
+    db.pragma('user_version = 2');
+    db.close();
+    const err = expectStoreError(() => openStore());
+    expect(err.message).toContain('schema version 2');
+  });
+
+  it('refuses a file that is not a SQLite database with RELAY_ERR_STORE', () => {
+    writeFileSync(join(dir, DB_FILE), 'this is not a database, just some text that is long enough to have a header'.repeat(20));
+    expectStoreError(() => openStore());
+  });
+
+  it('refuses a data folder it cannot create with RELAY_ERR_STORE', () => {
+    writeFileSync(join(dir, 'a-file'), '');
+    expectStoreError(() => new SqliteStore(join(dir, 'a-file', 'data')));
+  });
+
+  it('fills settings saved by an older version with the defaults of fields added since', async () => {
+    await openStore().close();
+    // What an older version saved: without the fields added since.
+    const older: Partial<SecuritySettings> = cloneSettings(defaultSettings);
+    delete older.mobile_token;
+    delete older.mobile_session_idle_minutes;
+    const db = new Database(join(dir, DB_FILE));
+    db.prepare('INSERT INTO settings (id, json, token_generation) VALUES (1, ?, 7)').run(
+      JSON.stringify({ ...older, lockout: { device_failures: 3 } }),
+    );
+    db.close();
+    const { settings, tokenGeneration } = await openStore().getSettings();
+    expect(tokenGeneration).toBe(7);
+    expect(settings.mobile_token).toEqual({ enabled: false });
+    expect(settings.mobile_session_idle_minutes).toBe(30);
+    expect(settings.lockout).toEqual({ ...defaultSettings.lockout, device_failures: 3 });
+  });
+});
+
+describe('SqliteStore: settings and keys', () => {
+  it('bumps the token generation only when told to, and keeps everything across a reopen', async () => {
+    const store = openStore();
+    const next = { ...cloneSettings(defaultSettings), ip_login_attempts_per_minute: 20 };
+    expect((await store.saveSettings(next, { invalidateTokens: false, recalculateLocks: null, now: T0 })).tokenGeneration).toBe(1);
+    expect((await store.saveSettings(next, { invalidateTokens: true, recalculateLocks: null, now: T0 })).tokenGeneration).toBe(2);
+    await store.rotateSigningKey({ kid: 'k1', privateJwk: '{}', publicJwk: '{}', createdAt: T0 });
+    await store.close();
+    const again = openStore();
+    expect(await again.getSettings()).toEqual({ settings: next, tokenGeneration: 3 });
+    expect((await again.getSigningKey())?.kid).toBe('k1');
+  });
+
+  it('stores a first signing key only when there is none, without changing the token generation', async () => {
+    const a = openStore();
+    const b = openStore();
+    const [first, second] = await Promise.all([
+      a.initSigningKey({ kid: 'k1', privateJwk: '{}', publicJwk: '{}', createdAt: T0 }),
+      b.initSigningKey({ kid: 'k2', privateJwk: '{}', publicJwk: '{}', createdAt: T0 + 1 }),
+    ]);
+    expect(first.kid).toBe('k1');
+    expect(second.kid).toBe('k1');
+    expect((await b.getSigningKey())?.kid).toBe('k1');
+    expect((await a.getSettings()).tokenGeneration).toBe(1);
+  });
+
+  it('keeps one signing key: rotation replaces it and bumps the generation', async () => {
+    const store = openStore();
+    await store.rotateSigningKey({ kid: 'k1', privateJwk: '{"d":"1"}', publicJwk: '{}', createdAt: T0 });
+    await store.rotateSigningKey({ kid: 'k2', privateJwk: '{"d":"2"}', publicJwk: '{}', createdAt: T0 });
+    expect((await store.getSigningKey())?.kid).toBe('k2');
+    expect((await store.getSettings()).tokenGeneration).toBe(3);
+    await store.close();
+    const db = new Database(join(dir, DB_FILE), { readonly: true });
+    try {
+      expect(db.prepare('SELECT count(*) AS n FROM signing_keys').get()).toEqual({ n: 1 });
+    } finally {
+      db.close();
+    }
+  });
+
+  it('moves the end of device and user locks in force to lockedAt + the new duration, leaving ended and open-ended locks alone', async () => {
+    const store = openStore();
+    await store.createUser(user('locked', { lockedForSecurityReasons: true, lockedAt: T0, lockedUntil: T0 + DAY_MS }));
+    await store.createUser(user('ended', { lockedForSecurityReasons: true, lockedAt: T0 - 3 * DAY_MS, lockedUntil: T0 - 2 * DAY_MS }));
+    await store.createUser(user('byadmin', { lockedForSecurityReasons: true, lockedAt: T0, lockedUntil: null }));
+    for (let i = 0; i < 5; i++) await store.recordLoginFailure('d1', 'nobody', T0, policy, false);
+    const next = cloneSettings(defaultSettings);
+    next.lockout.user_lock_days = 2;
+    next.lockout.device_lock_minutes = 45;
+    await store.saveSettings(next, { invalidateTokens: false, recalculateLocks: lockoutPolicy(next), now: T0 + MINUTE_MS });
+    expect((await store.getUser('locked'))?.lockedUntil).toBe(T0 + 2 * DAY_MS);
+    expect((await store.getUser('ended'))?.lockedUntil).toBe(T0 - 2 * DAY_MS);
+    expect((await store.getUser('byadmin'))?.lockedUntil).toBeNull();
+    expect((await store.getDevice('d1'))?.lockedUntil).toBe(T0 + 45 * MINUTE_MS);
+  });
+});
+
+describe('SqliteStore: atomic counters', () => {
+  it('locks the device exactly once under 20 concurrent failures', async () => {
+    const store = openStore();
+    await store.createUser(user('alice'));
+    const results = await Promise.all(Array.from({ length: 20 }, () => store.recordLoginFailure('d1', 'alice', T0, policy, true)));
+    expect(results.filter((r) => r.deviceLockedNow)).toHaveLength(1);
+    expect(results.filter((r) => r.userLockedUntil !== null)).toHaveLength(0);
+    for (const r of results.slice(4)) expect(r.deviceLockedUntil).toBe(T0 + 15 * MINUTE_MS);
+    expect(await store.getDevice('d1')).toMatchObject({ lockedAt: T0, lockedUntil: T0 + 15 * MINUTE_MS, lastUsername: 'alice' });
+  });
+
+  it('locks the device exactly once when 20 failures arrive through two connections to the same file', async () => {
+    const a = openStore();
+    const b = openStore();
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).recordLoginFailure('d1', 'alice', T0 + i, policy, false)),
+    );
+    expect(results.filter((r) => r.deviceLockedNow)).toHaveLength(1);
+  });
+
+  it('locks the user exactly once when three devices lock at the same time', async () => {
+    const store = openStore();
+    await store.createUser(user('alice'));
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => store.recordLoginFailure(`d${i % 3}`, 'alice', T0, policy, true)),
+    );
+    expect(results.filter((r) => r.deviceLockedNow)).toHaveLength(3);
+    const userLocks = results.filter((r) => r.userLockedUntil !== null);
+    expect(userLocks).toHaveLength(1);
+    expect(userLocks[0]!.userLockedUntil).toBe(T0 + DAY_MS);
+    expect(await store.getUser('alice')).toMatchObject({ lockedForSecurityReasons: true, lockedAt: T0, lockedUntil: T0 + DAY_MS });
+  });
+
+  it('never lets more than `limit` attempts from one address through under concurrency', async () => {
+    const a = openStore();
+    const b = openStore();
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).hitIpAttempt('203.0.113.1', T0, MINUTE_MS, 10)));
+    expect(results.filter((r) => r.allowed)).toHaveLength(10);
+    for (const r of results.filter((x) => !x.allowed)) expect(r.retryAfterMs).toBe(MINUTE_MS);
+    expect((await a.hitIpAttempt('203.0.113.2', T0, MINUTE_MS, 10)).allowed).toBe(true);
+  });
+
+  it('frees one attempt per attempt that leaves the window, refused ones not counted', async () => {
+    const store = openStore();
+    for (let i = 0; i < 3; i++) expect((await store.hitIpAttempt('ip', T0 + i * 1000, MINUTE_MS, 3)).allowed).toBe(true);
+    for (let i = 0; i < 10; i++) expect((await store.hitIpAttempt('ip', T0 + 5000, MINUTE_MS, 3)).allowed).toBe(false);
+    expect(await store.hitIpAttempt('ip', T0 + 59_999, MINUTE_MS, 3)).toEqual({ allowed: false, retryAfterMs: 1 });
+    expect((await store.hitIpAttempt('ip', T0 + MINUTE_MS, MINUTE_MS, 3)).allowed).toBe(true);
+    expect(await store.hitIpAttempt('ip', T0 + MINUTE_MS, MINUTE_MS, 3)).toEqual({ allowed: false, retryAfterMs: 1000 });
+  });
+
+  it('resets the failure count on success and unlocks a device on request', async () => {
+    const store = openStore();
+    for (let i = 0; i < 4; i++) await store.recordLoginFailure('d1', 'alice', T0, policy, false);
+    expect(await store.recordLoginSuccess('d1', T0)).toBe(true);
+    expect((await store.recordLoginFailure('d1', 'alice', T0, policy, false)).deviceLockedNow).toBe(false);
+    for (let i = 0; i < 4; i++) await store.recordLoginFailure('d1', 'alice', T0, policy, false);
+    expect((await store.getDevice('d1'))?.lockedUntil).toBe(T0 + 15 * MINUTE_MS);
+    // A success that arrives after the lock (a guess in flight) changes nothing.
+    expect(await store.recordLoginSuccess('d1', T0)).toBe(false);
+    expect((await store.getDevice('d1'))?.lockedUntil).toBe(T0 + 15 * MINUTE_MS);
+    expect(await store.unlockDevice('d1')).toBe(true);
+    expect(await store.getDevice('d1')).toMatchObject({ failures: 0, lockedAt: null, lockedUntil: null });
+    expect(await store.unlockDevice('never-seen')).toBe(false);
+  });
+});
+
+describe('SqliteStore: refresh families', () => {
+  it('rotates the current token, revokes the family when a spent one comes back, and says why it refuses', async () => {
+    const store = openStore();
+    await store.createFamily(family('f1', 'alice'));
+    expect(await store.rotateFamily('f1', 'h1', 'h2', T0 + 1000, T0 + 50 * DAY_MS)).toBe('rotated');
+    expect(await store.getFamily('f1')).toMatchObject({ currentJtiHash: 'h2', lastUsedAt: T0 + 1000, expiresAt: T0 + 50 * DAY_MS });
+    expect(await store.rotateFamily('f1', 'h1', 'h3', T0 + 2000, T0 + 50 * DAY_MS)).toBe('reused');
+    expect((await store.getFamily('f1'))?.revokedAt).toBe(T0 + 2000);
+    expect(await store.rotateFamily('f1', 'h2', 'h3', T0 + 3000, T0 + 50 * DAY_MS)).toBe('revoked');
+    expect(await store.rotateFamily('nope', 'h1', 'h2', T0, T0)).toBe('missing');
+  });
+
+  it('lets exactly one of two concurrent rotations of the same token win', async () => {
+    const a = openStore();
+    const b = openStore();
+    await a.createFamily(family('f1', 'alice'));
+    const results = await Promise.all([
+      a.rotateFamily('f1', 'h1', 'hA', T0, T0 + DAY_MS),
+      b.rotateFamily('f1', 'h1', 'hB', T0, T0 + DAY_MS),
+    ]);
+    expect(results.sort()).toEqual(['reused', 'rotated']);
+    expect((await a.getFamily('f1'))?.revokedAt).toBe(T0);
+  });
+
+  it('keeps a revoked family revoked across a reopen', async () => {
+    const store = openStore();
+    await store.createFamily(family('f1', 'alice'));
+    await store.revokeFamily('f1', T0 + 5);
+    await store.revokeFamily('f1', T0 + 10);
+    await store.close();
+    const again = openStore();
+    expect((await again.getFamily('f1'))?.revokedAt).toBe(T0 + 5);
+    expect(await again.rotateFamily('f1', 'h1', 'h2', T0 + 20, T0 + DAY_MS)).toBe('revoked');
+  });
+
+  it('never moves the last use back in time', async () => {
+    const store = openStore();
+    await store.createFamily(family('f1', 'alice'));
+    await store.touchFamily('f1', T0 + 10_000);
+    await store.touchFamily('f1', T0 + 5_000);
+    expect((await store.getFamily('f1'))?.lastUsedAt).toBe(T0 + 10_000);
+  });
+});
+
+describe('SqliteStore: user locks', () => {
+  it('revokes every family, mobile token and mobile session of a user it locks, and nobody else’s', async () => {
+    const store = openStore();
+    await store.createUser(user('alice'));
+    await store.createUser(user('bob'));
+    await store.createFamily(family('fa', 'alice'));
+    await store.createFamily(family('fb', 'bob'));
+    await store.putMobileToken({ tokenHash: 'ta', username: 'alice', createdAt: T0, expiresAt: T0 + DAY_MS });
+    await store.putMobileSession({ sessionHash: 'sa', username: 'alice', tokenHash: null, createdAt: T0, lastSeenAt: T0 });
+    await store.putMobileSession({ sessionHash: 'sb', username: 'bob', tokenHash: null, createdAt: T0, lastSeenAt: T0 });
+    const locked = await store.setUserLock('alice', { lockedAt: T0 + 1, lockedUntil: T0 + DAY_MS });
+    expect(locked).toMatchObject({ lockedForSecurityReasons: true, lockedAt: T0 + 1, lockedUntil: T0 + DAY_MS });
+    expect((await store.getFamily('fa'))?.revokedAt).toBe(T0 + 1);
+    expect((await store.getFamily('fb'))?.revokedAt).toBeNull();
+    expect(await store.getMobileToken('ta')).toBeNull();
+    expect(await store.touchMobileSession('sa', T0 + 2, 30 * MINUTE_MS)).toBeNull();
+    expect(await store.touchMobileSession('sb', T0 + 2, 30 * MINUTE_MS)).not.toBeNull();
+    expect(await store.setUserLock('nobody', null)).toBeNull();
+  });
+
+  it('keeps a user lock and a device lock across a reopen', async () => {
+    const store = openStore();
+    await store.createUser(user('alice'));
+    for (let d = 0; d < 3; d++) for (let i = 0; i < 5; i++) await store.recordLoginFailure(`d${d}`, 'alice', T0, policy, true);
+    await store.close();
+    const again = openStore();
+    expect(await again.getUser('alice')).toMatchObject({ lockedForSecurityReasons: true, lockedUntil: T0 + DAY_MS });
+    expect((await again.getDevice('d2'))?.lockedUntil).toBe(T0 + 15 * MINUTE_MS);
+    expect((await again.recordLoginFailure('d2', 'alice', T0 + MINUTE_MS, policy, true)).deviceLockedUntil).toBe(T0 + 15 * MINUTE_MS);
+  });
+});
+
+describe('SqliteStore: mobile sessions and pruning', () => {
+  it('keeps a session used within the idle time, renewing it, and deletes it once idle longer', async () => {
+    const store = openStore();
+    await store.putMobileSession({ sessionHash: 's', username: 'alice', tokenHash: 't', createdAt: T0, lastSeenAt: T0 });
+    expect(await store.touchMobileSession('s', T0 + 30 * MINUTE_MS, 30 * MINUTE_MS)).toMatchObject({
+      lastSeenAt: T0 + 30 * MINUTE_MS,
+      tokenHash: 't',
+    });
+    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 1, 30 * MINUTE_MS)).toBeNull();
+    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 2, 30 * MINUTE_MS)).toBeNull();
+  });
+
+  it('prunes expired families, old revoked ones, expired mobile tokens, old attempts and idle sessions, and nothing live', async () => {
+    const store = openStore();
+    const now = T0 + 10 * DAY_MS;
+    await store.createFamily(family('expired', 'alice', { expiresAt: now - 1 }));
+    await store.createFamily(family('revoked-long-ago', 'alice', { revokedAt: now - 2 * DAY_MS }));
+    await store.createFamily(family('revoked-recently', 'alice', { revokedAt: now - HOUR_MS }));
+    await store.createFamily(family('live', 'alice', { expiresAt: now + DAY_MS }));
+    await store.putMobileToken({ tokenHash: 'old', username: 'alice', createdAt: T0, expiresAt: now });
+    await store.putMobileToken({ tokenHash: 'new', username: 'alice', createdAt: T0, expiresAt: now + 1 });
+    await store.putMobileSession({ sessionHash: 'idle', username: 'alice', tokenHash: null, createdAt: T0, lastSeenAt: now - 2 * DAY_MS });
+    await store.putMobileSession({ sessionHash: 'fresh', username: 'alice', tokenHash: null, createdAt: T0, lastSeenAt: now });
+    await store.hitIpAttempt('ip', now - 2 * HOUR_MS, MINUTE_MS, 10);
+    expect(await store.prune(now)).toBe(5);
+    expect(await store.getFamily('expired')).toBeNull();
+    expect(await store.getFamily('revoked-long-ago')).toBeNull();
+    expect(await store.getFamily('revoked-recently')).not.toBeNull();
+    expect(await store.getFamily('live')).not.toBeNull();
+    expect(await store.getMobileToken('old')).toBeNull();
+    expect(await store.getMobileToken('new')).not.toBeNull();
+    expect(await store.touchMobileSession('fresh', now, 30 * MINUTE_MS)).not.toBeNull();
+  });
+});

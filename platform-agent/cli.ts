@@ -91,19 +91,25 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
     ...(backend ? { backend } : {}),
     ...(argv.backendCa ? { backendCa: readOptionFile('backend-ca', String(argv.backendCa)) } : {}),
   });
+  if (listen) {
+    let address;
+    try {
+      address = await platform.listen(listen.host, listen.port);
+    } catch (err) {
+      await platform.close();
+      throw configError('listen', argv.listen, `cannot listen there (${(err as Error).message}); choose another address or --listen off`);
+    }
+    logger.info(
+      { event: 'platform_listening', address: address.address, port: address.port },
+      `platform server listening on ${listen.host}:${address.port}`,
+    );
+  }
   const admin = await platform.ensureAdmin();
   if (admin) {
     // Shown once, on the terminal (stderr), never through the logger: it is a password.
     process.stderr.write(
       `\n  First administrator created: username "${admin.username}", password: ${admin.password}\n` +
         `  It is shown only now. Change it with: platform-agent user set ${admin.username} --password --data ${String(argv.data)}\n\n`,
-    );
-  }
-  if (listen) {
-    const address = await platform.listen(listen.host, listen.port);
-    logger.info(
-      { event: 'platform_listening', address: address.address, port: address.port },
-      `platform server listening on ${listen.host}:${address.port}`,
     );
   }
   return platform;
@@ -128,14 +134,13 @@ async function start(argv: Args): Promise<void> {
         'RELAY_ERR_CONFIG',
         '--backend belongs to the built-in platform server; it cannot be combined with --upstream or --sample-app',
       );
-    if (!upstream && !argv.sampleApp) platform = await openPlatform(argv, logger);
     const config = agentConfig({
       relays: relayUrls(argv.relay),
       token,
       trust: trustOptions(argv, logger),
       agentId: String(argv.agentId),
       connections: intOption('connections', argv.connections, 1, 64),
-      ...(platform ? { platform } : upstream ? { upstream } : { sampleApp: true }),
+      ...(upstream ? { upstream } : { sampleApp: true }),
       ...(argv.upstreamCa ? { upstreamCa: readOptionFile('upstream-ca', String(argv.upstreamCa)) } : {}),
       reconnectMinMs: intOption('reconnect-min-ms', argv.reconnectMinMs, 10, 600_000),
       reconnectMaxMs: intOption('reconnect-max-ms', argv.reconnectMaxMs, 10, 3_600_000),
@@ -149,6 +154,12 @@ async function start(argv: Args): Promise<void> {
         { event: 'tls_system_ca' },
         'verifying the relay against the system CAs (use --relay-ca or --relay-fingerprint for a private or self-signed relay certificate)',
       );
+    }
+    // Last, once every other option is known to be good: it creates the data folder and maybe the first administrator.
+    if (!upstream && !argv.sampleApp) {
+      platform = await openPlatform(argv, logger);
+      config.platform = platform;
+      delete config.sampleApp;
     }
     agent = new PlatformAgent(config, logger);
   } catch (err) {

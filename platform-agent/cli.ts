@@ -47,6 +47,17 @@ function trustOptions(argv: Args, logger: Logger): RelayTrust {
       );
     trust.fingerprint = fp;
   }
+  if (argv.clientCert !== undefined || argv.clientKey !== undefined) {
+    if (argv.clientCert === undefined || argv.clientKey === undefined)
+      throw new RelayError(
+        'RELAY_ERR_CONFIG',
+        '--client-cert and --client-key go together (the certificate relay cert issue-agent made, and its key)',
+      );
+    trust.clientCert = {
+      cert: readOptionFile('client-cert', String(argv.clientCert)),
+      key: readOptionFile('client-key', String(argv.clientKey)),
+    };
+  }
   if (argv.insecure) {
     if (trust.ca || trust.fingerprint)
       throw new RelayError('RELAY_ERR_CONFIG', '--insecure cannot be combined with --relay-ca or --relay-fingerprint');
@@ -193,6 +204,11 @@ const cli = yargs(hideBin(process.argv))
         .option('token-file', { type: 'string', describe: 'file holding the agent token' })
         .option('relay-ca', { type: 'string', describe: 'PEM CA that signed the relay certificate' })
         .option('relay-fingerprint', { type: 'string', describe: 'pin the relay certificate by its SHA-256 fingerprint' })
+        .option('client-cert', {
+          type: 'string',
+          describe: 'PEM client certificate for a relay that requires one (relay cert issue-agent)',
+        })
+        .option('client-key', { type: 'string', describe: 'PEM key of --client-cert' })
         .option('insecure', {
           type: 'boolean',
           default: false,

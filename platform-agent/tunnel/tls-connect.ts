@@ -15,6 +15,8 @@ export interface RelayTrust {
   fingerprint?: string;
   /** No verification at all. */
   insecure?: boolean;
+  /** PEM client certificate and key, for a relay that requires agent certificates (mTLS, `relay --agent-ca`). */
+  clientCert?: { cert: string; key: string };
 }
 
 type OnCreate = (err: Error | null, socket?: Duplex) => void;
@@ -31,6 +33,7 @@ export function verifiedTlsConnector(trust: RelayTrust, timeoutMs: number) {
       port: Number(options.port),
       ...(options.servername ? { servername: options.servername } : {}),
       ...(trust.ca ? { ca: trust.ca } : {}),
+      ...(trust.clientCert ? { cert: trust.clientCert.cert, key: trust.clientCert.key } : {}),
       // a pin replaces chain verification: the pinned certificate may be self-signed
       rejectUnauthorized: !(trust.insecure || trust.fingerprint),
       minVersion: 'TLSv1.2',

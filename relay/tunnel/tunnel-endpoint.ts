@@ -1,38 +1,79 @@
 /**
- * The tunnel endpoint: a TLS listener where platform agents open WebSocket connections. The
- * agent's bearer token is checked at the upgrade, in constant time against a SHA-256 hash (the
- * relay keeps no token in clear); a bad or missing token gets a bare HTTP 401 and no upgrade.
+ * The tunnel endpoint: a TLS listener where platform agents open WebSocket connections. At the
+ * upgrade the agent proves who it is with a bearer token (compared in constant time against
+ * stored SHA-256 hashes; the relay keeps no token in clear) and, with `--agent-ca`, a client
+ * certificate signed by that CA. The credential that matched names the platform the connection
+ * serves. A refused upgrade gets a bare HTTP 401; an address with too many refusals in a minute
+ * gets 429 without any check, and every refusal is logged.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
+import { systemClock, type Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
+import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import { MuxSession, type SessionOptions } from '../../shared/mux/session.js';
+import { CredentialSet, hashToken, type AgentCredential } from './agent-credentials.js';
 import type { TunnelRegistry } from './tunnel-registry.js';
+
+export { hashToken };
 
 export interface TunnelEndpointOptions {
   tls: { cert: string; key: string };
-  /** SHA-256 of the agent token (32 bytes). */
-  tokenHash: Buffer;
+  /** The agent credentials in force (a function: they can be reloaded). */
+  credentials?: () => CredentialSet;
+  /** Without `credentials`: the SHA-256 of the one agent token, for the default platform. */
+  tokenHash?: Buffer;
+  /** PEM CA for agent client certificates (mTLS). With it, every agent must present a certificate it signed. */
+  agentCa?: string;
   registry: TunnelRegistry;
   logger: Logger;
   mux?: Omit<SessionOptions, 'role' | 'onStream'>;
   maxMessageBytes?: number;
+  /** Refused upgrades one address may make per minute before it gets 429 without a check. */
+  authFailuresPerMinute?: number;
+  clock?: Clock;
 }
 
-export function hashToken(token: string): Buffer {
-  return createHash('sha256').update(token, 'utf8').digest();
-}
+/** Refused upgrades per address per minute before 429 (agents retry with backoff: a real agent never gets near it). */
+export const TUNNEL_AUTH_FAILURES_PER_MINUTE = 10;
 
-/** Constant-time check of a presented `Authorization: Bearer` header against the stored hash. */
+/** Constant-time check of a presented `Authorization: Bearer` header against one stored hash. */
 export function checkBearer(header: string | undefined, tokenHash: Buffer): boolean {
-  const match = /^Bearer ([^\s]+)$/i.exec(header ?? '');
-  // hash whatever was presented (even nothing) so that timing says nothing about the header
-  const presented = hashToken(match?.[1] ?? '');
-  return timingSafeEqual(presented, tokenHash) && match !== null;
+  return CredentialSet.single(tokenHash).matchBearer(header) !== null;
+}
+
+/** Counts refused upgrades per address in fixed one-minute windows; bounded in size. */
+class FailureLimiter {
+  private readonly windows = new Map<string, { start: number; count: number }>();
+  constructor(
+    private readonly limit: number,
+    private readonly clock: Clock,
+    private readonly maxTracked = 10_000,
+  ) {}
+
+  blocked(ip: string): boolean {
+    const w = this.windows.get(ip);
+    return w !== undefined && this.clock.now() - w.start < 60_000 && w.count >= this.limit;
+  }
+
+  fail(ip: string): void {
+    const now = this.clock.now();
+    const w = this.windows.get(ip);
+    if (w && now - w.start < 60_000) {
+      w.count++;
+      return;
+    }
+    if (this.windows.size >= this.maxTracked) {
+      for (const [key, value] of this.windows) if (now - value.start >= 60_000) this.windows.delete(key);
+      // Still full: forget the oldest entry rather than grow (Map keeps insertion order).
+      if (this.windows.size >= this.maxTracked) this.windows.delete(this.windows.keys().next().value!);
+    }
+    this.windows.set(ip, { start: now, count: 1 });
+  }
 }
 
 let connectionCounter = 0;
@@ -41,12 +82,24 @@ export class TunnelEndpoint {
   readonly server: https.Server;
   private readonly wss: WebSocketServer;
   private readonly options: TunnelEndpointOptions;
+  private readonly failures: FailureLimiter;
+  private readonly credentials: () => CredentialSet;
 
   constructor(options: TunnelEndpointOptions) {
     this.options = options;
+    if (!options.credentials) {
+      if (!options.tokenHash) throw new Error('TunnelEndpoint needs credentials or a tokenHash');
+      const single = CredentialSet.single(options.tokenHash);
+      this.credentials = () => single;
+    } else {
+      this.credentials = options.credentials;
+    }
+    this.failures = new FailureLimiter(options.authFailuresPerMinute ?? TUNNEL_AUTH_FAILURES_PER_MINUTE, options.clock ?? systemClock);
     this.server = https.createServer({
       cert: options.tls.cert,
       key: options.tls.key,
+      // With an agent CA the certificate is asked for but checked at the upgrade (401, logged), not by a TLS alert.
+      ...(options.agentCa ? { ca: options.agentCa, requestCert: true, rejectUnauthorized: false } : {}),
       minVersion: 'TLSv1.2',
       noDelay: true,
       headersTimeout: 10_000,
@@ -69,15 +122,41 @@ export class TunnelEndpoint {
 
   /** Swaps the TLS certificate for new connections. */
   setCertificate(cert: string, key: string): void {
-    this.server.setSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+    this.server.setSecureContext({ cert, key, minVersion: 'TLSv1.2', ...(this.options.agentCa ? { ca: this.options.agentCa } : {}) });
+  }
+
+  /**
+   * The credential an upgrade proves, or a reason for refusing it. With an agent CA a verified
+   * client certificate is required; then the token may be left out if the certificate's common
+   * name is bound to a credential (certificate instead of token), and when both name a
+   * credential they must agree on the platform.
+   */
+  private authenticate(req: IncomingMessage, socket: Socket): AgentCredential | string {
+    const credentials = this.credentials();
+    const byToken = credentials.matchBearer(req.headers.authorization);
+    if (!this.options.agentCa) return byToken ?? 'bad or missing token';
+    const tls = socket as TLSSocket;
+    if (!tls.authorized) return `no client certificate signed by the agent CA (${String(tls.authorizationError ?? 'none presented')})`;
+    const cn = tls.getPeerCertificate().subject?.CN;
+    const byCert = credentials.matchCertificate(typeof cn === 'string' ? cn : undefined);
+    if (byToken && byCert && byToken.platform !== byCert.platform) return 'token and certificate name different platforms';
+    return byToken ?? byCert ?? 'certificate accepted but no token, and its name is bound to no credential';
   }
 
   private readonly onUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
     const { logger, registry } = this.options;
     const remote = socket.remoteAddress ?? 'unknown';
+    const ip = canonicalIp(remote);
     socket.on('error', () => socket.destroy());
-    if (!checkBearer(req.headers.authorization, this.options.tokenHash)) {
-      logger.warn({ event: 'tunnel_auth_failed', remote }, 'agent tunnel upgrade refused: bad or missing token');
+    if (this.failures.blocked(ip)) {
+      logger.warn({ event: 'tunnel_auth_limited', remote }, 'agent tunnel upgrade refused: too many failed attempts from this address');
+      socket.end('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    const cred = this.authenticate(req, socket);
+    if (typeof cred === 'string') {
+      this.failures.fail(ip);
+      logger.warn({ event: 'tunnel_auth_failed', remote, reason: cred }, `agent tunnel upgrade refused: ${cred}`);
       socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
@@ -85,8 +164,11 @@ export class TunnelEndpoint {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const id = `${agentId}#${++connectionCounter}`;
       const session = new MuxSession(ws, { ...this.options.mux, role: 'server' });
-      const conn = { id, agentId, remoteAddress: remote, since: new Date(), session };
-      logger.info({ event: 'tunnel_connected', conn: id, agent: agentId, remote }, 'agent connected');
+      const conn = { id, agentId, credential: cred.id, platform: cred.platform, remoteAddress: remote, since: new Date(), session };
+      logger.info(
+        { event: 'tunnel_connected', conn: id, agent: agentId, credential: cred.id, platform: cred.platform, remote },
+        'agent connected',
+      );
       session.on('goaway', () => logger.info({ event: 'tunnel_goaway', conn: id }, 'agent connection going away'));
       session.on('close', (err) => {
         const fields = { event: 'tunnel_disconnected', conn: id, agent: agentId, remote, code: err?.code };

@@ -1,16 +1,21 @@
 /**
- * The agent connections that serve the platform. New streams go to the usable connection with
- * the fewest open streams; a request that finds none waits (bounded) for one to register.
+ * The agent connections, by platform. A new stream for a platform goes to that platform's
+ * usable connection with the fewest open streams; a request that finds none waits (bounded)
+ * for one to register.
  */
 import { EventEmitter } from 'node:events';
 import { RelayError } from '../../shared/errors.js';
 import type { MuxSession } from '../../shared/mux/session.js';
+import { DEFAULT_PLATFORM } from './agent-credentials.js';
 
 export interface AgentConnection {
   /** Unique per connection, e.g. `agent-7f3a#3`. */
   id: string;
   /** The agent's self-declared name (X-Agent-Id), for logs and status. */
   agentId: string;
+  /** The credential that authenticated it, and the platform that credential is bound to. */
+  credential: string;
+  platform: string;
   remoteAddress: string;
   since: Date;
   session: MuxSession;
@@ -39,11 +44,11 @@ export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; rem
     return this.connections.size;
   }
 
-  /** The usable connection with the fewest open streams, or null. */
-  pick(): AgentConnection | null {
+  /** The platform's usable connection with the fewest open streams, or null. */
+  pick(platform = DEFAULT_PLATFORM): AgentConnection | null {
     let best: AgentConnection | null = null;
     for (const conn of this.connections) {
-      if (!conn.session.usable) continue;
+      if (conn.platform !== platform || !conn.session.usable) continue;
       if (!best || conn.session.streamCount < best.session.streamCount) best = conn;
     }
     return best;
@@ -53,8 +58,8 @@ export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; rem
    * Resolves with a usable connection, waiting up to `waitMs` for one to register;
    * rejects with RELAY_ERR_NO_AGENT after that.
    */
-  acquire(waitMs: number): Promise<AgentConnection> {
-    const now = this.pick();
+  acquire(waitMs: number, platform = DEFAULT_PLATFORM): Promise<AgentConnection> {
+    const now = this.pick(platform);
     if (now) return Promise.resolve(now);
     if (waitMs <= 0) return Promise.reject(new RelayError('RELAY_ERR_NO_AGENT'));
     return new Promise((resolve, reject) => {
@@ -63,7 +68,7 @@ export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; rem
         reject(new RelayError('RELAY_ERR_NO_AGENT'));
       }, waitMs);
       const check = (): void => {
-        const conn = this.pick();
+        const conn = this.pick(platform);
         if (!conn) return;
         clearTimeout(timer);
         this.waiters.delete(check);

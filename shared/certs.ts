@@ -1,16 +1,162 @@
 /**
- * Certificate tools (node-forge): a self-signed pair for a relay that was given none, and the
- * SHA-256 fingerprint an agent pins with `--relay-fingerprint`.
+ * Certificate tools. node-forge builds and signs certificates; node:crypto generates the keys
+ * (OpenSSL on the thread pool: an RSA 4096 key takes ~1-3 s there, many times longer in forge's
+ * JavaScript) and checks what is read back (`X509Certificate` reads EC certificates too, which
+ * forge cannot).
+ *
+ * What is here: a private CA with relay server and agent client certificates signed by it; import
+ * of a certificate from a trusted authority (PKCS#12, or PEM with its chain) with its checks; a
+ * self-signed pair for a relay that was given none; a description of a certificate for people and
+ * scripts; and the SHA-256 fingerprint an agent pins with `--relay-fingerprint`.
  */
-import { X509Certificate, createHash, randomBytes } from 'node:crypto';
+import { KeyObject, X509Certificate, createHash, createPrivateKey, generateKeyPair, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import forge from 'node-forge';
+import { DAY_MS } from './clock.js';
+import { RelayError } from './errors.js';
 
 export interface PemPair {
   cert: string;
   key: string;
 }
+
+/** Key sizes and validity periods of the certificates made here. */
+export const certPolicy = Object.freeze({
+  /** RSA bits of a private CA key: it outlives every certificate it signs. */
+  caKeyBits: 4096,
+  /** Validity of a private CA, in days (10 years). */
+  caDays: 3650,
+  /**
+   * RSA bits of server and client keys. 2048 rather than 3072: every TLS handshake costs one
+   * private-key operation on the relay (3072 is ~3x the CPU) and 2048 is fine until 2030 (NIST SP 800-57).
+   */
+  leafKeyBits: 2048,
+  /**
+   * Validity of server and client certificates, in days. 825 is the most iOS and macOS accept for
+   * a TLS server certificate from a private CA (Apple, "Requirements for trusted certificates").
+   */
+  leafDays: 825,
+  /** Fewer days left than this is worth a warning (import, `cert show`, the reloader). */
+  expiryWarnDays: 30,
+  /** notBefore is set this far in the past, so that a peer whose clock lags accepts a new certificate. */
+  backdateMs: 5 * 60_000,
+});
+
+/** Why a certificate operation failed; `details.problem` of the RelayError thrown. */
+export type CertProblem =
+  | 'bad_certificate'
+  | 'bad_key'
+  | 'key_encrypted'
+  | 'bad_passphrase'
+  | 'bad_pfx'
+  | 'no_key'
+  | 'key_mismatch'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'not_server_certificate'
+  | 'bad_ca';
+
+/** A certificate error: code `RELAY_ERR_CONFIG`, with `details.problem` saying which check failed. */
+export function certError(problem: CertProblem, message: string, cause?: unknown): RelayError {
+  return new RelayError('RELAY_ERR_CONFIG', message, { details: { problem }, cause });
+}
+
+// ---------------------------------------------------------------------------------------------
+// subjectAltName
+
+export type SubjectAltName = { type: 'dns'; value: string } | { type: 'ip'; value: string };
+
+/**
+ * Parses `DNS:relay.example.com,IP:10.0.0.5,IP:::1` (comma-separated; several option values are
+ * joined). Types are case-insensitive; IP addresses are IPv4 or IPv6 (no zone); DNS names are host
+ * names, a leading `*.` allowed. Throws a config error naming `--san` on anything else.
+ */
+export function parseSubjectAltNames(input: string | readonly string[]): SubjectAltName[] {
+  const text = typeof input === 'string' ? input : input.join(',');
+  const sans: SubjectAltName[] = [];
+  for (const raw of text.split(',')) {
+    const entry = raw.trim();
+    if (entry === '') continue;
+    const colon = entry.indexOf(':');
+    const type = colon < 0 ? '' : entry.slice(0, colon).trim().toUpperCase();
+    const value = colon < 0 ? '' : entry.slice(colon + 1).trim();
+    let san: SubjectAltName | undefined;
+    if (type === 'DNS' && isDnsName(value)) san = { type: 'dns', value: value.toLowerCase() };
+    else if ((type === 'IP' || type === 'IP ADDRESS') && isIP(value) !== 0 && !value.includes('%'))
+      san = { type: 'ip', value: canonicalAddress(value) };
+    if (!san) {
+      throw new RelayError(
+        'RELAY_ERR_CONFIG',
+        `--san: ${JSON.stringify(entry)} is not valid; expected DNS:<host name> or IP:<IPv4 or IPv6 address>, comma-separated (e.g. DNS:relay.example.com,IP:10.0.0.5,IP:::1)`,
+      );
+    }
+    if (!sans.some((s) => s.type === san.type && s.value === san.value)) sans.push(san);
+  }
+  return sans;
+}
+
+/** `DNS:name` or `IP:address`, the form `--san` takes and `cert show` prints. */
+export function formatSubjectAltName(san: SubjectAltName): string {
+  return `${san.type === 'dns' ? 'DNS' : 'IP'}:${san.value}`;
+}
+
+/**
+ * The names a relay certificate gets when none are given: the common name (when it is a host name
+ * or an address) and loopback (`localhost`, 127.0.0.1, ::1) for agents and checks on the same host.
+ */
+export function defaultServerSans(commonName: string): SubjectAltName[] {
+  return withCommonName(commonName, [
+    { type: 'dns', value: 'localhost' },
+    { type: 'ip', value: '127.0.0.1' },
+    { type: 'ip', value: '::1' },
+  ]);
+}
+
+/**
+ * `sans` with the common name first when it is a host name or an address and not listed: TLS
+ * clients ignore the CN when a certificate has SANs (RFC 6125 §6.4.4), so a CN missing from them
+ * would not be valid for connections.
+ */
+export function withCommonName(commonName: string, sans: readonly SubjectAltName[]): SubjectAltName[] {
+  const cn: SubjectAltName | undefined =
+    isIP(commonName) !== 0
+      ? { type: 'ip', value: canonicalAddress(commonName) }
+      : isDnsName(commonName)
+        ? { type: 'dns', value: commonName.toLowerCase() }
+        : undefined;
+  if (!cn || sans.some((s) => s.type === cn.type && s.value === cn.value)) return [...sans];
+  return [cn, ...sans];
+}
+
+function isDnsName(name: string): boolean {
+  if (name.length === 0 || name.length > 253) return false;
+  const labels = name.replace(/^\*\./, '').split('.');
+  return labels.every((label) => /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(label));
+}
+
+/** One spelling per address: IPv6 compressed and lower case (RFC 5952), as URLs print it. */
+function canonicalAddress(ip: string): string {
+  return isIP(ip) === 6 ? new URL(`http://[${ip}]/`).hostname.slice(1, -1) : ip;
+}
+
+/** The 4 or 16 bytes of an address (subjectAltName iPAddress, RFC 5280 §4.2.1.6), as forge's byte string. */
+function addressBytes(ip: string): string {
+  if (isIP(ip) === 4) return String.fromCharCode(...ip.split('.').map(Number));
+  const canonical = canonicalAddress(ip);
+  // The URL form never embeds dotted IPv4 and has at most one `::`.
+  const [head = '', tail] = canonical.split('::');
+  const groups = (part: string): number[] => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)));
+  const front = groups(head);
+  const back = tail === undefined ? [] : groups(tail);
+  const all = [...front, ...new Array<number>(8 - front.length - back.length).fill(0), ...back];
+  return String.fromCharCode(...all.flatMap((g) => [g >> 8, g & 0xff]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// making certificates
 
 export interface SelfSignedOptions {
   commonName: string;
@@ -23,33 +169,522 @@ export interface SelfSignedOptions {
 
 /** Makes a self-signed RSA certificate (SHA-256, serverAuth) with SANs. */
 export function generateSelfSigned(options: SelfSignedOptions): PemPair {
-  const keys = forge.pki.rsa.generateKeyPair({ bits: options.keyBits ?? 2048, e: 0x10001 });
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = keys.publicKey;
-  // positive serial: 16 random bytes with the top bit cleared
-  const serial = randomBytes(16);
-  serial[0] = serial[0]! & 0x7f;
-  cert.serialNumber = serial.toString('hex');
-  const now = new Date();
-  cert.validity.notBefore = new Date(now.getTime() - 5 * 60_000);
-  cert.validity.notAfter = new Date(now.getTime() + (options.days ?? 825) * 86_400_000);
-  const attrs = [{ name: 'commonName', value: options.commonName }];
-  cert.setSubject(attrs);
-  cert.setIssuer(attrs);
-  const altNames = [
-    ...(options.dnsNames ?? []).map((value) => ({ type: 2, value })),
-    ...(options.ipAddresses ?? []).map((ip) => ({ type: 7, ip })),
+  const key = rsaKeyFromPem(
+    generateKeyPairSync('rsa', {
+      modulusLength: options.keyBits ?? certPolicy.leafKeyBits,
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+    }).privateKey,
+  );
+  const name = distinguishedName(options.commonName);
+  const sans = [
+    ...(options.dnsNames ?? []).map((value): SubjectAltName => ({ type: 'dns', value })),
+    ...(options.ipAddresses ?? []).map((value): SubjectAltName => ({ type: 'ip', value })),
   ];
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
-    { name: 'extKeyUsage', serverAuth: true },
-    { name: 'subjectAltName', altNames },
-    { name: 'subjectKeyIdentifier' },
-  ]);
-  cert.sign(keys.privateKey, forge.md.sha256.create());
-  return { cert: forge.pki.certificateToPem(cert), key: forge.pki.privateKeyToPem(keys.privateKey) };
+  const now = Date.now();
+  const cert = buildCertificate({
+    subject: name,
+    issuer: name,
+    publicKey: key.publicKey,
+    signingKey: key.privateKey,
+    notBefore: new Date(now - certPolicy.backdateMs),
+    notAfter: new Date(now + (options.days ?? certPolicy.leafDays) * DAY_MS),
+    extensions: [
+      { name: 'basicConstraints', cA: false },
+      { name: 'keyUsage', critical: true, digitalSignature: true, keyEncipherment: true },
+      { name: 'extKeyUsage', serverAuth: true },
+      sanExtension(sans),
+      { name: 'subjectKeyIdentifier' },
+    ],
+  });
+  return { cert, key: key.pem };
 }
+
+export interface CaOptions {
+  /** Common name of the CA, e.g. `relay.example.com CA`. */
+  commonName: string;
+  /** Default {@link certPolicy}.caDays. */
+  days?: number;
+  /** Default {@link certPolicy}.caKeyBits. */
+  keyBits?: number;
+  /** Milliseconds since the epoch the validity starts from (default now). */
+  now?: number;
+}
+
+/**
+ * A private CA: self-signed, basicConstraints cA (pathLen 0: it signs only end-entity
+ * certificates), keyUsage keyCertSign and cRLSign, SHA-256.
+ */
+export async function createCertificateAuthority(options: CaOptions): Promise<PemPair> {
+  const key = await generateRsaKey(options.keyBits ?? certPolicy.caKeyBits);
+  const name = distinguishedName(options.commonName);
+  const now = options.now ?? Date.now();
+  const cert = buildCertificate({
+    subject: name,
+    issuer: name,
+    publicKey: key.publicKey,
+    signingKey: key.privateKey,
+    notBefore: new Date(now - certPolicy.backdateMs),
+    notAfter: new Date(now + (options.days ?? certPolicy.caDays) * DAY_MS),
+    extensions: [
+      { name: 'basicConstraints', critical: true, cA: true, pathLenConstraint: 0 },
+      { name: 'keyUsage', critical: true, keyCertSign: true, cRLSign: true },
+      { name: 'subjectKeyIdentifier' },
+    ],
+  });
+  return { cert, key: key.pem };
+}
+
+export interface LeafOptions {
+  commonName: string;
+  /** Default {@link certPolicy}.leafDays; never past the CA's own expiry (cut to it). */
+  days?: number;
+  /** Default {@link certPolicy}.leafKeyBits. */
+  keyBits?: number;
+  /** Milliseconds since the epoch the validity starts from (default now). */
+  now?: number;
+}
+
+/**
+ * A TLS server certificate signed by `ca`: extKeyUsage serverAuth, keyUsage digitalSignature and
+ * keyEncipherment, the given subjectAltNames (use {@link withCommonName} to add the CN). `cert` is
+ * the leaf alone; a server sends it followed by the CA (`relay.crt`).
+ */
+export async function issueServerCertificate(ca: PemPair, options: LeafOptions & { sans: readonly SubjectAltName[] }): Promise<PemPair> {
+  return issueLeaf(ca, options, [
+    { name: 'keyUsage', critical: true, digitalSignature: true, keyEncipherment: true },
+    { name: 'extKeyUsage', serverAuth: true },
+    sanExtension(options.sans),
+  ]);
+}
+
+/** A TLS client certificate signed by `ca` (an agent's, for mTLS): extKeyUsage clientAuth, keyUsage digitalSignature. */
+export async function issueClientCertificate(ca: PemPair, options: LeafOptions): Promise<PemPair> {
+  return issueLeaf(ca, options, [
+    { name: 'keyUsage', critical: true, digitalSignature: true },
+    { name: 'extKeyUsage', clientAuth: true },
+  ]);
+}
+
+async function issueLeaf(ca: PemPair, options: LeafOptions, extensions: object[]): Promise<PemPair> {
+  const now = options.now ?? Date.now();
+  const issuer = readCa(ca, now);
+  const key = await generateRsaKey(options.keyBits ?? certPolicy.leafKeyBits);
+  const notAfter = Math.min(now + (options.days ?? certPolicy.leafDays) * DAY_MS, issuer.cert.validity.notAfter.getTime());
+  const cert = buildCertificate({
+    subject: distinguishedName(options.commonName),
+    issuer: issuer.cert.subject.attributes,
+    publicKey: key.publicKey,
+    signingKey: issuer.key,
+    notBefore: new Date(now - certPolicy.backdateMs),
+    notAfter: new Date(notAfter),
+    extensions: [
+      { name: 'basicConstraints', critical: true, cA: false },
+      ...extensions,
+      { name: 'subjectKeyIdentifier' },
+      { name: 'authorityKeyIdentifier', keyIdentifier: issuer.cert.generateSubjectKeyIdentifier().getBytes() },
+    ],
+  });
+  return { cert, key: key.pem };
+}
+
+/** The CA's certificate and key as forge objects, after checking that they belong together and can sign. */
+function readCa(ca: PemPair, now: number): { cert: forge.pki.Certificate; key: forge.pki.rsa.PrivateKey } {
+  let cert: forge.pki.Certificate;
+  let key: forge.pki.rsa.PrivateKey;
+  try {
+    cert = forge.pki.certificateFromPem(ca.cert);
+    key = forge.pki.privateKeyFromPem(ca.key) as forge.pki.rsa.PrivateKey;
+  } catch (err) {
+    throw certError('bad_ca', `the CA certificate or key cannot be read as RSA PEM (${(err as Error).message})`, err);
+  }
+  const publicKey = cert.publicKey as forge.pki.rsa.PublicKey;
+  if (publicKey.n.compareTo(key.n) !== 0 || publicKey.e.compareTo(key.e) !== 0) {
+    throw certError('key_mismatch', 'the CA key does not belong to the CA certificate');
+  }
+  const constraints = cert.getExtension('basicConstraints') as { cA?: boolean } | null;
+  if (!constraints?.cA) throw certError('bad_ca', 'the CA certificate is not a CA (basicConstraints cA is not set)');
+  if (cert.validity.notAfter.getTime() <= now) {
+    throw certError('expired', `the CA certificate expired on ${cert.validity.notAfter.toISOString()}`);
+  }
+  return { cert, key };
+}
+
+interface CertificateSpec {
+  subject: forge.pki.CertificateField[];
+  issuer: forge.pki.CertificateField[];
+  publicKey: forge.pki.PublicKey;
+  signingKey: forge.pki.rsa.PrivateKey;
+  notBefore: Date;
+  notAfter: Date;
+  extensions: object[];
+}
+
+function buildCertificate(spec: CertificateSpec): string {
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = spec.publicKey;
+  cert.serialNumber = randomSerialHex();
+  cert.validity.notBefore = spec.notBefore;
+  cert.validity.notAfter = spec.notAfter;
+  cert.setSubject(spec.subject);
+  cert.setIssuer(spec.issuer);
+  cert.setExtensions(spec.extensions);
+  cert.sign(spec.signingKey, forge.md.sha256.create());
+  return forge.pki.certificateToPem(cert);
+}
+
+/**
+ * A random positive serial of 128 bits as minimal DER INTEGER hex (RFC 5280 §4.1.2.2: at most 20
+ * octets; CA/B Forum: at least 64 random bits). A leading 0x00 is added only when the top bit is
+ * set, and a first byte of 0 is drawn again: forge writes the hex as is, and a padded INTEGER is
+ * not DER.
+ */
+export function randomSerialHex(): string {
+  let bytes: Buffer;
+  do bytes = randomBytes(16);
+  while (bytes[0] === 0);
+  return (bytes[0]! >= 0x80 ? '00' : '') + bytes.toString('hex');
+}
+
+/** A DN with one CN, as UTF8String (PrintableString, forge's default, cannot hold `_`, `*` or `@`). */
+function distinguishedName(commonName: string): forge.pki.CertificateField[] {
+  return [{ name: 'commonName', value: commonName, valueTagClass: forge.asn1.Type.UTF8 as unknown as forge.asn1.Class }];
+}
+
+function sanExtension(sans: readonly SubjectAltName[]): object {
+  return {
+    name: 'subjectAltName',
+    // GeneralName tags: 2 dNSName, 7 iPAddress (bytes given directly: forge's own parser has no
+    // IPv4-in-IPv6 form).
+    altNames: sans.map((san) => (san.type === 'dns' ? { type: 2, value: san.value } : { type: 7, value: addressBytes(san.value) })),
+  };
+}
+
+interface RsaKey {
+  pem: string;
+  privateKey: forge.pki.rsa.PrivateKey;
+  publicKey: forge.pki.rsa.PublicKey;
+}
+
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+async function generateRsaKey(bits: number): Promise<RsaKey> {
+  const { privateKey } = await generateKeyPairAsync('rsa', {
+    modulusLength: bits,
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+  });
+  return rsaKeyFromPem(privateKey);
+}
+
+function rsaKeyFromPem(pem: string): RsaKey {
+  const privateKey = forge.pki.privateKeyFromPem(pem) as forge.pki.rsa.PrivateKey;
+  return { pem, privateKey, publicKey: forge.pki.setRsaPublicKey(privateKey.n, privateKey.e) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// reading certificates
+
+/** What a person (or a script, as JSON) needs to know about one certificate. */
+export interface CertificateDescription {
+  /** `CN=relay.example.com, O=…` */
+  subject: string;
+  issuer: string;
+  /** `DNS:name`, `IP:address` (IPv6 compressed), other types as OpenSSL names them. */
+  sans: string[];
+  notBefore: Date;
+  notAfter: Date;
+  /** Whole days from `now` to notAfter, rounded down; negative once expired. */
+  daysLeft: number;
+  /** SHA-256 of the DER as `AA:BB:…`, accepted as is by `--relay-fingerprint`. */
+  fingerprint: string;
+  serialNumber: string;
+  /** `RSA 2048`, `EC prime256v1`, … */
+  keyType: string;
+  isCa: boolean;
+  selfSigned: boolean;
+}
+
+/** Describes the first certificate of a PEM text (a chain file describes its leaf) or a DER buffer. */
+export function describeCertificate(pemOrDer: string | Buffer, now: number | Date = Date.now()): CertificateDescription {
+  return describe(readCertificate(pemOrDer), typeof now === 'number' ? now : now.getTime());
+}
+
+/** Whole days from `now` to `notAfter`, rounded down (negative once past). */
+export function daysUntil(notAfter: Date, now: number): number {
+  return Math.floor((notAfter.getTime() - now) / DAY_MS);
+}
+
+/** Each certificate of a PEM text (a chain), in file order. Throws a `bad_certificate` error when there is none or one cannot be read. */
+export function parseCertificateChain(pem: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw certError('bad_certificate', 'no PEM certificate found (expected -----BEGIN CERTIFICATE-----)');
+  return blocks.map((block, i) => {
+    try {
+      return new X509Certificate(block);
+    } catch (err) {
+      throw certError('bad_certificate', `certificate ${i + 1} of the PEM text cannot be read (${(err as Error).message})`, err);
+    }
+  });
+}
+
+/**
+ * Checks that `keyPem` is the private key of the first certificate of `certPem` (compares the
+ * public keys) and returns that certificate's description. What a TLS server is given: the first
+ * certificate is the one it presents. Throws `bad_certificate`, `bad_key`, `key_encrypted` or
+ * `key_mismatch` errors.
+ */
+export function checkCertificatePair(certPem: string, keyPem: string, now: number = Date.now()): CertificateDescription {
+  const [leaf] = parseCertificateChain(certPem);
+  const key = readPrivateKey(keyPem);
+  if (!keyMatches(leaf!, key)) {
+    throw certError('key_mismatch', `the private key does not belong to the certificate (${leaf!.subject.replace(/\n/g, ', ')})`);
+  }
+  return describe(leaf!, now);
+}
+
+/** A server certificate with its chain and key, read and checked for use by the relay. */
+export interface CertificateBundle {
+  /** Leaf then its issuers, PEM: what `relay.crt` holds. */
+  cert: string;
+  /** Unencrypted PKCS#8 PEM: what `relay.key` holds. */
+  key: string;
+  certificate: CertificateDescription;
+  /** The issuers found for the leaf, nearest first. */
+  chain: CertificateDescription[];
+  /** Things worth telling the operator that do not stop the import (few days left, certificates left out, …). */
+  warnings: string[];
+}
+
+export interface BundleOptions {
+  /** Passphrase of an encrypted key (PEM) or of the PKCS#12 file. */
+  passphrase?: string;
+  /** Milliseconds since the epoch for the validity checks (default now). */
+  now?: number;
+}
+
+/**
+ * Reads a certificate with its chain and its key from PEM. The leaf is the certificate the key
+ * belongs to among those that issued none of the others (it need not come first); its issuers
+ * are taken from the other certificates and verified; the rest are left out with a warning.
+ * Refused: a key of none of those certificates, a leaf that is expired or not yet valid, a leaf
+ * whose extendedKeyUsage excludes serverAuth. Fewer than {@link certPolicy}.expiryWarnDays left
+ * is a warning.
+ */
+export function parsePemBundle(certPem: string, keyPem: string, options: BundleOptions = {}): CertificateBundle {
+  return assembleBundle(parseCertificateChain(certPem), [readPrivateKey(keyPem, options.passphrase)], options.now ?? Date.now());
+}
+
+/**
+ * Reads a PKCS#12 (PFX) file: its private key and certificates, then the same checks as
+ * {@link parsePemBundle}. Throws `bad_passphrase` when the MAC or the decryption fails with
+ * `passphrase`, `bad_pfx` when the bytes are not PKCS#12, `no_key` when it holds no key.
+ */
+export function parsePkcs12(pfx: Buffer, passphrase: string, options: Pick<BundleOptions, 'now'> = {}): CertificateBundle {
+  let p12: forge.pkcs12.Pkcs12Pfx;
+  try {
+    const asn1 = forge.asn1.fromDer(pfx.toString('binary'), false);
+    p12 = forge.pkcs12.pkcs12FromAsn1(asn1, false, passphrase);
+  } catch (err) {
+    const message = (err as Error).message;
+    // forge: "PKCS#12 MAC could not be verified. Invalid password?", "Unable to decrypt PKCS#8 ShroudedKeyBag, wrong password?"
+    if (/password/i.test(message)) throw certError('bad_passphrase', 'the PKCS#12 file cannot be opened with that passphrase', err);
+    throw certError('bad_pfx', `not a readable PKCS#12 (PFX) file (${message})`, err);
+  }
+  const certs: X509Certificate[] = [];
+  const keys: KeyObject[] = [];
+  const der = (asn1: forge.asn1.Asn1): Buffer => Buffer.from(forge.asn1.toDer(asn1).getBytes(), 'binary');
+  try {
+    for (const bag of p12.getBags({ bagType: forge.pki.oids.certBag! })[forge.pki.oids.certBag!] ?? []) {
+      // forge parses RSA certificates only; it hands others (EC) back as ASN.1.
+      const asn1 = bag.cert ? forge.pki.certificateToAsn1(bag.cert) : (bag as { asn1?: forge.asn1.Asn1 }).asn1;
+      if (asn1) certs.push(new X509Certificate(der(asn1)));
+    }
+    for (const bagType of [forge.pki.oids.pkcs8ShroudedKeyBag!, forge.pki.oids.keyBag!]) {
+      for (const bag of p12.getBags({ bagType })[bagType] ?? []) {
+        // A key forge does not parse (EC) comes back as its PrivateKeyInfo, already decrypted.
+        const asn1 = (bag as { asn1?: forge.asn1.Asn1 }).asn1;
+        if (bag.key) keys.push(createPrivateKey(forge.pki.privateKeyToPem(bag.key)));
+        else if (asn1) keys.push(createPrivateKey({ key: der(asn1), format: 'der', type: 'pkcs8' }));
+      }
+    }
+  } catch (err) {
+    throw certError('bad_pfx', `a certificate or key in the PKCS#12 file cannot be read (${(err as Error).message})`, err);
+  }
+  if (keys.length === 0) throw certError('no_key', 'the PKCS#12 file holds no private key');
+  if (certs.length === 0) throw certError('bad_certificate', 'the PKCS#12 file holds no certificate');
+  return assembleBundle(certs, keys, options.now ?? Date.now());
+}
+
+const serverAuthOid = '1.3.6.1.5.5.7.3.1';
+const anyExtendedKeyUsageOid = '2.5.29.37.0';
+
+function assembleBundle(certs: X509Certificate[], keys: KeyObject[], now: number): CertificateBundle {
+  // The leaf is a certificate that issued none of the others: a chain's CA key given by mistake
+  // must not turn the CA into the server certificate.
+  const issuedAnother = (c: X509Certificate): boolean => certs.some((o) => o !== c && issuedBy(o, c));
+  const leaves = certs.filter((c) => !issuedAnother(c));
+  let leaf: X509Certificate | undefined;
+  let key: KeyObject | undefined;
+  for (const k of keys) {
+    leaf = leaves.find((c) => keyMatches(c, k));
+    if (leaf) {
+      key = k;
+      break;
+    }
+  }
+  if (!leaf || !key) {
+    const issuer = certs.find((c) => keys.some((k) => keyMatches(c, k)));
+    if (issuer) {
+      throw certError(
+        'key_mismatch',
+        `the private key belongs to "${oneLine(issuer.subject)}", which issued another certificate in the chain, not to the server certificate`,
+      );
+    }
+    const which = certs.length === 1 ? `the certificate (${oneLine(certs[0]!.subject)})` : `any of the ${certs.length} certificates`;
+    throw certError('key_mismatch', `the private key does not belong to ${which}`);
+  }
+  const warnings: string[] = [];
+  const certificate = describe(leaf, now);
+  if (now < certificate.notBefore.getTime()) {
+    throw certError('not_yet_valid', `the certificate (${certificate.subject}) is not valid before ${certificate.notBefore.toISOString()}`);
+  }
+  if (certificate.daysLeft < 0 || now >= certificate.notAfter.getTime()) {
+    throw certError('expired', `the certificate (${certificate.subject}) expired on ${certificate.notAfter.toISOString()}`);
+  }
+  // Node names extendedKeyUsage `keyUsage`; undefined when the extension is absent (any use).
+  const purposes = leaf.keyUsage as string[] | undefined;
+  if (purposes && purposes.length > 0 && !purposes.includes(serverAuthOid) && !purposes.includes(anyExtendedKeyUsageOid)) {
+    throw certError(
+      'not_server_certificate',
+      `the certificate (${certificate.subject}) is not for TLS servers: its extendedKeyUsage lacks serverAuth`,
+    );
+  }
+  if (certificate.daysLeft < certPolicy.expiryWarnDays) {
+    warnings.push(`the certificate expires in ${certificate.daysLeft} days (${certificate.notAfter.toISOString()}): renew it soon`);
+  }
+  if (certificate.isCa && !certificate.selfSigned) {
+    warnings.push('the certificate is a CA certificate (basicConstraints cA); TLS clients may refuse it as a server certificate');
+  }
+
+  const chain = [leaf];
+  const rest = certs.filter((c) => c !== leaf);
+  for (let top = leaf; !isSelfIssued(top);) {
+    const i = rest.findIndex((c) => issuedBy(top, c));
+    if (i < 0) break;
+    top = rest.splice(i, 1)[0]!;
+    chain.push(top);
+  }
+  if (rest.length > 0) {
+    warnings.push(
+      `left out ${rest.length} certificate(s) that are not in the chain of the leaf: ${rest.map((c) => oneLine(c.subject)).join('; ')}`,
+    );
+  }
+  if (chain.length === 1 && !certificate.selfSigned) {
+    warnings.push(`no issuer certificate came with the leaf: clients that do not already hold "${certificate.issuer}" will refuse it`);
+  }
+  const issuers = chain.slice(1).map((c) => describe(c, now));
+  for (const issuer of issuers) {
+    if (issuer.daysLeft < 0) warnings.push(`the chain certificate "${issuer.subject}" expired on ${issuer.notAfter.toISOString()}`);
+  }
+  return {
+    cert: chain.map((c) => pemOf(c)).join(''),
+    key: key.export({ type: 'pkcs8', format: 'pem' }) as string,
+    certificate,
+    chain: issuers,
+    warnings,
+  };
+}
+
+function readCertificate(pemOrDer: string | Buffer): X509Certificate {
+  if (typeof pemOrDer === 'string') return parseCertificateChain(pemOrDer)[0]!;
+  try {
+    return new X509Certificate(pemOrDer);
+  } catch (err) {
+    throw certError('bad_certificate', `the certificate cannot be read (${(err as Error).message})`, err);
+  }
+}
+
+function readPrivateKey(pem: string, passphrase?: string): KeyObject {
+  try {
+    return createPrivateKey({ key: pem, format: 'pem', ...(passphrase === undefined ? {} : { passphrase }) });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ERR_MISSING_PASSPHRASE') throw certError('key_encrypted', 'the private key is encrypted: give its passphrase', err);
+    if (passphrase !== undefined && /bad decrypt/i.test(e.message))
+      throw certError('bad_passphrase', 'the private key cannot be decrypted with that passphrase', err);
+    throw certError('bad_key', `the private key cannot be read as PEM (${e.message})`, err);
+  }
+}
+
+function keyMatches(cert: X509Certificate, key: KeyObject): boolean {
+  try {
+    return cert.checkPrivateKey(key);
+  } catch {
+    // A key of another type (EC key, RSA certificate) is simply not this certificate's key.
+    return false;
+  }
+}
+
+/** Whether `issuer` signed `cert` (names and key identifiers match, and the signature verifies). */
+function issuedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
+  try {
+    return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+function isSelfIssued(cert: X509Certificate): boolean {
+  return cert.checkIssued(cert);
+}
+
+function describe(cert: X509Certificate, now: number): CertificateDescription {
+  const notAfter = new Date(cert.validTo);
+  const details = cert.publicKey.asymmetricKeyDetails;
+  const kind = (cert.publicKey.asymmetricKeyType ?? 'unknown').toUpperCase();
+  return {
+    subject: oneLine(cert.subject),
+    issuer: oneLine(cert.issuer),
+    sans: parseNodeAltNames(cert.subjectAltName),
+    notBefore: new Date(cert.validFrom),
+    notAfter,
+    daysLeft: daysUntil(notAfter, now),
+    fingerprint: fingerprintSha256(cert.raw),
+    serialNumber: cert.serialNumber,
+    keyType: details?.modulusLength ? `${kind} ${details.modulusLength}` : details?.namedCurve ? `${kind} ${details.namedCurve}` : kind,
+    isCa: cert.ca,
+    selfSigned: isSelfIssued(cert) && cert.verify(cert.publicKey),
+  };
+}
+
+function oneLine(dn: string): string {
+  return dn.split('\n').join(', ');
+}
+
+/**
+ * Node prints subjectAltName as `DNS:a, IP Address:0:0:0:0:0:0:0:1, …`, with a value in JSON
+ * quotes when it holds a comma, quote or control character (since the fix for CVE-2021-44532).
+ */
+function parseNodeAltNames(text: string | undefined): string[] {
+  if (!text) return [];
+  const names: string[] = [];
+  for (const match of text.matchAll(/(?:^|, )([^:,]+):("(?:[^"\\]|\\.)*"|[^,]*)/g)) {
+    const type = match[1]!;
+    const raw = match[2]!;
+    const value = raw.startsWith('"') ? (JSON.parse(raw) as string) : raw;
+    names.push(type === 'IP Address' ? `IP:${isIP(value) === 0 ? value : canonicalAddress(value)}` : `${type}:${value}`);
+  }
+  return names;
+}
+
+function pemOf(cert: X509Certificate): string {
+  const pem = cert.toString();
+  return pem.endsWith('\n') ? pem : `${pem}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the relay's default pair and fingerprints
 
 /**
  * Loads `relay.crt`/`relay.key` from `dir`, or makes a self-signed pair there (key mode 0600).

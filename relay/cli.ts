@@ -9,9 +9,10 @@ import { fingerprintSha256, loadOrCreateSelfSigned } from '../shared/certs.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
 import { exitWithConfigError, intOption, onShutdownSignals, portOption, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
-import { RelayError } from '../shared/errors.js';
+import { configError, RelayError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
-import { Relay, relayConfig } from './relay.js';
+import type { EdgeLimits } from './edge/mobile-listeners.js';
+import { Relay, relayConfig, type RelayIpRules } from './relay.js';
 import { hashToken } from './tunnel/tunnel-endpoint.js';
 
 type Args = Record<string, unknown>;
@@ -28,6 +29,7 @@ async function start(argv: Args): Promise<void> {
       minLength: 16,
     });
     const tls = loadTls(argv, logger);
+    const limits = edgeLimits(argv);
     const config = relayConfig({
       tls,
       tokenHash: hashToken(token),
@@ -39,13 +41,12 @@ async function start(argv: Args): Promise<void> {
       retryAfterSeconds: intOption('retry-after-seconds', argv.retryAfterSeconds, 0, 86_400),
       streamIdleTimeoutMs: intOption('stream-idle-timeout-ms', argv.streamIdleTimeoutMs, 0, 86_400_000),
       drainTimeoutMs: intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000),
-      limits: {
-        maxHeaderBytes: intOption('max-header-bytes', argv.maxHeaderBytes, 1024, 1024 * 1024),
-        headersTimeoutMs: intOption('headers-timeout-ms', argv.headersTimeoutMs, 100, 600_000),
-        requestTimeoutMs: intOption('request-timeout-ms', argv.requestTimeoutMs, 0, 86_400_000),
-        keepAliveTimeoutMs: intOption('keep-alive-timeout-ms', argv.keepAliveTimeoutMs, 0, 600_000),
+      limits,
+      ipRules: ipRules(argv),
+      mux: {
+        ...muxOptions(argv),
+        maxStreamsPerConnection: intOption('max-streams-per-connection', argv.maxStreamsPerConnection, 1, 1_000_000),
       },
-      mux: muxOptions(argv),
     });
     relay = new Relay(config, logger);
   } catch (err) {
@@ -57,6 +58,50 @@ async function start(argv: Args): Promise<void> {
     `mobile clients: http://<host>:${ports.httpPort}/  https://<host>:${ports.httpsPort}/ ; agents: wss://<host>:${ports.tunnelPort}`,
   );
   onShutdownSignals(logger, () => relay.stop());
+}
+
+function edgeLimits(argv: Args): EdgeLimits {
+  const limits: EdgeLimits = {
+    maxHeaderBytes: intOption('max-header-bytes', argv.maxHeaderBytes, 1024, 1024 * 1024),
+    headersTimeoutMs: intOption('headers-timeout-ms', argv.headersTimeoutMs, 100, 600_000),
+    requestTimeoutMs: intOption('request-timeout-ms', argv.requestTimeoutMs, 0, 86_400_000),
+    keepAliveTimeoutMs: intOption('keep-alive-timeout-ms', argv.keepAliveTimeoutMs, 0, 600_000),
+    maxBodyBytes: intOption('max-body-bytes', argv.maxBodyBytes, 0, Number.MAX_SAFE_INTEGER),
+    maxConnectionsPerIp: intOption('max-connections-per-ip', argv.maxConnectionsPerIp, 0, 1_000_000),
+    maxRequestsPerSecondPerIp: intOption('max-requests-per-second-per-ip', argv.maxRequestsPerSecondPerIp, 0, 1_000_000),
+    requestBurstPerIp: intOption('requests-burst-per-ip', argv.requestsBurstPerIp, 0, 10_000_000),
+    maxTrackedIps: intOption('max-tracked-ips', argv.maxTrackedIps, 1, 10_000_000),
+  };
+  // Node refuses a server whose head timeout exceeds its request timeout
+  if (limits.requestTimeoutMs > 0 && limits.headersTimeoutMs > limits.requestTimeoutMs) {
+    throw configError(
+      'headers-timeout-ms',
+      limits.headersTimeoutMs,
+      `expected at most --request-timeout-ms (${limits.requestTimeoutMs}), or --request-timeout-ms 0`,
+    );
+  }
+  return limits;
+}
+
+function ipRules(argv: Args): RelayIpRules {
+  const whitelistFile = argv.whitelist as string | undefined;
+  const blacklistFile = argv.blacklist as string | undefined;
+  // A file named on the command line must exist at start: a typo would otherwise leave the
+  // relay open (an empty blacklist) or shut (an empty whitelist with --whitelist-only). Later
+  // removal empties the list, as on the platform.
+  if (whitelistFile !== undefined) readOptionFile('whitelist', whitelistFile);
+  if (blacklistFile !== undefined) readOptionFile('blacklist', blacklistFile);
+  const whitelistOnly = argv.whitelistOnly === true;
+  if (whitelistOnly && whitelistFile === undefined) {
+    throw configError('whitelist-only', true, 'give --whitelist <file> too: without one every client would be dropped');
+  }
+  return {
+    ...(whitelistFile !== undefined ? { whitelistFile } : {}),
+    ...(blacklistFile !== undefined ? { blacklistFile } : {}),
+    whitelistOnly,
+    pollIntervalMs: defaults.ipRulesPollMs,
+    maxFileBytes: defaults.ipRulesMaxFileBytes,
+  };
 }
 
 function loadTls(argv: Args, logger: ReturnType<typeof createLogger>): { cert: string; key: string } {
@@ -145,6 +190,50 @@ await yargs(hideBin(process.argv))
           type: 'number',
           default: defaults.keepAliveTimeoutMs,
           describe: 'idle keep-alive time on mobile connections',
+        })
+        .option('max-body-bytes', {
+          type: 'number',
+          default: defaults.maxBodyBytes,
+          describe: 'largest request body (413 past it); 0 = no limit',
+        })
+        .option('max-connections-per-ip', {
+          type: 'number',
+          default: defaults.maxConnectionsPerIp,
+          describe: 'concurrent connections per client address (HTTP: 503, HTTPS: reset past it); 0 = no limit; whitelisted exempt',
+        })
+        .option('max-requests-per-second-per-ip', {
+          type: 'number',
+          default: defaults.maxRequestsPerSecondPerIp,
+          describe: 'requests per second per client address (429 past it); 0 = no limit; whitelisted exempt',
+        })
+        .option('requests-burst-per-ip', {
+          type: 'number',
+          default: defaults.requestBurstPerIp,
+          describe: 'requests one address may send at once before the rate applies; 0 = twice the rate',
+        })
+        .option('max-tracked-ips', {
+          type: 'number',
+          default: defaults.maxTrackedIps,
+          describe: 'client addresses the per-IP limits track at once; past it new addresses are refused',
+        })
+        .option('max-streams-per-connection', {
+          type: 'number',
+          default: defaults.maxStreamsPerConnection,
+          describe: 'concurrent streams per agent connection (503 tunnel_busy when every one is full)',
+        })
+        .option('whitelist', {
+          type: 'string',
+          describe: 'IP whitelist file (address, CIDR or range a line): admitted whatever the blacklist says, exempt from per-IP limits',
+        })
+        .option('blacklist', {
+          type: 'string',
+          describe:
+            'IP blacklist file: connections reset before TLS or HTTP (unless whitelisted); both files are reloaded when they change',
+        })
+        .option('whitelist-only', {
+          type: 'boolean',
+          default: false,
+          describe: 'drop every client not on --whitelist',
         }),
     (argv) => start(argv as Args),
   )

@@ -26,7 +26,11 @@ export const defaults = Object.freeze({
   connectionHighWaterMarkBytes: 1024 * 1024,
   /** Largest OPEN metadata payload (JSON). */
   maxOpenMetadataBytes: 1024,
-  /** Concurrent streams one tunnel connection carries; an OPEN past it is refused with RST. */
+  /**
+   * Concurrent streams one tunnel connection carries; an OPEN past it is refused with RST. The
+   * relay opens none past its own setting: a mobile connection that finds every tunnel connection
+   * full waits up to connectWaitMs, then gets 503 tunnel_busy.
+   */
   maxStreamsPerConnection: 1024,
   /** WebSocket ping interval; a connection that missed the previous pong is terminated. 0 = off. */
   pingIntervalMs: 15_000,
@@ -48,6 +52,49 @@ export const defaults = Object.freeze({
   streamIdleTimeoutMs: 120_000,
   /** Time in-flight requests get to finish on SIGTERM/SIGINT before connections are cut. */
   drainTimeoutMs: 30_000,
+  /**
+   * Largest request body the edge forwards, bytes; 413 past it (by Content-Length before the body
+   * is read, by counting a chunked body as it streams). 0 = no limit: the platform sets its own.
+   */
+  maxBodyBytes: 0,
+  /**
+   * Concurrent mobile connections from one client (an IPv4 address or an IPv6 /64, see
+   * relay/edge/client-limits.ts); past it a new connection is refused
+   * (HTTP: a canned 503 too_many_connections; HTTPS: reset before TLS). 0 = no limit.
+   * Whitelisted addresses are exempt. Generous because many devices can share an address (a
+   * site's NAT, carrier NAT), yet one address cannot hold the relay's connections alone.
+   */
+  maxConnectionsPerIp: 1024,
+  /**
+   * Requests (and WebSocket upgrades) per second from one client, a token bucket; past it
+   * 429 rate_limited with Retry-After. 0 = no limit (the default: the right value depends on how
+   * many devices share an address). Whitelisted addresses are exempt.
+   */
+  maxRequestsPerSecondPerIp: 0,
+  /** Size of that token bucket (requests one address may send at once); 0 = twice the rate. */
+  requestBurstPerIp: 0,
+  /**
+   * Clients the per-IP limits track at once (~150 bytes each, measured). A client is forgotten
+   * when it has no connection and a full bucket; when the table is full, connections from new
+   * addresses are refused as per_ip_connections (whitelisted ones are never tracked).
+   */
+  maxTrackedIps: 100_000,
+  /** How often addresses with no connection and a full bucket are forgotten. */
+  perIpSweepIntervalMs: 10_000,
+  /**
+   * A plain-HTTP connection refused for the per-IP limit gets its 503, then is read and discarded
+   * for up to this long before it is closed (closing with unread data would send a TCP RST,
+   * which can destroy the 503 before the client reads it).
+   */
+  refusalLingerMs: 2_000,
+  /** Refused connections from one address lingering at once; past it they are reset at once. */
+  maxLingeringRefusalsPerIp: 8,
+
+  // ---- IP rule files (relay --whitelist/--blacklist, platform whitelist.dat/blacklist.dat) ----
+  /** How often the rule files are checked for changes. */
+  ipRulesPollMs: 2_000,
+  /** Largest IP rule file read; a bigger one is refused and the previous rules stay. */
+  ipRulesMaxFileBytes: 16 * 1024 * 1024,
 
   // ---- platform agent ----
   connectionsPerRelay: 2,
@@ -65,10 +112,6 @@ export const defaults = Object.freeze({
   platformListen: '127.0.0.1:8080',
   /** Data folder: platform.db, whitelist.dat, blacklist.dat (`--data`). */
   platformDataDir: './data',
-  /** How often whitelist.dat / blacklist.dat are checked for changes. */
-  ipRulesPollMs: 2_000,
-  /** Largest IP rule file read; a bigger one is refused and the previous rules stay. */
-  ipRulesMaxFileBytes: 16 * 1024 * 1024,
   /** Largest JSON body the platform API reads (413 past it). */
   platformMaxJsonBodyBytes: 64 * 1024,
   /** Time a backend request (`--backend`) may take before 502. */

@@ -62,6 +62,9 @@ const catalog = {
   RELAY_ERR_UPSTREAM: { message: 'the platform could not be reached', httpStatus: 502 },
   RELAY_ERR_UPSTREAM_TIMEOUT: { message: 'the platform did not answer in time', httpStatus: 504 },
   RELAY_ERR_DRAINING: { message: 'the relay is shutting down', httpStatus: 503 },
+  RELAY_ERR_TOO_MANY_CONNECTIONS: { message: 'too many connections from this address; try again later', httpStatus: 503 },
+  RELAY_ERR_RATE_LIMITED: { message: 'too many requests from this address; try again later', httpStatus: 429 },
+  RELAY_ERR_TUNNEL_BUSY: { message: 'the relay is at capacity; try again later', httpStatus: 503 },
 
   // tunnel authentication
   RELAY_ERR_TUNNEL_AUTH: { message: 'agent token rejected', httpStatus: 401 },

@@ -3,15 +3,20 @@
  * mobile connection gets its own `TunnelHttpAgent`, hence its own tunnel stream (see
  * tunnel-agent.ts). Headers a client could forge (X-Forwarded-*, Forwarded, X-Real-IP) are
  * dropped and the relay's own set; every request is logged once, without its query string.
+ * A chunked body is counted as it streams and cut past `maxBodyBytes` (a declared length was
+ * checked by the listeners before).
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import httpProxy from 'http-proxy';
-import { RelayError, describeError, publicCode, type ErrorCode } from '../../shared/errors.js';
+import { RelayError, type ErrorCode } from '../../shared/errors.js';
+import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import { TunnelHttpAgent } from '../tunnel/tunnel-agent.js';
 import type { TunnelRegistry } from '../tunnel/tunnel-registry.js';
+import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
+import { errorParts, rawErrorResponse, sendError } from './error-response.js';
 
 export interface ForwarderOptions {
   registry: TunnelRegistry;
@@ -19,6 +24,9 @@ export interface ForwarderOptions {
   connectWaitMs: number;
   streamIdleTimeoutMs: number;
   retryAfterSeconds: number;
+  /** Largest request body, bytes; 0 = no limit. */
+  maxBodyBytes: number;
+  stats: EdgeStats;
 }
 
 interface ConnectionState {
@@ -29,6 +37,10 @@ interface ConnectionState {
 interface RequestState {
   start: number;
   bytesOut: number;
+  /** The request to the platform, once http-proxy has made it. */
+  proxyReq?: ClientRequest;
+  /** The body went past maxBodyBytes: answered 413 here, the platform's request aborted. */
+  bodyTooLarge?: boolean;
 }
 
 const FORGEABLE = [
@@ -40,13 +52,14 @@ const FORGEABLE = [
   'x-forwarded-server',
   'forwarded',
   'x-real-ip',
+  // the edge answered it (100 Continue or a refusal): the platform must not answer it again
+  'expect',
 ];
 const TARGET = { protocol: 'http:', host: 'platform.tunnel', port: 80 };
 
-/** `::ffff:1.2.3.4` -> `1.2.3.4`. */
+/** The client address in canonical form (`::ffff:1.2.3.4` -> `1.2.3.4`), `unknown` if none. */
 export function normalizeIp(ip: string | undefined): string {
-  if (!ip) return 'unknown';
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+  return ip ? canonicalIp(ip) : 'unknown';
 }
 
 export class Forwarder {
@@ -71,8 +84,45 @@ export class Forwarder {
     res.once('close', () => this.logRequest(req, res, state));
     const conn = this.connectionState(req.socket);
     setForwardingHeaders(req, conn.meta);
+    // With a Content-Length Node's parser stops at that length, already checked by the listeners.
+    if (this.options.maxBodyBytes > 0 && req.headers['transfer-encoding'] !== undefined) this.countBody(req, res, state);
     this.proxy.web(req, res, { agent: conn.agent });
   };
+
+  /**
+   * Counts a chunked body as it arrives; past the limit: unpiped from the platform's request,
+   * which is aborted (the platform sees its stream reset), and 413 with `Connection: close` if
+   * the response has not started, else the connection is cut. The listener is added before
+   * http-proxy pipes: on the chunk that crosses the limit it runs first, and the platform's
+   * request is destroyed before the pipe writes that chunk to it.
+   */
+  private countBody(req: IncomingMessage, res: ServerResponse, state: RequestState): void {
+    const max = this.options.maxBodyBytes;
+    let received = 0;
+    const onData = (chunk: Buffer): void => {
+      received += chunk.length;
+      if (received <= max) return;
+      req.off('data', onData);
+      state.bodyTooLarge = true;
+      this.options.stats.reject('body_too_large');
+      this.options.logger.debug(
+        { event: 'edge_reject', reason: 'body_too_large', client: normalizeIp(req.socket.remoteAddress), path: pathOf(req.url) },
+        'body too large',
+      );
+      req.unpipe();
+      // read and discard the rest while the 413 goes out: closing with unread data sends a TCP
+      // RST, which can destroy the answer before the client reads it
+      req.resume();
+      state.proxyReq?.destroy();
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      res.shouldKeepAlive = false;
+      sendError(res, 'RELAY_ERR_BODY_TOO_LARGE', { connection: 'close' });
+    };
+    req.on('data', onData);
+  }
 
   /** The 'upgrade' handler of the mobile listeners (WebSocket pass-through). */
   readonly handleUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
@@ -105,7 +155,16 @@ export class Forwarder {
     return conn;
   }
 
-  private readonly onProxyReq = (proxyReq: import('node:http').ClientRequest): void => {
+  private readonly onProxyReq = (proxyReq: ClientRequest, req: IncomingMessage): void => {
+    const state = this.requests.get(req);
+    if (state) {
+      state.proxyReq = proxyReq;
+      // the body went past the limit while the request waited for a tunnel stream
+      if (state.bodyTooLarge) {
+        proxyReq.destroy();
+        return;
+      }
+    }
     const idle = this.options.streamIdleTimeoutMs;
     if (idle > 0) {
       proxyReq.setTimeout(idle, () => proxyReq.destroy(new RelayError('RELAY_ERR_UPSTREAM_TIMEOUT')));
@@ -127,16 +186,14 @@ export class Forwarder {
   };
 
   private readonly onProxyError = (err: Error, req: IncomingMessage, target: ServerResponse | Socket): void => {
-    const code: ErrorCode = err instanceof RelayError ? mapError(err.code) : 'RELAY_ERR_UPSTREAM';
-    const spec = describeError(code);
-    const status = spec.httpStatus ?? 502;
-    const body = JSON.stringify({ error: publicCode(code), message: spec.message });
-    const headers: Record<string, string | number> = {
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(body),
-      'cache-control': 'no-store',
-    };
+    // the body limit already answered and aborted this request
+    if (this.requests.get(req)?.bodyTooLarge) return;
+    const code: ErrorCode = err instanceof RelayError ? this.mapError(err.code) : 'RELAY_ERR_UPSTREAM';
+    const { status, error, message } = errorParts(code);
+    const headers: Record<string, string | number> = {};
     if (status === 503) headers['retry-after'] = this.options.retryAfterSeconds;
+    const reason = rejectReasonOf(code);
+    if (reason) this.options.stats.reject(reason);
     this.options.logger.debug(
       { event: 'forward_error', code: (err as { code?: string }).code, err: err.message, path: pathOf(req.url) },
       'forwarding failed',
@@ -148,18 +205,26 @@ export class Forwarder {
         res.destroy();
         return;
       }
-      headers.connection = 'close';
-      res.writeHead(status, headers).end(body);
+      sendError(res, code, { ...headers, connection: 'close' });
       return;
     }
     // WebSocket upgrade: answer on the raw socket if nothing was written yet
     const socket = target;
     if (socket.destroyed) return;
-    const head = Object.entries({ ...headers, connection: 'close' })
-      .map(([k, v]) => `${k}: ${v}`)
-      .join('\r\n');
-    socket.end(`HTTP/1.1 ${status} ${status === 503 ? 'Service Unavailable' : 'Bad Gateway'}\r\n${head}\r\n\r\n${body}`);
+    socket.end(rawErrorResponse(status, error, message, headers));
   };
+
+  /**
+   * The code a client sees for a forwarding error. No usable tunnel connection while some are up
+   * and not going away means each is at its stream limit: `tunnel_busy`, not `no_agent`.
+   */
+  private mapError(code: ErrorCode): ErrorCode {
+    if (code === 'RELAY_ERR_NO_AGENT') {
+      const busy = this.options.registry.list().some(({ session }) => !session.isClosed && !session.draining);
+      return busy ? 'RELAY_ERR_TUNNEL_BUSY' : code;
+    }
+    return mapError(code);
+  }
 
   private logRequest(req: IncomingMessage, res: ServerResponse, state: RequestState): void {
     const conn = this.connections.get(req.socket);
@@ -195,6 +260,19 @@ function mapError(code: ErrorCode): ErrorCode {
       return 'RELAY_ERR_AGENT_LOST';
     default:
       return 'RELAY_ERR_UPSTREAM';
+  }
+}
+
+function rejectReasonOf(code: ErrorCode): EdgeRejectReason | null {
+  switch (code) {
+    case 'RELAY_ERR_NO_AGENT':
+      return 'no_agent';
+    case 'RELAY_ERR_TUNNEL_BUSY':
+      return 'tunnel_streams';
+    case 'RELAY_ERR_DRAINING':
+      return 'draining';
+    default:
+      return null;
   }
 }
 

@@ -11,28 +11,46 @@ import { exitWithConfigError, intOption, onShutdownSignals, portOption, readOpti
 import { defaults } from '../shared/defaults.js';
 import { configError, RelayError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
+import { registerCertCommands } from './cert-cli.js';
 import type { EdgeLimits } from './edge/mobile-listeners.js';
-import { Relay, relayConfig, type RelayIpRules } from './relay.js';
-import { hashToken } from './tunnel/tunnel-endpoint.js';
+import { Relay, relayConfig, type PlatformPort, type RelayIpRules } from './relay.js';
+import { registerStatusCommand } from './status-cli.js';
+import { CertReloader } from './tls/cert-reloader.js';
+import { registerTokenCommands } from './token-cli.js';
+import { DEFAULT_PLATFORM, hashToken, parseCredentials, type AgentCredential } from './tunnel/agent-credentials.js';
 
 type Args = Record<string, unknown>;
 
 async function start(argv: Args): Promise<void> {
   const logger = createLogger({ name: 'relay', level: argv.logLevel as never });
-  let relay: Relay;
+  let relay: Relay | undefined;
+  let certs: CertReloader;
   try {
-    const token = resolveSecret({
-      option: 'agent-token',
-      value: argv.agentToken as string | undefined,
-      file: argv.agentTokenFile as string | undefined,
-      env: 'RELAY_AGENT_TOKEN',
-      minLength: 16,
-    });
-    const tls = loadTls(argv, logger);
+    const credentialsFile = argv.agentCredentials as string | undefined;
+    const credentials = credentialsFile ? readCredentials(credentialsFile) : [];
+    const tokenGiven = argv.agentToken !== undefined || argv.agentTokenFile !== undefined || process.env.RELAY_AGENT_TOKEN !== undefined;
+    // With a credentials file the single token is optional; without one it is required (resolveSecret says how to give it).
+    const token =
+      credentialsFile && !tokenGiven
+        ? undefined
+        : resolveSecret({
+            option: 'agent-token',
+            value: argv.agentToken as string | undefined,
+            file: argv.agentTokenFile as string | undefined,
+            env: 'RELAY_AGENT_TOKEN',
+            minLength: 16,
+          });
+    const tls = tlsFiles(argv, logger);
+    certs = new CertReloader({ ...tls, logger, onReload: (cert, key) => relay?.setCertificate(cert, key) });
     const limits = edgeLimits(argv);
     const config = relayConfig({
-      tls,
-      tokenHash: hashToken(token),
+      tls: { cert: certs.cert, key: certs.key },
+      ...(token !== undefined ? { tokenHash: hashToken(token) } : {}),
+      credentials,
+      ...(argv.agentCa ? { agentCa: readOptionFile('agent-ca', String(argv.agentCa)) } : {}),
+      defaultPlatform: platformId('default-platform', argv.defaultPlatform),
+      platformPorts: platformPorts(argv.platformPort),
+      admin: adminAddress(argv),
       host: String(argv.host),
       httpPort: portOption('http-port', argv.httpPort),
       httpsPort: portOption('https-port', argv.httpsPort),
@@ -52,12 +70,70 @@ async function start(argv: Args): Promise<void> {
   } catch (err) {
     exitWithConfigError(err);
   }
-  const ports = await relay.start();
+  const running = relay;
+  const ports = await running.start();
   logger.info(
     { event: 'relay_ready' },
-    `mobile clients: http://<host>:${ports.httpPort}/  https://<host>:${ports.httpsPort}/ ; agents: wss://<host>:${ports.tunnelPort}`,
+    `mobile clients: http://<host>:${ports.httpPort}/  https://<host>:${ports.httpsPort}/ ; agents: wss://<host>:${ports.tunnelPort}` +
+      (ports.adminPort !== null ? ` ; admin: http://127.0.0.1:${ports.adminPort}/status` : ''),
   );
-  onShutdownSignals(logger, () => relay.stop());
+  // SIGHUP: certificates, IP rules and agent credentials are read again; tunnels and mobile connections stay.
+  process.on('SIGHUP', () => {
+    logger.info({ event: 'reload' }, 'SIGHUP: reloading certificates, IP rules and agent credentials');
+    certs.reload();
+    running.reloadIpRules();
+    const file = argv.agentCredentials as string | undefined;
+    if (file) {
+      try {
+        running.setCredentials(readCredentials(file));
+      } catch (err) {
+        logger.error(
+          { event: 'credentials_reload_failed', err: (err as Error).message },
+          'agent credentials not reloaded; the previous ones stay',
+        );
+      }
+    }
+  });
+  onShutdownSignals(logger, async () => {
+    certs.close();
+    await running.stop();
+  });
+}
+
+function readCredentials(file: string): AgentCredential[] {
+  const text = readOptionFile('agent-credentials', file);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw configError(
+      'agent-credentials',
+      file,
+      `not JSON (${(err as Error).message}); expected an array of lines from relay token create`,
+    );
+  }
+  return parseCredentials(json, file);
+}
+
+function platformId(option: string, value: unknown): string {
+  const id = String(value ?? DEFAULT_PLATFORM);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) throw configError(option, value, 'expected 1-64 of A-Z a-z 0-9 . _ - (not first)');
+  return id;
+}
+
+/** `--platform-port courier=https:10561` (repeatable). */
+function platformPorts(value: unknown): PlatformPort[] {
+  const list = (Array.isArray(value) ? value : value === undefined ? [] : [value]).map(String);
+  return list.map((raw) => {
+    const m = /^([^=]+)=(http|https):(\d{1,5})$/.exec(raw);
+    if (!m) throw configError('platform-port', raw, 'expected <platform>=<http|https>:<port>, e.g. courier=https:10561');
+    return { platform: platformId('platform-port', m[1]), tls: m[2] === 'https', port: portOption('platform-port', Number(m[3])) };
+  });
+}
+
+function adminAddress(argv: Args): { host: string; port: number } | null {
+  if (String(argv.adminPort) === 'off') return null;
+  return { host: String(argv.adminHost), port: portOption('admin-port', Number(argv.adminPort)) };
 }
 
 function edgeLimits(argv: Args): EdgeLimits {
@@ -104,15 +180,17 @@ function ipRules(argv: Args): RelayIpRules {
   };
 }
 
-function loadTls(argv: Args, logger: ReturnType<typeof createLogger>): { cert: string; key: string } {
+/** The certificate and key files (watched for changes by CertReloader). */
+function tlsFiles(argv: Args, logger: ReturnType<typeof createLogger>): { certFile: string; keyFile: string } {
   const certFile = argv.cert as string | undefined;
   const keyFile = argv.key as string | undefined;
   if (certFile || keyFile) {
     if (!certFile || !keyFile)
       throw new RelayError('RELAY_ERR_CONFIG', '--cert and --key go together: give both PEM files, or neither for a self-signed pair');
-    const pair = { cert: readOptionFile('cert', certFile), key: readOptionFile('key', keyFile) };
-    logger.info({ event: 'tls_loaded', cert: certFile, fingerprint: fingerprintSha256(pair.cert) }, 'TLS certificate loaded');
-    return pair;
+    const cert = readOptionFile('cert', certFile);
+    readOptionFile('key', keyFile);
+    logger.info({ event: 'tls_loaded', cert: certFile, fingerprint: fingerprintSha256(cert) }, 'TLS certificate loaded');
+    return { certFile, keyFile };
   }
   const dir = String(argv.certsDir);
   const pair = loadOrCreateSelfSigned(dir, { commonName: 'dmz-relay', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1', '::1'] });
@@ -128,10 +206,10 @@ function loadTls(argv: Args, logger: ReturnType<typeof createLogger>): { cert: s
       `using the self-signed certificate in ${dir}/ (agents: --relay-fingerprint ${fingerprint})`,
     );
   }
-  return pair;
+  return { certFile: pair.certFile, keyFile: pair.keyFile };
 }
 
-await yargs(hideBin(process.argv))
+const cli = yargs(hideBin(process.argv))
   .scriptName('relay')
   .usage('$0 <command> [options]')
   .command(
@@ -155,6 +233,27 @@ await yargs(hideBin(process.argv))
           describe: 'token agents must present (prefer --agent-token-file or RELAY_AGENT_TOKEN: argv is visible to other users)',
         })
         .option('agent-token-file', { type: 'string', describe: 'file holding the agent token' })
+        .option('agent-credentials', {
+          type: 'string',
+          describe: 'JSON file of agent credentials, each bound to a platform (relay token create prints the lines); reloaded on SIGHUP',
+        })
+        .option('agent-ca', { type: 'string', describe: 'PEM CA: agents must present a client certificate it signed (mTLS)' })
+        .option('default-platform', { type: 'string', default: DEFAULT_PLATFORM, describe: 'platform served on --http-port/--https-port' })
+        .option('platform-port', {
+          type: 'string',
+          array: true,
+          describe: 'another mobile port for one platform, <platform>=<http|https>:<port> (repeatable)',
+        })
+        .option('admin-host', {
+          type: 'string',
+          default: defaults.adminHost,
+          describe: 'address of the admin listener (keep it on loopback)',
+        })
+        .option('admin-port', {
+          type: 'string',
+          default: String(defaults.adminPort),
+          describe: 'admin listener port (/healthz /readyz /metrics /status), or off',
+        })
         .option('connect-wait-ms', {
           type: 'number',
           default: defaults.connectWaitMs,
@@ -236,8 +335,9 @@ await yargs(hideBin(process.argv))
           describe: 'drop every client not on --whitelist',
         }),
     (argv) => start(argv as Args),
-  )
-  .demandCommand(1, 'give a command: relay start')
+  );
+await registerStatusCommand(registerTokenCommands(registerCertCommands(cli)))
+  .demandCommand(1, 'give a command: relay start | cert | token | status')
   .strict()
   .fail((msg, err) => {
     exitWithConfigError(err ?? new Error(`${msg}\nRun "relay --help" for the options.`));

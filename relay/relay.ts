@@ -1,8 +1,10 @@
 /**
- * Wires the relay: the tunnel endpoint where agents connect, the registry of their
- * connections, and the mobile listeners (with their IP rules and limits) whose requests are
- * forwarded through them.
+ * Wires the relay: the tunnel endpoint where agents connect (credentials bound to platforms,
+ * optional mTLS), the registry of their connections, the mobile listeners (with their IP rules
+ * and limits, and a port per extra platform) whose requests are forwarded through them, and the
+ * admin listener (health, readiness, Prometheus metrics, status).
  */
+import { describeCertificate } from '../shared/certs.js';
 import type { Clock } from '../shared/clock.js';
 import { defaults } from '../shared/defaults.js';
 import { CloseCode } from '../shared/errors.js';
@@ -13,6 +15,9 @@ import { EdgeStats } from './edge/edge-stats.js';
 import { Forwarder } from './edge/forwarder.js';
 import { IpFilter } from './edge/ip-filter.js';
 import { MobileListeners, defaultEdgeLimits, type EdgeLimits } from './edge/mobile-listeners.js';
+import { AdminServer, agentStatus } from './admin/admin-server.js';
+import { RelayMetrics } from './admin/metrics.js';
+import { CredentialSet, DEFAULT_PLATFORM, type AgentCredential } from './tunnel/agent-credentials.js';
 import { TunnelEndpoint } from './tunnel/tunnel-endpoint.js';
 import { TunnelRegistry } from './tunnel/tunnel-registry.js';
 
@@ -36,8 +41,18 @@ export interface RelayConfig {
   httpsPort: number;
   tunnelPort: number;
   tls: { cert: string; key: string };
-  /** SHA-256 of the agent token. */
-  tokenHash: Buffer;
+  /** SHA-256 of the one agent token of a single-platform relay (`--agent-token`); joins `credentials`. */
+  tokenHash?: Buffer;
+  /** Agent credentials, each bound to a platform (`--agent-credentials`). */
+  credentials: AgentCredential[];
+  /** PEM CA whose client certificates agents must present (`--agent-ca`). */
+  agentCa?: string;
+  /** The platform served on `httpPort`/`httpsPort`. */
+  defaultPlatform: string;
+  /** More mobile ports, each for one platform (`--platform-port courier=https:10561`). */
+  platformPorts: PlatformPort[];
+  /** Admin listener (health, metrics, status); null turns it off. */
+  admin: { host: string; port: number } | null;
   connectWaitMs: number;
   retryAfterSeconds: number;
   streamIdleTimeoutMs: number;
@@ -50,9 +65,19 @@ export interface RelayConfig {
   clock?: Clock;
 }
 
+export interface PlatformPort {
+  platform: string;
+  port: number;
+  tls: boolean;
+}
+
 /** Config with every default filled in; callers give the required parts. */
-export function relayConfig(required: Pick<RelayConfig, 'tls' | 'tokenHash'> & Partial<RelayConfig>): RelayConfig {
+export function relayConfig(required: Pick<RelayConfig, 'tls'> & Partial<RelayConfig>): RelayConfig {
   return {
+    credentials: [],
+    defaultPlatform: DEFAULT_PLATFORM,
+    platformPorts: [],
+    admin: null,
     host: defaults.host,
     httpPort: defaults.httpPort,
     httpsPort: defaults.httpsPort,
@@ -73,6 +98,10 @@ export interface RelayPorts {
   httpPort: number;
   httpsPort: number;
   tunnelPort: number;
+  /** Bound admin port, or null when off. */
+  adminPort: number | null;
+  /** Bound platform ports, in the order configured. */
+  platformPorts: PlatformPort[];
 }
 
 export class Relay {
@@ -82,23 +111,49 @@ export class Relay {
   /** Connections and requests the edge turned away, by reason; `onReject` feeds metrics. */
   readonly edgeStats = new EdgeStats();
   readonly ipFilter: IpFilter;
+  readonly metrics: RelayMetrics;
+  private readonly admin: AdminServer | null;
   private readonly forwarder: Forwarder;
   private readonly config: RelayConfig;
   private readonly logger: Logger;
+  private credentials: CredentialSet;
+  /** Mobile port → platform, filled as the ports are bound. */
+  private readonly portPlatforms = new Map<number, string>();
   ports: RelayPorts | null = null;
 
   constructor(config: RelayConfig, logger: Logger) {
     this.config = config;
     this.logger = logger;
+    this.credentials = this.credentialSet(config.credentials);
+    this.metrics = new RelayMetrics({ platforms: this.platforms() });
     this.tunnel = new TunnelEndpoint({
       tls: config.tls,
-      tokenHash: config.tokenHash,
+      credentials: () => this.credentials,
+      ...(config.agentCa ? { agentCa: config.agentCa } : {}),
       registry: this.registry,
       logger,
       mux: config.mux,
       maxMessageBytes: config.maxMessageBytes,
+      onAuthFailure: (reason) => this.metrics.tunnelAuthFailed(reason),
     });
+    this.registry.on('added', (conn) => {
+      this.metrics.tunnelConnected(conn.platform);
+      conn.session.on('rtt', (ms: number) => this.metrics.observeRtt(conn.platform, ms));
+    });
+    this.edgeStats.onReject((reason) => this.metrics.reject(reason));
+    this.noteCertificate(config.tls.cert);
+    this.admin = config.admin
+      ? new AdminServer({
+          host: config.admin.host,
+          port: config.admin.port,
+          metrics: this.metrics,
+          status: { platforms: () => this.platforms(), agents: () => this.registry.list().map(agentStatus) },
+          logger,
+        })
+      : null;
     this.forwarder = new Forwarder({
+      platformForPort: (port) => this.portPlatforms.get(port) ?? config.defaultPlatform,
+      metrics: this.metrics,
       registry: this.registry,
       logger,
       connectWaitMs: config.connectWaitMs,
@@ -129,18 +184,58 @@ export class Relay {
     });
   }
 
+  private credentialSet(list: AgentCredential[]): CredentialSet {
+    const all = [...list];
+    if (this.config.tokenHash) all.push({ id: 'default', platform: this.config.defaultPlatform, tokenHash: this.config.tokenHash });
+    return new CredentialSet(all);
+  }
+
+  /** The platforms this relay serves: the default one, those with a port, and those agents may register for. */
+  platforms(): string[] {
+    const ids = new Set([this.config.defaultPlatform, ...this.config.platformPorts.map((p) => p.platform)]);
+    for (const id of this.credentials.platforms()) ids.add(id);
+    return [...ids].sort();
+  }
+
+  /** Replaces the agent credentials (SIGHUP). Connected agents stay; new upgrades are checked against the new set. */
+  setCredentials(list: AgentCredential[]): void {
+    this.credentials = this.credentialSet(list);
+    this.metrics.setPlatforms(this.platforms());
+    this.logger.info(
+      { event: 'credentials_reloaded', credentials: list.length, platforms: this.platforms() },
+      'agent credentials reloaded',
+    );
+  }
+
   async start(): Promise<RelayPorts> {
+    // Admin first: /healthz answers while everything else comes up.
+    const adminPort = this.admin ? (await this.admin.listen()).port : null;
     const tunnelPort = await this.tunnel.listen(this.config.tunnelPort, this.config.host);
     const { httpPort, httpsPort } = await this.edge.listen(this.config.host, this.config.httpPort, this.config.httpsPort);
-    this.ports = { httpPort, httpsPort, tunnelPort };
+    const platformPorts: PlatformPort[] = [];
+    for (const p of this.config.platformPorts) {
+      const port = await this.edge.listenExtra(this.config.host, p.port, p.tls);
+      this.portPlatforms.set(port, p.platform);
+      platformPorts.push({ ...p, port });
+    }
+    this.ports = { httpPort, httpsPort, tunnelPort, adminPort, platformPorts };
     this.logger.info({ event: 'relay_started', host: this.config.host, ...this.ports }, 'relay listening');
     return this.ports;
+  }
+
+  private noteCertificate(cert: string): void {
+    try {
+      this.metrics.setCertificateExpiry('relay', describeCertificate(cert).notAfter);
+    } catch (err) {
+      this.logger.warn({ event: 'certificate_unreadable', err: (err as Error).message }, 'cannot read the certificate expiry');
+    }
   }
 
   /** Replaces the TLS certificate on every listener; open connections keep theirs. */
   setCertificate(cert: string, key: string): void {
     this.edge.setCertificate(cert, key);
     this.tunnel.setCertificate(cert, key);
+    this.noteCertificate(cert);
   }
 
   /**
@@ -168,6 +263,7 @@ export class Relay {
     this.forwarder.close();
     this.registry.closeAll(CloseCode.goingAway, 'relay shutting down');
     await this.tunnel.close();
+    await this.admin?.close();
     this.logger.info({ event: 'relay_stopped' }, 'relay stopped');
   }
 }

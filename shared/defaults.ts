@@ -36,6 +36,9 @@ export const defaults = Object.freeze({
   pingIntervalMs: 15_000,
 
   // ---- relay ----
+  /** Admin listener (health, readiness, metrics, status); loopback only by default. */
+  adminHost: '127.0.0.1',
+  adminPort: 10901,
   /** How long a mobile request waits for an agent connection before 503. */
   connectWaitMs: 5_000,
   /** Retry-After (seconds) sent with 503 no_agent. */

@@ -13,6 +13,8 @@ import { RelayError, type ErrorCode } from '../../shared/errors.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
+import type { RelayMetrics } from '../admin/metrics.js';
+import { DEFAULT_PLATFORM } from '../tunnel/agent-credentials.js';
 import { TunnelHttpAgent } from '../tunnel/tunnel-agent.js';
 import type { TunnelRegistry } from '../tunnel/tunnel-registry.js';
 import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
@@ -27,6 +29,9 @@ export interface ForwarderOptions {
   /** Largest request body, bytes; 0 = no limit. */
   maxBodyBytes: number;
   stats: EdgeStats;
+  /** The platform a mobile connection belongs to, from the port it arrived on; default: the default platform. */
+  platformForPort?: (listenerPort: number) => string;
+  metrics?: RelayMetrics;
 }
 
 interface ConnectionState {
@@ -147,7 +152,14 @@ export class Forwarder {
         listenerPort: socket.localPort ?? 0,
         tls: 'encrypted' in socket && socket.encrypted === true,
       };
-      const agent = new TunnelHttpAgent(this.options.registry, meta, this.options.connectWaitMs, this.options.streamIdleTimeoutMs);
+      const platform = this.options.platformForPort?.(meta.listenerPort) ?? DEFAULT_PLATFORM;
+      const agent = new TunnelHttpAgent(
+        this.options.registry,
+        meta,
+        this.options.connectWaitMs,
+        this.options.streamIdleTimeoutMs,
+        platform,
+      );
       conn = { agent, meta };
       this.connections.set(socket, conn);
       socket.once('close', () => agent.destroy());
@@ -188,7 +200,8 @@ export class Forwarder {
   private readonly onProxyError = (err: Error, req: IncomingMessage, target: ServerResponse | Socket): void => {
     // the body limit already answered and aborted this request
     if (this.requests.get(req)?.bodyTooLarge) return;
-    const code: ErrorCode = err instanceof RelayError ? this.mapError(err.code) : 'RELAY_ERR_UPSTREAM';
+    const platform = this.connections.get(req.socket)?.agent.platform ?? DEFAULT_PLATFORM;
+    const code: ErrorCode = err instanceof RelayError ? this.mapError(err.code, platform) : 'RELAY_ERR_UPSTREAM';
     const { status, error, message } = errorParts(code);
     const headers: Record<string, string | number> = {};
     if (status === 503) headers['retry-after'] = this.options.retryAfterSeconds;
@@ -218,9 +231,12 @@ export class Forwarder {
    * The code a client sees for a forwarding error. No usable tunnel connection while some are up
    * and not going away means each is at its stream limit: `tunnel_busy`, not `no_agent`.
    */
-  private mapError(code: ErrorCode): ErrorCode {
+  private mapError(code: ErrorCode, platform: string): ErrorCode {
     if (code === 'RELAY_ERR_NO_AGENT') {
-      const busy = this.options.registry.list().some(({ session }) => !session.isClosed && !session.draining);
+      // The platform has live connections, all at their stream limit: busy, not absent.
+      const busy = this.options.registry
+        .list()
+        .some((conn) => conn.platform === platform && !conn.session.isClosed && !conn.session.draining);
       return busy ? 'RELAY_ERR_TUNNEL_BUSY' : code;
     }
     return mapError(code);
@@ -228,6 +244,9 @@ export class Forwarder {
 
   private logRequest(req: IncomingMessage, res: ServerResponse, state: RequestState): void {
     const conn = this.connections.get(req.socket);
+    const ms = performance.now() - state.start;
+    this.options.metrics?.recordRequest(conn?.agent.platform, res.headersSent ? res.statusCode : 0, ms);
+    this.options.metrics?.recordBytes(conn?.agent.platform, Number(req.headers['content-length'] ?? 0) || 0, state.bytesOut);
     this.options.logger.info(
       {
         event: 'request',
@@ -238,6 +257,7 @@ export class Forwarder {
         ms: Math.round((performance.now() - state.start) * 100) / 100,
         client: conn?.meta.clientIp,
         agent: conn?.agent.lastConnectionId,
+        platform: conn?.agent.platform,
         ...(res.writableFinished ? {} : { aborted: true }),
       },
       'request',

@@ -12,7 +12,7 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import type { Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
@@ -87,6 +87,7 @@ export class MobileListeners {
   readonly clientLimits: ClientLimits;
   /** Admitted connections (raw TCP sockets) and their canonical client address. */
   private readonly sockets = new Map<Socket, string>();
+  private readonly extra: net.Server[] = [];
   private readonly forwarder: Forwarder;
   private readonly ipFilter: IpFilter | undefined;
   private readonly stats: EdgeStats;
@@ -144,6 +145,24 @@ export class MobileListeners {
     return { httpPort: await listen(this.http, httpPort, host), httpsPort: await listen(this.https, httpsPort, host) };
   }
 
+  /**
+   * Listens on another port whose connections the HTTP (`tls` false) or HTTPS server takes, with
+   * the same IP rules and limits: a platform's own port. The port a connection arrived on travels
+   * in its streams' OPEN metadata and picks the platform.
+   */
+  async listenExtra(host: string, port: number, tls: boolean): Promise<number> {
+    const target = tls ? this.https : this.http;
+    const server = net.createServer({ noDelay: true }, (socket) => target.emit('connection', socket));
+    this.extra.push(server);
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve((server.address() as AddressInfo).port);
+      });
+    });
+  }
+
   get connectionCount(): number {
     return this.sockets.size;
   }
@@ -175,6 +194,7 @@ export class MobileListeners {
    */
   async drain(timeoutMs: number): Promise<void> {
     this.draining = true;
+    for (const server of this.extra) server.close();
     const closed = Promise.all([this.http, this.https].map((s) => new Promise<void>((r) => s.close(() => r()))));
     const deadline = Date.now() + timeoutMs;
     while (this.sockets.size > 0 && Date.now() < deadline) {

@@ -15,10 +15,12 @@ export class TunnelHttpAgent extends http.Agent {
   private readonly registry: TunnelRegistry;
   private readonly meta: OpenMetadata;
   private readonly waitMs: number;
+  /** The platform whose agents serve this mobile connection. */
+  readonly platform: string;
   /** The agent connection of the last stream opened (for request logs). */
   lastConnectionId: string | null = null;
 
-  constructor(registry: TunnelRegistry, meta: OpenMetadata, waitMs: number, streamIdleMs: number) {
+  constructor(registry: TunnelRegistry, meta: OpenMetadata, waitMs: number, streamIdleMs: number, platform: string) {
     // `timeout` closes an idle kept-alive stream; active requests are bounded by the
     // forwarder's proxyTimeout instead (Node's agent leaves busy sockets alone).
     super({
@@ -31,6 +33,7 @@ export class TunnelHttpAgent extends http.Agent {
     this.registry = registry;
     this.meta = meta;
     this.waitMs = waitMs;
+    this.platform = platform;
   }
 
   /** Node asks this before pooling a socket after a response: never pool a draining stream. */
@@ -43,7 +46,7 @@ export class TunnelHttpAgent extends http.Agent {
   // Node calls createConnection(options, callback) and waits for the callback when it returns
   // nothing, which lets a request wait for an agent connection to come up.
   override createConnection(_options: unknown, callback: (err: Error | null, stream?: Duplex) => void): undefined {
-    this.registry.acquire(this.waitMs).then(
+    this.registry.acquire(this.waitMs, this.platform).then(
       (conn) => {
         let stream;
         try {

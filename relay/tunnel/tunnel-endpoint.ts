@@ -36,6 +36,8 @@ export interface TunnelEndpointOptions {
   /** Refused upgrades one address may make per minute before it gets 429 without a check. */
   authFailuresPerMinute?: number;
   clock?: Clock;
+  /** Told of every refused upgrade (metrics). */
+  onAuthFailure?: (reason: 'bad_token' | 'bad_certificate' | 'rate_limited') => void;
 }
 
 /** Refused upgrades per address per minute before 429 (agents retry with backoff: a real agent never gets near it). */
@@ -149,6 +151,7 @@ export class TunnelEndpoint {
     const ip = canonicalIp(remote);
     socket.on('error', () => socket.destroy());
     if (this.failures.blocked(ip)) {
+      this.options.onAuthFailure?.('rate_limited');
       logger.warn({ event: 'tunnel_auth_limited', remote }, 'agent tunnel upgrade refused: too many failed attempts from this address');
       socket.end('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
@@ -156,6 +159,7 @@ export class TunnelEndpoint {
     const cred = this.authenticate(req, socket);
     if (typeof cred === 'string') {
       this.failures.fail(ip);
+      this.options.onAuthFailure?.(this.options.agentCa && !(socket as TLSSocket).authorized ? 'bad_certificate' : 'bad_token');
       logger.warn({ event: 'tunnel_auth_failed', remote, reason: cred }, `agent tunnel upgrade refused: ${cred}`);
       socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;

@@ -424,6 +424,8 @@ async function main(): Promise<void> {
         String(tunnelPort),
         '--certs-dir',
         tmp,
+        '--admin-port',
+        'off',
         '--log-level',
         'info',
       ],

@@ -35,6 +35,25 @@ export const defaults = Object.freeze({
   /** WebSocket ping interval; a connection that missed the previous pong is terminated. 0 = off. */
   pingIntervalMs: 15_000,
 
+  // ---- TLS (relay edge and tunnel) ----
+  /** Oldest TLS version accepted. */
+  tlsMinVersion: 'TLSv1.2',
+  /**
+   * Cipher suites: TLS 1.3's, then forward-secret AEAD suites for TLS 1.2 (Mozilla "intermediate");
+   * no CBC, no RSA key exchange, no SHA-1 MACs.
+   */
+  tlsCiphers: [
+    'TLS_AES_128_GCM_SHA256',
+    'TLS_AES_256_GCM_SHA384',
+    'TLS_CHACHA20_POLY1305_SHA256',
+    'ECDHE-ECDSA-AES128-GCM-SHA256',
+    'ECDHE-RSA-AES128-GCM-SHA256',
+    'ECDHE-ECDSA-AES256-GCM-SHA384',
+    'ECDHE-RSA-AES256-GCM-SHA384',
+    'ECDHE-ECDSA-CHACHA20-POLY1305',
+    'ECDHE-RSA-CHACHA20-POLY1305',
+  ].join(':'),
+
   // ---- relay ----
   /** Admin listener (health, readiness, metrics, status); loopback only by default. */
   adminHost: '127.0.0.1',

@@ -22,6 +22,7 @@ import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
 import { rawCatalogResponse, rawErrorResponse, sendError } from './error-response.js';
 import type { Forwarder } from './forwarder.js';
 import type { IpFilter } from './ip-filter.js';
+import { tlsServerDefaults } from '../tls/tls-options.js';
 
 export interface EdgeLimits {
   /** Largest request head, bytes (431 past it). */
@@ -74,7 +75,6 @@ export interface MobileListenersOptions {
 }
 
 /** Modern TLS only; Node's default cipher list already prefers AEAD suites with forward secrecy. */
-export const tlsServerDefaults = { minVersion: 'TLSv1.2' as const, honorCipherOrder: true };
 
 /** Log "the per-IP table is full" at most this often. */
 const tableFullLogIntervalMs = 60_000;

@@ -16,6 +16,7 @@ import { defaults } from '../../shared/defaults.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import { MuxSession, type SessionOptions } from '../../shared/mux/session.js';
+import { tlsServerDefaults } from '../tls/tls-options.js';
 import { CredentialSet, hashToken, type AgentCredential } from './agent-credentials.js';
 import type { TunnelRegistry } from './tunnel-registry.js';
 
@@ -102,7 +103,7 @@ export class TunnelEndpoint {
       key: options.tls.key,
       // With an agent CA the certificate is asked for but checked at the upgrade (401, logged), not by a TLS alert.
       ...(options.agentCa ? { ca: options.agentCa, requestCert: true, rejectUnauthorized: false } : {}),
-      minVersion: 'TLSv1.2',
+      ...tlsServerDefaults,
       noDelay: true,
       headersTimeout: 10_000,
       requestTimeout: 15_000,
@@ -124,7 +125,7 @@ export class TunnelEndpoint {
 
   /** Swaps the TLS certificate for new connections. */
   setCertificate(cert: string, key: string): void {
-    this.server.setSecureContext({ cert, key, minVersion: 'TLSv1.2', ...(this.options.agentCa ? { ca: this.options.agentCa } : {}) });
+    this.server.setSecureContext({ cert, key, ...tlsServerDefaults, ...(this.options.agentCa ? { ca: this.options.agentCa } : {}) });
   }
 
   /**

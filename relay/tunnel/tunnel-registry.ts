@@ -28,6 +28,8 @@ export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; rem
   add(conn: AgentConnection): void {
     this.connections.add(conn);
     conn.session.once('close', () => this.remove(conn));
+    // A full connection that frees a stream can serve a request waiting for one.
+    conn.session.on('capacity', () => this.wakeWaiters());
     this.emit('added', conn);
     this.wakeWaiters();
   }
@@ -42,6 +44,11 @@ export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; rem
 
   get size(): number {
     return this.connections.size;
+  }
+
+  /** Requests waiting for a usable connection right now. */
+  get waitingCount(): number {
+    return this.waiters.size;
   }
 
   /** The platform's usable connection with the fewest open streams, or null. */

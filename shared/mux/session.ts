@@ -42,6 +42,8 @@ export interface SessionEvents {
   rtt: [ms: number];
   /** The last open stream closed. */
   idle: [];
+  /** A stream closed on a connection that was at its stream limit: it can take a new one again. */
+  capacity: [];
 }
 
 const noop = (): void => {};
@@ -196,7 +198,9 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
   forget(stream: MuxStream): void {
     this.ready.delete(stream);
     if (this.streams.get(stream.id) === stream) {
+      const wasFull = this.streams.size >= this.maxStreams;
       this.streams.delete(stream.id);
+      if (wasFull) this.emit('capacity');
       if (this.streams.size === 0) this.emit('idle');
     }
   }

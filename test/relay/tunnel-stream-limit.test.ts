@@ -53,3 +53,24 @@ describe('max concurrent streams per tunnel connection', () => {
     }
   });
 });
+
+describe('a request waiting for a full tunnel connection', () => {
+  it('is served as soon as a stream frees, not after the whole wait', async () => {
+    const relay = await startRelay({ mux: { maxStreamsPerConnection: 1 }, connectWaitMs: 60_000 });
+    const agent = await startAgent(relay, { connections: 1 });
+    try {
+      const holder = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      const url = `http://127.0.0.1:${relay.ports!.httpPort}/hello`;
+      expect((await request(url, { agent: holder })).status).toBe(200);
+      // The only stream is held by the kept-alive connection; this request waits for it (up to 60 s).
+      const waiting = request(url, { agent: false });
+      await vi.waitFor(() => expect(relay.registry.waitingCount).toBe(1), { timeout: 4_000 });
+      holder.destroy();
+      // Within the test's 5 s timeout: woken by the freed stream, not by the 60 s deadline.
+      expect((await waiting).status).toBe(200);
+    } finally {
+      await agent.stop(100);
+      await relay.stop(100);
+    }
+  });
+});

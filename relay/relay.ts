@@ -120,6 +120,7 @@ export class Relay {
   /** Mobile port → platform, filled as the ports are bound. */
   private readonly portPlatforms = new Map<number, string>();
   ports: RelayPorts | null = null;
+  private draining = false;
 
   constructor(config: RelayConfig, logger: Logger) {
     this.config = config;
@@ -147,7 +148,11 @@ export class Relay {
           host: config.admin.host,
           port: config.admin.port,
           metrics: this.metrics,
-          status: { platforms: () => this.platforms(), agents: () => this.registry.list().map(agentStatus) },
+          status: {
+            platforms: () => this.platforms(),
+            agents: () => this.registry.list().map(agentStatus),
+            draining: () => this.draining,
+          },
           logger,
         })
       : null;
@@ -257,6 +262,7 @@ export class Relay {
    * then agent connections are closed with "going away" (they reconnect elsewhere or later).
    */
   async stop(drainMs = this.config.drainTimeoutMs): Promise<void> {
+    this.draining = true;
     this.logger.info({ event: 'relay_draining', connections: this.edge.connectionCount, drainMs }, 'relay draining');
     await this.edge.drain(drainMs);
     this.ipFilter.close();

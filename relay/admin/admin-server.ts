@@ -5,7 +5,7 @@
  * agent addresses to that network, and a warning says so at start-up.
  *
  *   GET /healthz  200 {"status":"ok"} while the process serves requests
- *   GET /readyz   200 when every configured platform has an agent connected, else 503
+ *   GET /readyz   200 when every configured platform has an agent connected, else 503 (also while draining)
  *   GET /metrics  Prometheus text
  *   GET /status   {platforms, agents, uptime_s, version}
  */
@@ -43,6 +43,8 @@ export interface StatusSource {
   platforms(): string[];
   /** Current agent tunnel connections. */
   agents(): AgentStatus[];
+  /** True once the relay is shutting down: /readyz turns 503 so a load balancer stops sending clients. */
+  draining?(): boolean;
 }
 
 /** The JSON body of GET /status. */
@@ -189,7 +191,8 @@ export class AdminServer {
       case '/readyz': {
         const status = this.status();
         const missing = status.platforms.filter((p) => !p.ready).map((p) => p.id);
-        if (missing.length === 0) sendJson(res, 200, { status: 'ready' });
+        if (this.options.status.draining?.()) sendJson(res, 503, { status: 'draining', missing });
+        else if (missing.length === 0) sendJson(res, 200, { status: 'ready' });
         else sendJson(res, 503, { status: 'not_ready', missing });
         return;
       }

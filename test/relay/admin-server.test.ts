@@ -25,6 +25,10 @@ class FakeStatus implements StatusSource {
   agents(): AgentStatus[] {
     return this.connected;
   }
+  stopping = false;
+  draining(): boolean {
+    return this.stopping;
+  }
 }
 
 function agent(platform: string, n: number, extra: Partial<AgentStatus> = {}): AgentStatus {
@@ -92,6 +96,7 @@ describe('admin server', () => {
   });
   afterAll(() => admin.close());
   afterEach(() => {
+    status.stopping = false;
     status.connected = [];
   });
 
@@ -119,6 +124,14 @@ describe('admin server', () => {
     // an agent of a platform nobody configured does not make a configured one ready
     status.connected = [agent('erp', 1), agent('stray', 3)];
     expect((await fetch(`${base}/readyz`)).status).toBe(503);
+  });
+
+  it('is not ready while the relay drains, even with every platform connected', async () => {
+    status.connected = [agent('erp', 1), agent('courier', 2)];
+    status.stopping = true;
+    const res = await fetch(`${base}/readyz`);
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ status: 'draining', missing: [] });
   });
 
   it('serves /metrics as Prometheus text with every relay metric family', async () => {

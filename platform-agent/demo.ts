@@ -117,6 +117,7 @@ process.stdout.write(
     `  curl -k https://localhost:${argv.httpsPort}/api/v1/auth/login -H 'x-device-id: phone-1' -H 'content-type: application/json' -d '{"username":"alice","password":"<password>"}'`,
     `  curl -k https://localhost:${argv.httpsPort}/api/v1/me -H 'authorization: Bearer <access_token>'`,
     argv.listen === 'off' ? '' : `Inside the network the platform server also answers on http://${argv.listen}/`,
+    'Relay health and agents: npm run relay -- status   (admin listener http://127.0.0.1:10901: /healthz /readyz /metrics /status)',
     `Agents pin the relay certificate with --relay-fingerprint ${fingerprint}`,
     'Ctrl-C stops both.',
     '',

@@ -1,5 +1,5 @@
 /**
- * `platform-agent user|device|settings …`: administration straight on the data folder, without the
+ * `platform-agent user|group|device|settings …`: administration straight on the data folder, without the
  * HTTP API and also while the server runs (platform.db is in WAL mode and every change is one
  * transaction, so two processes share it safely). The rules live in security/ and store/; this file
  * parses, reads a password without echo, calls them, and prints a table (or JSON with --json).
@@ -16,6 +16,7 @@ import { systemClock } from '../shared/clock.js';
 import { defaults } from '../shared/defaults.js';
 import { RelayError } from '../shared/errors.js';
 import { Accounts, checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/accounts.js';
+import { Groups, OPERATIONS, type GroupView } from './security/groups.js';
 import { applySettingsPatch, lockoutPolicy, patchFromAssignments, type SecuritySettings } from './security/settings.js';
 import { DB_FILE, SqliteStore } from './store/sqlite-store.js';
 import { ROLES, type DeviceRecord, type UserRecord } from './store/store.js';
@@ -119,6 +120,7 @@ function keyValues(record: object): string {
 interface Ctx {
   store: SqliteStore;
   accounts: Accounts;
+  groups: Groups;
   json: boolean;
 }
 
@@ -145,7 +147,10 @@ function onStore(create: boolean, fn: (ctx: Ctx, argv: Args) => Promise<void>): 
     let store: SqliteStore | undefined;
     try {
       store = openStore(String(argv.data), create);
-      await fn({ store, accounts: new Accounts(store, systemClock), json: argv.json === true }, argv);
+      await fn(
+        { store, accounts: new Accounts(store, systemClock), groups: new Groups(store, systemClock), json: argv.json === true },
+        argv,
+      );
     } catch (err) {
       reportError(err);
     } finally {
@@ -187,15 +192,31 @@ function validityFields(argv: Args): Record<string, string | null> {
   return fields;
 }
 
+/** `--group` (`none`: no group) and `--description` (`""`: none) as account fields. */
+function groupFields(argv: Args): Record<string, string | null> {
+  const fields: Record<string, string | null> = {};
+  if (argv.group !== undefined) fields.group = argv.group === 'none' ? null : String(argv.group);
+  if (argv.description !== undefined) fields.description = String(argv.description);
+  return fields;
+}
+
+/** A named group must exist before a password is asked for; whether it suits the role the store checks with the write. */
+async function requireGroupOption(ctx: Ctx, fields: Record<string, string | null>): Promise<void> {
+  if (typeof fields.group === 'string' && !(await ctx.store.getGroup(fields.group)))
+    throw new RelayError('RELAY_ERR_INVALID_REQUEST', `group: no such group: ${fields.group}`, { details: { field: 'group' } });
+}
+
 async function userAdd(ctx: Ctx, argv: Args): Promise<void> {
   const username = checkUsername(String(argv.username));
   const validity = validityFields(argv);
+  const grouping = groupFields(argv);
   if (await ctx.store.getUser(username)) throw new RelayError('RELAY_ERR_USER_EXISTS', `user ${username} already exists`);
+  await requireGroupOption(ctx, grouping);
   const password = await readPassword();
-  await printUser(ctx, await ctx.accounts.create({ username, password, role: argv.role, ...validity }));
+  await printUser(ctx, await ctx.accounts.create({ username, password, role: argv.role, ...validity, ...grouping }));
 }
 
-const userRow = (v: UserView): string[] => [v.username, v.role, v.status];
+const userRow = (v: UserView): string[] => [v.username, v.role, v.group ?? '-', v.status];
 
 async function userList(ctx: Ctx): Promise<void> {
   const { settings } = await ctx.store.getSettings();
@@ -203,7 +224,7 @@ async function userList(ctx: Ctx): Promise<void> {
   const views = (await ctx.store.listUsers()).map((user) => userView(user, settings, now));
   if (ctx.json) printJson(views);
   else if (views.length === 0) print('no users');
-  else print(table(['USERNAME', 'ROLE', 'STATUS'], views.map(userRow)));
+  else print(table(['USERNAME', 'ROLE', 'GROUP', 'STATUS'], views.map(userRow)));
 }
 
 async function userShow(ctx: Ctx, argv: Args): Promise<void> {
@@ -212,9 +233,10 @@ async function userShow(ctx: Ctx, argv: Args): Promise<void> {
 
 async function userSet(ctx: Ctx, argv: Args): Promise<void> {
   const username = String(argv.username);
-  const change: Record<string, unknown> = validityFields(argv);
+  const change: Record<string, unknown> = { ...validityFields(argv), ...groupFields(argv) };
   if (argv.role !== undefined) change.role = argv.role;
   await requireUser(ctx, username);
+  await requireGroupOption(ctx, change as Record<string, string | null>);
   if (argv.password === true) change.password = await readPassword();
   await printUser(ctx, await ctx.accounts.update(username, change));
 }
@@ -246,7 +268,12 @@ function userCommands(y: Argv): Argv {
         username(c)
           .option('role', { choices: ROLES, demandOption: true, describe: 'mobile (API user), external (integration) or admin' })
           .option('valid-from', { type: 'string', describe: "start of the account's own validity period (ISO 8601)" })
-          .option('valid-until', { type: 'string', describe: "end of the account's own validity period (ISO 8601)" }),
+          .option('valid-until', { type: 'string', describe: "end of the account's own validity period (ISO 8601)" })
+          .option('group', {
+            type: 'string',
+            describe: 'its user group (of the same role); without one it has every operation of its role',
+          })
+          .option('description', { type: 'string', describe: 'a description (at most 500 characters)' }),
       onStore(true, userAdd),
     )
     .command('list', 'list accounts: username, role, status', withStoreOptions, onStore(false, userList))
@@ -260,10 +287,13 @@ function userCommands(y: Argv): Argv {
           .option('valid-from', { type: 'string', describe: 'start of its validity period (ISO 8601), or "none"' })
           .option('valid-until', { type: 'string', describe: 'end of its validity period (ISO 8601), or "none"' })
           // nargs 0: `--password=<value>` is an error rather than a silent `false` (yargs' reading of a boolean given a value).
+          .option('group', { type: 'string', describe: 'its user group (of the same role), or "none"' })
+          .option('description', { type: 'string', describe: 'a description (at most 500 characters); "" clears it' })
           .option('password', { type: 'boolean', nargs: 0, describe: "set a new password, prompted for (or read from stdin's first line)" })
           .check((argv) => {
-            if ([argv.role, argv.validFrom, argv.validUntil, argv.password].every((v) => v === undefined || v === false))
-              throw new Error('nothing to change: give --role, --valid-from, --valid-until or --password');
+            const given = [argv.role, argv.validFrom, argv.validUntil, argv.group, argv.description, argv.password];
+            if (given.every((v) => v === undefined || v === false))
+              throw new Error('nothing to change: give --role, --group, --description, --valid-from, --valid-until or --password');
             return true;
           }),
       onStore(false, userSet),
@@ -277,6 +307,89 @@ function userCommands(y: Argv): Argv {
     .command('unlock <username>', 'clear the security lock of an account', username, onStore(false, userLock(false)))
     .command('delete <username>', 'delete an account with its sessions and tokens', username, onStore(false, userDelete))
     .demandCommand(1, 'give a user command: add, list, show, set, lock, unlock or delete');
+}
+
+// ------------------------------------------------------------- groups
+
+/** `--operations a,b` as a list; an empty list is left to the group rules (the vendor's message). */
+const operationList = (value: unknown): string[] =>
+  String(value)
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+
+function printGroup(ctx: Ctx, view: GroupView): void {
+  if (ctx.json) printJson(view);
+  else print(keyValues({ ...view, operations: view.operations.join(', ') }));
+}
+
+async function groupAdd(ctx: Ctx, argv: Args): Promise<void> {
+  const body: Record<string, unknown> = { name: argv.name, role: argv.role, operations: operationList(argv.operations) };
+  if (argv.description !== undefined) body.description = String(argv.description);
+  printGroup(ctx, await ctx.groups.view(await ctx.groups.create(body)));
+}
+
+const groupRow = (v: GroupView): string[] => [v.name, v.role, String(v.users), v.operations.join(',')];
+
+async function groupList(ctx: Ctx): Promise<void> {
+  const views = await ctx.groups.list();
+  if (ctx.json) printJson(views);
+  else if (views.length === 0) print('no groups');
+  else print(table(['NAME', 'ROLE', 'USERS', 'OPERATIONS'], views.map(groupRow)));
+}
+
+async function groupShow(ctx: Ctx, argv: Args): Promise<void> {
+  printGroup(ctx, await ctx.groups.view(await ctx.groups.get(String(argv.name))));
+}
+
+async function groupSet(ctx: Ctx, argv: Args): Promise<void> {
+  const change: Record<string, unknown> = {};
+  if (argv.role !== undefined) change.role = argv.role;
+  if (argv.operations !== undefined) change.operations = operationList(argv.operations);
+  if (argv.description !== undefined) change.description = String(argv.description);
+  printGroup(ctx, await ctx.groups.view(await ctx.groups.update(String(argv.name), change)));
+}
+
+async function groupDelete(ctx: Ctx, argv: Args): Promise<void> {
+  const name = String(argv.name);
+  await ctx.groups.delete(name);
+  if (ctx.json) printJson({ deleted: name });
+  else print(`deleted group ${name}`);
+}
+
+function groupCommands(y: Argv): Argv {
+  const name = <T>(c: Argv<T>) => withStoreOptions(c).positional('name', { type: 'string', demandOption: true });
+  const operations = `comma-separated operations: ${OPERATIONS.map((op) => op.name).join(', ')}`;
+  return y
+    .command(
+      'add <name>',
+      'create a user group with the operations its users may perform',
+      (c) =>
+        name(c)
+          .option('role', { choices: ROLES, demandOption: true, describe: 'the role of its users: mobile, external or admin' })
+          .option('operations', { type: 'string', demandOption: true, describe: operations })
+          .option('description', { type: 'string', describe: 'a description (at most 500 characters)' }),
+      onStore(true, groupAdd),
+    )
+    .command('list', 'list groups: name, role, users, operations', withStoreOptions, onStore(false, groupList))
+    .command('show <name>', 'show one group', name, onStore(false, groupShow))
+    .command(
+      'set <name>',
+      'change a group',
+      (c) =>
+        name(c)
+          .option('role', { choices: ROLES, describe: 'new role (only while the group has no users)' })
+          .option('operations', { type: 'string', describe: operations })
+          .option('description', { type: 'string', describe: 'a description (at most 500 characters); "" clears it' })
+          .check((argv) => {
+            if ([argv.role, argv.operations, argv.description].every((v) => v === undefined))
+              throw new Error('nothing to change: give --role, --operations or --description');
+            return true;
+          }),
+      onStore(false, groupSet),
+    )
+    .command('delete <name>', 'delete a group that has no users', name, onStore(false, groupDelete))
+    .demandCommand(1, 'give a group command: add, list, show, set or delete');
 }
 
 // ------------------------------------------------------------- devices
@@ -391,12 +504,13 @@ function settingsCommands(y: Argv): Argv {
 }
 
 /**
- * Adds the administrator commands (`user …`, `device …`, `settings …`) to the `platform-agent`
+ * Adds the administrator commands (`user …`, `group …`, `device …`, `settings …`) to the `platform-agent`
  * CLI. Each works on `--data <dir>` (default ./data) and prints JSON with `--json`.
  */
 export function registerAdminCommands<T>(y: Argv<T>): Argv<T> {
   return y
     .command('user', 'manage accounts in the data folder (also while the server runs)', userCommands)
+    .command('group', 'manage user groups and their operations in the data folder', groupCommands)
     .command('device', 'see and clear device lockouts in the data folder', deviceCommands)
     .command('settings', 'show or change the security settings in the data folder', settingsCommands);
 }

@@ -1,7 +1,9 @@
 /**
  * The administrators' API under `/admin/api/v1/`: security settings, signing-key rotation,
- * users, and devices (failure counts and locks). Every route but login needs an administrator's
- * access token (audience `platform-admin`), which also moves its inactivity clock.
+ * users, user groups, the operations catalog, and devices (failure counts and locks). Every route
+ * but login needs an administrator's access token (audience `platform-admin`), which also moves
+ * its inactivity clock, and the operation the route belongs to (`admin.users`, `admin.settings`,
+ * `admin.devices`) when the administrator is in a group.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../../shared/clock.js';
@@ -10,6 +12,7 @@ import type { Logger } from '../../shared/logger.js';
 import type { Accounts } from '../security/accounts.js';
 import { userView } from '../security/accounts.js';
 import type { AuthService } from '../security/auth.js';
+import { OPERATIONS, type Groups, type Operation } from '../security/groups.js';
 import { applySettingsPatch, lockoutPolicy } from '../security/settings.js';
 import type { TokenClaims } from '../security/tokens.js';
 import type { DeviceRecord, PlatformStore } from '../store/store.js';
@@ -36,11 +39,20 @@ function methodNotAllowed(allowed: string[]): RelayError {
   return new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')}`, { details: { allowed } });
 }
 
+/** The operation an admin route needs, or null when `path` is no admin route (404). */
+function adminOperation(path: string): Operation | null {
+  if (path === 'settings/security' || path === 'settings/security/rotate-signing-key') return 'admin.settings';
+  if (path === 'operations' || /^(users|groups)(\/[^/]+)?$/.test(path)) return 'admin.users';
+  if (/^devices(\/[^/]+)?$/.test(path)) return 'admin.devices';
+  return null;
+}
+
 export class AdminRoutes {
   constructor(
     private readonly store: PlatformStore,
     private readonly auth: AuthService,
     private readonly accounts: Accounts,
+    private readonly groups: Groups,
     private readonly authRoutes: AuthRoutes,
     private readonly clock: Clock,
     private readonly logger: Logger,
@@ -70,10 +82,10 @@ export class AdminRoutes {
       await this.authRoutes.logout(req, res, 'admin');
       return true;
     }
-    const known =
-      path === 'settings/security' || path === 'settings/security/rotate-signing-key' || /^(users|devices)(\/[^/]+)?$/.test(path);
-    if (!known) return false;
+    const operation = adminOperation(path);
+    if (!operation) return false;
     const who = await this.admin(req);
+    await this.groups.authorize(who.sub, operation);
     const now = this.clock.now();
 
     if (path === 'settings/security') {
@@ -104,8 +116,14 @@ export class AdminRoutes {
       sendNoContent(res);
       return true;
     }
+    if (path === 'operations') {
+      if (method !== 'GET') throw methodNotAllowed(['GET']);
+      sendJson(res, 200, { operations: OPERATIONS.map((op) => ({ name: op.name, roles: op.roles, description: op.description })) });
+      return true;
+    }
     const [collection, rawId] = path.split('/') as [string, string | undefined];
     const id = rawId === undefined ? undefined : decodeURIComponent(rawId);
+    if (collection === 'groups') return this.handleGroups(req, res, method, id, who);
     const { settings } = await this.store.getSettings();
     if (collection === 'users') {
       if (id === undefined) {
@@ -161,6 +179,44 @@ export class AdminRoutes {
     this.logger.info({ event: 'device_unlocked', deviceId: id, by: who.sub }, 'device unlocked');
     sendJson(res, 200, deviceView((await this.store.getDevice(id))!, now));
     return true;
+  }
+
+  private async handleGroups(
+    req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    id: string | undefined,
+    who: TokenClaims,
+  ): Promise<true> {
+    if (id === undefined) {
+      if (method === 'GET') {
+        sendJson(res, 200, { groups: await this.groups.list() });
+        return true;
+      }
+      if (method !== 'POST') throw methodNotAllowed(['GET', 'POST']);
+      const group = await this.groups.create(await readJson(req));
+      this.logger.info({ event: 'group_created', group: group.name, role: group.role, by: who.sub }, 'user group created');
+      sendJson(res, 201, await this.groups.view(group), { location: `${ADMIN_PREFIX}groups/${encodeURIComponent(group.name)}` });
+      return true;
+    }
+    if (method === 'GET') {
+      sendJson(res, 200, await this.groups.view(await this.groups.get(id)));
+      return true;
+    }
+    if (method === 'PATCH') {
+      const body = await readJson(req);
+      const group = await this.groups.update(id, body);
+      this.logger.info({ event: 'group_changed', group: id, fields: Object.keys(body), by: who.sub }, 'user group changed');
+      sendJson(res, 200, await this.groups.view(group));
+      return true;
+    }
+    if (method === 'DELETE') {
+      await this.groups.delete(id);
+      this.logger.info({ event: 'group_deleted', group: id, by: who.sub }, 'user group deleted');
+      sendNoContent(res);
+      return true;
+    }
+    throw methodNotAllowed(['GET', 'PATCH', 'DELETE']);
   }
 
   private async sendSettings(res: ServerResponse): Promise<true> {

@@ -3,7 +3,8 @@
  * address comes from the stream's OPEN metadata, never from a header) and, optionally, an internal
  * listener (`--listen`). It applies the IP rules to every request, then routes: the API users'
  * auth routes, `/api/v1/me`, the administrators' API, and authenticated `/api/` requests to the
- * backend (`--backend`).
+ * backend (`--backend`). Each authenticated request also needs its operation (security/groups.ts):
+ * `profile.read` for `/api/v1/me`, `api.read` (GET, HEAD, OPTIONS) or `api.write` to the backend.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -17,6 +18,7 @@ import type { Logger } from '../../shared/logger.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { Accounts } from '../security/accounts.js';
 import { AuthService, type AuthEvent } from '../security/auth.js';
+import { Groups } from '../security/groups.js';
 import { MobileAuthenticators } from '../security/mobile-auth.js';
 import { defaultScryptParams, generatePassword, type ScryptParams } from '../security/passwords.js';
 import { SqliteStore } from '../store/sqlite-store.js';
@@ -42,6 +44,9 @@ export interface PlatformServerOptions {
   store?: PlatformStore;
 }
 
+/** Methods that need `api.read` on forwarded routes; every other method needs `api.write`. */
+const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
 /** How often expired rows are pruned from the store. */
 const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
 
@@ -49,6 +54,7 @@ export class PlatformServer {
   readonly server: http.Server;
   readonly store: PlatformStore;
   readonly accounts: Accounts;
+  readonly groups: Groups;
   readonly auth: AuthService;
   readonly ipGuard: IpGuard;
   private readonly clock: Clock;
@@ -66,9 +72,10 @@ export class PlatformServer {
     const scrypt = opts.scrypt ?? defaultScryptParams;
     this.auth = new AuthService(this.store, this.clock, (e) => this.onAuthEvent(e), scrypt);
     this.accounts = new Accounts(this.store, this.clock, scrypt);
+    this.groups = new Groups(this.store, this.clock);
     const mobile = new MobileAuthenticators(this.store, this.auth, this.clock);
     this.authRoutes = new AuthRoutes(this.auth, mobile, (req) => isTls(req.socket));
-    this.adminRoutes = new AdminRoutes(this.store, this.auth, this.accounts, this.authRoutes, this.clock, this.logger);
+    this.adminRoutes = new AdminRoutes(this.store, this.auth, this.accounts, this.groups, this.authRoutes, this.clock, this.logger);
     this.gateway = opts.backend ? new Gateway(opts.backend, this.logger, opts.backendCa ? { ca: opts.backendCa } : {}) : null;
     this.ipGuard = new IpGuard({
       dir: opts.dataDir,
@@ -183,10 +190,12 @@ export class PlatformServer {
     const who = await this.authRoutes.identify(req, ctx);
     if (path === '/api/v1/me') {
       if (method !== 'GET') throw new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'use GET', { details: { allowed: ['GET'] } });
+      await this.groups.authorize(who.username, 'profile.read');
       await this.authRoutes.me(res, who);
       return true;
     }
     if (!this.gateway) return false;
+    await this.groups.authorize(who.username, READ_METHODS.has(method) ? 'api.read' : 'api.write');
     this.gateway.forward(req, res, who, ctx);
     return true;
   }

@@ -10,16 +10,39 @@ import { ROLES, type PlatformStore, type Role, type UserPatch, type UserRecord }
 import { hashPassword, passwordProblem, type ScryptParams } from './passwords.js';
 import type { SecuritySettings } from './settings.js';
 
-const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+/** Usernames and group names. */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 
-function invalid(field: string, message: string): RelayError {
+/** Longest description of a user or a group, in characters. */
+export const MAX_DESCRIPTION_CHARS = 500;
+
+/** A 400 RELAY_ERR_INVALID_REQUEST naming `field`. */
+export function invalid(field: string, message: string): RelayError {
   return new RelayError('RELAY_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
 }
 
+/** A user or group name: 1-64 letters, digits and `. _ @ -`, not starting with a sign. */
+export function checkName(field: string, name: unknown): string {
+  if (typeof name !== 'string' || !NAME.test(name))
+    throw invalid(field, 'expected 1-64 characters: letters, digits, and . _ @ - (not first)');
+  return name;
+}
+
 export function checkUsername(username: unknown): string {
-  if (typeof username !== 'string' || !USERNAME.test(username))
-    throw invalid('username', 'expected 1-64 characters: letters, digits, and . _ @ - (not first)');
-  return username;
+  return checkName('username', username);
+}
+
+/** An optional description: a string of at most 500 characters; null or "" clear it. */
+export function checkDescription(description: unknown): string | null {
+  if (description === null || description === '') return null;
+  if (typeof description !== 'string' || description.length > MAX_DESCRIPTION_CHARS)
+    throw invalid('description', `expected a string of at most ${MAX_DESCRIPTION_CHARS} characters, or null`);
+  return description;
+}
+
+/** An optional group name; null clears it. Whether it exists, for the user's role, the store checks with the write. */
+function checkGroupField(group: unknown): string | null {
+  return group === null ? null : checkName('group', group);
 }
 
 export function checkRole(role: unknown): Role {
@@ -80,6 +103,8 @@ export function accountUsable(user: UserRecord, settings: SecuritySettings, now:
 export interface UserView {
   username: string;
   role: Role;
+  group: string | null;
+  description: string | null;
   created_at: string;
   account_valid_from: string | null;
   account_valid_until: string | null;
@@ -99,6 +124,8 @@ export function userView(user: UserRecord, settings: SecuritySettings, now: numb
   return {
     username: user.username,
     role: user.role,
+    group: user.group,
+    description: user.description,
     created_at: new Date(user.createdAt).toISOString(),
     account_valid_from: iso(window.from),
     account_valid_until: iso(window.until),
@@ -114,6 +141,8 @@ export interface NewUser {
   role: unknown;
   account_valid_from?: unknown;
   account_valid_until?: unknown;
+  group?: unknown;
+  description?: unknown;
 }
 
 export class Accounts {
@@ -131,6 +160,8 @@ export class Accounts {
     const validUntil = input.account_valid_until === undefined ? null : parseDate('account_valid_until', input.account_valid_until);
     if (validFrom !== null && validUntil !== null && validUntil <= validFrom)
       throw invalid('account_valid_until', 'must be after account_valid_from');
+    const group = input.group === undefined ? null : checkGroupField(input.group);
+    const description = input.description === undefined ? null : checkDescription(input.description);
     const user: UserRecord = {
       username,
       passwordHash: await hashPassword(password, this.scrypt),
@@ -141,6 +172,8 @@ export class Accounts {
       lockedForSecurityReasons: false,
       lockedAt: null,
       lockedUntil: null,
+      group,
+      description,
     };
     await this.store.createUser(user);
     return user;
@@ -153,18 +186,28 @@ export class Accounts {
   }
 
   /**
-   * Applies an admin change: `role`, `password`, `account_valid_from`/`account_valid_until`,
+   * Applies an admin change: `role`, `group` (null: none), `description`, `password`, `account_valid_from`/`account_valid_until`,
    * `locked_for_security_reasons` (false unlocks; true locks until an administrator unlocks, ending
    * every session). Unknown fields are refused. The last administrator cannot be demoted or locked.
    */
   async update(username: string, body: unknown, lockDefaultMs?: number): Promise<UserRecord> {
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('(body)', 'expected a JSON object');
     const input = body as Record<string, unknown>;
-    const allowed = ['role', 'password', 'account_valid_from', 'account_valid_until', 'locked_for_security_reasons'];
+    const allowed = [
+      'role',
+      'group',
+      'description',
+      'password',
+      'account_valid_from',
+      'account_valid_until',
+      'locked_for_security_reasons',
+    ];
     for (const key of Object.keys(input)) if (!allowed.includes(key)) throw invalid(key, `unknown field; expected ${allowed.join(', ')}`);
     const user = await this.get(username);
     const patch: UserPatch = {};
     if (input.role !== undefined) patch.role = checkRole(input.role);
+    if (input.group !== undefined) patch.group = checkGroupField(input.group);
+    if (input.description !== undefined) patch.description = checkDescription(input.description);
     if (input.password !== undefined) patch.passwordHash = await hashPassword(checkPassword(input.password), this.scrypt);
     if (input.account_valid_from !== undefined) patch.validFrom = parseDate('account_valid_from', input.account_valid_from);
     if (input.account_valid_until !== undefined) patch.validUntil = parseDate('account_valid_until', input.account_valid_until);

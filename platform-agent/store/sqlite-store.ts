@@ -14,6 +14,8 @@ import type {
   DeviceRecord,
   FailureResult,
   FamilyRecord,
+  GroupPatch,
+  GroupRecord,
   MobileSessionRecord,
   MobileTokenRecord,
   PlatformStore,
@@ -27,8 +29,8 @@ import type {
 
 export const DB_FILE = 'platform.db';
 
-/** Migrations in order; index + 1 is the `user_version` after it. Never edit one that shipped: add another. */
-const MIGRATIONS: string[] = [
+/** Migrations in order; index + 1 is the `user_version` after it. Never edit one that shipped: add another. Exported for the migration tests. */
+export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE settings (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL, token_generation INTEGER NOT NULL);
   CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, private_jwk TEXT NOT NULL, public_jwk TEXT NOT NULL, created_at INTEGER NOT NULL);
@@ -78,6 +80,19 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX mobile_sessions_user ON mobile_sessions (username);
   `,
+  // 2: user groups; a user without a group keeps every operation of its role.
+  `
+  CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('mobile', 'external', 'admin')),
+    description TEXT,
+    operations TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  ALTER TABLE users ADD COLUMN group_name TEXT REFERENCES groups (name);
+  ALTER TABLE users ADD COLUMN description TEXT;
+  CREATE INDEX users_group ON users (group_name);
+  `,
 ];
 
 interface UserRow {
@@ -90,6 +105,16 @@ interface UserRow {
   locked: number;
   locked_at: number | null;
   locked_until: number | null;
+  group_name: string | null;
+  description: string | null;
+}
+
+interface GroupRow {
+  name: string;
+  role: Role;
+  description: string | null;
+  operations: string;
+  created_at: number;
 }
 
 interface DeviceRow {
@@ -123,7 +148,21 @@ const toUser = (r: UserRow): UserRecord => ({
   lockedForSecurityReasons: r.locked === 1,
   lockedAt: r.locked_at,
   lockedUntil: r.locked_until,
+  group: r.group_name,
+  description: r.description,
 });
+
+const toGroup = (r: GroupRow): GroupRecord => ({
+  name: r.name,
+  role: r.role,
+  description: r.description,
+  operations: JSON.parse(r.operations) as string[],
+  createdAt: r.created_at,
+});
+
+/** A validation error on one field, as the accounts rules raise them. */
+const invalidField = (field: string, message: string): RelayError =>
+  new RelayError('RELAY_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
 
 const toDevice = (r: DeviceRow): DeviceRecord => ({
   deviceId: r.device_id,
@@ -300,27 +339,41 @@ export class SqliteStore implements PlatformStore {
 
   // ------------------------------------------------------------- accounts
 
+  /** A user's group must exist and be for the user's role; checked inside the transaction that writes the user. */
+  private checkUserGroup(group: string | null, role: Role, field: 'group' | 'role'): void {
+    if (group === null) return;
+    const row = this.db.prepare('SELECT role FROM groups WHERE name = ?').get(group) as { role: Role } | undefined;
+    if (!row) throw invalidField('group', `no such group: ${group}`);
+    if (row.role !== role) throw invalidField(field, `group ${group} is for role ${row.role}, the user's role is ${role}`);
+  }
+
   async createUser(u: UserRecord): Promise<void> {
-    try {
-      this.db
-        .prepare(
-          'INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-        )
-        .run(
-          u.username,
-          u.passwordHash,
-          u.role,
-          u.createdAt,
-          u.validFrom,
-          u.validUntil,
-          u.lockedForSecurityReasons ? 1 : 0,
-          u.lockedAt,
-          u.lockedUntil,
-        );
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_USER_EXISTS');
-      throw err;
-    }
+    this.tx(() => {
+      this.checkUserGroup(u.group, u.role, 'group');
+      try {
+        this.db
+          .prepare(
+            `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          )
+          .run(
+            u.username,
+            u.passwordHash,
+            u.role,
+            u.createdAt,
+            u.validFrom,
+            u.validUntil,
+            u.lockedForSecurityReasons ? 1 : 0,
+            u.lockedAt,
+            u.lockedUntil,
+            u.group,
+            u.description,
+          );
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_USER_EXISTS');
+        throw err;
+      }
+    });
   }
 
   private readUser(username: string): UserRecord | null {
@@ -341,9 +394,13 @@ export class SqliteStore implements PlatformStore {
       const cur = this.readUser(username);
       if (!cur) return null;
       const next = { ...cur, ...patch };
+      if (patch.group !== undefined || patch.role !== undefined)
+        this.checkUserGroup(next.group, next.role, patch.group !== undefined ? 'group' : 'role');
       this.db
-        .prepare('UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ? WHERE username = ?')
-        .run(next.passwordHash, next.role, next.validFrom, next.validUntil, username);
+        .prepare(
+          'UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ?, group_name = ?, description = ? WHERE username = ?',
+        )
+        .run(next.passwordHash, next.role, next.validFrom, next.validUntil, next.group, next.description, username);
       if (patch.passwordHash !== undefined || (patch.role !== undefined && patch.role !== cur.role)) this.revokeUserSessions(username, now);
       return next;
     });
@@ -388,6 +445,65 @@ export class SqliteStore implements PlatformStore {
 
   async countAdmins(): Promise<number> {
     return (this.db.prepare("SELECT count(*) AS n FROM users WHERE role = 'admin'").get() as { n: number }).n;
+  }
+
+  // ------------------------------------------------------------- user groups
+
+  async createGroup(g: GroupRecord): Promise<void> {
+    try {
+      this.db
+        .prepare('INSERT INTO groups (name, role, description, operations, created_at) VALUES (?, ?, ?, ?, ?)')
+        .run(g.name, g.role, g.description, JSON.stringify(g.operations), g.createdAt);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_GROUP_EXISTS');
+      throw err;
+    }
+  }
+
+  private readGroup(name: string): GroupRecord | null {
+    const row = this.db.prepare('SELECT * FROM groups WHERE name = ?').get(name) as GroupRow | undefined;
+    return row ? toGroup(row) : null;
+  }
+
+  async getGroup(name: string): Promise<GroupRecord | null> {
+    return this.readGroup(name);
+  }
+
+  async listGroups(): Promise<GroupRecord[]> {
+    return (this.db.prepare('SELECT * FROM groups ORDER BY name').all() as GroupRow[]).map(toGroup);
+  }
+
+  private usersInGroup(name: string): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM users WHERE group_name = ?').get(name) as { n: number }).n;
+  }
+
+  async updateGroup(name: string, patch: GroupPatch): Promise<GroupRecord | null> {
+    return this.tx(() => {
+      const cur = this.readGroup(name);
+      if (!cur) return null;
+      const next = { ...cur, ...patch };
+      const users = next.role === cur.role ? 0 : this.usersInGroup(name);
+      if (users > 0)
+        throw new RelayError('RELAY_ERR_GROUP_IN_USE', `group ${name} has ${users} user(s) with role ${cur.role}: its role cannot change`, {
+          details: { field: 'role' },
+        });
+      this.db
+        .prepare('UPDATE groups SET role = ?, description = ?, operations = ? WHERE name = ?')
+        .run(next.role, next.description, JSON.stringify(next.operations), name);
+      return next;
+    });
+  }
+
+  async deleteGroup(name: string): Promise<boolean> {
+    return this.tx(() => {
+      const users = this.usersInGroup(name);
+      if (users > 0) throw new RelayError('RELAY_ERR_GROUP_IN_USE', `group ${name} still has ${users} user(s); move or delete them first`);
+      return this.db.prepare('DELETE FROM groups WHERE name = ?').run(name).changes > 0;
+    });
+  }
+
+  async countUsersInGroup(name: string): Promise<number> {
+    return this.usersInGroup(name);
   }
 
   // ------------------------------------------------------------- login limits and lockout

@@ -23,9 +23,23 @@ export interface UserRecord {
   lockedAt: number | null;
   /** null with the flag set: locked by an administrator until one unlocks. */
   lockedUntil: number | null;
+  /** The user's group (same role as the user), or null: every operation of its role. */
+  group: string | null;
+  description: string | null;
 }
 
-export type UserPatch = Partial<Pick<UserRecord, 'passwordHash' | 'role' | 'validFrom' | 'validUntil'>>;
+export type UserPatch = Partial<Pick<UserRecord, 'passwordHash' | 'role' | 'validFrom' | 'validUntil' | 'group' | 'description'>>;
+
+export interface GroupRecord {
+  name: string;
+  role: Role;
+  description: string | null;
+  /** Operation names from the catalog in security/groups.ts; never empty. */
+  operations: string[];
+  createdAt: number;
+}
+
+export type GroupPatch = Partial<Pick<GroupRecord, 'role' | 'description' | 'operations'>>;
 
 export interface DeviceRecord {
   deviceId: string;
@@ -103,16 +117,31 @@ export interface PlatformStore {
   rotateSigningKey(key: SigningKeyRecord): Promise<void>;
 
   // accounts
+  /** Creates a user; its group (if any) must exist with the user's role, checked in the same transaction (400 naming `group`). */
   createUser(user: UserRecord): Promise<void>;
   getUser(username: string): Promise<UserRecord | null>;
   listUsers(): Promise<UserRecord[]>;
-  /** Changes a user; a new password or role ends the user's sessions (revoked at `now`). */
+  /**
+   * Changes a user; a new password or role ends the user's sessions (revoked at `now`). The resulting group must exist
+   * with the resulting role, checked in the same transaction (400 naming `group`, or `role` when only the role changed).
+   */
   updateUser(username: string, patch: UserPatch, now: number): Promise<UserRecord | null>;
   /** Sets or clears the security lock; setting it revokes every refresh family and session of the user. */
   setUserLock(username: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null>;
   /** Deletes the user with its families, mobile tokens and sessions. */
   deleteUser(username: string): Promise<boolean>;
   countAdmins(): Promise<number>;
+
+  // user groups
+  /** Creates a group (409 RELAY_ERR_GROUP_EXISTS when the name is taken). */
+  createGroup(group: GroupRecord): Promise<void>;
+  getGroup(name: string): Promise<GroupRecord | null>;
+  listGroups(): Promise<GroupRecord[]>;
+  /** Changes a group; a new role is refused (409 RELAY_ERR_GROUP_IN_USE) while the group has users, in the same transaction. */
+  updateGroup(name: string, patch: GroupPatch): Promise<GroupRecord | null>;
+  /** Deletes a group; refused (409 RELAY_ERR_GROUP_IN_USE) in the same transaction while users remain. False when there was none. */
+  deleteGroup(name: string): Promise<boolean>;
+  countUsersInGroup(name: string): Promise<number>;
 
   // login limits and lockout
   /** Counts one login attempt from `ip` if fewer than `limit` happened in the last `windowMs`; else says when one frees up. */

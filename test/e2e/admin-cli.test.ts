@@ -1,5 +1,5 @@
 /**
- * End to end: the built `platform-agent user|device|settings …` commands as child processes on a
+ * End to end: the built `platform-agent user|group|device|settings …` commands as child processes on a
  * temp data folder, checked against the store opened in this process. `npm test` builds first, so
  * dist/ is current.
  */
@@ -91,8 +91,8 @@ describe('platform-agent user …', () => {
     ]);
     const table = await cli(['user', 'list']);
     expect(table.code).toBe(0);
-    expect(table.stdout.split('\n')[0]).toMatch(/^USERNAME\s+ROLE\s+STATUS$/);
-    expect(table.stdout).toMatch(/^alice\s+mobile\s+Active$/m);
+    expect(table.stdout.split('\n')[0]).toMatch(/^USERNAME\s+ROLE\s+GROUP\s+STATUS$/);
+    expect(table.stdout).toMatch(/^alice\s+mobile\s+-\s+Active$/m);
 
     const alice = await cliJson(['user', 'show', 'alice']);
     expect(alice).toMatchObject({ username: 'alice', account_valid_from: null, account_valid_until: '2099-12-31T00:00:00.000Z' });
@@ -201,6 +201,99 @@ describe('platform-agent user …', () => {
     } finally {
       rmSync(empty, { recursive: true, force: true });
     }
+  });
+});
+
+describe('platform-agent group …', () => {
+  it('refuses a group without operations with the vendor message, and an unknown operation naming the field', async () => {
+    for (const operations of ['', ',']) {
+      const r = await cli(['group', 'add', 'empty', '--role', 'mobile', '--operations', operations]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe('platform-agent: A user group must have at least one operation\n');
+      expect(r.stdout).toBe('');
+    }
+    const unknown = await cli(['group', 'add', 'bad', '--role', 'mobile', '--operations', 'api.read,api.delete']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr.startsWith('platform-agent: operations: unknown operation "api.delete"'), unknown.stderr).toBe(true);
+    expect(await cliJson(['group', 'list'])).toEqual([]);
+  });
+
+  it('adds, lists, shows and changes a group', async () => {
+    const crew = await cliJson([
+      'group',
+      'add',
+      'crew',
+      '--role',
+      'mobile',
+      '--operations',
+      'profile.read, api.read',
+      '--description',
+      'Field crew',
+    ]);
+    expect(crew).toMatchObject({
+      name: 'crew',
+      role: 'mobile',
+      operations: ['api.read', 'profile.read'],
+      description: 'Field crew',
+      users: 0,
+    });
+
+    const table = await cli(['group', 'list']);
+    expect(table.code).toBe(0);
+    expect(table.stdout.split('\n')[0]).toMatch(/^NAME\s+ROLE\s+USERS\s+OPERATIONS$/);
+    expect(table.stdout).toMatch(/^crew\s+mobile\s+0\s+api\.read,profile\.read$/m);
+    expect(await cliJson(['group', 'show', 'crew'])).toMatchObject({ name: 'crew', description: 'Field crew' });
+
+    const changed = await cliJson(['group', 'set', 'crew', '--operations', 'api.read,api.write', '--description', '']);
+    expect(changed).toMatchObject({ operations: ['api.read', 'api.write'], description: null });
+    const none = await cli(['group', 'set', 'crew', '--operations', '']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toBe('platform-agent: A user group must have at least one operation\n');
+  });
+
+  it('puts a user in a group of its role with a description, and refuses a group of another role', async () => {
+    const dave = await cliJson(
+      ['user', 'add', 'dave', '--role', 'mobile', '--group', 'crew', '--description', 'Site A'],
+      `${ALICE_PASSWORD}\n`,
+    );
+    expect(dave).toMatchObject({ username: 'dave', role: 'mobile', group: 'crew', description: 'Site A' });
+    await withStore(async (store) => expect(await store.getUser('dave')).toMatchObject({ group: 'crew', description: 'Site A' }));
+
+    const mismatch = await cli(['user', 'add', 'erin', '--role', 'external', '--group', 'crew'], `${ALICE_PASSWORD}\n`);
+    expect(mismatch.code).toBe(1);
+    expect(mismatch.stderr).toBe("platform-agent: group: group crew is for role mobile, the user's role is external\n");
+    const missing = await cli(['user', 'set', 'dave', '--group', 'nope']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe('platform-agent: group: no such group: nope\n');
+    const role = await cli(['user', 'set', 'dave', '--role', 'external']);
+    expect(role.code).toBe(1);
+    expect(role.stderr.startsWith('platform-agent: role: group crew is for role mobile'), role.stderr).toBe(true);
+  });
+
+  it('refuses to delete a group in use or change its role, then deletes it once empty', async () => {
+    const inUse = await cli(['group', 'delete', 'crew']);
+    expect(inUse.code).toBe(1);
+    expect(inUse.stderr).toBe('platform-agent: group crew still has 1 user(s); move or delete them first\n');
+    const role = await cli(['group', 'set', 'crew', '--role', 'external']);
+    expect(role.code).toBe(1);
+    expect(role.stderr).toMatch(/^platform-agent: group crew has 1 user\(s\) with role mobile: its role cannot change\n$/);
+
+    expect(await cliJson(['user', 'set', 'dave', '--group', 'none', '--description', ''])).toMatchObject({
+      group: null,
+      description: null,
+    });
+    expect(await cliJson(['group', 'delete', 'crew'])).toEqual({ deleted: 'crew' });
+    const gone = await cli(['group', 'show', 'crew']);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toBe('platform-agent: no such group: crew\n');
+    expect(await cliJson(['user', 'delete', 'dave'])).toEqual({ deleted: 'dave' });
+  });
+
+  it('exits 2 on bad usage', async () => {
+    expect((await cli(['group', 'add', 'g', '--role', 'mobile'])).code).toBe(2);
+    expect((await cli(['group', 'add', 'g', '--role', 'root', '--operations', 'api.read'])).code).toBe(2);
+    expect((await cli(['group', 'set', 'g'])).code).toBe(2);
+    expect((await cli(['group'])).code).toBe(2);
   });
 });
 

@@ -29,6 +29,8 @@ function record(over: Partial<UserRecord> = {}): UserRecord {
     lockedForSecurityReasons: false,
     lockedAt: null,
     lockedUntil: null,
+    group: null,
+    description: null,
     ...over,
   };
 }
@@ -72,6 +74,8 @@ describe('accounts: the user view', () => {
     expect(userView(record(), withValidity(30), T0)).toEqual({
       username: 'alice',
       role: 'mobile',
+      group: null,
+      description: null,
       created_at: '2026-11-23T12:00:00.000Z',
       account_valid_from: null,
       account_valid_until: '2026-12-23T12:00:00.000Z',

@@ -6,8 +6,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
 import { cloneSettings, defaultSettings, lockoutPolicy, type SecuritySettings } from '../../../platform-agent/security/settings.js';
-import { DB_FILE, SqliteStore } from '../../../platform-agent/store/sqlite-store.js';
-import type { FamilyRecord, UserRecord } from '../../../platform-agent/store/store.js';
+import { DB_FILE, MIGRATIONS, SqliteStore } from '../../../platform-agent/store/sqlite-store.js';
+import type { FamilyRecord, GroupRecord, UserRecord } from '../../../platform-agent/store/store.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
 const policy = lockoutPolicy(cloneSettings(defaultSettings));
@@ -41,6 +41,8 @@ function user(username: string, over: Partial<UserRecord> = {}): UserRecord {
     lockedForSecurityReasons: false,
     lockedAt: null,
     lockedUntil: null,
+    group: null,
+    description: null,
     ...over,
   };
 }
@@ -72,7 +74,7 @@ function expectStoreError(fn: () => unknown): RelayError {
 }
 
 describe('SqliteStore: opening', () => {
-  it('creates platform.db readable by its owner only, in WAL mode, at schema version 1', async () => {
+  it('creates platform.db readable by its owner only, in WAL mode, at schema version 2', async () => {
     const store = openStore();
     expect(store.file).toBe(join(dir, DB_FILE));
     expect(statSync(store.file).mode & 0o777).toBe(0o600);
@@ -80,7 +82,7 @@ describe('SqliteStore: opening', () => {
     const db = new Database(join(dir, DB_FILE), { readonly: true });
     try {
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(db.pragma('user_version', { simple: true })).toBe(1);
+      expect(db.pragma('user_version', { simple: true })).toBe(2);
     } finally {
       db.close();
     }
@@ -107,10 +109,10 @@ describe('SqliteStore: opening', () => {
   it('refuses a database with a newer schema version than it knows, with RELAY_ERR_STORE', async () => {
     await openStore().close();
     const db = new Database(join(dir, DB_FILE));
-    db.pragma('user_version = 2');
+    db.pragma('user_version = 3');
     db.close();
     const err = expectStoreError(() => openStore());
-    expect(err.message).toContain('schema version 2');
+    expect(err.message).toContain('schema version 3');
   });
 
   it('refuses a file that is not a SQLite database with RELAY_ERR_STORE', () => {
@@ -197,6 +199,92 @@ describe('SqliteStore: settings and keys', () => {
     expect((await store.getUser('ended'))?.lockedUntil).toBe(T0 - 2 * DAY_MS);
     expect((await store.getUser('byadmin'))?.lockedUntil).toBeNull();
     expect((await store.getDevice('d1'))?.lockedUntil).toBe(T0 + 45 * MINUTE_MS);
+  });
+});
+
+describe('SqliteStore: user groups', () => {
+  const group = (name: string, over: Partial<GroupRecord> = {}): GroupRecord => ({
+    name,
+    role: 'mobile',
+    description: null,
+    operations: ['api.read'],
+    createdAt: T0,
+    ...over,
+  });
+
+  const codeOf = async (promise: Promise<unknown>): Promise<{ code: string; field: unknown }> => {
+    try {
+      await promise;
+    } catch (err) {
+      expect(err).toBeInstanceOf(RelayError);
+      return { code: (err as RelayError).code, field: (err as RelayError).details?.field };
+    }
+    throw new Error('expected a RelayError');
+  };
+
+  it('migrates a version 1 database: its users keep their data and get no group', async () => {
+    const db = new Database(join(dir, DB_FILE));
+    db.exec(MIGRATIONS[0]!);
+    db.pragma('user_version = 1');
+    db.prepare("INSERT INTO users (username, password_hash, role, created_at) VALUES ('old', 'h', 'mobile', ?)").run(T0);
+    db.close();
+    const store = openStore();
+    expect(await store.getUser('old')).toMatchObject({ username: 'old', role: 'mobile', group: null, description: null });
+    await store.createGroup(group('readers'));
+    expect(await store.listGroups()).toEqual([group('readers')]);
+  });
+
+  it('creates, lists, changes and deletes groups, and keeps them across a reopen', async () => {
+    const store = openStore();
+    await store.createGroup(group('b-writers', { operations: ['api.read', 'api.write'], description: 'they write' }));
+    await store.createGroup(group('a-readers'));
+    expect(await codeOf(store.createGroup(group('a-readers')))).toMatchObject({ code: 'RELAY_ERR_GROUP_EXISTS' });
+    expect((await store.listGroups()).map((g) => g.name)).toEqual(['a-readers', 'b-writers']);
+    expect(await store.updateGroup('a-readers', { operations: ['profile.read'], role: 'external' })).toEqual(
+      group('a-readers', { operations: ['profile.read'], role: 'external' }),
+    );
+    expect(await store.updateGroup('nobody', { description: 'x' })).toBeNull();
+    await store.close();
+    const again = openStore();
+    expect(await again.getGroup('b-writers')).toEqual(
+      group('b-writers', { operations: ['api.read', 'api.write'], description: 'they write' }),
+    );
+    expect(await again.deleteGroup('a-readers')).toBe(true);
+    expect(await again.deleteGroup('a-readers')).toBe(false);
+    expect(await again.getGroup('a-readers')).toBeNull();
+  });
+
+  it("checks a user's group and role in the write: unknown group, role mismatch", async () => {
+    const store = openStore();
+    await store.createGroup(group('readers'));
+    expect(await codeOf(store.createUser(user('alice', { group: 'nope' })))).toEqual({ code: 'RELAY_ERR_INVALID_REQUEST', field: 'group' });
+    expect(await codeOf(store.createUser(user('alice', { group: 'readers', role: 'external' })))).toEqual({
+      code: 'RELAY_ERR_INVALID_REQUEST',
+      field: 'group',
+    });
+    expect(await store.getUser('alice')).toBeNull();
+    await store.createUser(user('alice', { group: 'readers', description: 'field worker' }));
+    expect(await store.getUser('alice')).toMatchObject({ group: 'readers', description: 'field worker' });
+    expect(await codeOf(store.updateUser('alice', { role: 'external' }, T0))).toEqual({ code: 'RELAY_ERR_INVALID_REQUEST', field: 'role' });
+    expect(await store.updateUser('alice', { role: 'external', group: null }, T0)).toMatchObject({ role: 'external', group: null });
+  });
+
+  it('refuses to delete a group or change its role while users remain, in the same transaction', async () => {
+    const store = openStore();
+    await store.createGroup(group('readers'));
+    await store.createUser(user('alice', { group: 'readers' }));
+    await store.createUser(user('bob', { group: 'readers' }));
+    expect(await store.countUsersInGroup('readers')).toBe(2);
+    expect(await codeOf(store.deleteGroup('readers'))).toMatchObject({ code: 'RELAY_ERR_GROUP_IN_USE' });
+    expect(await codeOf(store.updateGroup('readers', { role: 'external' }))).toMatchObject({
+      code: 'RELAY_ERR_GROUP_IN_USE',
+      field: 'role',
+    });
+    expect(await store.getGroup('readers')).toEqual(group('readers'));
+    await store.deleteUser('alice');
+    await store.updateUser('bob', { group: null }, T0);
+    expect(await store.countUsersInGroup('readers')).toBe(0);
+    expect(await store.deleteGroup('readers')).toBe(true);
   });
 });
 

@@ -23,6 +23,9 @@ export const IDENTITY_HEADERS = Object.freeze({
 
 const CREDENTIAL_HEADERS = ['authorization', 'twx-mobile-token', 'cookie'];
 
+/** Headers the authentication produced for a request, added to the backend's response. */
+const pendingHeaders = new WeakMap<IncomingMessage, Record<string, string | string[]>>();
+
 export class Gateway {
   private readonly proxy: httpProxy;
   private readonly agent: http.Agent;
@@ -43,6 +46,20 @@ export class Gateway {
       secure: true,
       proxyTimeout: options.timeoutMs ?? defaults.backendTimeoutMs,
     });
+    this.proxy.on('proxyRes', (proxyRes, req) => {
+      const extra = pendingHeaders.get(req);
+      if (!extra) return;
+      pendingHeaders.delete(req);
+      for (const [name, value] of Object.entries(extra)) {
+        const key = name.toLowerCase();
+        if (key === 'set-cookie') {
+          const theirs = proxyRes.headers['set-cookie'] ?? [];
+          proxyRes.headers['set-cookie'] = [...theirs, ...(Array.isArray(value) ? value : [value])];
+        } else {
+          proxyRes.headers[key] = value;
+        }
+      }
+    });
     this.proxy.on('error', (err, _req, res) => {
       logger.warn({ event: 'backend_error', err: (err as Error).message }, 'backend request failed');
       if (res instanceof http.ServerResponse) sendError(res, new RelayError('RELAY_ERR_BACKEND'));
@@ -57,7 +74,9 @@ export class Gateway {
     req.headers[IDENTITY_HEADERS.role] = who.role;
     if (who.deviceId) req.headers[IDENTITY_HEADERS.device] = who.deviceId;
     req.headers[IDENTITY_HEADERS.clientIp] = ctx.ip;
-    for (const [name, value] of Object.entries(who.responseHeaders)) res.setHeader(name, value);
+    // The authentication's own headers (a session cookie, a new mobile token) join the backend's
+    // answer: a backend Set-Cookie must not replace the session cookie, nor the other way round.
+    pendingHeaders.set(req, who.responseHeaders);
     this.proxy.web(req, res);
   }
 

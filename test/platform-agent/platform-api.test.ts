@@ -314,6 +314,32 @@ describe('admin API', () => {
 });
 
 describe('gateway and mobile authenticators', () => {
+  it("keeps both the session cookie and the backend's own cookie on a forwarded answer", async () => {
+    const backend = http.createServer((_req, res) => {
+      res.setHeader('set-cookie', 'backend_pref=dark; Path=/');
+      res.end('ok');
+    });
+    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+    try {
+      await server.close();
+      await open({ backend: new URL(`http://127.0.0.1:${(backend.address() as AddressInfo).port}`) });
+      whitelistLoopback();
+      await addUser('alice');
+      const admin = bearer(await adminToken());
+      await call('PATCH', '/admin/api/v1/settings/security', { mobile_authorization: { enabled: true } }, admin);
+      const r = await call('GET', '/api/v1/orders', undefined, {
+        authorization: `Mobile ${Buffer.from('alice:correct-horse-1').toString('base64')}`,
+        'x-device-id': 'phone-1',
+      });
+      expect(r.status).toBe(200);
+      const cookies = (r.headers['set-cookie'] ?? []).map((c) => c.split('=')[0]);
+      expect(cookies.sort()).toEqual(['backend_pref', 'platform_session']);
+      expect(r.headers['twx-mobile-token']).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    } finally {
+      backend.close();
+    }
+  });
+
   it('needs authentication for /api/ and forwards to the backend with verified identity headers only', async () => {
     const seen: http.IncomingHttpHeaders[] = [];
     const backend = http.createServer((req, res) => {

@@ -7,6 +7,7 @@ import type { Clock } from '../../shared/clock.js';
 import { DAY_MS } from '../../shared/clock.js';
 import { RelayError } from '../../shared/errors.js';
 import { ROLES, type PlatformStore, type Role, type UserPatch, type UserRecord } from '../store/store.js';
+import { keepUserManager } from './groups.js';
 import { hashPassword, passwordProblem, type ScryptParams } from './passwords.js';
 import type { SecuritySettings } from './settings.js';
 
@@ -216,8 +217,15 @@ export class Accounts {
     if (from !== null && until !== null && until <= from) throw invalid('account_valid_until', 'must be after account_valid_from');
     const lock = input.locked_for_security_reasons;
     if (lock !== undefined && typeof lock !== 'boolean') throw invalid('locked_for_security_reasons', 'expected true or false');
-    const losesAdmin = user.role === 'admin' && ((patch.role !== undefined && patch.role !== 'admin') || lock === true);
-    if (losesAdmin && (await this.store.countAdmins()) <= 1) throw new RelayError('RELAY_ERR_LAST_ADMIN');
+    if (user.role === 'admin') {
+      const after: UserRecord = {
+        ...user,
+        ...patch,
+        ...(lock === true ? { lockedForSecurityReasons: true, lockedUntil: null } : {}),
+        ...(lock === false ? { lockedForSecurityReasons: false, lockedUntil: null } : {}),
+      };
+      await keepUserManager(this.store, this.clock.now(), { user: { username, after } });
+    }
 
     let result = Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch, this.clock.now()) : user;
     if (lock === false) result = await this.store.setUserLock(username, null);
@@ -234,7 +242,7 @@ export class Accounts {
 
   async delete(username: string): Promise<void> {
     const user = await this.get(username);
-    if (user.role === 'admin' && (await this.store.countAdmins()) <= 1) throw new RelayError('RELAY_ERR_LAST_ADMIN');
+    if (user.role === 'admin') await keepUserManager(this.store, this.clock.now(), { user: { username, after: null } });
     await this.store.deleteUser(username);
   }
 }

@@ -73,6 +73,40 @@ export function userOperations(user: UserRecord, group: GroupRecord | null): Set
   return new Set(allowed.filter((op) => group.operations.includes(op)));
 }
 
+/**
+ * Administrators who could still manage users (admin role, no security lock in force, `admin.users`
+ * among their operations) once `change` is applied: a user changed or deleted (`after` null), or a
+ * group changed. Zero means the HTTP API would have nobody left to manage accounts.
+ */
+export async function userManagersAfter(
+  store: PlatformStore,
+  now: number,
+  change: { user?: { username: string; after: UserRecord | null }; group?: GroupRecord },
+): Promise<number> {
+  let count = 0;
+  for (const current of await store.listUsers()) {
+    const user = change.user && change.user.username === current.username ? change.user.after : current;
+    if (!user || user.role !== 'admin') continue;
+    if (user.lockedForSecurityReasons && (user.lockedUntil === null || user.lockedUntil > now)) continue;
+    const group =
+      user.group === null ? null : change.group && change.group.name === user.group ? change.group : await store.getGroup(user.group);
+    if (userOperations(user, group).has('admin.users')) count++;
+  }
+  return count;
+}
+
+const noUserManager = (): RelayError =>
+  new RelayError('RELAY_ERR_LAST_ADMIN', 'after this change no administrator could manage users (role admin, unlocked, with admin.users)');
+
+/**
+ * Throws RELAY_ERR_LAST_ADMIN when `change` would take away the last administrator able to manage
+ * users. A change that takes nobody away (a new password for a locked last admin, say) passes.
+ */
+export async function keepUserManager(store: PlatformStore, now: number, change: Parameters<typeof userManagersAfter>[2]): Promise<void> {
+  if ((await userManagersAfter(store, now, change)) > 0) return;
+  if ((await userManagersAfter(store, now, {})) > 0) throw noUserManager();
+}
+
 export interface GroupView {
   name: string;
   role: Role;
@@ -155,6 +189,7 @@ export class Groups {
     const role = patch.role ?? cur.role;
     if (input.operations !== undefined || role !== cur.role) patch.operations = checkOperations(input.operations ?? cur.operations, role);
     if (input.description !== undefined) patch.description = checkDescription(input.description);
+    if (cur.role === 'admin') await keepUserManager(this.store, this.clock.now(), { group: { ...cur, ...patch } });
     const next = await this.store.updateGroup(name, patch);
     if (!next) throw new RelayError('RELAY_ERR_GROUP_NOT_FOUND', `no such group: ${name}`);
     return next;

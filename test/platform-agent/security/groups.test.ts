@@ -148,3 +148,23 @@ describe('groups: administration and authorization', () => {
     await rejectsWith(groups().authorize('nobody', 'api.read'), 'RELAY_ERR_FORBIDDEN');
   });
 });
+
+describe('groups: someone can always manage users', () => {
+  it('refuses to take admin.users from the last administrator who has it, by group change or by moving the user', async () => {
+    await env().addUser('root', 'admin');
+    await groups().create({ name: 'auditors', role: 'admin', operations: ['admin.settings'] });
+    await groups().create({ name: 'managers', role: 'admin', operations: ['admin.users', 'admin.settings'] });
+    // Moving the only administrator into a group without admin.users.
+    await rejectsWith(env().accounts.update('root', { group: 'auditors' }), 'RELAY_ERR_LAST_ADMIN');
+    await env().accounts.update('root', { group: 'managers' });
+    // Taking admin.users from the group the only administrator is in.
+    await rejectsWith(groups().update('managers', { operations: ['admin.settings'] }), 'RELAY_ERR_LAST_ADMIN');
+    // With a second manager, both changes are fine.
+    await env().addUser('second', 'admin');
+    await env().accounts.update('root', { group: 'auditors' });
+    await rejectsWith(env().accounts.update('second', { locked_for_security_reasons: true }), 'RELAY_ERR_LAST_ADMIN');
+    await rejectsWith(env().accounts.delete('second'), 'RELAY_ERR_LAST_ADMIN');
+    // A change that takes nobody away passes, e.g. a new password.
+    await env().accounts.update('second', { password: 'a new long secret' });
+  });
+});

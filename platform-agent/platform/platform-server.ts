@@ -16,6 +16,7 @@ import { RelayError } from '../../shared/errors.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
+import { ConsoleRoutes } from '../console/console-routes.js';
 import { Accounts } from '../security/accounts.js';
 import { AuthService, type AuthEvent } from '../security/auth.js';
 import { Groups } from '../security/groups.js';
@@ -62,6 +63,9 @@ export class PlatformServer {
   private readonly authRoutes: AuthRoutes;
   private readonly adminRoutes: AdminRoutes;
   private readonly gateway: Gateway | null;
+  private readonly consoleRoutes: ConsoleRoutes;
+  /** Connections of the internal listener: only they see the control panel, never tunnel streams. */
+  private readonly internalSockets = new WeakSet<object>();
   private readonly listeners: http.Server[] = [];
   private readonly pruneTimer: NodeJS.Timeout;
 
@@ -76,6 +80,9 @@ export class PlatformServer {
     const mobile = new MobileAuthenticators(this.store, this.auth, this.clock);
     this.authRoutes = new AuthRoutes(this.auth, mobile, (req) => isTls(req.socket));
     this.adminRoutes = new AdminRoutes(this.store, this.auth, this.accounts, this.groups, this.authRoutes, this.clock, this.logger);
+    this.consoleRoutes = new ConsoleRoutes(this.store, this.auth, this.accounts, this.groups, this.clock, this.logger, (req) =>
+      isTls(req.socket),
+    );
     this.gateway = opts.backend ? new Gateway(opts.backend, this.logger, opts.backendCa ? { ca: opts.backendCa } : {}) : null;
     this.ipGuard = new IpGuard({
       dir: opts.dataDir,
@@ -106,7 +113,10 @@ export class PlatformServer {
   /** Also listens on an internal address for clients and administrators inside the network. */
   async listen(host: string, port: number): Promise<AddressInfo> {
     const listener = this.createHttpServer();
-    listener.on('connection', (socket: Socket) => socket.setNoDelay(true));
+    listener.on('connection', (socket: Socket) => {
+      socket.setNoDelay(true);
+      this.internalSockets.add(socket);
+    });
     // Same handler; a second server object so that closing the internal listener never touches tunnel streams.
     await new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
@@ -186,6 +196,8 @@ export class PlatformServer {
         await this.authRoutes.logout(req, res, 'api');
         return true;
     }
+    if (path === '/console' || path.startsWith('/console/'))
+      return this.internalSockets.has(req.socket) && this.consoleRoutes.handle(req, res, path, ctx);
     if (path !== '/api' && !path.startsWith('/api/')) return false;
     const who = await this.authRoutes.identify(req, ctx);
     if (path === '/api/v1/me') {

@@ -1,0 +1,347 @@
+/**
+ * The control panel under `/console/`: server-rendered pages for administrators, served on the
+ * internal listener only (PlatformServer decides; a tunnel stream never reaches this file).
+ *
+ * Session: the administrator's access token (audience `admin`) in an HttpOnly, SameSite=Strict
+ * cookie, Secure over TLS. Each page authenticates it through AuthService, so the inactivity
+ * timeout applies; an expired or invalid token sends the browser to the login page with "Your
+ * session expired. Log in again." CSRF: each POST form carries an HMAC of the session token (of a
+ * pre-login nonce cookie, for the login form) under a key made at start; a POST without it is 403.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Clock } from '../../shared/clock.js';
+import { RelayError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { RequestContext } from '../platform/auth-routes.js';
+import { cookie } from '../platform/http-io.js';
+import { userView, type Accounts } from '../security/accounts.js';
+import type { AuthService } from '../security/auth.js';
+import type { Groups, Operation } from '../security/groups.js';
+import { applySettingsPatch, lockoutPolicy } from '../security/settings.js';
+import type { TokenClaims } from '../security/tokens.js';
+import type { PlatformStore } from '../store/store.js';
+import { csrfInput, esc, page, redirect, sendCss, sendHtml } from './html.js';
+import {
+  CONFIRM_INVALIDATE,
+  CONFIRM_ROTATE,
+  INVALIDATE_WARNING,
+  patchFromValues,
+  securityPage,
+  valuesFromForm,
+  valuesFromSettings,
+  type FieldError,
+} from './security-page.js';
+import { filterUsers, LOCK_FIELD, usersPage } from './users-page.js';
+
+export const SESSION_COOKIE = 'console_session';
+/** The pre-login nonce the login form's CSRF token is bound to. */
+export const LOGIN_COOKIE = 'console_login';
+export const SESSION_EXPIRED_MESSAGE = 'Your session expired. Log in again.';
+
+/** Largest form body the console reads; its forms are a few hundred bytes. */
+const MAX_FORM_BYTES = 16 * 1024;
+
+const LOGIN_MESSAGES: Record<string, string> = {
+  expired: SESSION_EXPIRED_MESSAGE,
+  out: 'You have logged out.',
+  tokens: 'Security settings saved. The token validity changed, so everyone, you included, must log in again.',
+  key: 'A new signing key was generated. Everyone, you included, must log in again.',
+};
+
+interface Session {
+  token: string;
+  claims: TokenClaims;
+  csrf: string;
+}
+
+async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
+  const type = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  if (type !== 'application/x-www-form-urlencoded') {
+    req.resume();
+    throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'expected a form (application/x-www-form-urlencoded)');
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_FORM_BYTES) {
+      req.resume();
+      throw new RelayError('RELAY_ERR_BODY_TOO_LARGE', `the form is over ${MAX_FORM_BYTES} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+export class ConsoleRoutes {
+  /** Per-process key for CSRF tokens: a restart invalidates open forms, never a session. */
+  private readonly csrfKey = randomBytes(32);
+
+  constructor(
+    private readonly store: PlatformStore,
+    private readonly auth: AuthService,
+    private readonly accounts: Accounts,
+    private readonly groups: Groups,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+    /** Whether the request came over TLS (cookies get `Secure`). */
+    private readonly secure: (req: IncomingMessage) => boolean,
+  ) {}
+
+  private csrfToken(purpose: 'session' | 'login', value: string): string {
+    return createHmac('sha256', this.csrfKey).update(`${purpose}\0${value}`).digest('base64url');
+  }
+
+  private csrfOk(form: URLSearchParams, purpose: 'session' | 'login', value: string | undefined): boolean {
+    const sent = Buffer.from(form.get('csrf') ?? '');
+    if (value === undefined) return false;
+    const expected = Buffer.from(this.csrfToken(purpose, value));
+    return sent.length === expected.length && timingSafeEqual(sent, expected);
+  }
+
+  private cookieHeader(req: IncomingMessage, name: string, value: string, maxAgeSeconds?: number): string {
+    const age = maxAgeSeconds === undefined ? '' : `; Max-Age=${maxAgeSeconds}`;
+    return `${name}=${value}; Path=/console; HttpOnly; SameSite=Strict${this.secure(req) ? '; Secure' : ''}${age}`;
+  }
+
+  /** Serves `path` (the whole path, `/console` or below `/console/`); false when no page matches (404). */
+  async handle(req: IncomingMessage, res: ServerResponse, path: string, ctx: RequestContext): Promise<boolean> {
+    if (path === '/console') {
+      redirect(res, '/console/');
+      return true;
+    }
+    const sub = path.slice('/console/'.length);
+    const method = req.method ?? 'GET';
+    const query = new URL(req.url ?? '/', 'http://console.invalid').searchParams;
+    try {
+      if (sub === 'console.css' && method === 'GET') {
+        sendCss(res);
+        return true;
+      }
+      if (sub === 'login') {
+        if (method === 'POST') await this.login(req, res, ctx);
+        else this.loginPage(req, res, 200, LOGIN_MESSAGES[query.get('m') ?? ''] ?? null, '');
+        return true;
+      }
+      const userLock = /^users\/([^/]+)\/lock$/.exec(sub);
+      const known = ['', 'logout', 'settings/security', 'settings/security/rotate-signing-key', 'users'].includes(sub) || userLock;
+      if (!known) return false;
+
+      const session = await this.session(req, res);
+      if (!session) return true;
+      let form: URLSearchParams | null = null;
+      if (method === 'POST') {
+        form = await readForm(req);
+        if (!this.csrfOk(form, 'session', session.token)) {
+          this.errorPage(res, 403, 'Forbidden', 'The form was missing its security token. Reload the page and try again.', session.csrf);
+          return true;
+        }
+      } else if (method !== 'GET' && method !== 'HEAD') {
+        this.errorPage(res, 405, 'Method not allowed', 'Use the forms on the page.', session.csrf);
+        return true;
+      }
+
+      if (sub === '' || (sub === 'logout' && !form)) redirect(res, '/console/settings/security');
+      else if (sub === 'logout') await this.logout(req, res, session);
+      else if (sub === 'settings/security') {
+        await this.authorize(session, 'admin.settings');
+        if (form) await this.saveSettings(req, res, session, form);
+        else await this.settingsPage(res, session, query.get('saved') ? 'Security settings saved.' : null);
+      } else if (sub === 'settings/security/rotate-signing-key') {
+        await this.authorize(session, 'admin.settings');
+        if (form) await this.rotateKey(req, res, session, form);
+        else redirect(res, '/console/settings/security');
+      } else if (sub === 'users') {
+        await this.authorize(session, 'admin.users');
+        await this.usersPage(res, session, query.get('q') ?? '', query.get('unlocked'));
+      } else if (userLock) {
+        await this.authorize(session, 'admin.users');
+        if (form) await this.saveLock(res, session, decodeURIComponent(userLock[1]!), form);
+        else redirect(res, '/console/users');
+      }
+      return true;
+    } catch (err) {
+      if (!(err instanceof RelayError) || err.httpStatus === undefined) throw err;
+      if (err.httpStatus === 401) this.expired(req, res);
+      else this.errorPage(res, err.httpStatus, 'Error', err.message, undefined);
+      return true;
+    }
+  }
+
+  /** The session, or null after redirecting to the login page (with the expiry message when a token was there). */
+  private async session(req: IncomingMessage, res: ServerResponse): Promise<Session | null> {
+    const token = cookie(req, SESSION_COOKIE);
+    if (!token) {
+      redirect(res, '/console/login');
+      return null;
+    }
+    try {
+      const claims = await this.auth.authenticate(token, 'admin');
+      return { token, claims, csrf: this.csrfToken('session', token) };
+    } catch (err) {
+      if (err instanceof RelayError && err.httpStatus === 401) {
+        this.expired(req, res);
+        return null;
+      }
+      throw err;
+    }
+  }
+
+  private expired(req: IncomingMessage, res: ServerResponse): void {
+    redirect(res, '/console/login?m=expired', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
+  }
+
+  private async authorize(session: Session, operation: Operation): Promise<void> {
+    await this.groups.authorize(session.claims.sub, operation);
+  }
+
+  private errorPage(res: ServerResponse, status: number, title: string, message: string, csrf: string | undefined): void {
+    const body = `<h2>${esc(title)}</h2><p class="alert" role="alert">${esc(message)}</p><p><a href="/console/">Back to the control panel</a></p>`;
+    sendHtml(res, status, page({ title, body, ...(csrf !== undefined ? { csrf } : {}) }));
+  }
+
+  private loginPage(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    message: string | null,
+    username: string,
+    isError = false,
+  ): void {
+    const nonce = cookie(req, LOGIN_COOKIE) ?? randomBytes(16).toString('base64url');
+    const note = message ? `<p class="${isError ? 'alert' : 'notice'}" role="${isError ? 'alert' : 'status'}">${esc(message)}</p>` : '';
+    const body = `<div class="login"><h2>Administrator login</h2>${note}
+<form method="post" action="/console/login">${csrfInput(this.csrfToken('login', nonce))}
+<fieldset><legend>Log in</legend>
+<div class="row"><label for="username">User name</label><div class="inputs"><input type="text" id="username" name="username" value="${esc(username)}" autocomplete="username" required autofocus></div></div>
+<div class="row"><label for="password">Password</label><div class="inputs"><input type="password" id="password" name="password" autocomplete="current-password" required></div></div>
+</fieldset><div class="actions"><button type="submit">Log in</button></div></form></div>`;
+    sendHtml(res, status, page({ title: 'Log in', body }), { 'set-cookie': this.cookieHeader(req, LOGIN_COOKIE, nonce) });
+  }
+
+  private async login(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
+    const form = await readForm(req);
+    const username = (form.get('username') ?? '').slice(0, 256);
+    if (!this.csrfOk(form, 'login', cookie(req, LOGIN_COOKIE))) {
+      this.loginPage(req, res, 403, 'The login form expired. Try again.', username, true);
+      return;
+    }
+    try {
+      const pair = await this.auth.login({
+        username,
+        password: (form.get('password') ?? '').slice(0, 1024),
+        deviceId: `admin-console@${ctx.ip}`,
+        ip: ctx.ip,
+        ipDecision: ctx.ipDecision,
+        audience: 'admin',
+      });
+      redirect(res, '/console/settings/security', {
+        'set-cookie': [this.cookieHeader(req, SESSION_COOKIE, pair.access_token), this.cookieHeader(req, LOGIN_COOKIE, '', 0)],
+      });
+    } catch (err) {
+      if (!(err instanceof RelayError) || err.httpStatus === undefined) throw err;
+      const message =
+        err.code === 'RELAY_ERR_INVALID_CREDENTIALS'
+          ? 'Wrong user name or password, or the account may not log in here.'
+          : err.retryAfterSeconds !== undefined
+            ? `${err.message}. Try again in ${Math.ceil(err.retryAfterSeconds / 60)} min.`
+            : err.message;
+      this.loginPage(req, res, err.httpStatus, message, username, true);
+    }
+  }
+
+  private async logout(req: IncomingMessage, res: ServerResponse, session: Session): Promise<void> {
+    await this.auth.logout(session.claims);
+    this.logger.info({ event: 'console_logout', username: session.claims.sub }, 'administrator logged out of the control panel');
+    redirect(res, '/console/login?m=out', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
+  }
+
+  private async settingsPage(res: ServerResponse, session: Session, notice: string | null): Promise<void> {
+    const { settings } = await this.store.getSettings();
+    const body = securityPage({ values: valuesFromSettings(settings), csrf: session.csrf, error: null, notice });
+    sendHtml(res, 200, page({ title: 'Settings → Security', current: 'settings', csrf: session.csrf, body }));
+  }
+
+  private async saveSettings(req: IncomingMessage, res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
+    const values = valuesFromForm(form);
+    const again = (error: FieldError): void => {
+      const body = securityPage({ values, csrf: session.csrf, error, notice: null });
+      sendHtml(res, 400, page({ title: 'Settings → Security', current: 'settings', csrf: session.csrf, body }));
+    };
+    const { settings } = await this.store.getSettings();
+    let change;
+    try {
+      change = applySettingsPatch(settings, patchFromValues(values));
+    } catch (err) {
+      const field = err instanceof RelayError ? err.details?.field : undefined;
+      if (typeof field !== 'string') throw err;
+      again({ field, message: (err as RelayError).message.replace(`${field}: `, '') });
+      return;
+    }
+    if (change.invalidatesTokens && values[CONFIRM_INVALIDATE] !== 'on') {
+      again({ field: CONFIRM_INVALIDATE, message: `${INVALIDATE_WARNING}: tick the box to confirm, then save again.` });
+      return;
+    }
+    const now = this.clock.now();
+    await this.store.saveSettings(change.next, {
+      invalidateTokens: change.invalidatesTokens,
+      recalculateLocks: change.recalculatesLocks ? lockoutPolicy(change.next) : null,
+      now,
+    });
+    this.logger.info(
+      {
+        event: 'settings_changed',
+        by: session.claims.sub,
+        via: 'console',
+        invalidatedTokens: change.invalidatesTokens,
+        recalculatedLocks: change.recalculatesLocks,
+      },
+      'security settings changed',
+    );
+    if (change.invalidatesTokens) redirect(res, '/console/login?m=tokens', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
+    else redirect(res, '/console/settings/security?saved=1');
+  }
+
+  private async rotateKey(req: IncomingMessage, res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
+    if (form.get(CONFIRM_ROTATE) !== 'on') {
+      const { settings } = await this.store.getSettings();
+      const error = { field: CONFIRM_ROTATE, message: 'Tick the box to confirm, then generate the key again.' };
+      const body = securityPage({ values: valuesFromSettings(settings), csrf: session.csrf, error, notice: null });
+      sendHtml(res, 400, page({ title: 'Settings → Security', current: 'settings', csrf: session.csrf, body }));
+      return;
+    }
+    await this.auth.tokens.rotateKey();
+    this.logger.warn(
+      { event: 'signing_key_rotated', by: session.claims.sub, via: 'console' },
+      'signing key rotated: every token issued before is invalid',
+    );
+    redirect(res, '/console/login?m=key', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
+  }
+
+  private async usersPage(res: ServerResponse, session: Session, q: string, unlocked: string | null): Promise<void> {
+    const now = this.clock.now();
+    const { settings } = await this.store.getSettings();
+    const users = (await this.store.listUsers()).map((u) => userView(u, settings, now));
+    const body = usersPage({
+      users: filterUsers(users, q),
+      q,
+      csrf: session.csrf,
+      notice: unlocked ? `${unlocked} is unlocked.` : null,
+      error: null,
+    });
+    sendHtml(res, 200, page({ title: 'Users', current: 'users', csrf: session.csrf, body }));
+  }
+
+  private async saveLock(res: ServerResponse, session: Session, username: string, form: URLSearchParams): Promise<void> {
+    const q = form.get('q') ?? '';
+    const back = (extra: string): string => `/console/users?q=${encodeURIComponent(q)}${extra}`;
+    if (form.get(LOCK_FIELD) === 'on') {
+      redirect(res, back(''));
+      return;
+    }
+    await this.accounts.update(username, { locked_for_security_reasons: false });
+    this.logger.info({ event: 'user_changed', username, fields: [LOCK_FIELD], by: session.claims.sub, via: 'console' }, 'user unlocked');
+    redirect(res, back(`&unlocked=${encodeURIComponent(username)}`));
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The control panel's HTML: escaping, the page frame, and the one stylesheet. Every value that
+ * reaches a page goes through `esc` (or `attr`); templates never concatenate raw input.
+ */
+import type { ServerResponse } from 'node:http';
+
+export const CONSOLE_PREFIX = '/console/';
+
+const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+/** Escapes text for element content and quoted attribute values alike. */
+export function esc(value: unknown): string {
+  return String(value ?? '').replace(/[&<>"']/g, (c) => ENTITIES[c]!);
+}
+
+/** The stylesheet, served at /console/console.css so that the CSP needs no inline styles. */
+export const CSS = `
+*{box-sizing:border-box}
+body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;background:#f3f5f8}
+header{display:flex;align-items:center;gap:24px;padding:10px 24px;background:#1f3a5f;color:#fff}
+header h1{font-size:17px;margin:0 16px 0 0}
+header nav{display:flex;gap:16px;flex:1}
+header a{color:#fff;text-decoration:none;padding:4px 2px;border-bottom:2px solid transparent}
+header a[aria-current=page]{border-bottom-color:#9cc3ff}
+header a:focus-visible,button:focus-visible,input:focus-visible{outline:3px solid #f5b400;outline-offset:2px}
+header form{margin:0}
+header button{background:transparent;color:#fff;border:1px solid #9cc3ff}
+main{max-width:1040px;margin:24px auto;padding:0 24px}
+h2{font-size:22px;margin:0 0 16px}
+fieldset{background:#fff;border:1px solid #d5dbe5;border-radius:6px;margin:0 0 20px;padding:12px 20px 16px}
+legend{font-weight:600;font-size:16px;padding:0 6px}
+.row{display:grid;grid-template-columns:320px 1fr;gap:12px;align-items:start;padding:8px 0;border-top:1px solid #eef1f5}
+.row:first-of-type{border-top:0}
+.row>label,.row>.label{font-weight:500;padding-top:6px}
+.inputs{display:flex;flex-wrap:wrap;gap:8px 14px;align-items:center}
+.inputs label{display:inline-flex;gap:6px;align-items:center}
+input[type=text],input[type=number],input[type=password],input[type=search]{font:inherit;padding:5px 8px;border:1px solid #aab4c3;border-radius:4px;background:#fff}
+input[type=number]{width:7.5em}
+input[type=checkbox]{width:18px;height:18px}
+.inputs p{margin:0}
+.hint{color:#5b6678;font-size:13px;width:100%}
+.error{color:#b00020;font-weight:600;width:100%}
+.row.invalid input{border-color:#b00020}
+.warning{background:#fff6df;border:1px solid #e9c46a;border-radius:4px;padding:8px 12px;margin:4px 0 8px}
+.notice{background:#e7f4ea;border:1px solid #7cbf8e;border-radius:4px;padding:8px 12px;margin:0 0 16px}
+.alert{background:#fdecee;border:1px solid #e0a0a8;border-radius:4px;padding:8px 12px;margin:0 0 16px}
+button{font:inherit;padding:6px 16px;border-radius:4px;border:1px solid #1f3a5f;background:#1f3a5f;color:#fff;cursor:pointer}
+button.secondary{background:#fff;color:#1f3a5f}
+.actions{display:flex;gap:12px;align-items:center;margin:0 0 24px}
+table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #d5dbe5}
+th,td{text-align:left;padding:8px 12px;border-top:1px solid #e3e7ee;vertical-align:middle}
+th{background:#eef1f5;font-weight:600}
+td form{display:flex;gap:10px;align-items:center;margin:0}
+.locked{color:#b00020;font-weight:600}
+.search{display:flex;gap:8px;align-items:center;margin:0 0 16px}
+.login{max-width:420px;margin:80px auto}
+.login .row{grid-template-columns:120px 1fr}
+`;
+
+export interface PageOptions {
+  title: string;
+  /** Which nav link is current; none on the login page (no nav either). */
+  current?: 'settings' | 'users';
+  /** The logout form needs the session's CSRF token; no nav without it. */
+  csrf?: string;
+  body: string;
+}
+
+export function page(o: PageOptions): string {
+  const link = (href: string, key: PageOptions['current'], text: string): string =>
+    `<a href="${href}"${o.current === key ? ' aria-current="page"' : ''}>${text}</a>`;
+  const nav =
+    o.csrf === undefined
+      ? ''
+      : `<nav aria-label="Sections">${link('/console/settings/security', 'settings', 'Settings → Security')}${link('/console/users', 'users', 'Users')}</nav>` +
+        `<form method="post" action="/console/logout">${csrfInput(o.csrf)}<button type="submit">Log out</button></form>`;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(o.title)} · Platform control panel</title><link rel="stylesheet" href="/console/console.css"></head>
+<body><header><h1>Platform control panel</h1>${nav}</header>
+<main>${o.body}</main></body></html>`;
+}
+
+export function csrfInput(token: string): string {
+  return `<input type="hidden" name="csrf" value="${esc(token)}">`;
+}
+
+const SECURITY_HEADERS = {
+  'cache-control': 'no-store',
+  'content-security-policy': "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
+export function sendHtml(res: ServerResponse, status: number, html: string, headers: Record<string, string | string[]> = {}): void {
+  res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'content-length': Buffer.byteLength(html),
+    ...SECURITY_HEADERS,
+    ...headers,
+  });
+  res.end(html);
+}
+
+export function sendCss(res: ServerResponse): void {
+  res.writeHead(200, {
+    'content-type': 'text/css; charset=utf-8',
+    'content-length': Buffer.byteLength(CSS),
+    'cache-control': 'no-cache',
+    'x-content-type-options': 'nosniff',
+  });
+  res.end(CSS);
+}
+
+/** 303 See Other: after a POST, the browser GETs `location`. */
+export function redirect(res: ServerResponse, location: string, headers: Record<string, string | string[]> = {}): void {
+  res.writeHead(303, { location, 'content-length': 0, ...SECURITY_HEADERS, ...headers });
+  res.end();
+}

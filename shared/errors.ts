@@ -91,7 +91,10 @@ const catalog = {
   RELAY_ERR_USER_EXISTS: { message: 'a user with that name already exists', httpStatus: 409 },
   RELAY_ERR_USER_NOT_FOUND: { message: 'no such user', httpStatus: 404 },
   RELAY_ERR_DEVICE_NOT_FOUND: { message: 'no such device', httpStatus: 404 },
-  RELAY_ERR_LAST_ADMIN: { message: 'the last administrator cannot be removed, demoted or locked', httpStatus: 409 },
+  RELAY_ERR_LAST_ADMIN: {
+    message: 'the last administrator who can manage users cannot be removed, demoted, locked or lose admin.users',
+    httpStatus: 409,
+  },
   RELAY_ERR_GROUP_EXISTS: { message: 'a user group with that name already exists', httpStatus: 409 },
   RELAY_ERR_GROUP_NOT_FOUND: { message: 'no such user group', httpStatus: 404 },
   RELAY_ERR_GROUP_IN_USE: { message: 'the user group still has users', httpStatus: 409 },

@@ -95,8 +95,7 @@ export async function userManagersAfter(
   return count;
 }
 
-const noUserManager = (): RelayError =>
-  new RelayError('RELAY_ERR_LAST_ADMIN', 'after this change no administrator could manage users (role admin, unlocked, with admin.users)');
+const noUserManager = (): RelayError => new RelayError('RELAY_ERR_LAST_ADMIN');
 
 /**
  * Throws RELAY_ERR_LAST_ADMIN when `change` would take away the last administrator able to manage

@@ -180,7 +180,9 @@ describe('platform-agent user …', () => {
     ]) {
       const r = await cli(args);
       expect(r.code, args.join(' ')).toBe(1);
-      expect(r.stderr).toBe('platform-agent: the last administrator cannot be removed, demoted or locked\n');
+      expect(r.stderr).toBe(
+        'platform-agent: the last administrator who can manage users cannot be removed, demoted, locked or lose admin.users\n',
+      );
     }
     expect(await cliJson(['user', 'show', 'root-admin'])).toMatchObject({ role: 'admin', locked_for_security_reasons: false });
 

@@ -32,6 +32,15 @@ import {
   valuesFromSettings,
   type FieldError,
 } from './security-page.js';
+import { devicesOfInterest, devicesPage } from './devices-page.js';
+import {
+  emptyGroupValues,
+  groupsPage,
+  groupValuesFromForm,
+  type GroupFormKey,
+  type GroupFormValues,
+  type GroupsPageInput,
+} from './groups-page.js';
 import { filterUsers, LOCK_FIELD, usersPage } from './users-page.js';
 
 export const SESSION_COOKIE = 'console_session';
@@ -125,7 +134,13 @@ export class ConsoleRoutes {
         return true;
       }
       const userLock = /^users\/([^/]+)\/lock$/.exec(sub);
-      const known = ['', 'logout', 'settings/security', 'settings/security/rotate-signing-key', 'users'].includes(sub) || userLock;
+      const groupPath = /^groups\/([^/]+?)(\/delete)?$/.exec(sub);
+      const deviceUnlock = /^devices\/([^/]+)\/unlock$/.exec(sub);
+      const known =
+        ['', 'logout', 'settings/security', 'settings/security/rotate-signing-key', 'users', 'groups', 'devices'].includes(sub) ||
+        userLock ||
+        groupPath ||
+        deviceUnlock;
       if (!known) return false;
 
       const session = await this.session(req, res);
@@ -159,6 +174,24 @@ export class ConsoleRoutes {
         await this.authorize(session, 'admin.users');
         if (form) await this.saveLock(res, session, decodeURIComponent(userLock[1]!), form);
         else redirect(res, '/console/users');
+      } else if (sub === 'groups') {
+        await this.authorize(session, 'admin.users');
+        if (form) await this.createGroup(res, session, form);
+        else await this.groupsPage(res, session, 200, { notice: groupNotice(query) });
+      } else if (groupPath) {
+        await this.authorize(session, 'admin.users');
+        const name = decodeURIComponent(groupPath[1]!);
+        if (!form) redirect(res, '/console/groups');
+        else if (groupPath[2]) await this.deleteGroup(res, session, name);
+        else await this.updateGroup(res, session, name, form);
+      } else if (sub === 'devices') {
+        await this.authorize(session, 'admin.devices');
+        const unlocked = query.get('unlocked');
+        await this.devicesPage(res, session, unlocked === null ? null : `Device ${unlocked} is unlocked.`);
+      } else if (deviceUnlock) {
+        await this.authorize(session, 'admin.devices');
+        if (form) await this.unlockDevice(res, session, decodeURIComponent(deviceUnlock[1]!));
+        else redirect(res, '/console/devices');
       }
       return true;
     } catch (err) {
@@ -344,4 +377,121 @@ export class ConsoleRoutes {
     this.logger.info({ event: 'user_changed', username, fields: [LOCK_FIELD], by: session.claims.sub, via: 'console' }, 'user unlocked');
     redirect(res, back(`&unlocked=${encodeURIComponent(username)}`));
   }
+
+  private async groupsPage(res: ServerResponse, session: Session, status: number, extra: Partial<GroupsPageInput>): Promise<void> {
+    const body = groupsPage({
+      groups: await this.groups.list(),
+      csrf: session.csrf,
+      notice: null,
+      alert: null,
+      error: null,
+      newValues: emptyGroupValues(),
+      editValues: null,
+      ...extra,
+    });
+    sendHtml(res, status, page({ title: 'Groups', current: 'groups', csrf: session.csrf, body }));
+  }
+
+  /**
+   * Shows a failed group change on the page: an error naming a field next to that field of `form`
+   * (with `values` kept), any other as a readable alert. Errors without an HTTP status are rethrown.
+   */
+  private async groupFailed(
+    res: ServerResponse,
+    session: Session,
+    err: unknown,
+    form: GroupFormKey,
+    values: GroupFormValues | null,
+  ): Promise<void> {
+    if (!(err instanceof RelayError) || err.httpStatus === undefined || err.httpStatus === 401 || err.httpStatus === 403) throw err;
+    let field = typeof err.details?.field === 'string' ? err.details.field : undefined;
+    if (field === undefined && err.code === 'RELAY_ERR_GROUP_EXISTS') field = 'name';
+    const message = sentence(field ? err.message.replace(`${field}: `, '') : err.message);
+    const kept = {
+      ...(values && form.kind === 'new' ? { newValues: values } : {}),
+      ...(values && form.kind === 'edit' ? { editValues: { group: form.group, values } } : {}),
+    };
+    if (field) await this.groupsPage(res, session, err.httpStatus, { ...kept, error: { field, message, form } });
+    else {
+      const what = form.kind === 'edit' ? `Group ${form.group}: ` : '';
+      await this.groupsPage(res, session, err.httpStatus, { ...kept, alert: `${what}${message}` });
+    }
+  }
+
+  private async createGroup(res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
+    const values = groupValuesFromForm(form);
+    try {
+      const group = await this.groups.create({
+        name: values.name,
+        role: values.role,
+        operations: values.operations,
+        ...(values.description ? { description: values.description } : {}),
+      });
+      this.logger.info(
+        { event: 'group_created', group: group.name, role: group.role, by: session.claims.sub, via: 'console' },
+        'user group created',
+      );
+      redirect(res, `/console/groups?created=${encodeURIComponent(group.name)}`);
+    } catch (err) {
+      await this.groupFailed(res, session, err, { kind: 'new' }, values);
+    }
+  }
+
+  private async updateGroup(res: ServerResponse, session: Session, name: string, form: URLSearchParams): Promise<void> {
+    const values = { ...groupValuesFromForm(form), name };
+    try {
+      await this.groups.update(name, { operations: values.operations, description: values.description || null });
+      this.logger.info(
+        { event: 'group_changed', group: name, fields: ['operations', 'description'], by: session.claims.sub, via: 'console' },
+        'user group changed',
+      );
+      redirect(res, `/console/groups?saved=${encodeURIComponent(name)}`);
+    } catch (err) {
+      await this.groupFailed(res, session, err, { kind: 'edit', group: name }, values);
+    }
+  }
+
+  private async deleteGroup(res: ServerResponse, session: Session, name: string): Promise<void> {
+    try {
+      await this.groups.delete(name);
+      this.logger.info({ event: 'group_deleted', group: name, by: session.claims.sub, via: 'console' }, 'user group deleted');
+      redirect(res, `/console/groups?deleted=${encodeURIComponent(name)}`);
+    } catch (err) {
+      if (err instanceof RelayError && err.code === 'RELAY_ERR_GROUP_IN_USE') {
+        const users = await this.store.countUsersInGroup(name);
+        const alert = `Group ${name} cannot be deleted: it still has ${users} ${users === 1 ? 'user' : 'users'}. Move them to another group first.`;
+        await this.groupsPage(res, session, 409, { alert });
+        return;
+      }
+      await this.groupFailed(res, session, err, { kind: 'edit', group: name }, null);
+    }
+  }
+
+  private async devicesPage(res: ServerResponse, session: Session, notice: string | null): Promise<void> {
+    const now = this.clock.now();
+    const devices = devicesOfInterest(await this.store.listDevices(), now);
+    const body = devicesPage({ devices, now, csrf: session.csrf, notice });
+    sendHtml(res, 200, page({ title: 'Devices', current: 'devices', csrf: session.csrf, body }));
+  }
+
+  private async unlockDevice(res: ServerResponse, session: Session, deviceId: string): Promise<void> {
+    if (!(await this.store.unlockDevice(deviceId))) throw new RelayError('RELAY_ERR_DEVICE_NOT_FOUND');
+    this.logger.info({ event: 'device_unlocked', deviceId, by: session.claims.sub, via: 'console' }, 'device unlocked');
+    redirect(res, `/console/devices?unlocked=${encodeURIComponent(deviceId)}`);
+  }
+}
+
+/** A message with a capital first letter (the vendor's wording otherwise kept as it is). */
+function sentence(message: string): string {
+  return message.charAt(0).toUpperCase() + message.slice(1);
+}
+
+function groupNotice(query: URLSearchParams): string | null {
+  const created = query.get('created');
+  const saved = query.get('saved');
+  const deleted = query.get('deleted');
+  if (created !== null) return `Group ${created} created.`;
+  if (saved !== null) return `Group ${saved} saved.`;
+  if (deleted !== null) return `Group ${deleted} deleted.`;
+  return null;
 }

@@ -54,13 +54,24 @@ td form{display:flex;gap:10px;align-items:center;margin:0}
 .locked{color:#b00020;font-weight:600}
 .search{display:flex;gap:8px;align-items:center;margin:0 0 16px}
 .login{max-width:420px;margin:80px auto}
+h3{font-size:18px;margin:28px 0 12px}
+select{font:inherit;padding:5px 8px;border:1px solid #aab4c3;border-radius:4px;background:#fff}
+select:focus-visible{outline:3px solid #f5b400;outline-offset:2px}
+.ops{flex-direction:column;align-items:flex-start;gap:6px}
+.op .hint{margin:0 0 0 24px}
+.opname{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;background:#eef1f5;border-radius:3px;padding:1px 5px;white-space:nowrap}
+td .opname{display:inline-block;margin:2px 0}
+form.delete{display:flex;gap:12px;align-items:center;margin:-8px 0 28px}
+form.delete button{white-space:nowrap}
+main table{margin:0 0 24px}
+.row.invalid select{border-color:#b00020}
 .login .row{grid-template-columns:120px 1fr}
 `;
 
 export interface PageOptions {
   title: string;
   /** Which nav link is current; none on the login page (no nav either). */
-  current?: 'settings' | 'users';
+  current?: 'settings' | 'users' | 'groups' | 'devices';
   /** The logout form needs the session's CSRF token; no nav without it. */
   csrf?: string;
   body: string;
@@ -72,7 +83,7 @@ export function page(o: PageOptions): string {
   const nav =
     o.csrf === undefined
       ? ''
-      : `<nav aria-label="Sections">${link('/console/settings/security', 'settings', 'Settings → Security')}${link('/console/users', 'users', 'Users')}</nav>` +
+      : `<nav aria-label="Sections">${link('/console/settings/security', 'settings', 'Settings → Security')}${link('/console/users', 'users', 'Users')}${link('/console/groups', 'groups', 'Groups')}${link('/console/devices', 'devices', 'Devices')}</nav>` +
         `<form method="post" action="/console/logout">${csrfInput(o.csrf)}<button type="submit">Log out</button></form>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

@@ -179,6 +179,68 @@ describe.skipIf(!hasChromium)('control panel in Chromium', () => {
     expect((await apiLogin('alice', 'correct-horse-1', 'phone-0')).status).toBe(200);
   });
 
+  it('creates a group only with an operation, shows the error next to the field, and lists it', async () => {
+    await logIn();
+    await page.getByRole('link', { name: 'Groups' }).click();
+    await page.waitForURL(`${base}/console/groups`);
+    const create = page.locator('#new-group');
+    await create.getByLabel('Group name').fill('field-staff');
+    await create.getByLabel('Role').selectOption('mobile');
+    await create.getByLabel('Description').fill('Phones in the field');
+    await page.getByRole('button', { name: 'Create group' }).click();
+    const row = create.locator('.row.invalid');
+    await expect.poll(() => row.count()).toBe(1);
+    expect(await row.innerText()).toMatch(/^Operations[\s\S]*A user group must have at least one operation/);
+    expect(await create.getByLabel('Group name').inputValue()).toBe('field-staff');
+    expect(await create.getByLabel('Description').inputValue()).toBe('Phones in the field');
+    expect(await create.getByLabel('api.read').getAttribute('aria-invalid')).toBe('true');
+    await shot('groups-no-operation');
+    expect(await server.store.getGroup('field-staff')).toBeNull();
+
+    await create.getByLabel('api.read').check();
+    await create.getByLabel('profile.read').check();
+    await page.getByRole('button', { name: 'Create group' }).click();
+    await page.waitForURL(`${base}/console/groups?created=field-staff`);
+    expect(await page.locator('main').innerText()).toContain('Group field-staff created.');
+    const listed = page.getByRole('row', { name: /field-staff/ });
+    expect(await listed.innerText()).toMatch(/field-staff\s+Mobile user\s+api\.read\s+profile\.read\s+0\s+Phones in the field/);
+    expect((await server.store.getGroup('field-staff'))?.operations).toEqual(['api.read', 'profile.read']);
+
+    // Editing it down to no operation is refused the same way; a group with users cannot be deleted.
+    const edit = page.locator('#edit-g0');
+    await edit.getByLabel('api.read').uncheck();
+    await edit.getByLabel('profile.read').uncheck();
+    await page.getByRole('button', { name: 'Save group field-staff' }).click();
+    await expect.poll(() => edit.locator('.row.invalid').innerText()).toContain('A user group must have at least one operation');
+    await server.accounts.create({ username: 'carol', password: 'correct-horse-1', role: 'mobile', group: 'field-staff' });
+    await page.getByRole('button', { name: 'Delete group field-staff' }).click();
+    await expect.poll(() => page.locator('.alert').innerText()).toContain('Group field-staff cannot be deleted: it still has 1 user.');
+    await shot('groups');
+    expect(await server.store.getGroup('field-staff')).not.toBeNull();
+  });
+
+  it('shows a device locked by failed logins and unlocks it from the Devices page', async () => {
+    writeFileSync(join(dir, 'whitelist.dat'), '127.0.0.0/8\n::1\n');
+    server.ipGuard.reload();
+    await server.accounts.create({ username: 'alice', password: 'correct-horse-1', role: 'mobile' });
+    for (let i = 0; i < 5; i++) expect((await apiLogin('alice', 'wrong-wrong', 'phone-7')).status).toBe(401);
+    expect((await apiLogin('alice', 'correct-horse-1', 'phone-7')).status).not.toBe(200);
+
+    await logIn();
+    await page.getByRole('link', { name: 'Devices' }).click();
+    await page.waitForURL(`${base}/console/devices`);
+    const device = page.getByRole('row', { name: /phone-7/ });
+    expect(await device.innerText()).toMatch(/phone-7\s+alice\s+\d+\s+Locked until \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC/);
+    await shot('devices');
+
+    await page.getByRole('button', { name: 'Unlock device phone-7' }).click();
+    await page.waitForURL(`${base}/console/devices?unlocked=phone-7`);
+    expect(await page.locator('main').innerText()).toContain('Device phone-7 is unlocked.');
+    expect(await page.getByRole('row', { name: /phone-7/ }).count()).toBe(0);
+    await shot('devices-unlocked');
+    expect((await apiLogin('alice', 'correct-horse-1', 'phone-7')).status).toBe(200);
+  });
+
   it('refuses a POST without the CSRF token bound to the session (403)', async () => {
     await logIn();
     const session = (await context.cookies()).find((c) => c.name === 'console_session');

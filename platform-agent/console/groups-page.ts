@@ -1,0 +1,133 @@
+/**
+ * Groups: the list (name, role, operations, users, description), the "New group" form, and per
+ * group an edit form (operations, description) and a delete button. Validation lives in
+ * security/groups.ts; a RelayError naming a field (`details.field`) comes back here and shows next
+ * to that field of the form it came from, with what the administrator typed kept.
+ */
+import type { GroupView } from '../security/groups.js';
+import { OPERATIONS } from '../security/groups.js';
+import { ROLES } from '../store/store.js';
+import { csrfInput, esc } from './html.js';
+import type { FieldError } from './security-page.js';
+
+/** What a group form holds: the typed values, kept when validation fails. */
+export interface GroupFormValues {
+  name: string;
+  role: string;
+  description: string;
+  operations: string[];
+}
+
+export const ROLE_LABELS: Record<string, string> = { mobile: 'Mobile user', external: 'External connection', admin: 'Administrator' };
+
+/** The values a submitted group form holds. */
+export function groupValuesFromForm(form: URLSearchParams): GroupFormValues {
+  return {
+    name: (form.get('name') ?? '').trim(),
+    role: form.get('role') ?? '',
+    description: (form.get('description') ?? '').trim(),
+    operations: form.getAll('operations'),
+  };
+}
+
+export const emptyGroupValues = (): GroupFormValues => ({ name: '', role: 'mobile', description: '', operations: [] });
+
+/** Which form an error or kept values belong to: the new-group form, or the edit form of one group. */
+export type GroupFormKey = { kind: 'new' } | { kind: 'edit'; group: string };
+
+export interface GroupsPageInput {
+  groups: GroupView[];
+  csrf: string;
+  notice: string | null;
+  /** A page-level error (group in use, not found). */
+  alert: string | null;
+  /** A field error, for the form named by `form`. */
+  error: (FieldError & { form: GroupFormKey }) | null;
+  /** The values the new-group form shows. */
+  newValues: GroupFormValues;
+  /** Typed values of the edit form that failed, to show instead of the stored group. */
+  editValues: { group: string; values: GroupFormValues } | null;
+}
+
+const slug = (s: string): string => s.replace(/[^A-Za-z0-9_-]/g, '-');
+
+function fieldError(prefix: string, field: string, error: FieldError | null): string {
+  return error && error.field === field ? `<p class="error" id="${prefix}-${field}-error" role="alert">${esc(error.message)}</p>` : '';
+}
+
+function describedBy(prefix: string, field: string, error: FieldError | null, hint = true): string {
+  const ids = [hint ? `${prefix}-${field}-hint` : '', error && error.field === field ? `${prefix}-${field}-error` : ''].filter(Boolean);
+  return ids.length ? ` aria-describedby="${ids.join(' ')}"` : '';
+}
+
+const invalidAttr = (field: string, error: FieldError | null): string => (error && error.field === field ? ' aria-invalid="true"' : '');
+const rowClass = (field: string, error: FieldError | null): string => `row${error && error.field === field ? ' invalid' : ''}`;
+
+function operationsRow(prefix: string, checked: string[], error: FieldError | null): string {
+  const boxes = OPERATIONS.map((op) => {
+    const id = `${prefix}-op-${slug(op.name)}`;
+    return `<div class="op"><label for="${id}"><input type="checkbox" id="${id}" name="operations" value="${esc(op.name)}"${checked.includes(op.name) ? ' checked' : ''} aria-describedby="${id}-hint"${invalidAttr('operations', error)}> <span class="opname">${esc(op.name)}</span></label>
+<p class="hint" id="${id}-hint">${esc(op.description)}${op.roles.length < ROLES.length ? `. ${op.roles.map((r) => ROLE_LABELS[r] ?? r).join(', ')} groups only.` : ''}</p></div>`;
+  }).join('');
+  return `<div class="${rowClass('operations', error)}" role="group" aria-labelledby="${prefix}-operations-label"${describedBy(prefix, 'operations', error, false)}>
+<span class="label" id="${prefix}-operations-label">Operations</span><div class="inputs ops">${boxes}${fieldError(prefix, 'operations', error)}</div></div>`;
+}
+
+function descriptionRow(prefix: string, value: string, error: FieldError | null): string {
+  return `<div class="${rowClass('description', error)}"><label for="${prefix}-description">Description</label><div class="inputs">
+<input type="text" id="${prefix}-description" name="description" value="${esc(value)}" size="50" maxlength="1000"${describedBy(prefix, 'description', error)}${invalidAttr('description', error)}>
+<p class="hint" id="${prefix}-description-hint">Optional.</p>${fieldError(prefix, 'description', error)}</div></div>`;
+}
+
+function newGroupForm(p: GroupsPageInput): string {
+  const error = p.error?.form.kind === 'new' ? p.error : null;
+  const v = p.newValues;
+  const options = ROLES.map((r) => `<option value="${esc(r)}"${v.role === r ? ' selected' : ''}>${esc(ROLE_LABELS[r] ?? r)}</option>`).join(
+    '',
+  );
+  return `<form method="post" action="/console/groups" id="new-group" novalidate>${csrfInput(p.csrf)}
+<fieldset><legend>New group</legend>
+<div class="${rowClass('name', error)}"><label for="new-name">Group name</label><div class="inputs">
+<input type="text" id="new-name" name="name" value="${esc(v.name)}" size="30" maxlength="64"${describedBy('new', 'name', error)}${invalidAttr('name', error)}>
+<p class="hint" id="new-name-hint">1-64 letters, digits and . _ @ - (not first).</p>${fieldError('new', 'name', error)}</div></div>
+<div class="${rowClass('role', error)}"><label for="new-role">Role</label><div class="inputs">
+<select id="new-role" name="role"${describedBy('new', 'role', error)}${invalidAttr('role', error)}>${options}</select>
+<p class="hint" id="new-role-hint">The role of the group's users; administrator operations need the Administrator role.</p>${fieldError('new', 'role', error)}</div></div>
+${descriptionRow('new', v.description, error)}
+${operationsRow('new', v.operations, error)}
+</fieldset><div class="actions"><button type="submit">Create group</button></div></form>`;
+}
+
+function editGroupForms(g: GroupView, index: number, p: GroupsPageInput): string {
+  const prefix = `g${index}`;
+  const error = p.error?.form.kind === 'edit' && p.error.form.group === g.name ? p.error : null;
+  const kept = p.editValues?.group === g.name ? p.editValues.values : null;
+  const name = esc(encodeURIComponent(g.name));
+  return `<form method="post" action="/console/groups/${name}" id="edit-${prefix}" novalidate>${csrfInput(p.csrf)}
+<fieldset><legend>Edit group ${esc(g.name)} <span class="hint">(${esc(ROLE_LABELS[g.role] ?? g.role)})</span></legend>
+${descriptionRow(prefix, kept ? kept.description : (g.description ?? ''), error)}
+${operationsRow(prefix, kept ? kept.operations : g.operations, error)}
+<div class="actions"><button type="submit" aria-label="Save group ${esc(g.name)}">Save</button></div></fieldset></form>
+<form method="post" action="/console/groups/${name}/delete" class="delete">${csrfInput(p.csrf)}
+<button type="submit" class="secondary" aria-label="Delete group ${esc(g.name)}">Delete group ${esc(g.name)}</button>
+<span class="hint">Only a group without users can be deleted.</span></form>`;
+}
+
+/** The body of Groups. */
+export function groupsPage(p: GroupsPageInput): string {
+  const rows = p.groups
+    .map(
+      (g) =>
+        `<tr><td>${esc(g.name)}</td><td>${esc(ROLE_LABELS[g.role] ?? g.role)}</td><td>${g.operations.map((o) => `<span class="opname">${esc(o)}</span>`).join(' ')}</td>` +
+        `<td>${g.users}</td><td>${esc(g.description ?? '')}</td></tr>`,
+    )
+    .join('\n');
+  return `<h2>Groups</h2>
+${p.notice ? `<p class="notice" role="status">${esc(p.notice)}</p>` : ''}
+${p.alert ? `<p class="alert" role="alert">${esc(p.alert)}</p>` : ''}
+<table><caption class="hint">${p.groups.length} ${p.groups.length === 1 ? 'group' : 'groups'}</caption>
+<thead><tr><th scope="col">Name</th><th scope="col">Role</th><th scope="col">Operations</th><th scope="col">Users</th><th scope="col">Description</th></tr></thead>
+<tbody>${rows || '<tr><td colspan="5">No groups yet.</td></tr>'}</tbody></table>
+${newGroupForm(p)}
+${p.groups.length ? `<h3>Edit groups</h3>${p.groups.map((g, i) => editGroupForms(g, i, p)).join('\n')}` : ''}`;
+}

@@ -17,7 +17,7 @@ import { defaults } from '../shared/defaults.js';
 import { RelayError } from '../shared/errors.js';
 import { Accounts, checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/accounts.js';
 import { Groups, OPERATIONS, type GroupView } from './security/groups.js';
-import { applySettingsPatch, lockoutPolicy, patchFromAssignments, type SecuritySettings } from './security/settings.js';
+import { applySettingsPatch, lockoutPolicy, patchFromAssignments, saveSettingsChange, type SecuritySettings } from './security/settings.js';
 import { DB_FILE, SqliteStore } from './store/sqlite-store.js';
 import { ROLES, type DeviceRecord, type UserRecord } from './store/store.js';
 
@@ -471,11 +471,7 @@ async function settingsSet(ctx: Ctx, argv: Args): Promise<void> {
   const change = applySettingsPatch(current, patchFromAssignments((argv.assignments as unknown[]).map(String)));
   const changed = settingsDiff(current, change.next);
   if (changed.length > 0) {
-    await ctx.store.saveSettings(change.next, {
-      invalidateTokens: change.invalidatesTokens,
-      recalculateLocks: change.recalculatesLocks ? lockoutPolicy(change.next) : null,
-      now: systemClock.now(),
-    });
+    await saveSettingsChange(ctx.store, change, systemClock.now());
   }
   const tokensInvalidated = changed.length > 0 && change.invalidatesTokens;
   const locksRecalculated = changed.length > 0 && change.recalculatesLocks;

@@ -17,7 +17,7 @@ import { Relay, relayConfig, type PlatformPort, type RelayIpRules } from './rela
 import { registerStatusCommand } from './status-cli.js';
 import { CertReloader } from './tls/cert-reloader.js';
 import { registerTokenCommands } from './token-cli.js';
-import { DEFAULT_PLATFORM, hashToken, parseCredentials, type AgentCredential } from './tunnel/agent-credentials.js';
+import { DEFAULT_PLATFORM, hashToken, ID_RULE, isValidId, parseCredentials, type AgentCredential } from './tunnel/agent-credentials.js';
 
 type Args = Record<string, unknown>;
 
@@ -117,7 +117,7 @@ function readCredentials(file: string): AgentCredential[] {
 
 function platformId(option: string, value: unknown): string {
   const id = String(value ?? DEFAULT_PLATFORM);
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) throw configError(option, value, 'expected 1-64 of A-Z a-z 0-9 . _ - (not first)');
+  if (!isValidId(id)) throw configError(option, value, ID_RULE);
   return id;
 }
 

@@ -14,11 +14,11 @@ import type { Clock } from '../../shared/clock.js';
 import { RelayError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { RequestContext } from '../platform/auth-routes.js';
-import { cookie } from '../platform/http-io.js';
+import { cookie, readBody } from '../platform/http-io.js';
 import { userView, type Accounts } from '../security/accounts.js';
 import type { AuthService } from '../security/auth.js';
 import type { Groups, Operation } from '../security/groups.js';
-import { applySettingsPatch, lockoutPolicy } from '../security/settings.js';
+import { applySettingsPatch, saveSettingsChange } from '../security/settings.js';
 import type { TokenClaims } from '../security/tokens.js';
 import type { PlatformStore } from '../store/store.js';
 import { csrfInput, esc, page, redirect, sendCss, sendHtml } from './html.js';
@@ -70,17 +70,7 @@ async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
     req.resume();
     throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'expected a form (application/x-www-form-urlencoded)');
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_FORM_BYTES) {
-      req.resume();
-      throw new RelayError('RELAY_ERR_BODY_TOO_LARGE', `the form is over ${MAX_FORM_BYTES} bytes`);
-    }
-    chunks.push(chunk);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  return new URLSearchParams((await readBody(req, MAX_FORM_BYTES)).toString('utf8'));
 }
 
 export class ConsoleRoutes {
@@ -316,12 +306,7 @@ export class ConsoleRoutes {
       again({ field: CONFIRM_INVALIDATE, message: `${INVALIDATE_WARNING}: tick the box to confirm, then save again.` });
       return;
     }
-    const now = this.clock.now();
-    await this.store.saveSettings(change.next, {
-      invalidateTokens: change.invalidatesTokens,
-      recalculateLocks: change.recalculatesLocks ? lockoutPolicy(change.next) : null,
-      now,
-    });
+    await saveSettingsChange(this.store, change, this.clock.now());
     this.logger.info(
       {
         event: 'settings_changed',

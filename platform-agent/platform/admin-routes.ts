@@ -13,7 +13,7 @@ import type { Accounts } from '../security/accounts.js';
 import { userView } from '../security/accounts.js';
 import type { AuthService } from '../security/auth.js';
 import { OPERATIONS, type Groups, type Operation } from '../security/groups.js';
-import { applySettingsPatch, lockoutPolicy } from '../security/settings.js';
+import { applySettingsPatch, saveSettingsChange } from '../security/settings.js';
 import type { TokenClaims } from '../security/tokens.js';
 import type { DeviceRecord, PlatformStore } from '../store/store.js';
 import type { AuthRoutes, RequestContext } from './auth-routes.js';
@@ -93,11 +93,7 @@ export class AdminRoutes {
       if (method !== 'PATCH') throw methodNotAllowed(['GET', 'PATCH']);
       const { settings } = await this.store.getSettings();
       const change = applySettingsPatch(settings, await readJson(req));
-      await this.store.saveSettings(change.next, {
-        invalidateTokens: change.invalidatesTokens,
-        recalculateLocks: change.recalculatesLocks ? lockoutPolicy(change.next) : null,
-        now,
-      });
+      await saveSettingsChange(this.store, change, now);
       this.logger.info(
         {
           event: 'settings_changed',

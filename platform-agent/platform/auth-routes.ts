@@ -109,11 +109,12 @@ export class AuthRoutes {
       };
     }
     const authorization = req.headers.authorization;
+    const device = deviceId(req, false);
     const result = await this.mobile.authenticate({
       ...(isMobileAuthorization(authorization) ? { authorization: authorization! } : {}),
       ...(header(req, MOBILE_TOKEN_HEADER) !== undefined ? { mobileToken: header(req, MOBILE_TOKEN_HEADER)! } : {}),
       ...(cookie(req, SESSION_COOKIE) !== undefined ? { sessionId: cookie(req, SESSION_COOKIE)! } : {}),
-      ...(deviceId(req, false) !== null ? { deviceId: deviceId(req, false)! } : {}),
+      ...(device !== null ? { deviceId: device } : {}),
       ip: ctx.ip,
       ipDecision: ctx.ipDecision,
     });
@@ -128,7 +129,7 @@ export class AuthRoutes {
     return {
       username: result.username,
       role: result.role,
-      deviceId: deviceId(req, false),
+      deviceId: device,
       via: result.via,
       expiresAt: null,
       familyId: null,

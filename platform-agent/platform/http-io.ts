@@ -41,27 +41,30 @@ export function sendError(res: ServerResponse, err: unknown): void {
   sendJson(res, 500, { error: 'internal', message: 'internal error' });
 }
 
-/** Reads a JSON object body up to MAX_JSON_BODY_BYTES (413 past it, 400 when it is not JSON). */
-export async function readJson(req: IncomingMessage, limit = MAX_JSON_BODY_BYTES): Promise<Record<string, unknown>> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) {
+/** Reads a whole request body up to `limit` bytes; past it, 413 (the rest of the body is drained, not kept). */
+export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = (): RelayError => {
     req.resume();
-    throw new RelayError('RELAY_ERR_BODY_TOO_LARGE', `the request body is over ${limit} bytes`);
-  }
+    return new RelayError('RELAY_ERR_BODY_TOO_LARGE', `the request body is over ${limit} bytes`);
+  };
+  if (Number(req.headers['content-length'] ?? 0) > limit) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > limit) {
-      req.resume();
-      throw new RelayError('RELAY_ERR_BODY_TOO_LARGE', `the request body is over ${limit} bytes`);
-    }
+    if (size > limit) throw tooLarge();
     chunks.push(chunk);
   }
-  if (size === 0) return {};
+  return Buffer.concat(chunks);
+}
+
+/** Reads a JSON object body up to MAX_JSON_BODY_BYTES (413 past it, 400 when it is not JSON). */
+export async function readJson(req: IncomingMessage, limit = MAX_JSON_BODY_BYTES): Promise<Record<string, unknown>> {
+  const body = await readBody(req, limit);
+  if (body.length === 0) return {};
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    value = JSON.parse(body.toString('utf8'));
   } catch {
     throw new RelayError('RELAY_ERR_INVALID_JSON');
   }

@@ -9,21 +9,11 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { daysUntil } from '../../shared/certs.js';
 import { systemClock, type Clock } from '../../shared/clock.js';
+import { edgeRejectReasons, type EdgeRejectReason } from '../edge/edge-stats.js';
 
-/** Why the edge turned a mobile connection or request away. */
-export const rejectReasons = [
-  'ip_blacklist',
-  'ip_not_whitelisted',
-  'per_ip_connections',
-  'per_ip_rate',
-  'headers_too_large',
-  'request_timeout',
-  'body_too_large',
-  'tunnel_streams',
-  'no_agent',
-  'draining',
-] as const;
-export type RejectReason = (typeof rejectReasons)[number];
+/** Why the edge turned a mobile connection or request away: the edge's own list (edge-stats.ts). */
+export const rejectReasons = edgeRejectReasons;
+export type RejectReason = EdgeRejectReason;
 
 /** Why an agent's tunnel upgrade was refused. */
 export const tunnelAuthFailureReasons = ['bad_token', 'bad_certificate', 'rate_limited'] as const;

@@ -15,6 +15,13 @@ import { RelayError } from '../../shared/errors.js';
 export const DEFAULT_PLATFORM = 'default';
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** What an agent, platform or certificate id may be, in the words errors use. */
+export const ID_RULE = 'expected 1-64 of A-Z a-z 0-9 . _ - (not first)';
+
+/** Whether `value` is a valid agent, platform or certificate id. */
+export function isValidId(value: unknown): value is string {
+  return typeof value === 'string' && ID.test(value);
+}
 
 export interface AgentCredential {
   id: string;
@@ -38,11 +45,7 @@ export function createToken(id: string, platform: string): { token: string; line
 }
 
 function checkId(field: string, value: unknown): string {
-  if (typeof value !== 'string' || !ID.test(value))
-    throw new RelayError(
-      'RELAY_ERR_CONFIG',
-      `${field}: ${JSON.stringify(value)} is not valid; expected 1-64 of A-Z a-z 0-9 . _ - (not first)`,
-    );
+  if (!isValidId(value)) throw new RelayError('RELAY_ERR_CONFIG', `${field}: ${JSON.stringify(value)} is not valid; ${ID_RULE}`);
   return value;
 }
 

@@ -25,9 +25,7 @@ export { hashToken };
 export interface TunnelEndpointOptions {
   tls: { cert: string; key: string };
   /** The agent credentials in force (a function: they can be reloaded). */
-  credentials?: () => CredentialSet;
-  /** Without `credentials`: the SHA-256 of the one agent token, for the default platform. */
-  tokenHash?: Buffer;
+  credentials: () => CredentialSet;
   /** PEM CA for agent client certificates (mTLS). With it, every agent must present a certificate it signed. */
   agentCa?: string;
   registry: TunnelRegistry;
@@ -90,13 +88,7 @@ export class TunnelEndpoint {
 
   constructor(options: TunnelEndpointOptions) {
     this.options = options;
-    if (!options.credentials) {
-      if (!options.tokenHash) throw new Error('TunnelEndpoint needs credentials or a tokenHash');
-      const single = CredentialSet.single(options.tokenHash);
-      this.credentials = () => single;
-    } else {
-      this.credentials = options.credentials;
-    }
+    this.credentials = options.credentials;
     this.failures = new FailureLimiter(options.authFailuresPerMinute ?? TUNNEL_AUTH_FAILURES_PER_MINUTE, options.clock ?? systemClock);
     this.server = https.createServer({
       cert: options.tls.cert,

@@ -3,48 +3,30 @@
  * PlatformServer in this process (internal listener on 127.0.0.1:0, real SQLite in a temp folder,
  * a ManualClock). Screenshots of each page go to test-artifacts/console/ (not committed).
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { MINUTE_MS, ManualClock } from '../../shared/clock.js';
+import { MINUTE_MS, type ManualClock } from '../../shared/clock.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
-import { PlatformServer } from '../../platform-agent/platform/platform-server.js';
-import { json, request, testLogger } from '../fixtures/harness.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium && process.env.CI) throw new Error(`${CHROMIUM} is missing: .ci/run installs the chromium package`);
-
-const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
-const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'console');
-/** The flags that work on these machines (no sandbox as root, no background calls to Google). */
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+import type { PlatformServer } from '../../platform-agent/platform/platform-server.js';
+import { hasChromium, launchChromium, openConsoleWorld, type ConsoleWorld } from '../fixtures/browser.js';
+import { request } from '../fixtures/harness.js';
 
 describe.skipIf(!hasChromium)('control panel in Chromium', () => {
   let browser: Browser;
+  let world: ConsoleWorld;
   let context: BrowserContext;
   let page: Page;
   let dir: string;
   let clock: ManualClock;
   let server: PlatformServer;
   let base: string;
-  let adminPassword: string;
 
   beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   });
 
   afterAll(async () => {
@@ -52,40 +34,18 @@ describe.skipIf(!hasChromium)('control panel in Chromium', () => {
   });
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(os.tmpdir(), 'console-'));
-    clock = new ManualClock();
-    server = new PlatformServer({ dataDir: dir, logger: testLogger(), clock, scrypt: FAST_SCRYPT });
-    adminPassword = (await server.ensureAdmin())!.password;
-    const { port } = await server.listen('127.0.0.1', 0);
-    base = `http://127.0.0.1:${port}`;
-    context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    page = await context.newPage();
+    world = await openConsoleWorld(browser);
+    ({ context, page, dir, clock, server, base } = world);
   });
 
   afterEach(async () => {
-    await context.close();
-    await server.close();
-    rmSync(dir, { recursive: true, force: true });
+    await world.close();
   });
 
-  const shot = (name: string): Promise<Buffer> => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
-
-  async function logIn(): Promise<void> {
-    await page.goto(`${base}/console/`);
-    await expect.poll(() => page.url()).toBe(`${base}/console/login`);
-    await page.getByLabel('User name').fill('admin');
-    await page.getByLabel('Password').fill(adminPassword);
-    await page.getByRole('button', { name: 'Log in' }).click();
-    await page.waitForURL(`${base}/console/settings/security`);
-  }
-
-  function apiLogin(username: string, password: string, device: string): Promise<{ status: number; body: Record<string, unknown> }> {
-    return request(`${base}/api/v1/auth/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-device-id': device },
-      body: JSON.stringify({ username, password }),
-    }).then((r) => ({ status: r.status, body: r.status === 200 ? json(r) : {} }));
-  }
+  const shot = (name: string): Promise<Buffer> => world.shot(name);
+  const logIn = (): Promise<void> => world.logIn();
+  const apiLogin = (username: string, password: string, device: string): ReturnType<ConsoleWorld['apiLogin']> =>
+    world.apiLogin(username, password, device);
 
   it('logs in and shows Settings → Security with units and defaults', async () => {
     await page.goto(`${base}/console/login`);

@@ -687,19 +687,20 @@ function pemOf(cert: X509Certificate): string {
 // the relay's default pair and fingerprints
 
 /**
- * Loads `relay.crt`/`relay.key` from `dir`, or makes a self-signed pair there (key mode 0600).
- * Returns the pair and whether it was generated.
+ * Loads `<baseName>.crt`/`<baseName>.key` from `dir`, or makes a self-signed pair there (key mode
+ * 0600, folder 0700 when created). Returns the pair and whether it was generated.
  */
 export function loadOrCreateSelfSigned(
   dir: string,
   options: SelfSignedOptions,
+  baseName = 'relay',
 ): PemPair & { generated: boolean; certFile: string; keyFile: string } {
-  const certFile = join(dir, 'relay.crt');
-  const keyFile = join(dir, 'relay.key');
+  const certFile = join(dir, `${baseName}.crt`);
+  const keyFile = join(dir, `${baseName}.key`);
   if (existsSync(certFile) && existsSync(keyFile)) {
     return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8'), generated: false, certFile, keyFile };
   }
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const pair = generateSelfSigned(options);
   writeFileSync(keyFile, pair.key, { mode: 0o600 });
   writeFileSync(certFile, pair.cert, { mode: 0o644 });

@@ -98,6 +98,7 @@ const catalog = {
   RELAY_ERR_GROUP_EXISTS: { message: 'a user group with that name already exists', httpStatus: 409 },
   RELAY_ERR_GROUP_NOT_FOUND: { message: 'no such user group', httpStatus: 404 },
   RELAY_ERR_GROUP_IN_USE: { message: 'the user group still has users', httpStatus: 409 },
+  RELAY_ERR_HTTPS_REQUIRED: { message: 'this API is served over HTTPS only; use https://', httpStatus: 403 },
   RELAY_ERR_BACKEND: { message: 'the backend application could not be reached', httpStatus: 502 },
   RELAY_ERR_STORE: { message: 'the data folder cannot be used' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -7,14 +7,18 @@
  * `profile.read` for `/api/v1/me`, `api.read` (GET, HEAD, OPTIONS) or `api.write` to the backend.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import https from 'node:https';
+import net, { type AddressInfo, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { TLSSocket } from 'node:tls';
+import { fingerprintSha256, loadOrCreateSelfSigned, type PemPair } from '../../shared/certs.js';
 import { systemClock, type Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
+import { tlsServerDefaults } from '../../shared/tls-options.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { ConsoleRoutes } from '../console/console-routes.js';
 import { Accounts } from '../security/accounts.js';
@@ -43,7 +47,17 @@ export interface PlatformServerOptions {
   ipRulesPollMs?: number;
   /** An already-open store (tests); by default a SqliteStore in `dataDir`. */
   store?: PlatformStore;
+  /**
+   * Certificate and key of the internal listener's HTTPS. By default a self-signed pair made in
+   * `<dataDir>/tls/` (internal.crt, internal.key) the first time a TLS client connects.
+   */
+  internalTls?: PemPair;
+  /** An internal connection that sends nothing is closed after this long. Default `defaults.headersTimeoutMs`. */
+  firstByteTimeoutMs?: number;
 }
+
+/** The first byte of a TLS record carrying a handshake (a ClientHello): how the internal listener tells TLS from HTTP. */
+const TLS_HANDSHAKE = 0x16;
 
 /** Methods that need `api.read` on forwarded routes; every other method needs `api.write`. */
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -66,12 +80,21 @@ export class PlatformServer {
   private readonly consoleRoutes: ConsoleRoutes;
   /** Connections of the internal listener: only they see the control panel, never tunnel streams. */
   private readonly internalSockets = new WeakSet<object>();
-  private readonly listeners: http.Server[] = [];
+  private readonly listeners: net.Server[] = [];
   private readonly pruneTimer: NodeJS.Timeout;
+  private readonly dataDir: string;
+  private internalTls: PemPair | undefined;
+  private readonly firstByteTimeoutMs: number;
+  /** HTTP and HTTPS server objects behind the internal listeners (one handler; they never listen themselves). */
+  private internalHttp: http.Server | null = null;
+  private internalHttps: https.Server | null = null;
 
   constructor(opts: PlatformServerOptions) {
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
+    this.dataDir = opts.dataDir;
+    this.internalTls = opts.internalTls;
+    this.firstByteTimeoutMs = opts.firstByteTimeoutMs ?? defaults.headersTimeoutMs;
     this.store = opts.store ?? new SqliteStore(opts.dataDir);
     const scrypt = opts.scrypt ?? defaultScryptParams;
     this.auth = new AuthService(this.store, this.clock, (e) => this.onAuthEvent(e), scrypt);
@@ -110,14 +133,14 @@ export class PlatformServer {
     this.server.emit('connection', stream);
   }
 
-  /** Also listens on an internal address for clients and administrators inside the network. */
+  /**
+   * Also listens on an internal address for clients and administrators inside the network. One
+   * port speaks both HTTP and HTTPS: a connection whose first byte starts a TLS handshake is
+   * served over TLS, any other as plain HTTP. The Encryption settings then decide what plain HTTP
+   * may reach (`https.control_panel`, `https.api`), so switching them needs no restart.
+   */
   async listen(host: string, port: number): Promise<AddressInfo> {
-    const listener = this.createHttpServer();
-    listener.on('connection', (socket: Socket) => {
-      socket.setNoDelay(true);
-      this.internalSockets.add(socket);
-    });
-    // Same handler; a second server object so that closing the internal listener never touches tunnel streams.
+    const listener = net.createServer((socket) => this.sniff(socket));
     await new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
       listener.listen(port, host, () => {
@@ -127,6 +150,83 @@ export class PlatformServer {
     });
     this.listeners.push(listener);
     return listener.address() as AddressInfo;
+  }
+
+  /** Waits for a connection's first byte, then hands the connection (byte put back) to the HTTP or the HTTPS server. */
+  private sniff(socket: Socket): void {
+    socket.setNoDelay(true);
+    socket.setTimeout(this.firstByteTimeoutMs, () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause();
+      socket.setTimeout(0);
+      socket.unshift(chunk);
+      let server: http.Server | https.Server;
+      try {
+        server = chunk[0] === TLS_HANDSHAKE ? this.httpsServer() : this.httpServer();
+      } catch (err) {
+        this.logger.error(
+          { event: 'internal_tls_unavailable', err: (err as Error).message },
+          'cannot serve HTTPS on the internal listener',
+        );
+        socket.destroy();
+        return;
+      }
+      this.internalSockets.add(socket);
+      server.emit('connection', socket);
+      // HTTP reads through the stream: start it again. TLS takes the socket's handle over and reads
+      // the put-back bytes itself; resuming would make the stream race it for the data.
+      if (server === this.internalHttp) socket.resume();
+    });
+  }
+
+  private httpServer(): http.Server {
+    this.internalHttp ??= this.createHttpServer();
+    return this.internalHttp;
+  }
+
+  private httpsServer(): https.Server {
+    if (this.internalHttps) return this.internalHttps;
+    const pair = this.tlsPair();
+    const server = https.createServer(
+      { ...tlsServerDefaults, cert: pair.cert, key: pair.key, maxHeaderSize: defaults.maxHeaderBytes },
+      (req, res) => void this.handle(req, res),
+    );
+    server.keepAliveTimeout = defaults.platformKeepAliveTimeoutMs;
+    server.headersTimeout = defaults.headersTimeoutMs;
+    server.requestTimeout = defaults.requestTimeoutMs;
+    // The TLS socket wraps the sniffed one: it too is internal (the control panel checks its own socket).
+    server.on('secureConnection', (tlsSocket: TLSSocket) => this.internalSockets.add(tlsSocket));
+    server.on('tlsClientError', (err: Error) =>
+      this.logger.debug({ event: 'internal_tls_error', err: err.message }, 'TLS handshake failed'),
+    );
+    this.internalHttps = server;
+    return server;
+  }
+
+  /** The internal HTTPS certificate: given, or self-signed in `<dataDir>/tls/` (made once, then reused). */
+  private tlsPair(): PemPair {
+    if (this.internalTls) return this.internalTls;
+    const made = loadOrCreateSelfSigned(
+      join(this.dataDir, 'tls'),
+      { commonName: 'platform-server', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1', '::1'] },
+      'internal',
+    );
+    this.logger.info(
+      {
+        event: made.generated ? 'internal_tls_generated' : 'internal_tls_loaded',
+        certFile: made.certFile,
+        fingerprint: fingerprintSha256(made.cert),
+      },
+      made.generated ? 'made a self-signed certificate for the internal HTTPS' : 'internal HTTPS certificate loaded',
+    );
+    this.internalTls = { cert: made.cert, key: made.key };
+    return this.internalTls;
+  }
+
+  /** The internal HTTPS certificate's SHA-256 fingerprint (made now when there is none yet): the page shows it. */
+  internalTlsFingerprint(): string {
+    return fingerprintSha256(this.tlsPair().cert);
   }
 
   /**
@@ -178,6 +278,16 @@ export class PlatformServer {
       sendJson(res, 200, { status: 'ok' });
       return true;
     }
+    const isApi = path === '/api' || path.startsWith('/api/');
+    const isConsole = path === '/console' || path.startsWith('/console/');
+    if ((isApi || isConsole) && !isTls(req.socket)) {
+      const { https: encryption } = (await this.store.getSettings()).settings;
+      if (isApi && encryption.api) throw new RelayError('RELAY_ERR_HTTPS_REQUIRED');
+      if (isConsole && encryption.control_panel && this.internalSockets.has(req.socket)) {
+        redirectToHttps(req, res);
+        return true;
+      }
+    }
     if (path.startsWith(ADMIN_PREFIX)) return this.adminRoutes.handle(req, res, path.slice(ADMIN_PREFIX.length), ctx);
     const post = (): void => {
       if (method !== 'POST') throw new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'use POST', { details: { allowed: ['POST'] } });
@@ -196,9 +306,8 @@ export class PlatformServer {
         await this.authRoutes.logout(req, res, 'api');
         return true;
     }
-    if (path === '/console' || path.startsWith('/console/'))
-      return this.internalSockets.has(req.socket) && this.consoleRoutes.handle(req, res, path, ctx);
-    if (path !== '/api' && !path.startsWith('/api/')) return false;
+    if (isConsole) return this.internalSockets.has(req.socket) && this.consoleRoutes.handle(req, res, path, ctx);
+    if (!isApi) return false;
     const who = await this.authRoutes.identify(req, ctx);
     if (path === '/api/v1/me') {
       if (method !== 'GET') throw new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'use GET', { details: { allowed: ['GET'] } });
@@ -222,13 +331,25 @@ export class PlatformServer {
     clearInterval(this.pruneTimer);
     this.ipGuard.close();
     this.gateway?.close();
-    for (const l of this.listeners) {
-      l.close();
-      l.closeAllConnections();
-    }
+    for (const l of this.listeners) l.close();
+    this.internalHttp?.closeAllConnections();
+    this.internalHttps?.closeAllConnections();
     this.server.closeAllConnections();
     await this.store.close();
   }
+}
+
+/**
+ * 308 to the same URL over https:// on the same host and port (the internal listener speaks
+ * both). Only a well-formed Host is reused; anything else gets 400 rather than a redirect to it.
+ */
+function redirectToHttps(req: IncomingMessage, res: ServerResponse): void {
+  const host = req.headers.host ?? '';
+  if (!/^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/.test(host))
+    throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'the Host header is missing or not a host name');
+  const location = `https://${host}${req.url ?? '/'}`;
+  res.writeHead(308, { location, 'content-length': 0, 'cache-control': 'no-store' });
+  res.end();
 }
 
 function isTls(socket: unknown): boolean {

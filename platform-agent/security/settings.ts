@@ -27,7 +27,17 @@ export interface LockoutSettings {
   user_lock_days: number;
 }
 
+/** Encryption (the vendor's API and Control Panel checkboxes): HTTPS required, HTTP refused or redirected. */
+export interface HttpsSettings {
+  /** `/api/` only over TLS: the relay's HTTPS port, or the internal listener's TLS. Default false. */
+  api: boolean;
+  /** `/console/` only over TLS: plain HTTP is redirected to https:// on the same port. Default false. */
+  control_panel: boolean;
+}
+
 export interface SecuritySettings {
+  /** Encryption; "HTTP protocol is used by default". */
+  https: HttpsSettings;
   /** Access-token validity for API users (mobile, external). Default 14 days. */
   api_token_validity: Validity;
   /** Access-token validity for administrators. Default 14 days. */
@@ -54,6 +64,7 @@ export interface SecuritySettings {
  * "they must be enabled"); `generate_tokens` is on and the token lifetime is 2,592,000 s (30 days).
  */
 export const defaultSettings: Readonly<SecuritySettings> = Object.freeze({
+  https: { api: false, control_panel: false },
   api_token_validity: { days: 14, hours: 0 },
   admin_token_validity: { days: 14, hours: 0 },
   refresh_token_validity: { days: 45, hours: 0 },
@@ -165,6 +176,7 @@ function section(field: string, v: unknown, current: Record<string, unknown>, fi
 }
 
 const topFields: Section = {
+  https: (f, v, cur) => section(f, v, cur as Record<string, unknown>, { api: bool, control_panel: bool }),
   api_token_validity: (f, v, cur) => validity(f, v, cur as Validity),
   admin_token_validity: (f, v, cur) => validity(f, v, cur as Validity),
   refresh_token_validity: (f, v, cur) => validity(f, v, cur as Validity),

@@ -191,6 +191,7 @@ function withDefaults(saved: Partial<SecuritySettings>): SecuritySettings {
   return {
     ...d,
     ...saved,
+    https: { ...d.https, ...saved.https },
     lockout: { ...d.lockout, ...saved.lockout },
     mobile_authorization: { ...d.mobile_authorization, ...saved.mobile_authorization },
     mobile_token: { ...d.mobile_token, ...saved.mobile_token },

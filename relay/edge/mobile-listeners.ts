@@ -22,7 +22,7 @@ import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
 import { rawCatalogResponse, rawErrorResponse, sendError } from './error-response.js';
 import type { Forwarder } from './forwarder.js';
 import type { IpFilter } from './ip-filter.js';
-import { tlsServerDefaults } from '../tls/tls-options.js';
+import { tlsServerDefaults } from '../../shared/tls-options.js';
 
 export interface EdgeLimits {
   /** Largest request head, bytes (431 past it). */

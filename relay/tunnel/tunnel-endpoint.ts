@@ -16,7 +16,7 @@ import { defaults } from '../../shared/defaults.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import { MuxSession, type SessionOptions } from '../../shared/mux/session.js';
-import { tlsServerDefaults } from '../tls/tls-options.js';
+import { tlsServerDefaults } from '../../shared/tls-options.js';
 import { CredentialSet, hashToken, type AgentCredential } from './agent-credentials.js';
 import type { TunnelRegistry } from './tunnel-registry.js';
 

@@ -149,15 +149,16 @@ function errorText(field: string, error: FieldError | null): string {
   return error?.field === field ? `<p class="error" id="${fid(field)}-error" role="alert">${esc(error.message)}</p>` : '';
 }
 
-/** The attributes that tie an input to its hint and error. */
-function aria(field: string, error: FieldError | null): string {
+/** The attributes that tie an input to its hint and error (and to `more`, ids of other text about it). */
+function aria(field: string, error: FieldError | null, more = ''): string {
   const failed = error?.field === field;
-  return ` aria-describedby="${fid(field)}-hint${failed ? ` ${fid(field)}-error` : ''}"${failed ? ' aria-invalid="true"' : ''}`;
+  return ` aria-describedby="${more ? `${more} ` : ''}${fid(field)}-hint${failed ? ` ${fid(field)}-error` : ''}"${failed ? ' aria-invalid="true"' : ''}`;
 }
 
-function row(field: string, label: string, control: string, hint: string, error: FieldError | null): string {
+/** A labelled form row; `control` and `hintHtml` are HTML (escaped by the caller). */
+function row(field: string, label: string, control: string, hintHtml: string, error: FieldError | null): string {
   return `<div class="row${error?.field === field ? ' invalid' : ''}"><label for="${fid(field)}">${esc(label)}</label><div class="inputs">
-${control}<p class="hint" id="${fid(field)}-hint">${hint}</p>${errorText(field, error)}</div></div>`;
+${control}<p class="hint" id="${fid(field)}-hint">${hintHtml}</p>${errorText(field, error)}</div></div>`;
 }
 
 function textInput(field: string, value: string, extra: string, error: FieldError | null): string {
@@ -225,7 +226,7 @@ function validityFieldset(p: UserPageInput): string {
   const date = (field: string, value: string): string =>
     `<input type="date" id="${fid(field)}" name="${field}" value="${esc(value)}"${aria(field, p.error)}>`;
   return `<fieldset><legend>Account validity</legend>
-<p class="hint" id="u-validity-hint">Dates are in UTC. Empty: not set. When either date is set, the user’s own period overrides the global “Account validity for all users” setting (Settings → Security; now ${esc(global)}).</p>${inForce}
+<p class="hint">Dates are in UTC. Empty: not set. When either date is set, the user’s own period overrides the global “Account validity for all users” setting (Settings → Security; now ${esc(global)}).</p>${inForce}
 ${row('account_valid_from', 'Account valid from', date('account_valid_from', p.values.account_valid_from), 'The user may log in from 00:00 UTC on this day.', p.error)}
 ${row('account_valid_until', 'Account valid until', date('account_valid_until', p.values.account_valid_until), 'The account expires at 00:00 UTC on this day: the last day the user may log in is the day before.', p.error)}
 </fieldset>`;
@@ -237,7 +238,7 @@ function lockRow(p: UserPageInput, view: UserView): string {
   const hint = shown
     ? 'Untick the box and save to unlock the user.'
     : 'Tick the box and save to lock the user until an administrator unlocks them; this ends all of their sessions.';
-  const box = `<input type="hidden" name="${LOCK_SHOWN_FIELD}" value="${shown ? 'on' : ''}"><input type="checkbox" id="${fid(LOCK_FIELD)}" name="${LOCK_FIELD}"${p.values.locked ? ' checked' : ''}${aria(LOCK_FIELD, p.error)}>${status}`;
+  const box = `<input type="hidden" name="${LOCK_SHOWN_FIELD}" value="${shown ? 'on' : ''}"><input type="checkbox" id="${fid(LOCK_FIELD)}" name="${LOCK_FIELD}"${p.values.locked ? ' checked' : ''}${aria(LOCK_FIELD, p.error, shown ? 'u-lock-status' : '')}>${status}`;
   return row(LOCK_FIELD, 'Locked for Security Reasons', box, esc(hint), p.error);
 }
 
@@ -257,10 +258,11 @@ ${errorText(CONFIRM_DELETE, error)}</div></div>
 /** The body of "New user" or of one user's page. */
 export function userPage(p: UserPageInput): string {
   const isNew = p.user === 'new';
-  const username = p.user === 'new' ? p.values.username : p.user.record.username;
+  const record = p.user === 'new' ? null : p.user.record;
+  const username = record ? record.username : p.values.username;
   const title = isNew ? 'New user' : `User ${username}`;
   const action = isNew ? '/console/users/new' : userHref(username);
-  const nameRow = isNew
+  const nameRow = !record
     ? row(
         'username',
         'User name',
@@ -277,7 +279,7 @@ export function userPage(p: UserPageInput): string {
         'username',
         'User name',
         `<input type="text" id="${fid('username')}" value="${esc(username)}" size="30" readonly${aria('username', null)}>`,
-        `Created ${esc(formatUtc((p.user as { record: UserRecord }).record.createdAt))}. A user name cannot be changed.`,
+        `Created ${esc(formatUtc(record.createdAt))}. A user name cannot be changed.`,
         null,
       );
   const fields = `${nameRow}

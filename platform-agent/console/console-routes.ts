@@ -41,7 +41,23 @@ import {
   type GroupFormValues,
   type GroupsPageInput,
 } from './groups-page.js';
-import { filterUsers, LOCK_FIELD, usersPage } from './users-page.js';
+import { filterUsers, LOCK_FIELD, userHref, usersPage } from './users-page.js';
+import {
+  CONFIRM_DELETE,
+  emptyUserValues,
+  fieldMessage,
+  formFields,
+  LOCK_SHOWN_FIELD,
+  newUserInput,
+  PASSWORD_FIELD,
+  PASSWORD_MISMATCH,
+  REPEAT_FIELD,
+  userPage,
+  userPatch,
+  userValuesFromForm,
+  userValuesFromRecord,
+  type UserPageInput,
+} from './user-page.js';
 
 export const SESSION_COOKIE = 'console_session';
 /** The pre-login nonce the login form's CSRF token is bound to. */
@@ -56,6 +72,8 @@ const LOGIN_MESSAGES: Record<string, string> = {
   out: 'You have logged out.',
   tokens: 'Security settings saved. The token validity changed, so everyone, you included, must log in again.',
   key: 'A new signing key was generated. Everyone, you included, must log in again.',
+  self: 'You changed your own account (password, role or lock), which ended your session. Log in again.',
+  'self-deleted': 'You deleted your own account, which ended your session.',
 };
 
 interface Session {
@@ -123,12 +141,14 @@ export class ConsoleRoutes {
         else this.loginPage(req, res, 200, LOGIN_MESSAGES[query.get('m') ?? ''] ?? null, '');
         return true;
       }
-      const userLock = /^users\/([^/]+)\/lock$/.exec(sub);
+      const userPath = /^users\/([^/]+)\/(edit|delete|lock)$/.exec(sub);
+      const pathUser = userPath ? pathSegment(userPath[1]!) : null;
       const groupPath = /^groups\/([^/]+?)(\/delete)?$/.exec(sub);
       const deviceUnlock = /^devices\/([^/]+)\/unlock$/.exec(sub);
       const known =
         ['', 'logout', 'settings/security', 'settings/security/rotate-signing-key', 'users', 'groups', 'devices'].includes(sub) ||
-        userLock ||
+        sub === 'users/new' ||
+        pathUser !== null ||
         groupPath ||
         deviceUnlock;
       if (!known) return false;
@@ -159,11 +179,19 @@ export class ConsoleRoutes {
         else redirect(res, '/console/settings/security');
       } else if (sub === 'users') {
         await this.authorize(session, 'admin.users');
-        await this.usersPage(res, session, query.get('q') ?? '', query.get('unlocked'));
-      } else if (userLock) {
+        await this.usersPage(res, session, query.get('q') ?? '', userNotice(query));
+      } else if (sub === 'users/new') {
         await this.authorize(session, 'admin.users');
-        if (form) await this.saveLock(res, session, decodeURIComponent(userLock[1]!), form);
-        else redirect(res, '/console/users');
+        if (form) await this.createUser(res, session, form);
+        else await this.userPage(res, session, 200, null, {});
+      } else if (pathUser !== null) {
+        await this.authorize(session, 'admin.users');
+        const action = userPath![2];
+        if (action === 'edit' && form) await this.saveUser(req, res, session, pathUser, form);
+        else if (action === 'edit') await this.userPage(res, session, 200, pathUser, {});
+        else if (action === 'delete' && form) await this.deleteUser(req, res, session, pathUser, form);
+        else if (form) await this.saveLock(res, session, pathUser, form);
+        else redirect(res, action === 'delete' ? userHref(pathUser) : '/console/users');
       } else if (sub === 'groups') {
         await this.authorize(session, 'admin.users');
         if (form) await this.createGroup(res, session, form);
@@ -337,7 +365,7 @@ export class ConsoleRoutes {
     redirect(res, '/console/login?m=key', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
   }
 
-  private async usersPage(res: ServerResponse, session: Session, q: string, unlocked: string | null): Promise<void> {
+  private async usersPage(res: ServerResponse, session: Session, q: string, notice: string | null): Promise<void> {
     const now = this.clock.now();
     const { settings } = await this.store.getSettings();
     const users = (await this.store.listUsers()).map((u) => userView(u, settings, now));
@@ -345,7 +373,7 @@ export class ConsoleRoutes {
       users: filterUsers(users, q),
       q,
       csrf: session.csrf,
-      notice: unlocked ? `${unlocked} is unlocked.` : null,
+      notice,
       error: null,
     });
     sendHtml(res, 200, page({ title: 'Users', current: 'users', csrf: session.csrf, body }));
@@ -361,6 +389,147 @@ export class ConsoleRoutes {
     await this.accounts.update(username, { locked_for_security_reasons: false });
     this.logger.info({ event: 'user_changed', username, fields: [LOCK_FIELD], by: session.claims.sub, via: 'console' }, 'user unlocked');
     redirect(res, back(`&unlocked=${encodeURIComponent(username)}`));
+  }
+
+  /**
+   * "New user" (`username` null) or one user's page (404 when there is none), showing the stored
+   * user unless `extra` carries typed values, an error or an alert.
+   */
+  private async userPage(
+    res: ServerResponse,
+    session: Session,
+    status: number,
+    username: string | null,
+    extra: Partial<UserPageInput>,
+  ): Promise<void> {
+    const { settings } = await this.store.getSettings();
+    let user: UserPageInput['user'] = 'new';
+    let values = emptyUserValues();
+    if (username !== null) {
+      const record = await this.accounts.get(username);
+      const view = userView(record, settings, this.clock.now());
+      user = { record, view };
+      values = userValuesFromRecord(record, view.locked_for_security_reasons);
+    }
+    const body = userPage({
+      user,
+      values,
+      groups: await this.groups.list(),
+      accountValidityDays: settings.account_validity_days,
+      csrf: session.csrf,
+      error: null,
+      alert: null,
+      retyped: false,
+      ...extra,
+    });
+    sendHtml(res, status, page({ title: username === null ? 'New user' : `User ${username}`, current: 'users', csrf: session.csrf, body }));
+  }
+
+  /**
+   * Shows a failed user change on its page: an error naming a field of the form next to that
+   * field, any other (the last administrator) as a readable alert starting with `what`; `kept` holds
+   * the typed values (passwords never). Errors without an HTTP status, 401, 403 and an unknown user are rethrown.
+   */
+  private async userFailed(
+    res: ServerResponse,
+    session: Session,
+    err: unknown,
+    username: string | null,
+    kept: Pick<Partial<UserPageInput>, 'values' | 'retyped'>,
+    what: string,
+  ): Promise<void> {
+    if (
+      !(err instanceof RelayError) ||
+      err.httpStatus === undefined ||
+      err.httpStatus === 401 ||
+      err.httpStatus === 403 ||
+      err.code === 'RELAY_ERR_USER_NOT_FOUND'
+    )
+      throw err;
+    let field = typeof err.details?.field === 'string' ? err.details.field : undefined;
+    if (field === undefined && err.code === 'RELAY_ERR_USER_EXISTS') field = 'username';
+    if (field !== undefined && formFields(username === null).includes(field))
+      await this.userPage(res, session, err.httpStatus, username, { ...kept, error: { field, message: fieldMessage(field, err.message) } });
+    else await this.userPage(res, session, err.httpStatus, username, { ...kept, alert: `${what}: ${err.message}.` });
+  }
+
+  /** Whether the session still authenticates (a change to one's own account may have ended it). */
+  private async sessionLives(session: Session): Promise<boolean> {
+    try {
+      await this.auth.authenticate(session.token, 'admin');
+      return true;
+    } catch (err) {
+      if (err instanceof RelayError && err.httpStatus === 401) return false;
+      throw err;
+    }
+  }
+
+  private async createUser(res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
+    const values = userValuesFromForm(form);
+    const password = form.get(PASSWORD_FIELD) ?? '';
+    try {
+      if (password !== (form.get(REPEAT_FIELD) ?? '')) throw passwordMismatch();
+      const user = await this.accounts.create(newUserInput(values, password));
+      this.logger.info(
+        { event: 'user_created', username: user.username, role: user.role, group: user.group, by: session.claims.sub, via: 'console' },
+        'user created',
+      );
+      redirect(res, `/console/users?created=${encodeURIComponent(user.username)}`);
+    } catch (err) {
+      await this.userFailed(res, session, err, null, { values, retyped: password !== '' }, 'The user was not created');
+    }
+  }
+
+  /** Saves what changed on a user's page; blank password fields keep the password. */
+  private async saveUser(
+    req: IncomingMessage,
+    res: ServerResponse,
+    session: Session,
+    username: string,
+    form: URLSearchParams,
+  ): Promise<void> {
+    const values = { ...userValuesFromForm(form), username };
+    const password = form.get(PASSWORD_FIELD) ?? '';
+    try {
+      if (password !== (form.get(REPEAT_FIELD) ?? '')) throw passwordMismatch();
+      const patch = userPatch(values, await this.accounts.get(username), password, form.get(LOCK_SHOWN_FIELD) === 'on');
+      const fields = Object.keys(patch);
+      if (fields.length > 0) {
+        await this.accounts.update(username, patch);
+        this.logger.info({ event: 'user_changed', username, fields, by: session.claims.sub, via: 'console' }, 'user changed');
+      }
+    } catch (err) {
+      await this.userFailed(res, session, err, username, { values, retyped: password !== '' }, `User ${username} was not saved`);
+      return;
+    }
+    // A new password, a new role or a lock of one's own account ends one's own session, as it would anywhere.
+    if (username === session.claims.sub && !(await this.sessionLives(session)))
+      redirect(res, '/console/login?m=self', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
+    else redirect(res, `/console/users?saved=${encodeURIComponent(username)}`);
+  }
+
+  private async deleteUser(
+    req: IncomingMessage,
+    res: ServerResponse,
+    session: Session,
+    username: string,
+    form: URLSearchParams,
+  ): Promise<void> {
+    if (form.get(CONFIRM_DELETE) !== 'on') {
+      const error = { field: CONFIRM_DELETE, message: 'Tick the box to confirm, then delete again.' };
+      await this.userPage(res, session, 400, username, { error });
+      return;
+    }
+    try {
+      await this.accounts.delete(username);
+    } catch (err) {
+      await this.userFailed(res, session, err, username, {}, `User ${username} was not deleted`);
+      return;
+    }
+    this.logger.info({ event: 'user_deleted', username, by: session.claims.sub, via: 'console' }, 'user deleted');
+    if (username === session.claims.sub)
+      redirect(res, '/console/login?m=self-deleted', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
+    else redirect(res, `/console/users?deleted=${encodeURIComponent(username)}`);
   }
 
   private async groupsPage(res: ServerResponse, session: Session, status: number, extra: Partial<GroupsPageInput>): Promise<void> {
@@ -469,6 +638,31 @@ export class ConsoleRoutes {
 /** A message with a capital first letter (the vendor's wording otherwise kept as it is). */
 function sentence(message: string): string {
   return message.charAt(0).toUpperCase() + message.slice(1);
+}
+
+/** The decoded path segment, or null when it is no valid percent-encoding. */
+function pathSegment(raw: string): string | null {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return null;
+  }
+}
+
+function passwordMismatch(): RelayError {
+  return new RelayError('RELAY_ERR_INVALID_REQUEST', PASSWORD_MISMATCH, { details: { field: REPEAT_FIELD } });
+}
+
+function userNotice(query: URLSearchParams): string | null {
+  const created = query.get('created');
+  const saved = query.get('saved');
+  const deleted = query.get('deleted');
+  const unlocked = query.get('unlocked');
+  if (created !== null) return `User ${created} created.`;
+  if (saved !== null) return `User ${saved} saved.`;
+  if (deleted !== null) return `User ${deleted} deleted.`;
+  if (unlocked) return `${unlocked} is unlocked.`;
+  return null;
 }
 
 function groupNotice(query: URLSearchParams): string | null {

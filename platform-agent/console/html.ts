@@ -66,6 +66,17 @@ form.delete button{white-space:nowrap}
 main table{margin:0 0 24px}
 .row.invalid select{border-color:#b00020}
 .login .row{grid-template-columns:120px 1fr}
+input[type=date]{font:inherit;padding:4px 8px;border:1px solid #aab4c3;border-radius:4px;background:#fff}
+input[readonly]{background:#eef1f5;border-color:#d5dbe5}
+main a{color:#1f3a5f}
+main a:focus-visible{outline:3px solid #f5b400;outline-offset:2px}
+a.button{display:inline-block;padding:6px 16px;border-radius:4px;border:1px solid #1f3a5f;background:#1f3a5f;color:#fff;text-decoration:none;white-space:nowrap}
+.toolbar{display:flex;justify-content:space-between;align-items:center;gap:16px;margin:0 0 16px}
+.toolbar .search{margin:0}
+.back{margin:0 0 8px}
+td.description{color:#5b6678;overflow-wrap:anywhere}
+.inputs .locked{margin-left:4px}
+#user-form .row select{min-width:16em}
 `;
 
 export interface PageOptions {

@@ -112,11 +112,27 @@ const MOBILE: Row[] = [
   ),
 ];
 
+const ENCRYPTION: Row[] = [
+  checkboxRow(
+    'https.api',
+    'HTTPS for the API',
+    "API calls over plain HTTP are refused (403 https_required): mobile clients use the relay's HTTPS port (10443), internal clients https:// on this port. Default: off (HTTP).",
+  ),
+  checkboxRow(
+    'https.control_panel',
+    'HTTPS for the Control Panel',
+    'The control panel over plain HTTP is redirected to https:// on the same port. Default: off (HTTP).',
+  ),
+];
+
 const on = (b: boolean): string => (b ? 'on' : '');
+const ALL_ROWS = [...ENCRYPTION, ...AUTHENTICATION, ...AUTHORIZATION_FAILURES, ...MOBILE];
 
 /** The form values that show `s`. */
 export function valuesFromSettings(s: SecuritySettings): FormValues {
   const v: FormValues = {};
+  v['https.api'] = on(s.https.api);
+  v['https.control_panel'] = on(s.https.control_panel);
   for (const key of ['api_token_validity', 'admin_token_validity', 'refresh_token_validity'] as const) {
     v[`${key}.days`] = String(s[key].days);
     v[`${key}.hours`] = String(s[key].hours);
@@ -133,7 +149,7 @@ export function valuesFromSettings(s: SecuritySettings): FormValues {
 /** The submitted form's values for every field the page shows (a missing checkbox is off). */
 export function valuesFromForm(form: URLSearchParams): FormValues {
   const v: FormValues = {};
-  for (const row of [...AUTHENTICATION, ...AUTHORIZATION_FAILURES, ...MOBILE])
+  for (const row of ALL_ROWS)
     for (const input of row.inputs) v[input.name] = (form.get(input.name) ?? '').trim();
   v[CONFIRM_INVALIDATE] = form.get(CONFIRM_INVALIDATE) === 'on' ? 'on' : '';
   return v;
@@ -148,6 +164,7 @@ export function patchFromValues(v: FormValues): Record<string, unknown> {
   const lockout: Record<string, unknown> = {};
   for (const row of AUTHORIZATION_FAILURES) lockout[row.key.slice('lockout.'.length)] = num(v[row.key]);
   return {
+    https: { api: v['https.api'] === 'on', control_panel: v['https.control_panel'] === 'on' },
     api_token_validity: validity('api_token_validity'),
     admin_token_validity: validity('admin_token_validity'),
     refresh_token_validity: validity('refresh_token_validity'),
@@ -203,18 +220,24 @@ export interface SecurityPageInput {
   csrf: string;
   error: FieldError | null;
   notice: string | null;
+  /** SHA-256 fingerprint of the internal HTTPS certificate, once there is one. */
+  tlsFingerprint: string | null;
 }
 
 /** The body of Settings → Security. */
 export function securityPage(p: SecurityPageInput): string {
   const rows = (list: Row[]): string => list.map((r) => renderRow(r, p.values, p.error)).join('');
-  const general = p.error && ![...AUTHENTICATION, ...AUTHORIZATION_FAILURES, ...MOBILE].some((r) => errorFor(r, p.error)) ? p.error : null;
+  const general = p.error && !ALL_ROWS.some((r) => errorFor(r, p.error)) ? p.error : null;
+  const fingerprint = p.tlsFingerprint
+    ? `<p class="hint">This port's HTTPS certificate, SHA-256: <code>${esc(p.tlsFingerprint)}</code></p>`
+    : '';
   const confirmError = errorFor({ key: CONFIRM_INVALIDATE }, p.error);
   const rotateError = errorFor({ key: CONFIRM_ROTATE }, p.error);
   return `<h2>Settings → Security</h2>
 ${p.notice ? `<p class="notice" role="status">${esc(p.notice)}</p>` : ''}
 ${general && general.field !== CONFIRM_INVALIDATE && general.field !== CONFIRM_ROTATE ? `<p class="alert" role="alert">${esc(general.message)}</p>` : ''}
 <form method="post" action="/console/settings/security" novalidate>${csrfInput(p.csrf)}
+<fieldset><legend>Encryption</legend>${rows(ENCRYPTION)}${fingerprint}</fieldset>
 <fieldset><legend>Authentication</legend>${rows(AUTHENTICATION)}
 <div class="row${confirmError ? ' invalid' : ''}"><span class="label">Token validity change</span><div class="inputs">
 <p class="warning" id="${id(CONFIRM_INVALIDATE)}-hint">${INVALIDATE_WARNING}: every access and refresh token becomes invalid, yours included, and everyone must log in again.</p>

@@ -93,6 +93,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE users ADD COLUMN description TEXT;
   CREATE INDEX users_group ON users (group_name);
   `,
+  // 3: named documents of configuration (the relay connection), each one JSON value.
+  `
+  CREATE TABLE config (key TEXT PRIMARY KEY, json TEXT NOT NULL, updated_at INTEGER NOT NULL);
+  `,
 ];
 
 interface UserRow {
@@ -264,6 +268,17 @@ export class SqliteStore implements PlatformStore {
 
   async getSettings(): Promise<StoredSettings> {
     return this.readSettings();
+  }
+
+  async getConfig(key: string): Promise<unknown> {
+    const row = this.db.prepare('SELECT json FROM config WHERE key = ?').get(key) as { json: string } | undefined;
+    return row ? (JSON.parse(row.json) as unknown) : undefined;
+  }
+
+  async putConfig(key: string, value: unknown, now: number): Promise<void> {
+    this.db
+      .prepare('INSERT INTO config (key, json, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at')
+      .run(key, JSON.stringify(value), now);
   }
 
   private bumpGeneration(): void {

@@ -110,6 +110,9 @@ export interface PlatformStore {
     next: SecuritySettings,
     opts: { invalidateTokens: boolean; recalculateLocks: LockoutPolicy | null; now: number },
   ): Promise<StoredSettings>;
+  /** A named configuration document (JSON), or undefined when none was saved. */
+  getConfig(key: string): Promise<unknown>;
+  putConfig(key: string, value: unknown, now: number): Promise<void>;
   getSigningKey(): Promise<SigningKeyRecord | null>;
   /** Stores `key` only if there is no key yet (no generation change); returns the key in force. Safe when several callers race. */
   initSigningKey(key: SigningKeyRecord): Promise<SigningKeyRecord>;

@@ -74,7 +74,7 @@ function expectStoreError(fn: () => unknown): RelayError {
 }
 
 describe('SqliteStore: opening', () => {
-  it('creates platform.db readable by its owner only, in WAL mode, at schema version 2', async () => {
+  it('creates platform.db readable by its owner only, in WAL mode, at schema version 3', async () => {
     const store = openStore();
     expect(store.file).toBe(join(dir, DB_FILE));
     expect(statSync(store.file).mode & 0o777).toBe(0o600);
@@ -82,7 +82,7 @@ describe('SqliteStore: opening', () => {
     const db = new Database(join(dir, DB_FILE), { readonly: true });
     try {
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(db.pragma('user_version', { simple: true })).toBe(2);
+      expect(db.pragma('user_version', { simple: true })).toBe(3);
     } finally {
       db.close();
     }
@@ -99,6 +99,15 @@ describe('SqliteStore: opening', () => {
     expect(await openStore().getSettings()).toEqual({ settings: cloneSettings(defaultSettings), tokenGeneration: 1 });
   });
 
+  it('keeps configuration documents across reopening, and answers undefined for one never saved', async () => {
+    const first = openStore();
+    expect(await first.getConfig('relay_connection')).toBeUndefined();
+    await first.putConfig('relay_connection', { enabled: true, relays: ['wss://a:1'] }, 1);
+    await first.putConfig('relay_connection', { enabled: false, relays: ['wss://b:2'] }, 2);
+    await first.close();
+    expect(await openStore().getConfig('relay_connection')).toEqual({ enabled: false, relays: ['wss://b:2'] });
+  });
+
   it('reopens a migrated database without touching its data', async () => {
     const first = openStore();
     await first.createUser(user('alice'));
@@ -109,10 +118,10 @@ describe('SqliteStore: opening', () => {
   it('refuses a database with a newer schema version than it knows, with RELAY_ERR_STORE', async () => {
     await openStore().close();
     const db = new Database(join(dir, DB_FILE));
-    db.pragma('user_version = 3');
+    db.pragma('user_version = 4');
     db.close();
     const err = expectStoreError(() => openStore());
-    expect(err.message).toContain('schema version 3');
+    expect(err.message).toContain('schema version 4');
   });
 
   it('refuses a file that is not a SQLite database with RELAY_ERR_STORE', () => {

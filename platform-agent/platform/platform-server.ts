@@ -79,16 +79,25 @@ export class PlatformServer {
     this.groups = new Groups(this.store, this.clock);
     const mobile = new MobileAuthenticators(this.store, this.auth, this.clock);
     this.authRoutes = new AuthRoutes(this.auth, mobile, (req) => isTls(req.socket));
-    this.adminRoutes = new AdminRoutes(this.store, this.auth, this.accounts, this.groups, this.authRoutes, this.clock, this.logger);
-    this.consoleRoutes = new ConsoleRoutes(this.store, this.auth, this.accounts, this.groups, this.clock, this.logger, (req) =>
-      isTls(req.socket),
-    );
-    this.gateway = opts.backend ? new Gateway(opts.backend, this.logger, opts.backendCa ? { ca: opts.backendCa } : {}) : null;
     this.ipGuard = new IpGuard({
       dir: opts.dataDir,
       logger: this.logger,
       ...(opts.ipRulesPollMs !== undefined ? { pollIntervalMs: opts.ipRulesPollMs } : {}),
     });
+    this.adminRoutes = new AdminRoutes(
+      this.store,
+      this.auth,
+      this.accounts,
+      this.groups,
+      this.authRoutes,
+      this.clock,
+      this.logger,
+      this.ipGuard,
+    );
+    this.consoleRoutes = new ConsoleRoutes(this.store, this.auth, this.accounts, this.groups, this.clock, this.logger, (req) =>
+      isTls(req.socket),
+    );
+    this.gateway = opts.backend ? new Gateway(opts.backend, this.logger, opts.backendCa ? { ca: opts.backendCa } : {}) : null;
     this.server = this.createHttpServer();
     this.pruneTimer = setInterval(() => {
       this.store

@@ -12,6 +12,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../../shared/clock.js';
 import { RelayError } from '../../shared/errors.js';
+import type { IpRuleLineError } from '../../shared/ip-rule-files.js';
 import type { Logger } from '../../shared/logger.js';
 import type { RequestContext } from '../platform/auth-routes.js';
 import { cookie, readBody } from '../platform/http-io.js';
@@ -42,6 +43,16 @@ import {
   type GroupsPageInput,
 } from './groups-page.js';
 import { filterUsers, LOCK_FIELD, usersPage } from './users-page.js';
+import { IP_LISTS, type IpGuard, type IpListDraft, type IpListName } from '../platform/ip-guard.js';
+import {
+  CONFIRM_SELF_BLOCK,
+  entriesText,
+  ipRulesPage,
+  loadedField,
+  textHash,
+  type IpListForm,
+  type IpRulesPageInput,
+} from './ip-rules-page.js';
 
 export const SESSION_COOKIE = 'console_session';
 /** The pre-login nonce the login form's CSRF token is bound to. */
@@ -64,13 +75,13 @@ interface Session {
   csrf: string;
 }
 
-async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
+async function readForm(req: IncomingMessage, limit = MAX_FORM_BYTES): Promise<URLSearchParams> {
   const type = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
   if (type !== 'application/x-www-form-urlencoded') {
     req.resume();
     throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'expected a form (application/x-www-form-urlencoded)');
   }
-  return new URLSearchParams((await readBody(req, MAX_FORM_BYTES)).toString('utf8'));
+  return new URLSearchParams((await readBody(req, limit)).toString('utf8'));
 }
 
 export class ConsoleRoutes {
@@ -86,6 +97,7 @@ export class ConsoleRoutes {
     private readonly logger: Logger,
     /** Whether the request came over TLS (cookies get `Secure`). */
     private readonly secure: (req: IncomingMessage) => boolean,
+    private readonly ipGuard: IpGuard,
   ) {}
 
   private csrfToken(purpose: 'session' | 'login', value: string): string {
@@ -128,6 +140,7 @@ export class ConsoleRoutes {
       const deviceUnlock = /^devices\/([^/]+)\/unlock$/.exec(sub);
       const known =
         ['', 'logout', 'settings/security', 'settings/security/rotate-signing-key', 'users', 'groups', 'devices'].includes(sub) ||
+        sub === 'settings/ip-rules' ||
         userLock ||
         groupPath ||
         deviceUnlock;
@@ -137,7 +150,7 @@ export class ConsoleRoutes {
       if (!session) return true;
       let form: URLSearchParams | null = null;
       if (method === 'POST') {
-        form = await readForm(req);
+        form = await readForm(req, sub === 'settings/ip-rules' ? this.ipRulesFormBytes() : MAX_FORM_BYTES);
         if (!this.csrfOk(form, 'session', session.token)) {
           this.errorPage(res, 403, 'Forbidden', 'The form was missing its security token. Reload the page and try again.', session.csrf);
           return true;
@@ -157,6 +170,10 @@ export class ConsoleRoutes {
         await this.authorize(session, 'admin.settings');
         if (form) await this.rotateKey(req, res, session, form);
         else redirect(res, '/console/settings/security');
+      } else if (sub === 'settings/ip-rules') {
+        await this.authorize(session, 'admin.settings');
+        if (form) await this.saveIpRules(res, session, form, ctx);
+        else await this.ipRulesPage(res, session, ctx, 200, { notice: this.ipRulesNotice(query.get('saved')) });
       } else if (sub === 'users') {
         await this.authorize(session, 'admin.users');
         await this.usersPage(res, session, query.get('q') ?? '', query.get('unlocked'));
@@ -335,6 +352,114 @@ export class ConsoleRoutes {
       'signing key rotated: every token issued before is invalid',
     );
     redirect(res, '/console/login?m=key', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
+  }
+
+  /**
+   * Both lists as url-encoded text may be three times the file size limit each (every byte
+   * %XX): any file the reader accepts can be saved from the page, and a larger one meets the
+   * size check with its clear message rather than a bare 413.
+   */
+  private ipRulesFormBytes(): number {
+    return 2 * 3 * this.ipGuard.maxFileBytes + MAX_FORM_BYTES;
+  }
+
+  private async ipRulesPage(
+    res: ServerResponse,
+    session: Session,
+    ctx: RequestContext,
+    status: number,
+    extra: Partial<IpRulesPageInput>,
+  ): Promise<void> {
+    const lists = {} as Record<IpListName, IpListForm>;
+    for (const list of IP_LISTS) {
+      const { text, summary } = this.ipGuard.contents(list);
+      lists[list] = { text, loaded: textHash(text ?? ''), summary, error: null };
+    }
+    const { settings } = await this.store.getSettings();
+    const body = ipRulesPage({
+      csrf: session.csrf,
+      notice: null,
+      alert: null,
+      lists,
+      client: { ip: ctx.ip, decision: this.ipGuard.decide(ctx.ip) },
+      loginLimit: settings.ip_login_attempts_per_minute,
+      selfBlock: null,
+      ...extra,
+    });
+    sendHtml(res, status, page({ title: 'Settings → IP rules', current: 'ip-rules', csrf: session.csrf, body }));
+  }
+
+  /** "Whitelist saved: 3 entries." for `?saved=whitelist,blacklist`, with the counts in force now. */
+  private ipRulesNotice(saved: string | null): string | null {
+    if (saved === null) return null;
+    const lists = IP_LISTS.filter((list) => saved.split(',').includes(list));
+    if (lists.length === 0) return 'Nothing to save: neither list was changed.';
+    const summaries = this.ipGuard.summary();
+    return lists
+      .map((list) => `${list === 'whitelist' ? 'Whitelist' : 'Blacklist'} saved: ${entriesText(summaries[list].entries)}.`)
+      .join(' ');
+  }
+
+  /**
+   * Checks every changed list, then the self-block rule over both, then saves: all or nothing as
+   * far as validation goes. A list whose text is what the page showed is left alone.
+   */
+  private async saveIpRules(res: ServerResponse, session: Session, form: URLSearchParams, ctx: RequestContext): Promise<void> {
+    const lists = {} as Record<IpListName, IpListForm>;
+    const drafts: IpListDraft[] = [];
+    let refused: RelayError | null = null;
+    for (const list of IP_LISTS) {
+      const typed = form.get(list);
+      const { text, summary } = this.ipGuard.contents(list);
+      const loaded = form.get(loadedField(list)) ?? textHash(text ?? '');
+      lists[list] = { text: typed ?? text, loaded, summary, error: null };
+      // Absent: the textarea was disabled (unreadable file). Same hash: not edited on the page.
+      if (typed === null || textHash(typed) === loaded) continue;
+      try {
+        drafts.push(this.ipGuard.prepare(list, typed));
+      } catch (err) {
+        if (!(err instanceof RelayError) || (err.code !== 'RELAY_ERR_INVALID_IP_RULES' && err.code !== 'RELAY_ERR_IP_RULES_TOO_LARGE'))
+          throw err;
+        const problems = (err.details?.problems ?? []) as IpRuleLineError[];
+        const count = typeof err.details?.problem_count === 'number' ? err.details.problem_count : problems.length;
+        lists[list].error = { message: `${sentence(err.message)}. Nothing was saved.`, problems, problemCount: count };
+        refused ??= err;
+      }
+    }
+    if (refused) {
+      await this.ipRulesPage(res, session, ctx, refused.httpStatus ?? 400, { lists });
+      return;
+    }
+    const blocking = this.ipGuard.blockingRule(ctx.ip, drafts);
+    if (blocking && form.get(CONFIRM_SELF_BLOCK) !== 'on') {
+      const selfBlock = `Not saved: these rules would block your own address ${ctx.ip} (blacklist line ${blocking.line}: ${blocking.text}), and you could no longer reach this control panel from it. Whitelist your address, or tick the box to confirm and save again.`;
+      await this.ipRulesPage(res, session, ctx, 409, { lists, selfBlock });
+      return;
+    }
+    const saved: IpListName[] = [];
+    for (const draft of drafts) {
+      try {
+        const summary = this.ipGuard.save(draft);
+        saved.push(draft.list);
+        this.logger[blocking ? 'warn' : 'info'](
+          {
+            event: 'ip_rules_changed',
+            list: draft.list,
+            entries: summary.entries,
+            by: session.claims.sub,
+            via: 'console',
+            ...(blocking ? { selfBlocked: ctx.ip } : {}),
+          },
+          blocking ? `IP ${draft.list} changed: it blocks the address of the administrator who saved it` : `IP ${draft.list} changed`,
+        );
+      } catch (err) {
+        if (!(err instanceof RelayError) || err.code !== 'RELAY_ERR_IP_RULES_WRITE') throw err;
+        const done = saved.length ? ` The ${saved.join(' and ')} was saved.` : '';
+        await this.ipRulesPage(res, session, ctx, 500, { lists, alert: `${sentence(err.message)}.${done}` });
+        return;
+      }
+    }
+    redirect(res, `/console/settings/ip-rules?saved=${saved.join(',')}`);
   }
 
   private async usersPage(res: ServerResponse, session: Session, q: string, unlocked: string | null): Promise<void> {

@@ -94,8 +94,15 @@ export class PlatformServer {
       this.logger,
       this.ipGuard,
     );
-    this.consoleRoutes = new ConsoleRoutes(this.store, this.auth, this.accounts, this.groups, this.clock, this.logger, (req) =>
-      isTls(req.socket),
+    this.consoleRoutes = new ConsoleRoutes(
+      this.store,
+      this.auth,
+      this.accounts,
+      this.groups,
+      this.clock,
+      this.logger,
+      (req) => isTls(req.socket),
+      this.ipGuard,
     );
     this.gateway = opts.backend ? new Gateway(opts.backend, this.logger, opts.backendCa ? { ca: opts.backendCa } : {}) : null;
     this.server = this.createHttpServer();

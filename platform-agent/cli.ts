@@ -10,10 +10,13 @@ import { configError, RelayError } from '../shared/errors.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
 import { exitWithConfigError, intOption, onShutdownSignals, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
+import { systemClock } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { registerAdminCommands } from './admin-cli.js';
 import { PlatformAgent, agentConfig } from './agent.js';
 import { PlatformServer } from './platform/platform-server.js';
+import { RelayConnection } from './relay-connection.js';
+import { MIN_TOKEN_CHARS, relayUrlProblem, type RelayFlags } from './relay-settings.js';
 import type { RelayTrust } from './tunnel/tls-connect.js';
 
 type Args = Record<string, unknown>;
@@ -23,13 +26,8 @@ function relayUrls(value: unknown): string[] {
   if (list.length === 0)
     throw new RelayError('RELAY_ERR_CONFIG', '--relay: give at least one relay, e.g. --relay wss://relay.dmz.example:10900');
   for (const raw of list) {
-    let url: URL;
-    try {
-      url = new URL(raw);
-    } catch {
-      throw configError('relay', raw, 'expected a URL such as wss://relay.dmz.example:10900');
-    }
-    if (url.protocol !== 'wss:') throw configError('relay', raw, 'the tunnel runs over TLS: use wss://host:port');
+    const problem = relayUrlProblem(raw);
+    if (problem) throw configError('relay', raw, problem);
   }
   return list;
 }
@@ -126,18 +124,26 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
   return platform;
 }
 
+/** The agent token from --token, --token-file or PLATFORM_AGENT_TOKEN; undefined when none of them is given and `required` is false. */
+function agentToken(argv: Args, required: boolean): string | undefined {
+  const given = argv.token !== undefined || argv.tokenFile !== undefined || process.env.PLATFORM_AGENT_TOKEN !== undefined;
+  if (!given && !required) return undefined;
+  return resolveSecret({
+    option: 'token',
+    value: argv.token as string | undefined,
+    file: argv.tokenFile as string | undefined,
+    env: 'PLATFORM_AGENT_TOKEN',
+    minLength: MIN_TOKEN_CHARS,
+  });
+}
+
 async function start(argv: Args): Promise<void> {
   const logger = createLogger({ name: 'platform-agent', level: argv.logLevel as never });
-  let agent: PlatformAgent;
+  let agent: PlatformAgent | undefined;
+  let relay: RelayConnection | undefined;
   let platform: PlatformServer | undefined;
+  const drainMs = (): number => intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000);
   try {
-    const token = resolveSecret({
-      option: 'token',
-      value: argv.token as string | undefined,
-      file: argv.tokenFile as string | undefined,
-      env: 'PLATFORM_AGENT_TOKEN',
-      minLength: 16,
-    });
     const upstream = argv.upstream === undefined ? undefined : httpUrl('upstream', argv.upstream);
     if (upstream && argv.sampleApp) throw new RelayError('RELAY_ERR_CONFIG', '--upstream and --sample-app exclude each other');
     if ((upstream || argv.sampleApp) && argv.backend !== undefined)
@@ -145,41 +151,64 @@ async function start(argv: Args): Promise<void> {
         'RELAY_ERR_CONFIG',
         '--backend belongs to the built-in platform server; it cannot be combined with --upstream or --sample-app',
       );
+    const builtIn = !upstream && !argv.sampleApp;
+    // The built-in platform server keeps its relay settings in its store: flags are optional there.
+    const token = agentToken(argv, !builtIn);
+    const relays = builtIn && argv.relay === undefined ? undefined : relayUrls(argv.relay);
+    const connections = argv.connections === undefined ? undefined : intOption('connections', argv.connections, 1, 64);
+    const trust = trustOptions(argv, logger);
     const config = agentConfig({
-      relays: relayUrls(argv.relay),
-      token,
-      trust: trustOptions(argv, logger),
+      relays: relays ?? [],
+      token: token ?? '',
+      trust,
       agentId: String(argv.agentId),
-      connections: intOption('connections', argv.connections, 1, 64),
-      ...(upstream ? { upstream } : { sampleApp: true }),
+      connections: connections ?? defaults.connectionsPerRelay,
+      ...(upstream ? { upstream } : argv.sampleApp ? { sampleApp: true } : {}),
       ...(argv.upstreamCa ? { upstreamCa: readOptionFile('upstream-ca', String(argv.upstreamCa)) } : {}),
       reconnectMinMs: intOption('reconnect-min-ms', argv.reconnectMinMs, 10, 600_000),
       reconnectMaxMs: intOption('reconnect-max-ms', argv.reconnectMaxMs, 10, 3_600_000),
-      drainTimeoutMs: intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000),
+      drainTimeoutMs: drainMs(),
       mux: muxOptions(argv),
     });
     if (config.reconnectMaxMs < config.reconnectMinMs)
       throw configError('reconnect-max-ms', config.reconnectMaxMs, `must be at least --reconnect-min-ms (${config.reconnectMinMs})`);
-    if (!config.trust.ca && !config.trust.fingerprint && !config.trust.insecure) {
+    if (!trust.ca && !trust.fingerprint && !trust.insecure && relays) {
       logger.info(
         { event: 'tls_system_ca' },
         'verifying the relay against the system CAs (use --relay-ca or --relay-fingerprint for a private or self-signed relay certificate)',
       );
     }
-    // Last, once every other option is known to be good: it creates the data folder and maybe the first administrator.
-    if (!upstream && !argv.sampleApp) {
+    if (builtIn) {
+      // Last, once every other option is known to be good: it creates the data folder and maybe the first administrator.
       platform = await openPlatform(argv, logger);
-      config.platform = platform;
-      delete config.sampleApp;
+      const flags: RelayFlags = {
+        ...(relays ? { relays } : {}),
+        ...(token !== undefined ? { token } : {}),
+        ...(trust.ca ? { relay_ca: trust.ca } : {}),
+        ...(trust.fingerprint ? { relay_fingerprint: trust.fingerprint } : {}),
+        ...(connections !== undefined ? { connections } : {}),
+      };
+      relay = new RelayConnection({
+        platform,
+        logger,
+        clock: systemClock,
+        flags,
+        flagTrust: { ...(trust.insecure ? { insecure: true } : {}), ...(trust.clientCert ? { clientCert: trust.clientCert } : {}) },
+        agent: config,
+      });
+      platform.attachRelayConnection(relay);
+      await relay.open();
+    } else {
+      agent = new PlatformAgent(config, logger);
     }
-    agent = new PlatformAgent(config, logger);
   } catch (err) {
     await platform?.close();
     exitWithConfigError(err);
   }
-  agent.start();
+  agent?.start();
   onShutdownSignals(logger, async () => {
-    await agent.stop(intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000));
+    await agent?.stop(drainMs());
+    await relay?.close(drainMs());
     await platform?.close();
   });
 }
@@ -214,7 +243,10 @@ const cli = yargs(hideBin(process.argv))
           default: false,
           describe: 'do not verify the relay certificate (testing only; logged as a warning)',
         })
-        .option('connections', { type: 'number', default: defaults.connectionsPerRelay, describe: 'tunnel connections per relay' })
+        .option('connections', {
+          type: 'number',
+          describe: `tunnel connections per relay (default ${defaults.connectionsPerRelay}, or the value saved in the control panel)`,
+        })
         .option('data', {
           type: 'string',
           default: defaults.platformDataDir,

@@ -118,12 +118,16 @@ export function applyRelayPatch(
       case 'token':
         if (v === null) next.token = null;
         else if (typeof v !== 'string' || v.length < MIN_TOKEN_CHARS || v.length > MAX_TOKEN_CHARS || /\s/.test(v))
-          throw invalid(key, `expected the agent token: ${MIN_TOKEN_CHARS} to ${MAX_TOKEN_CHARS} characters, no spaces (relay token create prints one)`);
+          throw invalid(
+            key,
+            `expected the agent token: ${MIN_TOKEN_CHARS} to ${MAX_TOKEN_CHARS} characters, no spaces (relay token create prints one)`,
+          );
         else next.token = v;
         break;
       case 'relay_ca':
         if (v === null || v === '') next.relay_ca = null;
-        else if (typeof v !== 'string' || v.length > MAX_CA_CHARS) throw invalid(key, `expected PEM text of at most ${MAX_CA_CHARS} characters`);
+        else if (typeof v !== 'string' || v.length > MAX_CA_CHARS)
+          throw invalid(key, `expected PEM text of at most ${MAX_CA_CHARS} characters`);
         else {
           try {
             parseCertificateChain(v);
@@ -142,7 +146,8 @@ export function applyRelayPatch(
         }
         break;
       case 'connections':
-        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 64) throw invalid(key, `expected an integer from 1 to 64, got ${JSON.stringify(v)}`);
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 64)
+          throw invalid(key, `expected an integer from 1 to 64, got ${JSON.stringify(v)}`);
         next.connections = v;
         break;
       default:

@@ -100,6 +100,14 @@ const catalog = {
   RELAY_ERR_GROUP_IN_USE: { message: 'the user group still has users', httpStatus: 409 },
   RELAY_ERR_HTTPS_REQUIRED: { message: 'this API is served over HTTPS only; use https://', httpStatus: 403 },
   RELAY_ERR_BACKEND: { message: 'the backend application could not be reached', httpStatus: 502 },
+  // IP rules saved through the admin API or the control panel (details say which list and why)
+  RELAY_ERR_INVALID_IP_RULES: { message: 'the IP rules have lines that are not valid entries; nothing was saved', httpStatus: 400 },
+  RELAY_ERR_IP_RULES_TOO_LARGE: { message: 'the IP rules are larger than the file size limit; nothing was saved', httpStatus: 413 },
+  RELAY_ERR_IP_RULES_SELF_BLOCK: {
+    message: 'the new IP rules would block the address this request comes from; confirm to save them anyway',
+    httpStatus: 409,
+  },
+  RELAY_ERR_IP_RULES_WRITE: { message: 'the IP rules file could not be written; nothing was changed', httpStatus: 500 },
   RELAY_ERR_STORE: { message: 'the data folder cannot be used' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -1,12 +1,28 @@
 /**
  * A whitelist file and a blacklist file, read and reloaded when they change. Parsing and matching
- * live in `ip-rules.ts`; this file owns the I/O: reading, watching, and logging what was wrong
- * with a file. Nothing here throws over a bad, missing or unreadable file. The platform's
- * `IpGuard` (one data folder, fixed file names) and the relay's edge (`--whitelist`,
- * `--blacklist`) both use it.
+ * live in `ip-rules.ts`; this file owns the I/O: reading, watching, logging what was wrong with a
+ * file, and saving a new version of one. Nothing here throws over a bad, missing or unreadable
+ * file. The platform's `IpGuard` (one data folder, fixed file names) and the relay's edge
+ * (`--whitelist`, `--blacklist`) both use it; only the platform saves.
  */
-import { closeSync, fstatSync, openSync, readFileSync, stat, statSync, type Stats } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  fstatSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  stat,
+  statSync,
+  writeFileSync,
+  type Stats,
+} from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { defaults } from './defaults.js';
+import { RelayError } from './errors.js';
 import { decideIp, IpRuleSet, parseIpRules, type IpDecision, type IpRuleProblem } from './ip-rules.js';
 import type { Logger } from './logger.js';
 
@@ -49,6 +65,33 @@ export interface IpRuleFilesSummary {
 
 export type IpListName = keyof IpRuleFilesSummary;
 
+/**
+ * A list's new text, checked by {@link IpRuleFiles.prepare} and ready for
+ * {@link IpRuleFiles.save}: line endings are `\n`, it ends with a newline (unless empty), and
+ * every line is an entry, a comment or blank.
+ */
+export interface IpListDraft {
+  readonly list: IpListName;
+  /** The file content to write, comments and blank lines as given. */
+  readonly text: string;
+  /** What the list will hold once saved, e.g. to check an address against it first. */
+  readonly rules: IpRuleSet;
+}
+
+/** A bad line of a refused save, as the admin API reports it (`details.problems`). */
+export interface IpRuleLineError {
+  line: number;
+  text: string;
+  message: string;
+}
+
+/**
+ * Bad lines carried in one refused save's error: enough to fix a file by hand, bounded so that a
+ * pasted garbage file does not become a response of many megabytes. `problem_count` says how many
+ * there were in all.
+ */
+export const maxReportedProblems = 1000;
+
 interface WatchedList {
   readonly name: IpListName;
   readonly path: string;
@@ -74,13 +117,16 @@ const maxLoggedProblems = 20;
  * sets. Comparing each stat with the fstat of the descriptor actually read has neither problem.
  */
 export class IpRuleFiles {
+  /** Largest file read or saved, in bytes. */
+  readonly maxFileBytes: number;
   private readonly logger: Logger;
-  private readonly maxFileBytes: number;
   private readonly onChange: ((list: IpListName) => void) | undefined;
   private readonly whitelistFile: WatchedList | null;
   private readonly blacklistFile: WatchedList | null;
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
+  /** Drafts this instance made: `save` writes nothing that `prepare` did not check. */
+  private readonly drafts = new WeakSet<IpListDraft>();
 
   constructor(options: IpRuleFilesOptions) {
     this.logger = options.logger;
@@ -132,6 +178,93 @@ export class IpRuleFiles {
     };
   }
 
+  /**
+   * The list's file as text (`''` when there is none, `null` when it cannot be read: see the
+   * summary's `error`), with the summary of the rules in force. A file changed since its last
+   * load is loaded now, so that the text and the summary always describe the same file.
+   */
+  contents(list: IpListName): { text: string | null; summary: IpListSummary } {
+    const watched = this.file(list);
+    const read = this.read(watched.path);
+    if (read.signature !== watched.signature) this.apply(watched, read);
+    return { text: read.text ?? (read.error === undefined ? '' : null), summary: { ...watched.summary } };
+  }
+
+  /**
+   * Checks new text for a list without writing anything. Line endings become `\n` and a final
+   * newline is added; comments and blank lines are kept as given. Throws
+   * `RELAY_ERR_IP_RULES_TOO_LARGE` past `maxFileBytes` (the limit the reader applies), and
+   * `RELAY_ERR_INVALID_IP_RULES` when any line is neither an entry, a comment nor blank, with
+   * every bad line (up to {@link maxReportedProblems}) in `details.problems`.
+   */
+  prepare(list: IpListName, text: string): IpListDraft {
+    const { path } = this.file(list);
+    const normalised = normaliseIpRulesText(text);
+    const bytes = Buffer.byteLength(normalised);
+    const max = this.maxFileBytes;
+    if (bytes > max)
+      throw new RelayError('RELAY_ERR_IP_RULES_TOO_LARGE', `the ${list} is ${bytes} bytes, over the limit of ${max}; nothing was saved`, {
+        details: { list, bytes, max_bytes: max },
+      });
+    const { rules, problems } = parseIpRules(normalised, path);
+    if (problems.length > 0) {
+      const lines = problems.length === 1 ? 'line is' : 'lines are';
+      throw new RelayError('RELAY_ERR_INVALID_IP_RULES', `the ${list} was not saved: ${problems.length} ${lines} not valid`, {
+        details: {
+          list,
+          problem_count: problems.length,
+          problems: lineErrors(problems),
+        },
+      });
+    }
+    const draft: IpListDraft = { list, text: normalised, rules };
+    this.drafts.add(draft);
+    return draft;
+  }
+
+  /**
+   * Writes a draft from {@link prepare} as the list's file and loads it at once, so that its rules
+   * apply from the next `decide` (not only after the next poll). The write is atomic: a temporary
+   * file in the same folder (mode 0600), fsync'd, then renamed over the file; the folder is made
+   * (mode 0700) when missing. Synchronous, like `reload()`: two saves never interleave. Throws
+   * `RELAY_ERR_IP_RULES_WRITE` when the file cannot be written; the old file then stays in force.
+   */
+  save(draft: IpListDraft): IpListSummary {
+    if (!this.drafts.has(draft)) throw new Error('IpRuleFiles.save: pass a draft made by prepare() of the same instance');
+    const watched = this.file(draft.list);
+    const { path } = watched;
+    const dir = dirname(path);
+    const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const fd = openSync(temp, 'wx', 0o600);
+      try {
+        writeFileSync(fd, draft.text);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(temp, path);
+    } catch (err) {
+      try {
+        rmSync(temp, { force: true });
+      } catch {
+        // The write failed already; a leftover temporary file is harmless and named as one.
+      }
+      this.logger.error(
+        { file: path, list: draft.list, error: errorText(err) },
+        'IP rules: cannot write the file; the previous rules stay',
+      );
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      throw new RelayError('RELAY_ERR_IP_RULES_WRITE', `${basename(path)} could not be written (${code}); nothing was changed`, {
+        cause: err,
+        details: { list: draft.list },
+      });
+    }
+    syncFolder(dir);
+    return this.load(watched);
+  }
+
   /** The result of the last load of each file. */
   summary(): IpRuleFilesSummary {
     return {
@@ -144,6 +277,12 @@ export class IpRuleFiles {
   close(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+  }
+
+  private file(list: IpListName): WatchedList {
+    const watched = list === 'whitelist' ? this.whitelistFile : this.blacklistFile;
+    if (!watched) throw new Error(`IpRuleFiles: no ${list} file is configured`);
+    return watched;
   }
 
   private watched(): WatchedList[] {
@@ -174,9 +313,13 @@ export class IpRuleFiles {
   }
 
   private load(watched: WatchedList): IpListSummary {
+    return this.apply(watched, this.read(watched.path));
+  }
+
+  /** Makes what `read` gave the list in force (or keeps the previous rules when it is an error). */
+  private apply(watched: WatchedList, read: { text?: string; error?: string; signature: string }): IpListSummary {
     const { path, name } = watched;
     const before = watched.summary;
-    const read = this.read(path);
     watched.signature = read.signature;
     if (read.text === undefined && read.error === undefined) {
       watched.rules = IpRuleSet.empty;
@@ -251,6 +394,34 @@ function statOf(path: string): [NodeJS.ErrnoException | null, Stats | undefined]
 function signatureOf(err: NodeJS.ErrnoException | null, stats: Stats | undefined): string {
   if (err || stats === undefined) return err?.code === 'ENOENT' || err?.code === 'ENOTDIR' ? 'missing' : `error:${err?.code ?? 'unknown'}`;
   return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}:${stats.ctimeMs}`;
+}
+
+/** Text as {@link IpRuleFiles.prepare} saves it: `\n` line endings, a final newline unless empty. */
+export function normaliseIpRulesText(text: string): string {
+  const lf = text.replace(/\r\n?/g, '\n');
+  return lf === '' || lf.endsWith('\n') ? lf : `${lf}\n`;
+}
+
+/** Bad lines as the admin API reports them: `{line, text, message}`, the first {@link maxReportedProblems}. */
+export function lineErrors(problems: readonly IpRuleProblem[]): IpRuleLineError[] {
+  return problems.slice(0, maxReportedProblems).map((p) => ({ line: p.line, text: p.text, message: p.reason }));
+}
+
+/**
+ * Makes a rename durable: the new directory entry is on disk only once the folder is fsync'd.
+ * Best effort: some file systems refuse to fsync a directory, and the file itself is written.
+ */
+function syncFolder(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // The rename has happened; only its durability across a power cut is in question.
+  }
 }
 
 function errorText(err: unknown): string {

@@ -12,6 +12,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../../shared/clock.js';
 import { RelayError } from '../../shared/errors.js';
+import type { IpRuleLineError } from '../../shared/ip-rule-files.js';
 import type { Logger } from '../../shared/logger.js';
 import type { RequestContext } from '../platform/auth-routes.js';
 import { cookie, readBody } from '../platform/http-io.js';
@@ -21,7 +22,9 @@ import type { Groups, Operation } from '../security/groups.js';
 import { applySettingsPatch, saveSettingsChange } from '../security/settings.js';
 import type { TokenClaims } from '../security/tokens.js';
 import type { PlatformStore } from '../store/store.js';
+import type { RelayConnection } from '../relay-connection.js';
 import { csrfInput, esc, page, redirect, sendCss, sendHtml } from './html.js';
+import { relayPatchFromForm, relaySection, relayValuesFromForm, relayValuesFromSettings, type RelayFormValues } from './relay-section.js';
 import {
   CONFIRM_INVALIDATE,
   CONFIRM_ROTATE,
@@ -31,6 +34,7 @@ import {
   valuesFromForm,
   valuesFromSettings,
   type FieldError,
+  type FormValues,
 } from './security-page.js';
 import { devicesOfInterest, devicesPage } from './devices-page.js';
 import {
@@ -58,6 +62,16 @@ import {
   userValuesFromRecord,
   type UserPageInput,
 } from './user-page.js';
+import { IP_LISTS, type IpGuard, type IpListDraft, type IpListName } from '../platform/ip-guard.js';
+import {
+  CONFIRM_SELF_BLOCK,
+  entriesText,
+  ipRulesPage,
+  loadedField,
+  textHash,
+  type IpListForm,
+  type IpRulesPageInput,
+} from './ip-rules-page.js';
 
 export const SESSION_COOKIE = 'console_session';
 /** The pre-login nonce the login form's CSRF token is bound to. */
@@ -82,13 +96,31 @@ interface Session {
   csrf: string;
 }
 
-async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
+async function readForm(req: IncomingMessage, limit = MAX_FORM_BYTES): Promise<URLSearchParams> {
   const type = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
   if (type !== 'application/x-www-form-urlencoded') {
     req.resume();
     throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'expected a form (application/x-www-form-urlencoded)');
   }
-  return new URLSearchParams((await readBody(req, MAX_FORM_BYTES)).toString('utf8'));
+  return new URLSearchParams((await readBody(req, limit)).toString('utf8'));
+}
+
+/** What the console needs of the server around it. */
+export interface ConsoleHost {
+  /** Whether the request came over TLS (cookies get `Secure`). */
+  secure(req: IncomingMessage): boolean;
+  /** SHA-256 fingerprint of the internal HTTPS certificate; with `create`, made now when there is none. */
+  tlsFingerprint(create: boolean): string | null;
+  /** The relay connection this process manages, if any (the agent attaches it). */
+  relay(): RelayConnection | null;
+}
+
+/** What the Settings → Security page shows besides the stored settings. */
+interface SecurityView {
+  values?: FormValues;
+  error?: FieldError | null;
+  notice?: string | null;
+  relay?: { values?: RelayFormValues; error?: FieldError | null; notice?: string | null };
 }
 
 export class ConsoleRoutes {
@@ -102,8 +134,8 @@ export class ConsoleRoutes {
     private readonly groups: Groups,
     private readonly clock: Clock,
     private readonly logger: Logger,
-    /** Whether the request came over TLS (cookies get `Secure`). */
-    private readonly secure: (req: IncomingMessage) => boolean,
+    private readonly host: ConsoleHost,
+    private readonly ipGuard: IpGuard,
   ) {}
 
   private csrfToken(purpose: 'session' | 'login', value: string): string {
@@ -119,7 +151,7 @@ export class ConsoleRoutes {
 
   private cookieHeader(req: IncomingMessage, name: string, value: string, maxAgeSeconds?: number): string {
     const age = maxAgeSeconds === undefined ? '' : `; Max-Age=${maxAgeSeconds}`;
-    return `${name}=${value}; Path=/console; HttpOnly; SameSite=Strict${this.secure(req) ? '; Secure' : ''}${age}`;
+    return `${name}=${value}; Path=/console; HttpOnly; SameSite=Strict${this.host.secure(req) ? '; Secure' : ''}${age}`;
   }
 
   /** Serves `path` (the whole path, `/console` or below `/console/`); false when no page matches (404). */
@@ -146,9 +178,19 @@ export class ConsoleRoutes {
       const groupPath = /^groups\/([^/]+?)(\/delete)?$/.exec(sub);
       const deviceUnlock = /^devices\/([^/]+)\/unlock$/.exec(sub);
       const known =
-        ['', 'logout', 'settings/security', 'settings/security/rotate-signing-key', 'users', 'groups', 'devices'].includes(sub) ||
+        [
+          '',
+          'logout',
+          'settings/security',
+          'settings/relay',
+          'settings/security/rotate-signing-key',
+          'users',
+          'groups',
+          'devices',
+        ].includes(sub) ||
         sub === 'users/new' ||
         pathUser !== null ||
+        sub === 'settings/ip-rules' ||
         groupPath ||
         deviceUnlock;
       if (!known) return false;
@@ -157,7 +199,7 @@ export class ConsoleRoutes {
       if (!session) return true;
       let form: URLSearchParams | null = null;
       if (method === 'POST') {
-        form = await readForm(req);
+        form = await readForm(req, sub === 'settings/ip-rules' ? this.ipRulesFormBytes() : MAX_FORM_BYTES);
         if (!this.csrfOk(form, 'session', session.token)) {
           this.errorPage(res, 403, 'Forbidden', 'The form was missing its security token. Reload the page and try again.', session.csrf);
           return true;
@@ -172,11 +214,23 @@ export class ConsoleRoutes {
       else if (sub === 'settings/security') {
         await this.authorize(session, 'admin.settings');
         if (form) await this.saveSettings(req, res, session, form);
-        else await this.settingsPage(res, session, query.get('saved') ? 'Security settings saved.' : null);
+        else
+          await this.settingsPage(res, session, 200, {
+            notice: query.get('saved') ? 'Security settings saved.' : null,
+            relay: { notice: query.get('relay') ? 'Relay settings saved and applied.' : null },
+          });
+      } else if (sub === 'settings/relay') {
+        await this.authorize(session, 'admin.settings');
+        if (form) await this.saveRelay(res, session, form);
+        else redirect(res, '/console/settings/security#relay');
       } else if (sub === 'settings/security/rotate-signing-key') {
         await this.authorize(session, 'admin.settings');
         if (form) await this.rotateKey(req, res, session, form);
         else redirect(res, '/console/settings/security');
+      } else if (sub === 'settings/ip-rules') {
+        await this.authorize(session, 'admin.settings');
+        if (form) await this.saveIpRules(res, session, form, ctx);
+        else await this.ipRulesPage(res, session, ctx, 200, { notice: this.ipRulesNotice(query.get('saved')) });
       } else if (sub === 'users') {
         await this.authorize(session, 'admin.users');
         await this.usersPage(res, session, query.get('q') ?? '', userNotice(query));
@@ -308,18 +362,55 @@ export class ConsoleRoutes {
     redirect(res, '/console/login?m=out', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
   }
 
-  private async settingsPage(res: ServerResponse, session: Session, notice: string | null): Promise<void> {
+  /** Settings → Security from the stored settings, or with a failed form's values and its error. */
+  private async settingsPage(res: ServerResponse, session: Session, status: number, view: SecurityView): Promise<void> {
     const { settings } = await this.store.getSettings();
-    const body = securityPage({ values: valuesFromSettings(settings), csrf: session.csrf, error: null, notice });
-    sendHtml(res, 200, page({ title: 'Settings → Security', current: 'settings', csrf: session.csrf, body }));
+    const relay = this.host.relay();
+    const relayHtml = relay
+      ? relaySection({
+          values: view.relay?.values ?? relayValuesFromSettings(relay.settings()),
+          tokenSet: relay.settings().token !== null,
+          flagFields: relay.flagFields(),
+          status: relay.status(),
+          csrf: session.csrf,
+          error: view.relay?.error ?? null,
+          notice: view.relay?.notice ?? null,
+        })
+      : null;
+    const body = securityPage({
+      values: view.values ?? valuesFromSettings(settings),
+      csrf: session.csrf,
+      error: view.error ?? null,
+      notice: view.notice ?? null,
+      tlsFingerprint: this.host.tlsFingerprint(settings.https.api || settings.https.control_panel),
+      relaySection: relayHtml,
+    });
+    sendHtml(res, status, page({ title: 'Settings → Security', current: 'settings', csrf: session.csrf, body }));
+  }
+
+  private async saveRelay(res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
+    const relay = this.host.relay();
+    if (!relay) throw new RelayError('RELAY_ERR_NOT_FOUND', 'this platform server has no relay connection to manage');
+    const values = relayValuesFromForm(form);
+    try {
+      await relay.update(
+        relayPatchFromForm(values, (form.get('relay.token') ?? '').trim(), relay.flagFields()),
+        session.claims.sub,
+        'console',
+      );
+    } catch (err) {
+      const field = err instanceof RelayError ? err.details?.field : undefined;
+      if (typeof field !== 'string') throw err;
+      const error = { field, message: sentence((err as RelayError).message.replace(`${field}: `, '')) };
+      await this.settingsPage(res, session, 400, { relay: { values, error } });
+      return;
+    }
+    redirect(res, '/console/settings/security?relay=saved#relay');
   }
 
   private async saveSettings(req: IncomingMessage, res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
     const values = valuesFromForm(form);
-    const again = (error: FieldError): void => {
-      const body = securityPage({ values, csrf: session.csrf, error, notice: null });
-      sendHtml(res, 400, page({ title: 'Settings → Security', current: 'settings', csrf: session.csrf, body }));
-    };
+    const again = (error: FieldError): Promise<void> => this.settingsPage(res, session, 400, { values, error });
     const { settings } = await this.store.getSettings();
     let change;
     try {
@@ -327,13 +418,14 @@ export class ConsoleRoutes {
     } catch (err) {
       const field = err instanceof RelayError ? err.details?.field : undefined;
       if (typeof field !== 'string') throw err;
-      again({ field, message: (err as RelayError).message.replace(`${field}: `, '') });
+      await again({ field, message: (err as RelayError).message.replace(`${field}: `, '') });
       return;
     }
     if (change.invalidatesTokens && values[CONFIRM_INVALIDATE] !== 'on') {
-      again({ field: CONFIRM_INVALIDATE, message: `${INVALIDATE_WARNING}: tick the box to confirm, then save again.` });
+      await again({ field: CONFIRM_INVALIDATE, message: `${INVALIDATE_WARNING}: tick the box to confirm, then save again.` });
       return;
     }
+    if (change.next.https.api || change.next.https.control_panel) this.host.tlsFingerprint(true); // the certificate exists before the first TLS client
     await saveSettingsChange(this.store, change, this.clock.now());
     this.logger.info(
       {
@@ -351,10 +443,9 @@ export class ConsoleRoutes {
 
   private async rotateKey(req: IncomingMessage, res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
     if (form.get(CONFIRM_ROTATE) !== 'on') {
-      const { settings } = await this.store.getSettings();
-      const error = { field: CONFIRM_ROTATE, message: 'Tick the box to confirm, then generate the key again.' };
-      const body = securityPage({ values: valuesFromSettings(settings), csrf: session.csrf, error, notice: null });
-      sendHtml(res, 400, page({ title: 'Settings → Security', current: 'settings', csrf: session.csrf, body }));
+      await this.settingsPage(res, session, 400, {
+        error: { field: CONFIRM_ROTATE, message: 'Tick the box to confirm, then generate the key again.' },
+      });
       return;
     }
     await this.auth.tokens.rotateKey();
@@ -363,6 +454,114 @@ export class ConsoleRoutes {
       'signing key rotated: every token issued before is invalid',
     );
     redirect(res, '/console/login?m=key', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
+  }
+
+  /**
+   * Both lists as url-encoded text may be three times the file size limit each (every byte
+   * %XX): any file the reader accepts can be saved from the page, and a larger one meets the
+   * size check with its clear message rather than a bare 413.
+   */
+  private ipRulesFormBytes(): number {
+    return 2 * 3 * this.ipGuard.maxFileBytes + MAX_FORM_BYTES;
+  }
+
+  private async ipRulesPage(
+    res: ServerResponse,
+    session: Session,
+    ctx: RequestContext,
+    status: number,
+    extra: Partial<IpRulesPageInput>,
+  ): Promise<void> {
+    const lists = {} as Record<IpListName, IpListForm>;
+    for (const list of IP_LISTS) {
+      const { text, summary } = this.ipGuard.contents(list);
+      lists[list] = { text, loaded: textHash(text ?? ''), summary, error: null };
+    }
+    const { settings } = await this.store.getSettings();
+    const body = ipRulesPage({
+      csrf: session.csrf,
+      notice: null,
+      alert: null,
+      lists,
+      client: { ip: ctx.ip, decision: this.ipGuard.decide(ctx.ip) },
+      loginLimit: settings.ip_login_attempts_per_minute,
+      selfBlock: null,
+      ...extra,
+    });
+    sendHtml(res, status, page({ title: 'Settings → IP rules', current: 'ip-rules', csrf: session.csrf, body }));
+  }
+
+  /** "Whitelist saved: 3 entries." for `?saved=whitelist,blacklist`, with the counts in force now. */
+  private ipRulesNotice(saved: string | null): string | null {
+    if (saved === null) return null;
+    const lists = IP_LISTS.filter((list) => saved.split(',').includes(list));
+    if (lists.length === 0) return 'Nothing to save: neither list was changed.';
+    const summaries = this.ipGuard.summary();
+    return lists
+      .map((list) => `${list === 'whitelist' ? 'Whitelist' : 'Blacklist'} saved: ${entriesText(summaries[list].entries)}.`)
+      .join(' ');
+  }
+
+  /**
+   * Checks every changed list, then the self-block rule over both, then saves: all or nothing as
+   * far as validation goes. A list whose text is what the page showed is left alone.
+   */
+  private async saveIpRules(res: ServerResponse, session: Session, form: URLSearchParams, ctx: RequestContext): Promise<void> {
+    const lists = {} as Record<IpListName, IpListForm>;
+    const drafts: IpListDraft[] = [];
+    let refused: RelayError | null = null;
+    for (const list of IP_LISTS) {
+      const typed = form.get(list);
+      const { text, summary } = this.ipGuard.contents(list);
+      const loaded = form.get(loadedField(list)) ?? textHash(text ?? '');
+      lists[list] = { text: typed ?? text, loaded, summary, error: null };
+      // Absent: the textarea was disabled (unreadable file). Same hash: not edited on the page.
+      if (typed === null || textHash(typed) === loaded) continue;
+      try {
+        drafts.push(this.ipGuard.prepare(list, typed));
+      } catch (err) {
+        if (!(err instanceof RelayError) || (err.code !== 'RELAY_ERR_INVALID_IP_RULES' && err.code !== 'RELAY_ERR_IP_RULES_TOO_LARGE'))
+          throw err;
+        const problems = (err.details?.problems ?? []) as IpRuleLineError[];
+        const count = typeof err.details?.problem_count === 'number' ? err.details.problem_count : problems.length;
+        lists[list].error = { message: `${sentence(err.message)}. Nothing was saved.`, problems, problemCount: count };
+        refused ??= err;
+      }
+    }
+    if (refused) {
+      await this.ipRulesPage(res, session, ctx, refused.httpStatus ?? 400, { lists });
+      return;
+    }
+    const blocking = this.ipGuard.blockingRule(ctx.ip, drafts);
+    if (blocking && form.get(CONFIRM_SELF_BLOCK) !== 'on') {
+      const selfBlock = `Not saved: these rules would block your own address ${ctx.ip} (blacklist line ${blocking.line}: ${blocking.text}), and you could no longer reach this control panel from it. Whitelist your address, or tick the box to confirm and save again.`;
+      await this.ipRulesPage(res, session, ctx, 409, { lists, selfBlock });
+      return;
+    }
+    const saved: IpListName[] = [];
+    for (const draft of drafts) {
+      try {
+        const summary = this.ipGuard.save(draft);
+        saved.push(draft.list);
+        this.logger[blocking ? 'warn' : 'info'](
+          {
+            event: 'ip_rules_changed',
+            list: draft.list,
+            entries: summary.entries,
+            by: session.claims.sub,
+            via: 'console',
+            ...(blocking ? { selfBlocked: ctx.ip } : {}),
+          },
+          blocking ? `IP ${draft.list} changed: it blocks the address of the administrator who saved it` : `IP ${draft.list} changed`,
+        );
+      } catch (err) {
+        if (!(err instanceof RelayError) || err.code !== 'RELAY_ERR_IP_RULES_WRITE') throw err;
+        const done = saved.length ? ` The ${saved.join(' and ')} was saved.` : '';
+        await this.ipRulesPage(res, session, ctx, 500, { lists, alert: `${sentence(err.message)}.${done}` });
+        return;
+      }
+    }
+    redirect(res, `/console/settings/ip-rules?saved=${saved.join(',')}`);
   }
 
   private async usersPage(res: ServerResponse, session: Session, q: string, notice: string | null): Promise<void> {

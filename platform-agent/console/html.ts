@@ -77,12 +77,28 @@ a.button{display:inline-block;padding:6px 16px;border-radius:4px;border:1px soli
 td.description{color:#5b6678;overflow-wrap:anywhere}
 .inputs .locked{margin-left:4px}
 #user-form .row select{min-width:16em}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;background:#eef1f5;border-radius:3px;padding:1px 4px}
+.panel{background:#fff;border:1px solid #d5dbe5;border-radius:6px;margin:0 0 20px;padding:4px 20px}
+.panel ul{margin:0;padding-left:22px}
+.panel li{margin:2px 0}
+textarea{font:13px/1.5 ui-monospace,SFMono-Regular,Menlo,monospace;width:100%;min-height:14em;padding:6px 8px;border:1px solid #aab4c3;border-radius:4px;background:#fff;resize:vertical}
+textarea:focus-visible{outline:3px solid #f5b400;outline-offset:2px}
+textarea:disabled{background:#eef1f5}
+.row.invalid textarea{border-color:#b00020;border-width:2px}
+.row>.label .hint{font-weight:400;margin:4px 0 0}
+.inputs .error p,.inputs .warning p{margin:0 0 4px}
+.problems{margin:0;padding-left:20px;font-weight:400}
+.problems li{margin:2px 0}
+.inputs .warning{width:100%}
+label.confirm{font-weight:600}
+.actions .hint{width:auto}
+.hint code{white-space:nowrap}
 `;
 
 export interface PageOptions {
   title: string;
   /** Which nav link is current; none on the login page (no nav either). */
-  current?: 'settings' | 'users' | 'groups' | 'devices';
+  current?: 'settings' | 'ip-rules' | 'users' | 'groups' | 'devices';
   /** The logout form needs the session's CSRF token; no nav without it. */
   csrf?: string;
   body: string;
@@ -94,7 +110,7 @@ export function page(o: PageOptions): string {
   const nav =
     o.csrf === undefined
       ? ''
-      : `<nav aria-label="Sections">${link('/console/settings/security', 'settings', 'Settings → Security')}${link('/console/users', 'users', 'Users')}${link('/console/groups', 'groups', 'Groups')}${link('/console/devices', 'devices', 'Devices')}</nav>` +
+      : `<nav aria-label="Sections">${link('/console/settings/security', 'settings', 'Settings → Security')}${link('/console/settings/ip-rules', 'ip-rules', 'IP rules')}${link('/console/users', 'users', 'Users')}${link('/console/groups', 'groups', 'Groups')}${link('/console/devices', 'devices', 'Devices')}</nav>` +
         `<form method="post" action="/console/logout">${csrfInput(o.csrf)}<button type="submit">Log out</button></form>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

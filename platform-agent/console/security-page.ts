@@ -149,8 +149,7 @@ export function valuesFromSettings(s: SecuritySettings): FormValues {
 /** The submitted form's values for every field the page shows (a missing checkbox is off). */
 export function valuesFromForm(form: URLSearchParams): FormValues {
   const v: FormValues = {};
-  for (const row of ALL_ROWS)
-    for (const input of row.inputs) v[input.name] = (form.get(input.name) ?? '').trim();
+  for (const row of ALL_ROWS) for (const input of row.inputs) v[input.name] = (form.get(input.name) ?? '').trim();
   v[CONFIRM_INVALIDATE] = form.get(CONFIRM_INVALIDATE) === 'on' ? 'on' : '';
   return v;
 }
@@ -222,6 +221,8 @@ export interface SecurityPageInput {
   notice: string | null;
   /** SHA-256 fingerprint of the internal HTTPS certificate, once there is one. */
   tlsFingerprint: string | null;
+  /** The Relay server form (relay-section.ts), when this process manages a relay connection. */
+  relaySection: string | null;
 }
 
 /** The body of Settings → Security. */
@@ -248,6 +249,7 @@ ${confirmError ? errorText(confirmError, CONFIRM_INVALIDATE) : ''}</div></div>
 <fieldset><legend>Mobile authenticators</legend>${rows(MOBILE)}</fieldset>
 <div class="actions"><button type="submit">Save security settings</button></div>
 </form>
+${p.relaySection ?? ''}
 <form method="post" action="/console/settings/security/rotate-signing-key">${csrfInput(p.csrf)}
 <fieldset><legend>Signing key</legend>
 <div class="row${rotateError ? ' invalid' : ''}"><span class="label">New signing key</span><div class="inputs">

@@ -1,13 +1,16 @@
 /**
- * The administrators' API under `/admin/api/v1/`: security settings, signing-key rotation,
- * users, user groups, the operations catalog, and devices (failure counts and locks). Every route
- * but login needs an administrator's access token (audience `platform-admin`), which also moves
- * its inactivity clock, and the operation the route belongs to (`admin.users`, `admin.settings`,
- * `admin.devices`) when the administrator is in a group.
+ * The administrators' API under `/admin/api/v1/`: security settings, signing-key rotation, the IP
+ * whitelist and blacklist, users, user groups, the operations catalog, and devices (failure
+ * counts and locks). Every route but login needs an administrator's access token (audience
+ * `platform-admin`), which also moves its inactivity clock, and the operation the route belongs
+ * to (`admin.users`, `admin.settings`, `admin.devices`) when the administrator is in a group.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../../shared/clock.js';
 import { RelayError } from '../../shared/errors.js';
+import { lineErrors } from '../../shared/ip-rule-files.js';
+import type { IpRule } from '../../shared/ip-rules.js';
+import type { RelayConnection } from '../relay-connection.js';
 import type { Logger } from '../../shared/logger.js';
 import type { Accounts } from '../security/accounts.js';
 import { userView } from '../security/accounts.js';
@@ -18,6 +21,7 @@ import type { TokenClaims } from '../security/tokens.js';
 import type { DeviceRecord, PlatformStore } from '../store/store.js';
 import type { AuthRoutes, RequestContext } from './auth-routes.js';
 import { bearerToken, readJson, sendJson, sendNoContent } from './http-io.js';
+import { IP_LISTS, type IpGuard, type IpListName, type IpListSummary } from './ip-guard.js';
 
 export const ADMIN_PREFIX = '/admin/api/v1/';
 
@@ -41,7 +45,8 @@ function methodNotAllowed(allowed: string[]): RelayError {
 
 /** The operation an admin route needs, or null when `path` is no admin route (404). */
 function adminOperation(path: string): Operation | null {
-  if (path === 'settings/security' || path === 'settings/security/rotate-signing-key') return 'admin.settings';
+  if (path === 'settings/security' || path === 'settings/security/rotate-signing-key' || path === 'settings/relay') return 'admin.settings';
+  if (/^ip-rules(\/(whitelist|blacklist))?$/.test(path)) return 'admin.settings';
   if (path === 'operations' || /^(users|groups)(\/[^/]+)?$/.test(path)) return 'admin.users';
   if (/^devices(\/[^/]+)?$/.test(path)) return 'admin.devices';
   return null;
@@ -56,6 +61,9 @@ export class AdminRoutes {
     private readonly authRoutes: AuthRoutes,
     private readonly clock: Clock,
     private readonly logger: Logger,
+    private readonly ipGuard: IpGuard,
+    /** The relay connection the agent manages, if any. */
+    private readonly relay: () => RelayConnection | null,
   ) {}
 
   private async admin(req: IncomingMessage): Promise<TokenClaims> {
@@ -112,6 +120,16 @@ export class AdminRoutes {
       sendNoContent(res);
       return true;
     }
+    if (path === 'settings/relay') {
+      const relay = this.relay();
+      if (!relay)
+        throw new RelayError('RELAY_ERR_NOT_FOUND', 'this platform server has no relay connection to manage (it runs without the agent)');
+      if (method === 'PATCH') await relay.update(await readJson(req), who.sub, 'api');
+      else if (method !== 'GET') throw methodNotAllowed(['GET', 'PATCH']);
+      sendJson(res, 200, relay.view());
+      return true;
+    }
+    if (path === 'ip-rules' || path.startsWith('ip-rules/')) return this.handleIpRules(req, res, method, path, who, ctx);
     if (path === 'operations') {
       if (method !== 'GET') throw methodNotAllowed(['GET']);
       sendJson(res, 200, { operations: OPERATIONS.map((op) => ({ name: op.name, roles: op.roles, description: op.description })) });
@@ -215,9 +233,87 @@ export class AdminRoutes {
     throw methodNotAllowed(['GET', 'PATCH', 'DELETE']);
   }
 
+  /**
+   * `GET ip-rules` (both lists), `GET ip-rules/<list>`, `PUT ip-rules/<list>` with
+   * `{"text": "...", "confirm_self_block": true?}`: the whole file, checked line by line, saved
+   * atomically and in force for the next request. A change that would block the address of the
+   * request making it is refused (409 ip_rules_self_block) unless confirmed.
+   */
+  private async handleIpRules(
+    req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    path: string,
+    who: TokenClaims,
+    ctx: RequestContext,
+  ): Promise<true> {
+    const view = (list: IpListName): Record<string, unknown> => {
+      const { text, summary } = this.ipGuard.contents(list);
+      return ipListView(text, summary);
+    };
+    if (path === 'ip-rules') {
+      if (method !== 'GET') throw methodNotAllowed(['GET']);
+      sendJson(res, 200, Object.fromEntries(IP_LISTS.map((list) => [list, view(list)])));
+      return true;
+    }
+    const list = path.slice('ip-rules/'.length) as IpListName;
+    if (method === 'GET') {
+      sendJson(res, 200, view(list));
+      return true;
+    }
+    if (method !== 'PUT') throw methodNotAllowed(['GET', 'PUT']);
+    // JSON escapes (each newline is \n) make the body larger than the file it carries.
+    const { text, confirmSelfBlock } = ipRulesBody(await readJson(req, 2 * this.ipGuard.maxFileBytes + 4096));
+    const draft = this.ipGuard.prepare(list, text);
+    const blocking = this.ipGuard.blockingRule(ctx.ip, [draft]);
+    if (blocking && !confirmSelfBlock) throw selfBlockError(list, ctx.ip, blocking);
+    const summary = this.ipGuard.save(draft);
+    this.logger[blocking ? 'warn' : 'info'](
+      { event: 'ip_rules_changed', list, entries: summary.entries, by: who.sub, ...(blocking ? { selfBlocked: ctx.ip } : {}) },
+      blocking ? `IP ${list} changed: it blocks the address of the administrator who saved it` : `IP ${list} changed`,
+    );
+    sendJson(res, 200, ipListView(draft.text, summary));
+    return true;
+  }
+
   private async sendSettings(res: ServerResponse): Promise<true> {
     const { settings } = await this.store.getSettings();
     sendJson(res, 200, settings);
     return true;
   }
+}
+
+/** One list as the API shows it: the file's text, the entries in force, lines skipped at load. */
+function ipListView(text: string | null, summary: IpListSummary): Record<string, unknown> {
+  return {
+    text,
+    entries: summary.entries,
+    status: summary.status,
+    ...(summary.error !== undefined ? { error: summary.error } : {}),
+    problem_count: summary.problems.length,
+    problems: lineErrors(summary.problems),
+  };
+}
+
+const IP_RULES_FIELDS = new Set(['text', 'confirm_self_block']);
+
+/** The body of `PUT ip-rules/<list>`. */
+function ipRulesBody(body: Record<string, unknown>): { text: string; confirmSelfBlock: boolean } {
+  const invalid = (field: string, message: string): RelayError =>
+    new RelayError('RELAY_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
+  const unknown = Object.keys(body).find((key) => !IP_RULES_FIELDS.has(key));
+  if (unknown !== undefined) throw invalid(unknown, 'unknown field; expected "text" and optionally "confirm_self_block"');
+  if (typeof body.text !== 'string') throw invalid('text', 'expected a string: the whole file, one entry a line (empty for an empty list)');
+  const confirm = body.confirm_self_block ?? false;
+  if (typeof confirm !== 'boolean') throw invalid('confirm_self_block', 'expected true or false');
+  return { text: body.text, confirmSelfBlock: confirm };
+}
+
+function selfBlockError(list: IpListName, ip: string, rule: IpRule): RelayError {
+  return new RelayError(
+    'RELAY_ERR_IP_RULES_SELF_BLOCK',
+    `the ${list} was not saved: it would block your own address ${ip} (blacklist line ${rule.line}: ${rule.text}, and no whitelist entry covers it); ` +
+      'send "confirm_self_block": true to save it anyway',
+    { details: { list, field: 'confirm_self_block', ip, rule: { line: rule.line, text: rule.text } } },
+  );
 }

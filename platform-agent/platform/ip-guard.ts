@@ -1,14 +1,18 @@
 /**
  * The platform's IP whitelist and blacklist: `whitelist.dat` and `blacklist.dat` in the data
- * folder. Reading, watching and logging live in `shared/ip-rule-files.ts`, parsing and matching
- * in `shared/ip-rules.ts`; this file only names the files.
+ * folder. Reading, watching, saving and logging live in `shared/ip-rule-files.ts`, parsing and
+ * matching in `shared/ip-rules.ts`; this file names the files and holds the one rule a save must
+ * respect beyond the file format: it must not silently lock out the address making it.
  */
 import { join } from 'node:path';
-import type { IpDecision, IpRuleSet } from '../../shared/ip-rules.js';
-import { IpRuleFiles, type IpListSummary, type IpRuleFilesSummary } from '../../shared/ip-rule-files.js';
+import { decideIp, type IpDecision, type IpRule, type IpRuleSet } from '../../shared/ip-rules.js';
+import { IpRuleFiles, type IpListDraft, type IpListName, type IpListSummary, type IpRuleFilesSummary } from '../../shared/ip-rule-files.js';
 import type { Logger } from '../../shared/logger.js';
 
-export type { IpListSummary };
+export type { IpListDraft, IpListName, IpListSummary };
+
+/** Both lists, in the order pages and API answers show them. */
+export const IP_LISTS: readonly IpListName[] = ['whitelist', 'blacklist'];
 
 export interface IpGuardOptions {
   /** Folder holding both files. It may not exist yet; files created later are picked up. */
@@ -60,6 +64,38 @@ export class IpGuard {
   /** The blacklist in force. */
   get blacklist(): IpRuleSet {
     return this.files.blacklist;
+  }
+
+  /** Largest file read or saved, in bytes. */
+  get maxFileBytes(): number {
+    return this.files.maxFileBytes;
+  }
+
+  /** A list's file as text (`null` when unreadable) and the summary of its rules in force. */
+  contents(list: IpListName): { text: string | null; summary: IpListSummary } {
+    return this.files.contents(list);
+  }
+
+  /** Checks new text for a list; throws RELAY_ERR_INVALID_IP_RULES or _TOO_LARGE (see IpRuleFiles.prepare). */
+  prepare(list: IpListName, text: string): IpListDraft {
+    return this.files.prepare(list, text);
+  }
+
+  /** Writes a checked list atomically and puts it in force at once (see IpRuleFiles.save). */
+  save(draft: IpListDraft): IpListSummary {
+    return this.files.save(draft);
+  }
+
+  /**
+   * The blacklist entry that would block `ip` once `drafts` are saved (each replacing its list;
+   * a list without a draft stays as it is), or undefined when `ip` would not be blocked. Callers
+   * ask before saving, with the address of the request making the change, so that an
+   * administrator does not lock themselves out without saying so.
+   */
+  blockingRule(ip: string, drafts: readonly IpListDraft[]): IpRule | undefined {
+    const draft = (list: IpListName): IpRuleSet | undefined => drafts.find((d) => d.list === list)?.rules;
+    const lists = { whitelist: draft('whitelist') ?? this.whitelist, blacklist: draft('blacklist') ?? this.blacklist };
+    return decideIp(ip, lists) === 'blacklisted' ? lists.blacklist.lookup(ip) : undefined;
   }
 
   /** Reads both files again now (synchronous). */

@@ -9,6 +9,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo, type Socket } from 'node:net';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { TLSSocket } from 'node:tls';
@@ -21,6 +22,7 @@ import type { Logger } from '../../shared/logger.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { ConsoleRoutes } from '../console/console-routes.js';
+import type { RelayConnection } from '../relay-connection.js';
 import { Accounts } from '../security/accounts.js';
 import { AuthService, type AuthEvent } from '../security/auth.js';
 import { Groups } from '../security/groups.js';
@@ -56,6 +58,8 @@ export interface PlatformServerOptions {
   firstByteTimeoutMs?: number;
 }
 
+const INTERNAL_TLS_NAME = 'internal';
+
 /** The first byte of a TLS record carrying a handshake (a ClientHello): how the internal listener tells TLS from HTTP. */
 const TLS_HANDSHAKE = 0x16;
 
@@ -84,6 +88,8 @@ export class PlatformServer {
   private readonly pruneTimer: NodeJS.Timeout;
   private readonly dataDir: string;
   private internalTls: PemPair | undefined;
+  /** The relay connection the agent manages, shown and changed in the control panel and the admin API. */
+  private relayConnection: RelayConnection | null = null;
   private readonly firstByteTimeoutMs: number;
   /** HTTP and HTTPS server objects behind the internal listeners (one handler; they never listen themselves). */
   private internalHttp: http.Server | null = null;
@@ -102,16 +108,38 @@ export class PlatformServer {
     this.groups = new Groups(this.store, this.clock);
     const mobile = new MobileAuthenticators(this.store, this.auth, this.clock);
     this.authRoutes = new AuthRoutes(this.auth, mobile, (req) => isTls(req.socket));
-    this.adminRoutes = new AdminRoutes(this.store, this.auth, this.accounts, this.groups, this.authRoutes, this.clock, this.logger);
-    this.consoleRoutes = new ConsoleRoutes(this.store, this.auth, this.accounts, this.groups, this.clock, this.logger, (req) =>
-      isTls(req.socket),
-    );
-    this.gateway = opts.backend ? new Gateway(opts.backend, this.logger, opts.backendCa ? { ca: opts.backendCa } : {}) : null;
     this.ipGuard = new IpGuard({
       dir: opts.dataDir,
       logger: this.logger,
       ...(opts.ipRulesPollMs !== undefined ? { pollIntervalMs: opts.ipRulesPollMs } : {}),
     });
+    this.adminRoutes = new AdminRoutes(
+      this.store,
+      this.auth,
+      this.accounts,
+      this.groups,
+      this.authRoutes,
+      this.clock,
+      this.logger,
+      this.ipGuard,
+      () => this.relayConnection,
+    );
+    this.consoleRoutes = new ConsoleRoutes(
+      this.store,
+      this.auth,
+      this.accounts,
+      this.groups,
+      this.clock,
+      this.logger,
+      {
+        secure: (req) => isTls(req.socket),
+        tlsFingerprint: (create) =>
+          create || this.internalTls || existsSync(this.tlsFiles().certFile) ? this.internalTlsFingerprint() : null,
+        relay: () => this.relayConnection,
+      },
+      this.ipGuard,
+    );
+    this.gateway = opts.backend ? new Gateway(opts.backend, this.logger, opts.backendCa ? { ca: opts.backendCa } : {}) : null;
     this.server = this.createHttpServer();
     this.pruneTimer = setInterval(() => {
       this.store
@@ -204,13 +232,27 @@ export class PlatformServer {
     return server;
   }
 
+  /** Lets the control panel and the admin API show and change the relay connection (the agent's CLI attaches it). */
+  attachRelayConnection(relay: RelayConnection): void {
+    this.relayConnection = relay;
+  }
+
+  get relay(): RelayConnection | null {
+    return this.relayConnection;
+  }
+
+  private tlsFiles(): { dir: string; certFile: string } {
+    const dir = join(this.dataDir, 'tls');
+    return { dir, certFile: join(dir, `${INTERNAL_TLS_NAME}.crt`) };
+  }
+
   /** The internal HTTPS certificate: given, or self-signed in `<dataDir>/tls/` (made once, then reused). */
   private tlsPair(): PemPair {
     if (this.internalTls) return this.internalTls;
     const made = loadOrCreateSelfSigned(
-      join(this.dataDir, 'tls'),
+      this.tlsFiles().dir,
       { commonName: 'platform-server', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1', '::1'] },
-      'internal',
+      INTERNAL_TLS_NAME,
     );
     this.logger.info(
       {

@@ -23,7 +23,7 @@ export const OPERATIONS = Object.freeze([
   { name: 'api.write', roles: ROLES, description: 'Change through the API: any other method on /api/ routes forwarded to the backend' },
   { name: 'profile.read', roles: ROLES, description: 'See its own identity: GET /api/v1/me' },
   { name: 'admin.users', roles: ['admin'], description: 'Manage users and groups in the admin API (users, groups, operations)' },
-  { name: 'admin.settings', roles: ['admin'], description: 'Change the security settings and rotate the signing key in the admin API' },
+  { name: 'admin.settings', roles: ['admin'], description: 'Change security settings and IP rules, rotate the signing key (admin API)' },
   { name: 'admin.devices', roles: ['admin'], description: 'See devices and clear their locks in the admin API' },
 ] as const satisfies readonly OperationSpec[]);
 

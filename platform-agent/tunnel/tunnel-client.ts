@@ -39,6 +39,7 @@ export interface SlotStatus {
   since: Date | null;
   streams: number;
   lastError: string | null;
+  lastErrorAt: Date | null;
   attempts: number;
 }
 
@@ -49,6 +50,7 @@ interface Slot {
   ws: WebSocket | null;
   since: Date | null;
   lastError: string | null;
+  lastErrorAt: Date | null;
   timer: NodeJS.Timeout | null;
 }
 
@@ -80,6 +82,7 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
       ws: null,
       since: null,
       lastError: null,
+      lastErrorAt: null,
       timer: null,
     }));
   }
@@ -104,6 +107,7 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
       since: s.since,
       streams: s.session?.streamCount ?? 0,
       lastError: s.lastError,
+      lastErrorAt: s.lastErrorAt,
       attempts: s.backoff.attempts,
     }));
   }
@@ -127,6 +131,7 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
       settled = true;
       slot.ws = null;
       slot.lastError = reason;
+      slot.lastErrorAt = new Date();
       ws.terminate();
       this.scheduleReconnect(slot, reason, fields);
     };
@@ -153,7 +158,6 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
       const session = new MuxSession(ws, { ...this.options.mux, role: 'client', onStream: this.options.onStream });
       slot.session = session;
       slot.since = new Date();
-      slot.lastError = null;
       logger.info({ event: 'tunnel_connected', relay: url, slot: slot.index }, 'connected to relay');
       this.emit('connected', slot.index);
       session.once('close', (err) => {
@@ -163,7 +167,10 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
         slot.since = null;
         slot.backoff.connectionEnded(upMs);
         const reason = err ? `${err.code}: ${err.message}` : 'closed by relay';
-        slot.lastError = reason;
+        if (!this.stopped) {
+          slot.lastError = reason;
+          slot.lastErrorAt = new Date();
+        }
         this.emit('disconnected', slot.index, reason);
         this.scheduleReconnect(slot, reason, { upMs });
       });

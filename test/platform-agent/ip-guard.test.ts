@@ -1,9 +1,10 @@
-import { mkdirSync, mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { IpGuard, type IpGuardOptions } from '../../platform-agent/platform/ip-guard.js';
+import { RelayError } from '../../shared/errors.js';
 import type { IpDecision } from '../../shared/ip-rules.js';
 
 const root = mkdtempSync(join(tmpdir(), 'ip-guard-test-'));
@@ -201,5 +202,121 @@ describe('IP guard: reloading', () => {
     // A manual reload still works after close.
     closed.reload();
     expect(closed.decide('10.0.0.2')).toBe('blacklisted');
+  });
+});
+
+describe('IP guard: saving a list', () => {
+  /** Runs `fn`; returns the RelayError it throws (fails when it throws nothing or something else). */
+  function refusal(fn: () => unknown): RelayError {
+    try {
+      fn();
+    } catch (err) {
+      expect(err).toBeInstanceOf(RelayError);
+      return err as RelayError;
+    }
+    throw new Error('expected a RelayError, but nothing was thrown');
+  }
+
+  it('writes the text as given (comments, blank lines), with \\n line endings and a final newline, mode 0600', () => {
+    // A poll interval of an hour: whatever changes below was put in force by save() itself.
+    const { dir, guard } = setup({ blacklist: '10.0.0.0/8\n' }, { pollIntervalMs: 3_600_000 });
+    const summary = guard.save(guard.prepare('blacklist', '# office\r\n\r\n192.0.2.0/24  # lab\r2001:db8::/32'));
+    const file = join(dir, 'blacklist.dat');
+    expect(readFileSync(file, 'utf8')).toBe('# office\n\n192.0.2.0/24  # lab\n2001:db8::/32\n');
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(summary).toMatchObject({ status: 'loaded', entries: 2, problems: [] });
+    expect(guard.decide('192.0.2.9')).toBe('blacklisted');
+    expect(guard.decide('2001:db8::1')).toBe('blacklisted');
+    expect(guard.decide('10.0.0.1')).toBe('neutral');
+    // No temporary file is left behind.
+    expect(readdirSync(dir).sort()).toEqual(['blacklist.dat']);
+    // An empty list is an empty file, not a lone newline.
+    guard.save(guard.prepare('blacklist', ''));
+    expect(readFileSync(file, 'utf8')).toBe('');
+    expect(guard.decide('192.0.2.9')).toBe('neutral');
+  });
+
+  it('makes the data folder (mode 0700) when it does not exist yet', () => {
+    const { dir: parent, logger } = setup();
+    const dir = join(parent, 'data', 'ip');
+    const guard = new IpGuard({ dir, logger, pollIntervalMs: 3_600_000 });
+    guards.push(guard);
+    guard.save(guard.prepare('whitelist', '10.1.2.3'));
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(readFileSync(join(dir, 'whitelist.dat'), 'utf8')).toBe('10.1.2.3\n');
+    expect(guard.decide('10.1.2.3')).toBe('whitelisted');
+  });
+
+  it('refuses text with any bad line, naming every one with its line number, and writes nothing', () => {
+    const { dir, guard } = setup({ whitelist: '10.0.0.1\n' }, { pollIntervalMs: 3_600_000 });
+    const err = refusal(() => guard.prepare('whitelist', '10.0.0.2\n10.0.0.300\n# fine\n\n10.0.0.9-10.0.0.1 # backwards\nfe80::1%eth0\n'));
+    expect(err.code).toBe('RELAY_ERR_INVALID_IP_RULES');
+    expect(err.httpStatus).toBe(400);
+    expect(err.details).toMatchObject({ list: 'whitelist', problem_count: 3 });
+    const problems = err.details?.problems as { line: number; text: string; message: string }[];
+    expect(problems.map((p) => [p.line, p.text])).toEqual([
+      [2, '10.0.0.300'],
+      [5, '10.0.0.9-10.0.0.1'],
+      [6, 'fe80::1%eth0'],
+    ]);
+    expect(problems[1]!.message).toBe('range start is after its end');
+    expect(readFileSync(join(dir, 'whitelist.dat'), 'utf8')).toBe('10.0.0.1\n');
+    expect(guard.decide('10.0.0.1')).toBe('whitelisted');
+  });
+
+  it('refuses text over the size limit the reader applies; text exactly at it is saved', () => {
+    const { dir, guard } = setup({ blacklist: '10.0.0.0/8\n' }, { maxFileBytes: 64, pollIntervalMs: 3_600_000 });
+    const err = refusal(() => guard.prepare('blacklist', '10.0.0.1\n'.repeat(8))); // 72 bytes
+    expect(err.code).toBe('RELAY_ERR_IP_RULES_TOO_LARGE');
+    expect(err.httpStatus).toBe(413);
+    expect(err.details).toMatchObject({ list: 'blacklist', bytes: 72, max_bytes: 64 });
+    expect(readFileSync(join(dir, 'blacklist.dat'), 'utf8')).toBe('10.0.0.0/8\n');
+    // The final newline counts: 63 characters become 64 bytes, the limit itself.
+    const atLimit = `${'10.0.0.1\n'.repeat(6)}10.0.0.19`;
+    expect(guard.save(guard.prepare('blacklist', atLimit)).entries).toBe(7);
+    expect(statSync(join(dir, 'blacklist.dat')).size).toBe(64);
+    expect(guard.reload().blacklist.status).toBe('loaded');
+  });
+
+  it('keeps the file and the rules in force when the file cannot be written', () => {
+    const { dir, guard, log } = setup({ blacklist: '10.0.0.0/8\n' }, { pollIntervalMs: 3_600_000 });
+    const draft = guard.prepare('blacklist', '192.0.2.0/24\n');
+    // A folder in place of the file: rename() cannot replace it, whoever runs the test.
+    renameSync(join(dir, 'blacklist.dat'), join(dir, 'old.dat'));
+    mkdirSync(join(dir, 'blacklist.dat'));
+    const err = refusal(() => guard.save(draft));
+    expect(err.code).toBe('RELAY_ERR_IP_RULES_WRITE');
+    expect(err.message).toMatch(/^blacklist\.dat could not be written \(E[A-Z]+\)/);
+    expect(guard.decide('10.0.0.1')).toBe('blacklisted');
+    expect(guard.decide('192.0.2.1')).toBe('neutral');
+    expect(readdirSync(dir).sort()).toEqual(['blacklist.dat', 'old.dat']);
+    expect(log.some((line) => line.level === 50 && /cannot write/.test(line.msg))).toBe(true);
+  });
+
+  it('saves only drafts it made itself', () => {
+    const { guard } = setup();
+    const { guard: other } = setup();
+    expect(() => guard.save(other.prepare('whitelist', '10.0.0.1'))).toThrow(/draft made by prepare/);
+    expect(() => guard.save({ ...guard.prepare('whitelist', '10.0.0.1'), text: '0.0.0.0/0\n' })).toThrow(/draft made by prepare/);
+  });
+
+  it('shows the file as it is on disk, loading a hand edit the poll has not seen yet', () => {
+    const { dir, guard } = setup({ blacklist: '10.0.0.0/8\n' }, { pollIntervalMs: 3_600_000 });
+    writeFileSync(join(dir, 'blacklist.dat'), '# by hand\n10.0.0.0/8\nnot-an-address\n');
+    const { text, summary } = guard.contents('blacklist');
+    expect(text).toBe('# by hand\n10.0.0.0/8\nnot-an-address\n');
+    expect(summary).toMatchObject({ status: 'loaded', entries: 1, problems: [{ line: 3, text: 'not-an-address' }] });
+    expect(guard.contents('whitelist')).toMatchObject({ text: '', summary: { status: 'missing' } });
+  });
+
+  it('names the blacklist entry that would block an address once drafts are saved; the whitelist saves it', () => {
+    const { guard } = setup({ whitelist: '127.0.0.1\n' }, { pollIntervalMs: 3_600_000 });
+    const blacklist = guard.prepare('blacklist', '# all loopback\n127.0.0.0/8\n');
+    expect(guard.blockingRule('127.0.0.1', [blacklist])).toBeUndefined();
+    expect(guard.blockingRule('127.0.0.2', [blacklist])).toMatchObject({ line: 2, text: '127.0.0.0/8' });
+    // The same blacklist with the whitelist emptied in the same change blocks 127.0.0.1 too.
+    expect(guard.blockingRule('127.0.0.1', [blacklist, guard.prepare('whitelist', '')])).toMatchObject({ line: 2 });
+    // Nothing was saved by asking.
+    expect(guard.decide('127.0.0.2')).toBe('neutral');
   });
 });

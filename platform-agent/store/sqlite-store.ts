@@ -277,7 +277,9 @@ export class SqliteStore implements PlatformStore {
 
   async putConfig(key: string, value: unknown, now: number): Promise<void> {
     this.db
-      .prepare('INSERT INTO config (key, json, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at')
+      .prepare(
+        'INSERT INTO config (key, json, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at',
+      )
       .run(key, JSON.stringify(value), now);
   }
 

@@ -23,7 +23,7 @@ import { applySettingsPatch, saveSettingsChange } from '../security/settings.js'
 import type { TokenClaims } from '../security/tokens.js';
 import type { PlatformStore } from '../store/store.js';
 import type { RelayConnection } from '../relay-connection.js';
-import { csrfInput, esc, page, redirect, sendCss, sendHtml } from './html.js';
+import { csrfInput, esc, HOST_HEADER, page, redirect, sendCss, sendHtml } from './html.js';
 import { relayPatchFromForm, relaySection, relayValuesFromForm, relayValuesFromSettings, type RelayFormValues } from './relay-section.js';
 import {
   CONFIRM_INVALIDATE,
@@ -77,15 +77,27 @@ export const SESSION_COOKIE = 'console_session';
 /** The pre-login nonce the login form's CSRF token is bound to. */
 export const LOGIN_COOKIE = 'console_login';
 export const SESSION_EXPIRED_MESSAGE = 'Your session expired. Log in again.';
+/** The cookie naming a form kept when the session expired under it. */
+export const DRAFT_COOKIE = 'console_draft';
+export const DRAFT_KEPT_MESSAGE = 'Your session expired. Log in again: what you typed in the form is kept (passwords excepted).';
+export const DRAFT_BACK_MESSAGE =
+  'Your session expired before this form was saved. What you typed is back (passwords excepted): check it and save again.';
+/** How long a kept form waits for its administrator to log in again, and how many are kept at most. */
+const DRAFT_TTL_MS = 60 * 60 * 1000;
+const MAX_DRAFTS = 200;
+/** Form fields never kept: secrets, the old CSRF token, and confirmations (they are given again, knowingly). */
+const UNKEPT_FIELD = /password|token|^csrf$|^confirm/i;
 
 /** Largest form body the console reads; its forms are a few hundred bytes. */
 const MAX_FORM_BYTES = 16 * 1024;
 
 const LOGIN_MESSAGES: Record<string, string> = {
   expired: SESSION_EXPIRED_MESSAGE,
+  draft: DRAFT_KEPT_MESSAGE,
   out: 'You have logged out.',
   tokens: 'Security settings saved. The token validity changed, so everyone, you included, must log in again.',
   key: 'A new signing key was generated. Everyone, you included, must log in again.',
+  https: 'HTTPS is on for the control panel. Log in again, now over HTTPS (the session that began over plain HTTP has ended).',
   self: 'You changed your own account (password, role or lock), which ended your session. Log in again.',
   'self-deleted': 'You deleted your own account, which ended your session.',
 };
@@ -123,9 +135,22 @@ interface SecurityView {
   relay?: { values?: RelayFormValues; error?: FieldError | null; notice?: string | null };
 }
 
+/** The forms kept across a session expiry (by the path they post to); one-click actions are not kept. */
+const DRAFT_TARGETS = [/^settings\/(security|relay|ip-rules)$/, /^users\/new$/, /^users\/[^/]+\/edit$/, /^groups(\/[^/]+)?$/];
+
+/** A form whose session expired under it, kept until its administrator logs in again. */
+interface Draft {
+  /** The page path the form was posted to (below /console/). */
+  path: string;
+  form: URLSearchParams;
+  at: number;
+}
+
 export class ConsoleRoutes {
   /** Per-process key for CSRF tokens: a restart invalidates open forms, never a session. */
   private readonly csrfKey = randomBytes(32);
+  /** Kept forms by random id (the id is in the browser's DRAFT_COOKIE); bounded in number and age. */
+  private readonly drafts = new Map<string, Draft>();
 
   constructor(
     private readonly store: PlatformStore,
@@ -195,7 +220,7 @@ export class ConsoleRoutes {
         deviceUnlock;
       if (!known) return false;
 
-      const session = await this.session(req, res);
+      const session = await this.session(req, res, method === 'POST' ? sub : null);
       if (!session) return true;
       let form: URLSearchParams | null = null;
       if (method === 'POST') {
@@ -214,11 +239,17 @@ export class ConsoleRoutes {
       else if (sub === 'settings/security') {
         await this.authorize(session, 'admin.settings');
         if (form) await this.saveSettings(req, res, session, form);
-        else
+        else {
+          const draft = this.takeDraft(req, 'settings/security', 'settings/relay');
           await this.settingsPage(res, session, 200, {
-            notice: query.get('saved') ? 'Security settings saved.' : null,
-            relay: { notice: query.get('relay') ? 'Relay settings saved and applied.' : null },
+            notice: query.get('saved') ? 'Security settings saved.' : draft?.path === 'settings/security' ? DRAFT_BACK_MESSAGE : null,
+            ...(draft?.path === 'settings/security' ? { values: valuesFromForm(draft.form) } : {}),
+            relay:
+              draft?.path === 'settings/relay'
+                ? { values: relayValuesFromForm(draft.form), notice: DRAFT_BACK_MESSAGE }
+                : { notice: query.get('relay') ? 'Relay settings saved and applied.' : null },
           });
+        }
       } else if (sub === 'settings/relay') {
         await this.authorize(session, 'admin.settings');
         if (form) await this.saveRelay(res, session, form);
@@ -230,26 +261,55 @@ export class ConsoleRoutes {
       } else if (sub === 'settings/ip-rules') {
         await this.authorize(session, 'admin.settings');
         if (form) await this.saveIpRules(res, session, form, ctx);
-        else await this.ipRulesPage(res, session, ctx, 200, { notice: this.ipRulesNotice(query.get('saved')) });
+        else {
+          const draft = this.takeDraft(req, 'settings/ip-rules');
+          await this.ipRulesPage(
+            res,
+            session,
+            ctx,
+            200,
+            { notice: draft ? DRAFT_BACK_MESSAGE : this.ipRulesNotice(query.get('saved')) },
+            draft?.form,
+          );
+        }
       } else if (sub === 'users') {
         await this.authorize(session, 'admin.users');
         await this.usersPage(res, session, query.get('q') ?? '', userNotice(query));
       } else if (sub === 'users/new') {
         await this.authorize(session, 'admin.users');
         if (form) await this.createUser(res, session, form);
-        else await this.userPage(res, session, 200, null, {});
+        else {
+          const draft = this.takeDraft(req, sub);
+          await this.userPage(res, session, 200, null, draft ? { values: userValuesFromForm(draft.form), notice: DRAFT_BACK_MESSAGE } : {});
+        }
       } else if (pathUser !== null) {
         await this.authorize(session, 'admin.users');
         const action = userPath![2];
         if (action === 'edit' && form) await this.saveUser(req, res, session, pathUser, form);
-        else if (action === 'edit') await this.userPage(res, session, 200, pathUser, {});
-        else if (action === 'delete' && form) await this.deleteUser(req, res, session, pathUser, form);
+        else if (action === 'edit') {
+          const draft = this.takeDraft(req, sub);
+          await this.userPage(
+            res,
+            session,
+            200,
+            pathUser,
+            draft ? { values: userValuesFromForm(draft.form), notice: DRAFT_BACK_MESSAGE } : {},
+          );
+        } else if (action === 'delete' && form) await this.deleteUser(req, res, session, pathUser, form);
         else if (form) await this.saveLock(res, session, pathUser, form);
         else redirect(res, action === 'delete' ? userHref(pathUser) : '/console/users');
       } else if (sub === 'groups') {
         await this.authorize(session, 'admin.users');
         if (form) await this.createGroup(res, session, form);
-        else await this.groupsPage(res, session, 200, { notice: groupNotice(query) });
+        else {
+          const draft = this.takeDraftWhere(req, (path) => /^groups(\/[^/]+)?$/.test(path));
+          const group = draft?.path.startsWith('groups/') ? pathSegment(draft.path.slice('groups/'.length)) : null;
+          await this.groupsPage(res, session, 200, {
+            notice: draft ? DRAFT_BACK_MESSAGE : groupNotice(query),
+            ...(draft && !group ? { newValues: groupValuesFromForm(draft.form) } : {}),
+            ...(draft && group ? { editValues: { group, values: { ...groupValuesFromForm(draft.form), name: group } } } : {}),
+          });
+        }
       } else if (groupPath) {
         await this.authorize(session, 'admin.users');
         const name = decodeURIComponent(groupPath[1]!);
@@ -274,8 +334,12 @@ export class ConsoleRoutes {
     }
   }
 
-  /** The session, or null after redirecting to the login page (with the expiry message when a token was there). */
-  private async session(req: IncomingMessage, res: ServerResponse): Promise<Session | null> {
+  /**
+   * The session, or null after redirecting to the login page (with the expiry message when a
+   * token was there). A form posted under an expired session (`postedTo`) is kept when its CSRF
+   * token shows it came from this console for that session: it is offered again after the login.
+   */
+  private async session(req: IncomingMessage, res: ServerResponse, postedTo: string | null): Promise<Session | null> {
     const token = cookie(req, SESSION_COOKIE);
     if (!token) {
       redirect(res, '/console/login');
@@ -286,15 +350,58 @@ export class ConsoleRoutes {
       return { token, claims, csrf: this.csrfToken('session', token) };
     } catch (err) {
       if (err instanceof RelayError && err.httpStatus === 401) {
-        this.expired(req, res);
+        const draft = postedTo !== null && DRAFT_TARGETS.some((t) => t.test(postedTo)) ? await this.keepDraft(req, postedTo, token) : null;
+        this.expired(req, res, draft);
         return null;
       }
       throw err;
     }
   }
 
-  private expired(req: IncomingMessage, res: ServerResponse): void {
-    redirect(res, '/console/login?m=expired', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
+  /** Keeps a form posted under an expired session; returns its id, or null when it is not kept. */
+  private async keepDraft(req: IncomingMessage, path: string, token: string): Promise<string | null> {
+    let form: URLSearchParams;
+    try {
+      form = await readForm(req, MAX_FORM_BYTES);
+    } catch {
+      return null;
+    }
+    if (!this.csrfOk(form, 'session', token)) return null;
+    for (const key of [...form.keys()]) if (UNKEPT_FIELD.test(key)) form.delete(key);
+    const now = this.clock.now();
+    for (const [id, d] of this.drafts) if (now - d.at > DRAFT_TTL_MS || this.drafts.size >= MAX_DRAFTS) this.drafts.delete(id);
+    const id = randomBytes(16).toString('base64url');
+    this.drafts.set(id, { path, form, at: now });
+    return id;
+  }
+
+  /** The kept form for the page at `path`, taken (used once); null when the browser has none for it. */
+  private takeDraft(req: IncomingMessage, ...paths: string[]): Draft | null {
+    return this.takeDraftWhere(req, (path) => paths.includes(path));
+  }
+
+  private takeDraftWhere(req: IncomingMessage, matches: (path: string) => boolean): Draft | null {
+    const id = cookie(req, DRAFT_COOKIE);
+    const draft = id === undefined ? undefined : this.drafts.get(id);
+    if (!draft || !matches(draft.path) || this.clock.now() - draft.at > DRAFT_TTL_MS) return null;
+    this.drafts.delete(id!);
+    return draft;
+  }
+
+  /** Where a kept form is shown again after the login: its own page. */
+  private draftPage(req: IncomingMessage): string | null {
+    const id = cookie(req, DRAFT_COOKIE);
+    const draft = id === undefined ? undefined : this.drafts.get(id);
+    if (!draft) return null;
+    if (draft.path === 'settings/relay') return '/console/settings/security#relay';
+    if (/^groups\/[^/]+$/.test(draft.path)) return '/console/groups';
+    return `/console/${draft.path}`;
+  }
+
+  private expired(req: IncomingMessage, res: ServerResponse, draft: string | null = null): void {
+    const cookies = [this.cookieHeader(req, SESSION_COOKIE, '', 0)];
+    if (draft) cookies.push(this.cookieHeader(req, DRAFT_COOKIE, draft, DRAFT_TTL_MS / 1000));
+    redirect(res, `/console/login?m=${draft ? 'draft' : 'expired'}`, { 'set-cookie': cookies });
   }
 
   private async authorize(session: Session, operation: Operation): Promise<void> {
@@ -341,7 +448,7 @@ export class ConsoleRoutes {
         ipDecision: ctx.ipDecision,
         audience: 'admin',
       });
-      redirect(res, '/console/settings/security', {
+      redirect(res, this.draftPage(req) ?? '/console/settings/security', {
         'set-cookie': [this.cookieHeader(req, SESSION_COOKIE, pair.access_token), this.cookieHeader(req, LOGIN_COOKIE, '', 0)],
       });
     } catch (err) {
@@ -437,8 +544,15 @@ export class ConsoleRoutes {
       },
       'security settings changed',
     );
-    if (change.invalidatesTokens) redirect(res, '/console/login?m=tokens', { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) });
-    else redirect(res, '/console/settings/security?saved=1');
+    const endCookie = { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) };
+    if (change.invalidatesTokens) redirect(res, '/console/login?m=tokens', endCookie);
+    else if (change.next.https.control_panel && !this.host.secure(req)) {
+      // The session's token travelled in clear and its cookie cannot follow to https:// (a
+      // SameSite=Strict cookie from http:// is another site's there): end it, log in over TLS.
+      await this.auth.logout(session.claims);
+      const host = req.headers.host;
+      redirect(res, `${host && HOST_HEADER.test(host) ? `https://${host}` : ''}/console/login?m=https`, endCookie);
+    } else redirect(res, '/console/settings/security?saved=1');
   }
 
   private async rotateKey(req: IncomingMessage, res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
@@ -471,11 +585,16 @@ export class ConsoleRoutes {
     ctx: RequestContext,
     status: number,
     extra: Partial<IpRulesPageInput>,
+    draft?: URLSearchParams,
   ): Promise<void> {
     const lists = {} as Record<IpListName, IpListForm>;
     for (const list of IP_LISTS) {
       const { text, summary } = this.ipGuard.contents(list);
-      lists[list] = { text, loaded: textHash(text ?? ''), summary, error: null };
+      const typed = text === null ? null : (draft?.get(list) ?? null);
+      lists[list] =
+        typed !== null
+          ? { text: typed, loaded: draft!.get(loadedField(list)) ?? textHash(text ?? ''), summary, error: null }
+          : { text, loaded: textHash(text ?? ''), summary, error: null };
     }
     const { settings } = await this.store.getSettings();
     const body = ipRulesPage({

@@ -3,6 +3,7 @@
  * reaches a page goes through `esc` (or `attr`); templates never concatenate raw input.
  */
 import type { ServerResponse } from 'node:http';
+import { TLSSocket } from 'node:tls';
 
 export const CONSOLE_PREFIX = '/console/';
 
@@ -93,6 +94,8 @@ textarea:disabled{background:#eef1f5}
 label.confirm{font-weight:600}
 .actions .hint{width:auto}
 .hint code{white-space:nowrap}
+#relay textarea{min-height:4.5em}
+#relay table{margin:0}
 `;
 
 export interface PageOptions {
@@ -123,18 +126,31 @@ export function csrfInput(token: string): string {
   return `<input type="hidden" name="csrf" value="${esc(token)}">`;
 }
 
-const SECURITY_HEADERS = {
-  'cache-control': 'no-store',
-  'content-security-policy': "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-};
+/** A Host header that is a plain host name or address, with an optional port. */
+export const HOST_HEADER = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/;
+
+/**
+ * The console's headers. Over plain HTTP, forms may also go to https:// on the same host and
+ * port: saving "HTTPS for the Control Panel" moves the browser there, and Chromium does not count
+ * that upgrade as 'self' for `form-action`.
+ */
+function securityHeaders(res: ServerResponse): Record<string, string> {
+  const req = res.req as ServerResponse['req'] | undefined;
+  const host = req?.headers.host;
+  const upgrade = req && !(req.socket instanceof TLSSocket) && host && HOST_HEADER.test(host) ? ` https://${host}` : '';
+  return {
+    'cache-control': 'no-store',
+    'content-security-policy': `default-src 'none'; style-src 'self'; form-action 'self'${upgrade}; frame-ancestors 'none'; base-uri 'none'`,
+    'x-content-type-options': 'nosniff',
+    'referrer-policy': 'no-referrer',
+  };
+}
 
 export function sendHtml(res: ServerResponse, status: number, html: string, headers: Record<string, string | string[]> = {}): void {
   res.writeHead(status, {
     'content-type': 'text/html; charset=utf-8',
     'content-length': Buffer.byteLength(html),
-    ...SECURITY_HEADERS,
+    ...securityHeaders(res),
     ...headers,
   });
   res.end(html);
@@ -152,6 +168,6 @@ export function sendCss(res: ServerResponse): void {
 
 /** 303 See Other: after a POST, the browser GETs `location`. */
 export function redirect(res: ServerResponse, location: string, headers: Record<string, string | string[]> = {}): void {
-  res.writeHead(303, { location, 'content-length': 0, ...SECURITY_HEADERS, ...headers });
+  res.writeHead(303, { location, 'content-length': 0, ...securityHeaders(res), ...headers });
   res.end();
 }

@@ -139,6 +139,8 @@ export interface UserPageInput {
   error: FieldError | null;
   /** A page-level error (last administrator, …). */
   alert: string | null;
+  /** A page-level note (a form brought back after the session expired). */
+  notice?: string | null;
   /** The form came back after an error: say that the password must be typed again. */
   retyped: boolean;
 }
@@ -290,7 +292,7 @@ ${row('description', 'Description', textInput('description', p.values.descriptio
 ${p.user === 'new' ? '' : lockRow(p, p.user.view)}`;
   return `<p class="back"><a href="/console/users">← All users</a></p>
 <h2>${esc(title)}</h2>
-${p.alert ? `<p class="alert" role="alert">${esc(p.alert)}</p>` : ''}
+${p.notice ? `<p class="notice" role="status">${esc(p.notice)}</p>` : ''}${p.alert ? `<p class="alert" role="alert">${esc(p.alert)}</p>` : ''}
 <form method="post" action="${esc(action)}" id="user-form" novalidate>${csrfInput(p.csrf)}
 <fieldset><legend>Account</legend>
 ${fields}

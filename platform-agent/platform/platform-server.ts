@@ -22,6 +22,7 @@ import type { Logger } from '../../shared/logger.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { ConsoleRoutes } from '../console/console-routes.js';
+import { HOST_HEADER } from '../console/html.js';
 import type { RelayConnection } from '../relay-connection.js';
 import { Accounts } from '../security/accounts.js';
 import { AuthService, type AuthEvent } from '../security/auth.js';
@@ -387,7 +388,7 @@ export class PlatformServer {
  */
 function redirectToHttps(req: IncomingMessage, res: ServerResponse): void {
   const host = req.headers.host ?? '';
-  if (!/^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/.test(host))
+  if (!HOST_HEADER.test(host))
     throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'the Host header is missing or not a host name');
   const location = `https://${host}${req.url ?? '/'}`;
   res.writeHead(308, { location, 'content-length': 0, 'cache-control': 'no-store' });

@@ -126,7 +126,7 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
 
 /** The agent token from --token, --token-file or PLATFORM_AGENT_TOKEN; undefined when none of them is given and `required` is false. */
 function agentToken(argv: Args, required: boolean): string | undefined {
-  const given = argv.token !== undefined || argv.tokenFile !== undefined || process.env.PLATFORM_AGENT_TOKEN !== undefined;
+  const given = argv.token !== undefined || argv.tokenFile !== undefined || Boolean(process.env.PLATFORM_AGENT_TOKEN);
   if (!given && !required) return undefined;
   return resolveSecret({
     option: 'token',

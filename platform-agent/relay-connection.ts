@@ -2,7 +2,7 @@
  * The platform's relay connection at run time: reads the stored settings (relay-settings.ts),
  * lets command-line flags seed or override them, and starts, restarts or stops the tunnel
  * (a PlatformAgent serving the built-in platform server) when an administrator changes them —
- * no process restart. Changes are applied one at a time, in order.
+ * no process restart.
  */
 import type { Clock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
@@ -56,8 +56,8 @@ export interface RelayConnectionStatus {
 export class RelayConnection {
   private stored: RelayConnectionSettings = { ...defaultRelayConnection };
   private agent: PlatformAgent | null = null;
-  /** Changes run one after another: a restart never overlaps the next one. */
-  private queue: Promise<void> = Promise.resolve();
+  /** Agents replaced or turned off, finishing their in-flight streams. */
+  private readonly draining = new Set<Promise<void>>();
   private closed = false;
 
   constructor(private readonly options: RelayConnectionOptions) {}
@@ -92,7 +92,6 @@ export class RelayConnection {
           : 'no relay configured: the tunnel is off; set it up in the control panel (Settings → Security → Relay server) or start with --relay',
       );
     this.apply();
-    await this.queue;
   }
 
   /** The stored settings (a copy). */
@@ -135,7 +134,7 @@ export class RelayConnection {
   /**
    * Validates and saves a change, then applies it: on → the tunnel starts; off → it drains and
    * stops; a new relay, token, trust or connection count → it reconnects with them. Resolves once
-   * applied (stopping waits for in-flight streams up to the drain time).
+   * saved and applied; a stopped tunnel finishes its in-flight streams in the background.
    */
   async update(patch: unknown, by: string, via: 'api' | 'console'): Promise<{ changed: string[] }> {
     const next = applyRelayPatch(this.stored, patch, { flags: this.options.flags });
@@ -150,25 +149,23 @@ export class RelayConnection {
       next.enabled ? 'relay connection settings changed' : 'relay connection turned off',
     );
     this.apply();
-    await this.queue;
     return { changed };
   }
 
-  /** Brings the running tunnel in line with the effective settings (queued). */
+  /**
+   * Brings the running tunnel in line with the effective settings: the running agent (if any) is
+   * told to go away and drains in the background — a request that turned the tunnel off through
+   * the tunnel itself still gets its answer — and a new one starts when the settings say on.
+   */
   private apply(): void {
-    this.queue = this.queue
-      .then(() => this.restart())
-      .catch((err: Error) => {
-        this.options.logger.error({ event: 'relay_apply_failed', err: err.message }, 'could not apply the relay connection settings');
-      });
-  }
-
-  /** Stops the running tunnel (draining it), then starts one with the effective settings if they say on. */
-  private async restart(): Promise<void> {
-    if (this.agent) {
-      const old = this.agent;
-      this.agent = null;
-      await old.stop(this.options.agent.drainTimeoutMs);
+    const old = this.agent;
+    this.agent = null;
+    if (old) {
+      const drained = old
+        .stop(this.options.agent.drainTimeoutMs)
+        .catch((err: Error) => this.options.logger.warn({ event: 'relay_stop_failed', err: err.message }, 'tunnel did not stop cleanly'))
+        .finally(() => this.draining.delete(drained));
+      this.draining.add(drained);
     }
     const s = this.effective();
     if (this.closed || !s.enabled || s.relays.length === 0 || s.token === null) return;
@@ -213,11 +210,8 @@ export class RelayConnection {
   /** Stops the tunnel for good (shutdown): in-flight streams get `drainMs`. */
   async close(drainMs: number): Promise<void> {
     this.closed = true;
-    this.queue = this.queue.then(async () => {
-      const old = this.agent;
-      this.agent = null;
-      await old?.stop(drainMs);
-    });
-    await this.queue;
+    const running = this.agent;
+    this.agent = null;
+    await Promise.all([running?.stop(drainMs), ...this.draining]);
   }
 }

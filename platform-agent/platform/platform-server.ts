@@ -388,8 +388,7 @@ export class PlatformServer {
  */
 function redirectToHttps(req: IncomingMessage, res: ServerResponse): void {
   const host = req.headers.host ?? '';
-  if (!HOST_HEADER.test(host))
-    throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'the Host header is missing or not a host name');
+  if (!HOST_HEADER.test(host)) throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'the Host header is missing or not a host name');
   const location = `https://${host}${req.url ?? '/'}`;
   res.writeHead(308, { location, 'content-length': 0, 'cache-control': 'no-store' });
   res.end();

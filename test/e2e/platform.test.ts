@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TOKEN, request, type Reply } from '../fixtures/harness.js';
-import { startAgentProcess, startRelayProcess, type Proc } from '../fixtures/processes.js';
+import { AGENT, run, startAgentProcess, startRelayProcess, type Proc } from '../fixtures/processes.js';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'platform-e2e-'));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -104,5 +104,54 @@ describe('platform server behind the relay', () => {
     expect(body(cleared).locked).toBe(false);
     const again = await post(`${edge}/api/v1/auth/login`, { username: 'mia', password: 'mobile-secret-1' }, { 'x-device-id': 'mia-phone' });
     expect(again.status).toBe(200);
+  });
+
+  it('keeps its relay settings: a restart without --relay or a token reconnects, and the admin turns the tunnel off and on with the process running', async () => {
+    const { ports } = await startRelayProcess(['--connect-wait-ms', '100']);
+    const edge = `https://localhost:${ports.httpsPort}`;
+    const data = mkdtempSync(join(tmpdir(), 'platform-relay-settings-'));
+    try {
+      const first = await startAgentProcess(ports.tunnelPort, ['--data', data, '--listen', 'off']);
+      await first.waitFor((l) => l.event === 'relay_settings_seeded');
+      const password = /password: (\S+)/.exec(first.stderr.join('\n'))?.[1];
+      first.child.kill('SIGTERM');
+      expect(await first.exited).toBe(0);
+
+      // No --relay, no --token, no PLATFORM_AGENT_TOKEN: the stored settings are used.
+      const env = { PLATFORM_AGENT_TOKEN: '' };
+      const second = run(AGENT, ['start', '--data', data, '--listen', '127.0.0.1:0'], env);
+      await second.waitFor((l) => l.event === 'tunnel_connected');
+      const internal = `http://127.0.0.1:${String((await second.waitFor((l) => l.event === 'platform_listening')).port)}`;
+      expect(second.lines.some((l) => l.event === 'relay_setting_overridden')).toBe(false);
+      expect(JSON.stringify(second.lines)).not.toContain(TOKEN);
+
+      const login = await post(`${edge}/admin/api/v1/auth/login`, { username: 'admin', password });
+      const admin = { authorization: `Bearer ${String(body(login).access_token)}`, 'content-type': 'application/json' };
+      // Turned off through the tunnel itself: the answer still arrives, then the relay has no agent.
+      const off = await request(`${edge}/admin/api/v1/settings/relay`, {
+        method: 'PATCH',
+        headers: admin,
+        body: JSON.stringify({ enabled: false }),
+      });
+      expect(off.status).toBe(200);
+      expect(body(off)).toMatchObject({ settings: { enabled: false, token_set: true }, status: { state: 'off' } });
+      await second.waitFor((l) => l.event === 'agent_stopped');
+      expect((await request(`${edge}/healthz`)).status).toBe(503);
+      // On again from inside the network (the internal listener).
+      const on = await request(`${internal}/admin/api/v1/settings/relay`, {
+        method: 'PATCH',
+        headers: admin,
+        body: JSON.stringify({ enabled: true }),
+      });
+      expect(on.status).toBe(200);
+      await second.waitFor(
+        (l) => l.event === 'tunnel_connected' && second.lines.indexOf(l) > second.lines.findIndex((x) => x.event === 'agent_stopped'),
+      );
+      expect((await request(`${edge}/healthz`)).status).toBe(200);
+      second.child.kill('SIGTERM');
+      expect(await second.exited).toBe(0);
+    } finally {
+      rmSync(data, { recursive: true, force: true });
+    }
   });
 });

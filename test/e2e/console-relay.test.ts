@@ -69,9 +69,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
     await page.waitForURL(`${httpsBase}/console/login?m=https`);
     expect(await page.locator('main').innerText()).toContain('HTTPS is on for the control panel. Log in again, now over HTTPS');
     await w.shot('login-https');
-    await page.getByLabel('User name').fill('admin');
-    await page.getByLabel('Password').fill(w.adminPassword);
-    await page.getByRole('button', { name: 'Log in' }).click();
+    await w.submitLogin();
     await page.waitForURL(`${httpsBase}/console/settings/security`);
     const cookie = (await w.context.cookies()).find((c) => c.name === 'console_session');
     expect(cookie?.secure).toBe(true);
@@ -196,9 +194,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
     await w.shot('login-draft-kept');
     expect(await server.store.getUser('dora')).toBeNull();
 
-    await page.getByLabel('User name').fill('admin');
-    await page.getByLabel('Password').fill(w.adminPassword);
-    await page.getByRole('button', { name: 'Log in' }).click();
+    await w.submitLogin();
     await page.waitForURL(`${base}/console/users/new`);
     expect(await page.locator('main').innerText()).toContain('What you typed is back (passwords excepted)');
     expect(await page.getByLabel('User name', { exact: true }).inputValue()).toBe('dora');
@@ -222,9 +218,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
     clock.advance(31 * MINUTE_MS);
     await page.getByRole('button', { name: 'Save security settings' }).click();
     await page.waitForURL(`${base}/console/login?m=draft`);
-    await page.getByLabel('User name').fill('admin');
-    await page.getByLabel('Password').fill(w.adminPassword);
-    await page.getByRole('button', { name: 'Log in' }).click();
+    await w.submitLogin();
     await page.waitForURL(`${base}/console/settings/security`);
     expect(await page.getByLabel('Failures before a device lock').inputValue()).toBe('7');
     expect((await server.store.getSettings()).settings.lockout.device_failures).toBe(5); // kept, not applied

@@ -11,25 +11,11 @@ import {
   type UserPageInput,
 } from '../../../platform-agent/console/user-page.js';
 import type { UserRecord } from '../../../platform-agent/store/store.js';
+import { userRecord } from '../../fixtures/records.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
 
-function record(over: Partial<UserRecord> = {}): UserRecord {
-  return {
-    username: 'alice',
-    passwordHash: 'x',
-    role: 'mobile',
-    createdAt: T0,
-    validFrom: null,
-    validUntil: null,
-    lockedForSecurityReasons: false,
-    lockedAt: null,
-    lockedUntil: null,
-    group: null,
-    description: null,
-    ...over,
-  };
-}
+const record = (over: Partial<UserRecord> = {}): UserRecord => userRecord(over);
 
 describe('user form values and patches', () => {
   it('asks for no change when the form shows the user as stored', () => {

@@ -13,27 +13,13 @@ import { verifyPassword } from '../../../platform-agent/security/passwords.js';
 import { cloneSettings, defaultSettings, type SecuritySettings } from '../../../platform-agent/security/settings.js';
 import type { UserRecord } from '../../../platform-agent/store/store.js';
 import { PASSWORD, rejectsWith, throwsWith, useSecurityEnv } from './fixtures.js';
+import { userRecord } from '../../fixtures/records.js';
 
 const env = useSecurityEnv();
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
 
-function record(over: Partial<UserRecord> = {}): UserRecord {
-  return {
-    username: 'alice',
-    passwordHash: 'x',
-    role: 'mobile',
-    createdAt: T0,
-    validFrom: null,
-    validUntil: null,
-    lockedForSecurityReasons: false,
-    lockedAt: null,
-    lockedUntil: null,
-    group: null,
-    description: null,
-    ...over,
-  };
-}
+const record = (over: Partial<UserRecord> = {}): UserRecord => userRecord(over);
 
 const withValidity = (days: number | null): SecuritySettings => ({ ...cloneSettings(defaultSettings), account_validity_days: days });
 

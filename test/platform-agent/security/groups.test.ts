@@ -9,26 +9,12 @@ import {
 } from '../../../platform-agent/security/groups.js';
 import type { GroupRecord, UserRecord } from '../../../platform-agent/store/store.js';
 import { rejectsWith, throwsWith, useSecurityEnv } from './fixtures.js';
+import { userRecord } from '../../fixtures/records.js';
 
 const env = useSecurityEnv();
 const groups = (): Groups => new Groups(env().store, env().clock);
 
-function record(over: Partial<UserRecord> = {}): UserRecord {
-  return {
-    username: 'alice',
-    passwordHash: 'x',
-    role: 'mobile',
-    createdAt: 0,
-    validFrom: null,
-    validUntil: null,
-    lockedForSecurityReasons: false,
-    lockedAt: null,
-    lockedUntil: null,
-    group: null,
-    description: null,
-    ...over,
-  };
-}
+const record = (over: Partial<UserRecord> = {}): UserRecord => userRecord({ createdAt: 0, ...over });
 
 const readers: GroupRecord = { name: 'readers', role: 'mobile', description: null, operations: ['api.read'], createdAt: 0 };
 

@@ -8,6 +8,7 @@ import { RelayError } from '../../../shared/errors.js';
 import { cloneSettings, defaultSettings, lockoutPolicy, type SecuritySettings } from '../../../platform-agent/security/settings.js';
 import { DB_FILE, MIGRATIONS, SqliteStore } from '../../../platform-agent/store/sqlite-store.js';
 import type { FamilyRecord, GroupRecord, UserRecord } from '../../../platform-agent/store/store.js';
+import { userRecord } from '../../fixtures/records.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
 const policy = lockoutPolicy(cloneSettings(defaultSettings));
@@ -30,22 +31,8 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function user(username: string, over: Partial<UserRecord> = {}): UserRecord {
-  return {
-    username,
-    passwordHash: 'scrypt$10$8$1$salt$key',
-    role: 'mobile',
-    createdAt: T0,
-    validFrom: null,
-    validUntil: null,
-    lockedForSecurityReasons: false,
-    lockedAt: null,
-    lockedUntil: null,
-    group: null,
-    description: null,
-    ...over,
-  };
-}
+const user = (username: string, over: Partial<UserRecord> = {}): UserRecord =>
+  userRecord({ username, passwordHash: 'scrypt$10$8$1$salt$key', ...over });
 
 function family(familyId: string, username: string, over: Partial<FamilyRecord> = {}): FamilyRecord {
   return {

@@ -99,6 +99,7 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
     logger,
     ...(backend ? { backend } : {}),
     ...(argv.backendCa ? { backendCa: readOptionFile('backend-ca', String(argv.backendCa)) } : {}),
+    consoleThroughRelay: argv.consoleThroughRelay === true,
   });
   if (listen) {
     let address;
@@ -146,11 +147,14 @@ async function start(argv: Args): Promise<void> {
   try {
     const upstream = argv.upstream === undefined ? undefined : httpUrl('upstream', argv.upstream);
     if (upstream && argv.sampleApp) throw new RelayError('RELAY_ERR_CONFIG', '--upstream and --sample-app exclude each other');
-    if ((upstream || argv.sampleApp) && argv.backend !== undefined)
-      throw new RelayError(
-        'RELAY_ERR_CONFIG',
-        '--backend belongs to the built-in platform server; it cannot be combined with --upstream or --sample-app',
-      );
+    for (const option of ['backend', 'console-through-relay'] as const) {
+      const given = option === 'backend' ? argv.backend !== undefined : argv.consoleThroughRelay === true;
+      if ((upstream || argv.sampleApp) && given)
+        throw new RelayError(
+          'RELAY_ERR_CONFIG',
+          `--${option} belongs to the built-in platform server; it cannot be combined with --upstream or --sample-app`,
+        );
+    }
     const builtIn = !upstream && !argv.sampleApp;
     // The built-in platform server keeps its relay settings in its store: flags are optional there.
     const token = agentToken(argv, !builtIn);
@@ -256,6 +260,11 @@ const cli = yargs(hideBin(process.argv))
           type: 'string',
           default: defaults.platformListen,
           describe: 'internal address of the built-in platform server, host:port, or off',
+        })
+        .option('console-through-relay', {
+          type: 'boolean',
+          default: false,
+          describe: 'also serve the control panel to clients through the relay (default: the internal listener only)',
         })
         .option('backend', { type: 'string', describe: 'backend app for authenticated /api/ requests, http(s)://host:port' })
         .option('backend-ca', { type: 'string', describe: 'PEM CA for an https backend' })

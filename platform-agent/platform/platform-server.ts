@@ -55,6 +55,8 @@ export interface PlatformServerOptions {
    * `<dataDir>/tls/` (internal.crt, internal.key) the first time a TLS client connects.
    */
   internalTls?: PemPair;
+  /** Also serve the control panel to tunnel streams (clients through the relay). Default false: internal listener only. */
+  consoleThroughRelay?: boolean;
   /** An internal connection that sends nothing is closed after this long. Default `defaults.headersTimeoutMs`. */
   firstByteTimeoutMs?: number;
 }
@@ -92,6 +94,7 @@ export class PlatformServer {
   /** The relay connection the agent manages, shown and changed in the control panel and the admin API. */
   private relayConnection: RelayConnection | null = null;
   private readonly firstByteTimeoutMs: number;
+  private readonly consoleThroughRelay: boolean;
   /** HTTP and HTTPS server objects behind the internal listeners (one handler; they never listen themselves). */
   private internalHttp: http.Server | null = null;
   private internalHttps: https.Server | null = null;
@@ -102,6 +105,7 @@ export class PlatformServer {
     this.dataDir = opts.dataDir;
     this.internalTls = opts.internalTls;
     this.firstByteTimeoutMs = opts.firstByteTimeoutMs ?? defaults.headersTimeoutMs;
+    this.consoleThroughRelay = opts.consoleThroughRelay ?? false;
     this.store = opts.store ?? new SqliteStore(opts.dataDir);
     const scrypt = opts.scrypt ?? defaultScryptParams;
     this.auth = new AuthService(this.store, this.clock, (e) => this.onAuthEvent(e), scrypt);
@@ -322,11 +326,17 @@ export class PlatformServer {
       return true;
     }
     const isApi = path === '/api' || path.startsWith('/api/');
+    const internal = this.internalSockets.has(req.socket);
     const isConsole = path === '/console' || path.startsWith('/console/');
-    if ((isApi || isConsole) && !isTls(req.socket)) {
+    // The control panel: on the internal listener, and through the relay only when the operator said so.
+    const consoleServed = isConsole && (internal || this.consoleThroughRelay);
+    if ((isApi || consoleServed) && !isTls(req.socket)) {
       const { https: encryption } = (await this.store.getSettings()).settings;
       if (isApi && encryption.api) throw new RelayError('RELAY_ERR_HTTPS_REQUIRED');
-      if (isConsole && encryption.control_panel && this.internalSockets.has(req.socket)) {
+      if (consoleServed && encryption.control_panel) {
+        // The relay's HTTP and HTTPS ports differ: no same-port redirect for a tunnel stream.
+        if (!internal)
+          throw new RelayError('RELAY_ERR_HTTPS_REQUIRED', "the control panel is served over HTTPS only; use the relay's HTTPS port");
         redirectToHttps(req, res);
         return true;
       }
@@ -349,7 +359,7 @@ export class PlatformServer {
         await this.authRoutes.logout(req, res, 'api');
         return true;
     }
-    if (isConsole) return this.internalSockets.has(req.socket) && this.consoleRoutes.handle(req, res, path, ctx);
+    if (isConsole) return consoleServed && this.consoleRoutes.handle(req, res, path, ctx);
     if (!isApi) return false;
     const who = await this.authRoutes.identify(req, ctx);
     if (path === '/api/v1/me') {

@@ -122,6 +122,41 @@ describe('internal listener: HTTP and HTTPS on one port, Encryption switches', (
     }
   });
 
+  it('serves the control panel to tunnel streams only with consoleThroughRelay, and then over HTTPS only when the switch says so', async () => {
+    const tunnelGet = async (viaTls: boolean, target: PlatformServer): Promise<number> => {
+      const tunnel = net.createServer((socket) => {
+        (socket as unknown as { meta: { tls: boolean } }).meta = { tls: viaTls };
+        target.handleStream(socket as unknown as MuxStream);
+      });
+      await new Promise<void>((resolve) => tunnel.listen(0, '127.0.0.1', resolve));
+      try {
+        const reply = await request(`http://127.0.0.1:${(tunnel.address() as AddressInfo).port}/console/login`);
+        if (reply.status === 403) expect(json(reply).error).toBe('https_required');
+        return reply.status;
+      } finally {
+        tunnel.close();
+        target.server.closeAllConnections();
+      }
+    };
+    expect(await tunnelGet(false, server)).toBe(404);
+    const other = new PlatformServer({
+      dataDir: mkdtempSync(join(os.tmpdir(), 'console-relay-')),
+      logger: testLogger(),
+      clock,
+      consoleThroughRelay: true,
+    });
+    try {
+      expect(await tunnelGet(false, other)).toBe(200);
+      const { settings } = await other.store.getSettings();
+      await saveSettingsChange(other.store, applySettingsPatch(settings, { https: { control_panel: true } }), clock.now());
+      expect(await tunnelGet(false, other)).toBe(403);
+      expect(await tunnelGet(true, other)).toBe(200);
+    } finally {
+      await other.close();
+      rmSync(otherDir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses TLS below 1.2 on the internal listener', async () => {
     await request(`https://127.0.0.1:${port}/healthz`);
     const outcome = await new Promise<string>((resolve) => {

@@ -112,6 +112,17 @@ describe('start-up errors name the option and the fix', () => {
     });
     expect(await mixed.exited).toBe(2);
     expect(mixed.stderr.join('\n')).toMatch(/--backend belongs to the built-in platform server/);
+    const panel = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--sample-app', '--console-through-relay'], {
+      PLATFORM_AGENT_TOKEN: TOKEN,
+    });
+    expect(await panel.exited).toBe(2);
+    expect(panel.stderr.join('\n')).toMatch(/--console-through-relay belongs to the built-in platform server/);
+    const noRelay = run(AGENT, ['start', '--sample-app'], { PLATFORM_AGENT_TOKEN: TOKEN });
+    expect(await noRelay.exited).toBe(2);
+    expect(noRelay.stderr.join('\n')).toMatch(/--relay: give at least one relay/);
+    const noToken = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--sample-app'], { PLATFORM_AGENT_TOKEN: '' });
+    expect(await noToken.exited).toBe(2);
+    expect(noToken.stderr.join('\n')).toMatch(/no token given/);
     const data = mkdtempSync(join(tmpdir(), 'agent-data-'));
     const listen = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--data', data, '--listen', 'localhost'], {
       PLATFORM_AGENT_TOKEN: TOKEN,

@@ -139,8 +139,9 @@ describe('internal listener: HTTP and HTTPS on one port, Encryption switches', (
       }
     };
     expect(await tunnelGet(false, server)).toBe(404);
+    const otherDir = mkdtempSync(join(os.tmpdir(), 'console-relay-'));
     const other = new PlatformServer({
-      dataDir: mkdtempSync(join(os.tmpdir(), 'console-relay-')),
+      dataDir: otherDir,
       logger: testLogger(),
       clock,
       consoleThroughRelay: true,

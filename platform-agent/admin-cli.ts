@@ -396,38 +396,52 @@ function groupCommands(y: Argv): Argv {
 
 interface DeviceView {
   device_id: string;
+  /** Failed logins that still count towards a lock (0 once the count has reset). */
   failures: number;
   last_username: string | null;
+  last_seen_at: string | null;
   last_failure_at: string | null;
   locked_until: string | null;
   status: string;
 }
 
-/** A device's state at `now`, or null when it has neither a lock in force nor failures that still count. */
-function deviceView(device: DeviceRecord, settings: SecuritySettings, now: number): DeviceView | null {
+const isoOrNull = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+/** A device's state at `now`: locked, counting failures, or active. */
+function deviceView(device: DeviceRecord, settings: SecuritySettings, now: number): DeviceView {
   const locked = device.lockedUntil !== null && device.lockedUntil > now;
   const counting = device.lastFailureAt !== null && now - device.lastFailureAt < lockoutPolicy(settings).failureResetMs;
   const failures = counting ? device.failures : 0;
-  if (!locked && failures === 0) return null;
   return {
     device_id: device.deviceId,
     failures,
     last_username: device.lastUsername,
-    last_failure_at: device.lastFailureAt === null ? null : new Date(device.lastFailureAt).toISOString(),
-    locked_until: locked ? new Date(device.lockedUntil!).toISOString() : null,
-    status: locked ? `Locked until ${formatUtc(device.lockedUntil!)}` : `${failures} failed login${failures === 1 ? '' : 's'}`,
+    last_seen_at: isoOrNull(device.lastSeenAt),
+    last_failure_at: isoOrNull(device.lastFailureAt),
+    locked_until: locked ? isoOrNull(device.lockedUntil) : null,
+    status: locked
+      ? `Locked until ${formatUtc(device.lockedUntil!)}`
+      : failures > 0
+        ? `${failures} failed login${failures === 1 ? '' : 's'}`
+        : 'Active',
   };
 }
 
-const deviceRow = (v: DeviceView): string[] => [v.device_id, v.last_username ?? '-', v.status];
+const deviceRow = (v: DeviceView): string[] => [
+  v.device_id,
+  v.last_username ?? '-',
+  v.last_seen_at === null ? '-' : formatUtc(Date.parse(v.last_seen_at)),
+  v.status,
+];
 
-async function deviceList(ctx: Ctx): Promise<void> {
+async function deviceList(ctx: Ctx, argv: Args): Promise<void> {
   const { settings } = await ctx.store.getSettings();
   const now = systemClock.now();
-  const views = (await ctx.store.listDevices()).map((d) => deviceView(d, settings, now)).filter((v) => v !== null);
+  const devices = await ctx.store.listDevices(argv.user === undefined ? {} : { username: String(argv.user) });
+  const views = devices.map((d) => deviceView(d, settings, now));
   if (ctx.json) printJson(views);
-  else if (views.length === 0) print('no device has failed logins or a lock');
-  else print(table(['DEVICE', 'LAST USER', 'STATUS'], views.map(deviceRow)));
+  else if (views.length === 0) print(argv.user === undefined ? 'no devices' : `no devices of ${String(argv.user)}`);
+  else print(table(['DEVICE', 'USER', 'LAST SEEN', 'STATUS'], views.map(deviceRow)));
 }
 
 async function deviceUnlock(ctx: Ctx, argv: Args): Promise<void> {
@@ -439,7 +453,18 @@ async function deviceUnlock(ctx: Ctx, argv: Args): Promise<void> {
 
 function deviceCommands(y: Argv): Argv {
   return y
-    .command('list', 'list devices with failed logins that still count, or a lock', withStoreOptions, onStore(false, deviceList))
+    .command(
+      'list',
+      'list every device by user (the user of its last login): last seen, status (locked, failed logins that still count, or active)',
+      (c) =>
+        withStoreOptions(c)
+          .option('user', { type: 'string', describe: "only this user's devices" })
+          .check((argv) => {
+            if (argv.user === '') throw new Error('--user: give a user name');
+            return true;
+          }),
+      onStore(false, deviceList),
+    )
     .command(
       'unlock <device-id>',
       'clear the lock and the failure count of a device',

@@ -36,7 +36,7 @@ import {
   type FieldError,
   type FormValues,
 } from './security-page.js';
-import { devicesOfInterest, devicesPage } from './devices-page.js';
+import { devicesPage, filterDevices } from './devices-page.js';
 import {
   emptyGroupValues,
   groupsPage,
@@ -319,10 +319,10 @@ export class ConsoleRoutes {
       } else if (sub === 'devices') {
         await this.authorize(session, 'admin.devices');
         const unlocked = query.get('unlocked');
-        await this.devicesPage(res, session, unlocked === null ? null : `Device ${unlocked} is unlocked.`);
+        await this.devicesPage(res, session, query.get('q') ?? '', unlocked === null ? null : `Device ${unlocked} is unlocked.`);
       } else if (deviceUnlock) {
         await this.authorize(session, 'admin.devices');
-        if (form) await this.unlockDevice(res, session, decodeURIComponent(deviceUnlock[1]!));
+        if (form) await this.unlockDevice(res, session, decodeURIComponent(deviceUnlock[1]!), form.get('q') ?? '');
         else redirect(res, '/console/devices');
       }
       return true;
@@ -939,17 +939,18 @@ export class ConsoleRoutes {
     }
   }
 
-  private async devicesPage(res: ServerResponse, session: Session, notice: string | null): Promise<void> {
-    const now = this.clock.now();
-    const devices = devicesOfInterest(await this.store.listDevices(), now);
-    const body = devicesPage({ devices, now, csrf: session.csrf, notice });
+  private async devicesPage(res: ServerResponse, session: Session, q: string, notice: string | null): Promise<void> {
+    const devices = filterDevices(await this.store.listDevices(), q);
+    const usernames = new Set((await this.store.listUsers()).map((u) => u.username));
+    const body = devicesPage({ devices, q, usernames, now: this.clock.now(), csrf: session.csrf, notice });
     sendHtml(res, 200, page({ title: 'Devices', current: 'devices', csrf: session.csrf, body }));
   }
 
-  private async unlockDevice(res: ServerResponse, session: Session, deviceId: string): Promise<void> {
+  /** Unlocks a device and goes back to the list as it was searched. */
+  private async unlockDevice(res: ServerResponse, session: Session, deviceId: string, q: string): Promise<void> {
     if (!(await this.store.unlockDevice(deviceId))) throw new RelayError('RELAY_ERR_DEVICE_NOT_FOUND');
     this.logger.info({ event: 'device_unlocked', deviceId, by: session.claims.sub, via: 'console' }, 'device unlocked');
-    redirect(res, `/console/devices?unlocked=${encodeURIComponent(deviceId)}`);
+    redirect(res, `/console/devices?${q ? `q=${encodeURIComponent(q)}&` : ''}unlocked=${encodeURIComponent(deviceId)}`);
   }
 }
 

@@ -96,6 +96,11 @@ label.confirm{font-weight:600}
 .hint code{white-space:nowrap}
 #relay textarea{min-height:4.5em}
 #relay table{margin:0}
+table.devices tbody+tbody{border-top:2px solid #b8c2d1}
+tr.locked-row td{background:#fdf1f3}
+table.devices td.device{overflow-wrap:anywhere;min-width:16em}
+td.number{font-variant-numeric:tabular-nums}
+table.devices .nowrap{white-space:nowrap}
 `;
 
 export interface PageOptions {

@@ -1,6 +1,7 @@
 /**
  * One user: the "New user" form and a user's edit page (role, group, description, account
- * validity, a new password, the "Locked for Security Reasons" box) with its delete form.
+ * validity, a new password, the "Locked for Security Reasons" box) with a link to the user's
+ * devices and its delete form.
  * Validation lives in security/accounts.ts and the store; a RelayError naming a field comes back
  * here and shows next to that field, with what the administrator typed kept — except passwords,
  * which never go back into a page. Field names are the admin API's, so `details.field` of an
@@ -257,6 +258,10 @@ ${errorText(CONFIRM_DELETE, error)}</div></div>
 </fieldset></form>`;
 }
 
+/** The Devices page searched for the user's name. */
+const devicesLink = (username: string): string =>
+  `<p class="related"><a href="/console/devices?q=${esc(encodeURIComponent(username))}">Devices of ${esc(username)}</a></p>`;
+
 /** The body of "New user" or of one user's page. */
 export function userPage(p: UserPageInput): string {
   const isNew = p.user === 'new';
@@ -300,5 +305,5 @@ ${fields}
 ${validityFieldset(p)}
 <div class="actions"><button type="submit">${isNew ? 'Create user' : 'Save user'}</button><a href="/console/users">Cancel</a></div>
 </form>
-${p.user === 'new' ? '' : deleteForm(p, username)}`;
+${p.user === 'new' ? '' : `${devicesLink(username)}\n${deleteForm(p, username)}`}`;
 }

@@ -1,9 +1,10 @@
 /**
  * The administrators' API under `/admin/api/v1/`: security settings, signing-key rotation, the IP
- * whitelist and blacklist, users, user groups, the operations catalog, and devices (failure
- * counts and locks). Every route but login needs an administrator's access token (audience
- * `platform-admin`), which also moves its inactivity clock, and the operation the route belongs
- * to (`admin.users`, `admin.settings`, `admin.devices`) when the administrator is in a group.
+ * whitelist and blacklist, users, user groups, the operations catalog, and devices (each one's
+ * last user and last login, failure count and lock; `?user=` for one user's). Every route but
+ * login needs an administrator's access token (audience `platform-admin`), which also moves its
+ * inactivity clock, and the operation the route belongs to (`admin.users`, `admin.settings`,
+ * `admin.devices`) when the administrator is in a group.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../../shared/clock.js';
@@ -34,6 +35,7 @@ export function deviceView(d: DeviceRecord, now: number): Record<string, unknown
     failures: d.failures,
     last_failure_at: iso(d.lastFailureAt),
     last_username: d.lastUsername,
+    last_seen_at: iso(d.lastSeenAt),
     locked,
     locked_until: locked ? iso(d.lockedUntil) : null,
   };
@@ -174,7 +176,10 @@ export class AdminRoutes {
     // devices
     if (id === undefined) {
       if (method !== 'GET') throw methodNotAllowed(['GET']);
-      sendJson(res, 200, { devices: (await this.store.listDevices()).map((d) => deviceView(d, now)) });
+      const user = new URL(req.url ?? '/', 'http://admin.invalid').searchParams.get('user');
+      if (user === '') throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'user: give a user name', { details: { field: 'user' } });
+      const devices = await this.store.listDevices(user === null ? {} : { username: user });
+      sendJson(res, 200, { devices: devices.map((d) => deviceView(d, now)) });
       return true;
     }
     const device = await this.store.getDevice(id);

@@ -89,7 +89,7 @@ export class AuthService {
     // Guesses sent at once all pass the lock check above while their scrypt runs; the store decides
     // again, atomically, so that once the device is locked no outcome (right or wrong) is revealed.
     if (user && passwordOk && roleOk && accountUsable(user, settings, this.clock.now())) {
-      if (await this.store.recordLoginSuccess(a.deviceId, this.clock.now())) return user;
+      if (await this.store.recordLoginSuccess(a.deviceId, user.username, this.clock.now())) return user;
       const locked = await this.store.getDevice(a.deviceId);
       throw deviceLocked(locked?.lockedUntil ?? this.clock.now());
     }

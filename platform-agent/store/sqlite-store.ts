@@ -9,22 +9,23 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { RelayError } from '../../shared/errors.js';
-import { cloneSettings, defaultSettings, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
-import type {
-  DeviceRecord,
-  FailureResult,
-  FamilyRecord,
-  GroupPatch,
-  GroupRecord,
-  MobileSessionRecord,
-  MobileTokenRecord,
-  PlatformStore,
-  Role,
-  RotateResult,
-  SigningKeyRecord,
-  StoredSettings,
-  UserPatch,
-  UserRecord,
+import { cloneSettings, defaultSettings, lockoutPolicy, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
+import {
+  DEVICE_RETENTION_MS,
+  type DeviceRecord,
+  type FailureResult,
+  type FamilyRecord,
+  type GroupPatch,
+  type GroupRecord,
+  type MobileSessionRecord,
+  type MobileTokenRecord,
+  type PlatformStore,
+  type Role,
+  type RotateResult,
+  type SigningKeyRecord,
+  type StoredSettings,
+  type UserPatch,
+  type UserRecord,
 } from './store.js';
 
 export const DB_FILE = 'platform.db';
@@ -93,9 +94,15 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE users ADD COLUMN description TEXT;
   CREATE INDEX users_group ON users (group_name);
   `,
-  // 3: named documents of configuration (the relay connection), each one JSON value.
+  // 3: named documents of configuration (the relay connection), each one JSON value; devices
+  // recorded on every login, successful or not, with its time. A row's last failure, when it has
+  // one, was the last login it saw; a row without one keeps null, which prune takes as long ago.
   `
   CREATE TABLE config (key TEXT PRIMARY KEY, json TEXT NOT NULL, updated_at INTEGER NOT NULL);
+  ALTER TABLE devices ADD COLUMN last_seen_at INTEGER;
+  UPDATE devices SET last_seen_at = last_failure_at;
+  CREATE INDEX devices_user ON devices (last_username, device_id);
+  CREATE INDEX devices_last_seen ON devices (last_seen_at);
   `,
 ];
 
@@ -126,6 +133,7 @@ interface DeviceRow {
   failures: number;
   last_failure_at: number | null;
   last_username: string | null;
+  last_seen_at: number | null;
   locked_at: number | null;
   locked_until: number | null;
 }
@@ -173,6 +181,7 @@ const toDevice = (r: DeviceRow): DeviceRecord => ({
   failures: r.failures,
   lastFailureAt: r.last_failure_at,
   lastUsername: r.last_username,
+  lastSeenAt: r.last_seen_at,
   lockedAt: r.locked_at,
   lockedUntil: r.locked_until,
 });
@@ -550,8 +559,12 @@ export class SqliteStore implements PlatformStore {
     return this.readDevice(deviceId);
   }
 
-  async listDevices(): Promise<DeviceRecord[]> {
-    return (this.db.prepare('SELECT * FROM devices ORDER BY device_id').all() as DeviceRow[]).map(toDevice);
+  async listDevices(filter: { username?: string } = {}): Promise<DeviceRecord[]> {
+    const rows =
+      filter.username === undefined
+        ? this.db.prepare('SELECT * FROM devices ORDER BY last_username, device_id').all()
+        : this.db.prepare('SELECT * FROM devices WHERE last_username = ? ORDER BY device_id').all(filter.username);
+    return (rows as DeviceRow[]).map(toDevice);
   }
 
   async recordLoginFailure(deviceId: string, username: string, now: number, p: LockoutPolicy, userExists: boolean): Promise<FailureResult> {
@@ -566,11 +579,12 @@ export class SqliteStore implements PlatformStore {
       const lockedUntil = lockNow ? now + p.deviceLockMs : null;
       this.db
         .prepare(
-          `INSERT INTO devices (device_id, failures, last_failure_at, last_username, locked_at, locked_until) VALUES (?, ?, ?, ?, ?, ?)
+          `INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at, locked_at, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (device_id) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
-             last_username = excluded.last_username, locked_at = excluded.locked_at, locked_until = excluded.locked_until`,
+             last_username = excluded.last_username, last_seen_at = excluded.last_seen_at, locked_at = excluded.locked_at,
+             locked_until = excluded.locked_until`,
         )
-        .run(deviceId, lockNow ? 0 : failures, now, username, lockNow ? now : null, lockedUntil);
+        .run(deviceId, lockNow ? 0 : failures, now, username, now, lockNow ? now : null, lockedUntil);
       if (!lockNow) return { deviceLockedUntil: null, deviceLockedNow: false, userLockedUntil: null };
 
       let userLockedUntil: number | null = null;
@@ -593,11 +607,17 @@ export class SqliteStore implements PlatformStore {
     });
   }
 
-  async recordLoginSuccess(deviceId: string, now: number): Promise<boolean> {
+  async recordLoginSuccess(deviceId: string, username: string, now: number): Promise<boolean> {
     return this.tx(() => {
       const cur = this.readDevice(deviceId);
       if (cur?.lockedUntil != null && cur.lockedUntil > now) return false;
-      this.db.prepare('UPDATE devices SET failures = 0, last_failure_at = NULL WHERE device_id = ?').run(deviceId);
+      this.db
+        .prepare(
+          `INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at) VALUES (?, 0, NULL, ?, ?)
+           ON CONFLICT (device_id) DO UPDATE SET failures = 0, last_failure_at = NULL,
+             last_username = excluded.last_username, last_seen_at = excluded.last_seen_at`,
+        )
+        .run(deviceId, username, now);
       return true;
     });
   }
@@ -706,6 +726,15 @@ export class SqliteStore implements PlatformStore {
       n += this.db.prepare('DELETE FROM ip_attempts WHERE at <= ? - 3600000').run(now).changes;
       // The longest session idle timeout is one day (mobile_session_idle_minutes <= 1440).
       n += this.db.prepare('DELETE FROM mobile_sessions WHERE last_seen_at <= ? - 86400000').run(now).changes;
+      // A failure counts until failureResetMs after the last one (up to a year): such a device stays however long ago it was seen.
+      const { failureResetMs } = lockoutPolicy(this.readSettings().settings);
+      n += this.db
+        .prepare(
+          `DELETE FROM devices WHERE (last_seen_at IS NULL OR last_seen_at < @seenBefore)
+             AND (locked_until IS NULL OR locked_until <= @now)
+             AND (failures = 0 OR last_failure_at IS NULL OR last_failure_at <= @failedBefore)`,
+        )
+        .run({ now, seenBefore: now - DEVICE_RETENTION_MS, failedBefore: now - failureResetMs }).changes;
       return n;
     });
   }

@@ -6,6 +6,7 @@
  * instances) can do each one as a transaction or script. Times are milliseconds since the epoch,
  * always passed in by the caller (its clock), never read here. Secrets arrive already hashed.
  */
+import { DAY_MS } from '../../shared/clock.js';
 import type { LockoutPolicy, SecuritySettings } from '../security/settings.js';
 
 export type Role = 'mobile' | 'external' | 'admin';
@@ -41,14 +42,30 @@ export interface GroupRecord {
 
 export type GroupPatch = Partial<Pick<GroupRecord, 'role' | 'description' | 'operations'>>;
 
+/**
+ * A device (the client's `X-Device-Id`; `admin-console@<ip>` for a console login) as logins on it
+ * left it: one row per device, whoever logged in on it last. Rows outlive the user they name (a
+ * device lock is about the device, not the account); `prune` forgets a device after
+ * DEVICE_RETENTION_MS without a login.
+ */
 export interface DeviceRecord {
   deviceId: string;
   failures: number;
   lastFailureAt: number | null;
+  /** The user of the last login on the device, successful or not. */
   lastUsername: string | null;
+  /** The last login on the device, successful or not; null only for a row from before migration 3 without a failure to date it. */
+  lastSeenAt: number | null;
   lockedAt: number | null;
   lockedUntil: number | null;
 }
+
+/**
+ * How long a device is remembered after its last login when it has neither a lock in force nor
+ * failures that still count (180 days: a device used now and then stays listed, while device ids
+ * made up by a password-guessing client do not pile up for ever).
+ */
+export const DEVICE_RETENTION_MS = 180 * DAY_MS;
 
 export interface SigningKeyRecord {
   kid: string;
@@ -131,7 +148,10 @@ export interface PlatformStore {
   updateUser(username: string, patch: UserPatch, now: number): Promise<UserRecord | null>;
   /** Sets or clears the security lock; setting it revokes every refresh family and session of the user. */
   setUserLock(username: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null>;
-  /** Deletes the user with its families, mobile tokens and sessions. */
+  /**
+   * Deletes the user with its families, mobile tokens and sessions. Its devices stay: a device's
+   * lock and failures hold whichever name is tried next on it; the rows age out through `prune`.
+   */
   deleteUser(username: string): Promise<boolean>;
   countAdmins(): Promise<number>;
 
@@ -150,14 +170,16 @@ export interface PlatformStore {
   /** Counts one login attempt from `ip` if fewer than `limit` happened in the last `windowMs`; else says when one frees up. */
   hitIpAttempt(ip: string, now: number, windowMs: number, limit: number): Promise<{ allowed: boolean; retryAfterMs: number }>;
   getDevice(deviceId: string): Promise<DeviceRecord | null>;
-  listDevices(): Promise<DeviceRecord[]>;
-  /** One failed login on a device, applying the lockout policy atomically (device lock, then user lock). */
+  /** Every device, or those whose last login was `username`'s; ordered by user name, then device id. */
+  listDevices(filter?: { username?: string }): Promise<DeviceRecord[]>;
+  /** One failed login on a device, applying the lockout policy atomically (device lock, then user lock); the device is seen at `now` by `username`. */
   recordLoginFailure(deviceId: string, username: string, now: number, policy: LockoutPolicy, userExists: boolean): Promise<FailureResult>;
   /**
-   * A successful login resets the device's failure count — unless the device got locked while the
-   * password was being checked (concurrent guesses): then nothing changes and the answer is false.
+   * A successful login records the device (created if new) as seen at `now` by `username` and
+   * resets its failure count — unless the device got locked while the password was being checked
+   * (concurrent guesses): then nothing changes and the answer is false.
    */
-  recordLoginSuccess(deviceId: string, now: number): Promise<boolean>;
+  recordLoginSuccess(deviceId: string, username: string, now: number): Promise<boolean>;
   unlockDevice(deviceId: string): Promise<boolean>;
 
   // refresh-token families
@@ -175,7 +197,12 @@ export interface PlatformStore {
   /** The session if it exists and was used within `idleMs`; refreshes its last use. Expired ones are deleted. */
   touchMobileSession(sessionHash: string, now: number, idleMs: number): Promise<MobileSessionRecord | null>;
 
-  /** Drops expired rows (spent families, old attempts, expired tokens); returns how many. */
+  /**
+   * Drops expired rows (spent families, old attempts, expired tokens, idle sessions) and devices
+   * last seen more than DEVICE_RETENTION_MS ago (or never, for rows from before that was recorded)
+   * that have no lock in force and no failures that still count under the stored lockout policy;
+   * returns how many.
+   */
   prune(now: number): Promise<number>;
   close(): Promise<void>;
 }

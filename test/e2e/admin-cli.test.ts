@@ -300,25 +300,52 @@ describe('platform-agent group …', () => {
 });
 
 describe('platform-agent device …', () => {
-  it('lists a device locked by failed logins and unlocks it', async () => {
+  it('lists every device by user with its last sight, a device locked by failed logins among them, and unlocks it', async () => {
+    const now = Date.now();
     await withStore(async (store) => {
       const policy = lockoutPolicy((await store.getSettings()).settings);
-      for (let i = 0; i < policy.deviceFailures; i++) await store.recordLoginFailure('phone-1', 'root-admin', Date.now(), policy, true);
-      await store.recordLoginFailure('phone-2', 'root-admin', Date.now(), policy, true);
+      for (let i = 0; i < policy.deviceFailures; i++) await store.recordLoginFailure('phone-1', 'root-admin', now, policy, true);
+      await store.recordLoginFailure('phone-2', 'root-admin', now, policy, true);
+      await store.recordLoginSuccess('tablet', 'dave', now - 60_000);
     });
 
-    const devices = await cliJson<{ device_id: string; failures: number; locked_until: string | null; status: string }[]>([
-      'device',
-      'list',
+    type Device = {
+      device_id: string;
+      failures: number;
+      last_username: string;
+      last_seen_at: string | null;
+      locked_until: string | null;
+      status: string;
+    };
+    const devices = await cliJson<Device[]>(['device', 'list']);
+    expect(
+      devices.map((d) => [d.last_username, d.device_id, d.failures, d.locked_until !== null, d.status.replace(/\d{4}.*/, '…')]),
+    ).toEqual([
+      ['dave', 'tablet', 0, false, 'Active'],
+      ['root-admin', 'phone-1', 0, true, 'Locked until …'],
+      ['root-admin', 'phone-2', 1, false, '1 failed login'],
     ]);
-    expect(devices.map((d) => [d.device_id, d.failures, d.locked_until !== null])).toEqual([
-      ['phone-1', 0, true],
-      ['phone-2', 1, false],
+    expect(devices[0]!.last_seen_at).toBe(new Date(now - 60_000).toISOString());
+    expect(devices[1]!.status).toMatch(/^Locked until \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$/);
+
+    const text = await cli(['device', 'list', '--user', 'root-admin']);
+    expect(text.code).toBe(0);
+    const lines = text.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^DEVICE\s+USER\s+LAST SEEN\s+STATUS$/);
+    expect(lines.slice(1).map((l) => l.split(/\s{2,}/).slice(0, 2))).toEqual([
+      ['phone-1', 'root-admin'],
+      ['phone-2', 'root-admin'],
     ]);
-    expect(devices[0]!.status).toMatch(/^Locked until \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$/);
+    expect(lines[2]).toMatch(/^phone-2\s+root-admin\s+\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\s+1 failed login$/);
+    expect((await cli(['device', 'list', '--user', 'nobody'])).stdout).toBe('no devices of nobody\n');
+    expect((await cli(['device', 'list', '--user', ''])).code).toBe(2);
 
     expect(await cliJson(['device', 'unlock', 'phone-1'])).toEqual({ unlocked: 'phone-1' });
-    expect((await cliJson<{ device_id: string }[]>(['device', 'list'])).map((d) => d.device_id)).toEqual(['phone-2']);
+    // The device stays listed, now active.
+    expect((await cliJson<Device[]>(['device', 'list', '--user', 'root-admin'])).map((d) => [d.device_id, d.status])).toEqual([
+      ['phone-1', 'Active'],
+      ['phone-2', '1 failed login'],
+    ]);
     await withStore(async (store) => expect((await store.getDevice('phone-1'))!.lockedUntil).toBeNull());
 
     const unknown = await cli(['device', 'unlock', 'no-such-phone']);

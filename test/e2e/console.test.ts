@@ -190,13 +190,19 @@ describe.skipIf(!hasChromium)('control panel in Chromium', () => {
     await page.getByRole('link', { name: 'Devices' }).click();
     await page.waitForURL(`${base}/console/devices`);
     const device = page.getByRole('row', { name: /phone-7/ });
-    expect(await device.innerText()).toMatch(/phone-7\s+alice\s+\d+\s+Locked until \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC/);
+    expect(await device.innerText()).toMatch(
+      /phone-7\s+alice\s+\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\s+\d+\s+Locked until \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC/,
+    );
     await shot('devices');
 
     await page.getByRole('button', { name: 'Unlock device phone-7' }).click();
     await page.waitForURL(`${base}/console/devices?unlocked=phone-7`);
     expect(await page.locator('main').innerText()).toContain('Device phone-7 is unlocked.');
-    expect(await page.getByRole('row', { name: /phone-7/ }).count()).toBe(0);
+    // The device stays listed, now active, without an Unlock button.
+    expect(await page.getByRole('row', { name: /phone-7/ }).innerText()).toMatch(
+      /phone-7\s+alice\s+\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\s+0\s+Active/,
+    );
+    expect(await page.getByRole('button', { name: 'Unlock device phone-7' }).count()).toBe(0);
     await shot('devices-unlocked');
     expect((await apiLogin('alice', 'correct-horse-1', 'phone-7')).status).toBe(200);
   });

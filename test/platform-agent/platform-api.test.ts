@@ -300,6 +300,56 @@ describe('admin API', () => {
     expect((await login('alice', 'correct-horse-1', 'phone-0')).status).toBe(200);
   });
 
+  it("lists every device with its last user and last login (last_seen_at), and one user's with ?user=", async () => {
+    whitelistLoopback();
+    await addUser('alice');
+    await addUser('bob');
+    const t1 = clock.now();
+    expect((await login('alice', 'correct-horse-1', 'phone-1')).status).toBe(200);
+    clock.advance(MINUTE_MS);
+    expect((await login('bob', 'correct-horse-1', 'tablet')).status).toBe(200);
+    clock.advance(MINUTE_MS);
+    expect((await login('alice', 'nope-nope', 'phone-2')).status).toBe(401);
+    const iso = (ms: number): string => new Date(ms).toISOString();
+
+    const admin = bearer(await adminToken());
+    const all = data(await call('GET', '/admin/api/v1/devices', undefined, admin)).devices as Record<string, unknown>[];
+    // The administrator's own logins (no X-Device-Id) are a device too, ordered by user name.
+    expect(all.map((d) => `${String(d.last_username)}/${String(d.device_id)}`)).toEqual([
+      'admin/admin-console@127.0.0.1',
+      'alice/phone-1',
+      'alice/phone-2',
+      'bob/tablet',
+    ]);
+    const alice = await call('GET', '/admin/api/v1/devices?user=alice', undefined, admin);
+    expect(alice.status).toBe(200);
+    expect(data(alice).devices).toEqual([
+      {
+        device_id: 'phone-1',
+        failures: 0,
+        last_failure_at: null,
+        last_username: 'alice',
+        last_seen_at: iso(t1),
+        locked: false,
+        locked_until: null,
+      },
+      {
+        device_id: 'phone-2',
+        failures: 1,
+        last_failure_at: iso(t1 + 2 * MINUTE_MS),
+        last_username: 'alice',
+        last_seen_at: iso(t1 + 2 * MINUTE_MS),
+        locked: false,
+        locked_until: null,
+      },
+    ]);
+    expect(data(await call('GET', '/admin/api/v1/devices/tablet', undefined, admin))).toMatchObject({ last_seen_at: iso(t1 + MINUTE_MS) });
+    expect(data(await call('GET', '/admin/api/v1/devices?user=nobody', undefined, admin)).devices).toEqual([]);
+    const empty = await call('GET', '/admin/api/v1/devices?user=', undefined, admin);
+    expect(empty.status).toBe(400);
+    expect(data(empty)).toMatchObject({ error: 'invalid_request', field: 'user' });
+  });
+
   it('answers bad requests with stable codes: 404, 405, 413, invalid JSON', async () => {
     const admin = bearer(await adminToken());
     expect(data(await call('GET', '/nowhere')).error).toBe('not_found');

@@ -74,6 +74,16 @@ describe('lockout: devices', () => {
     expect(await env().store.getDevice('phone-1')).toEqual(before);
   });
 
+  it('records the device of every successful login, a first one included, with its user and time', async () => {
+    await env().addUser('alice');
+    await env().addUser('bob');
+    await env().login({ username: 'alice', deviceId: 'phone-1' });
+    expect(await env().store.getDevice('phone-1')).toMatchObject({ lastUsername: 'alice', lastSeenAt: env().clock.now(), failures: 0 });
+    env().clock.advance(HOUR_MS);
+    await env().login({ username: 'bob', deviceId: 'phone-1' });
+    expect(await env().store.getDevice('phone-1')).toMatchObject({ lastUsername: 'bob', lastSeenAt: env().clock.now() });
+  });
+
   it('resets the failure count on a successful login', async () => {
     await env().addUser('alice');
     await env().fail(4, { username: 'alice', deviceId: 'phone-1' });

@@ -63,6 +63,8 @@ describe('mobile authenticators: Authorization: Mobile', () => {
       expiresAt: env().clock.now() + 2_592_000_000,
     });
     expect(await request({ sessionId: result!.newSessionId! })).toMatchObject({ username: 'alice', via: 'session' });
+    // The device is recorded as a JSON login records it.
+    expect(await env().store.getDevice('phone-1')).toMatchObject({ lastUsername: 'alice', lastSeenAt: env().clock.now(), failures: 0 });
   });
 
   it('returns no mobile token while generate_tokens is off', async () => {

@@ -7,7 +7,7 @@ import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
 import { cloneSettings, defaultSettings, lockoutPolicy, type SecuritySettings } from '../../../platform-agent/security/settings.js';
 import { DB_FILE, MIGRATIONS, SqliteStore } from '../../../platform-agent/store/sqlite-store.js';
-import type { FamilyRecord, GroupRecord, UserRecord } from '../../../platform-agent/store/store.js';
+import { DEVICE_RETENTION_MS, type FamilyRecord, type GroupRecord, type UserRecord } from '../../../platform-agent/store/store.js';
 import { userRecord } from '../../fixtures/records.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
@@ -338,16 +338,129 @@ describe('SqliteStore: atomic counters', () => {
   it('resets the failure count on success and unlocks a device on request', async () => {
     const store = openStore();
     for (let i = 0; i < 4; i++) await store.recordLoginFailure('d1', 'alice', T0, policy, false);
-    expect(await store.recordLoginSuccess('d1', T0)).toBe(true);
+    expect(await store.recordLoginSuccess('d1', 'alice', T0)).toBe(true);
     expect((await store.recordLoginFailure('d1', 'alice', T0, policy, false)).deviceLockedNow).toBe(false);
     for (let i = 0; i < 4; i++) await store.recordLoginFailure('d1', 'alice', T0, policy, false);
     expect((await store.getDevice('d1'))?.lockedUntil).toBe(T0 + 15 * MINUTE_MS);
-    // A success that arrives after the lock (a guess in flight) changes nothing.
-    expect(await store.recordLoginSuccess('d1', T0)).toBe(false);
-    expect((await store.getDevice('d1'))?.lockedUntil).toBe(T0 + 15 * MINUTE_MS);
+    // A success that arrives after the lock (a guess in flight) changes nothing, not even who was seen last.
+    const locked = await store.getDevice('d1');
+    expect(await store.recordLoginSuccess('d1', 'mallory', T0 + 1)).toBe(false);
+    expect(await store.getDevice('d1')).toEqual(locked);
+    expect(locked).toMatchObject({ lockedUntil: T0 + 15 * MINUTE_MS, lastUsername: 'alice', lastSeenAt: T0 });
     expect(await store.unlockDevice('d1')).toBe(true);
     expect(await store.getDevice('d1')).toMatchObject({ failures: 0, lockedAt: null, lockedUntil: null });
     expect(await store.unlockDevice('never-seen')).toBe(false);
+  });
+});
+
+describe('SqliteStore: devices', () => {
+  it('records a device on its first successful login with the user and the time, failures 0 and no lock', async () => {
+    const store = openStore();
+    expect(await store.recordLoginSuccess('phone-1', 'alice', T0)).toBe(true);
+    expect(await store.getDevice('phone-1')).toEqual({
+      deviceId: 'phone-1',
+      failures: 0,
+      lastFailureAt: null,
+      lastUsername: 'alice',
+      lastSeenAt: T0,
+      lockedAt: null,
+      lockedUntil: null,
+    });
+  });
+
+  it('moves the last sight and the last user on every login, failed or successful', async () => {
+    const store = openStore();
+    await store.recordLoginFailure('shared', 'alice', T0, policy, true);
+    expect(await store.getDevice('shared')).toMatchObject({ failures: 1, lastFailureAt: T0, lastUsername: 'alice', lastSeenAt: T0 });
+    expect(await store.recordLoginSuccess('shared', 'bob', T0 + MINUTE_MS)).toBe(true);
+    expect(await store.getDevice('shared')).toMatchObject({
+      failures: 0,
+      lastFailureAt: null,
+      lastUsername: 'bob',
+      lastSeenAt: T0 + MINUTE_MS,
+    });
+    await store.recordLoginFailure('shared', 'carol', T0 + 2 * MINUTE_MS, policy, false);
+    expect(await store.getDevice('shared')).toMatchObject({ failures: 1, lastUsername: 'carol', lastSeenAt: T0 + 2 * MINUTE_MS });
+  });
+
+  it("resets the count on a success once a lock has ended, keeping the ended lock's times", async () => {
+    const store = openStore();
+    for (let i = 0; i < 5; i++) await store.recordLoginFailure('d1', 'alice', T0, policy, true);
+    expect(await store.recordLoginSuccess('d1', 'alice', T0 + 15 * MINUTE_MS)).toBe(true);
+    expect(await store.getDevice('d1')).toMatchObject({ failures: 0, lastSeenAt: T0 + 15 * MINUTE_MS, lockedUntil: T0 + 15 * MINUTE_MS });
+  });
+
+  it("lists every device by user name, then device id, or one user's devices", async () => {
+    const store = openStore();
+    await store.recordLoginSuccess('tablet', 'bob', T0);
+    await store.recordLoginSuccess('phone-b', 'alice', T0);
+    await store.recordLoginFailure('phone-a', 'alice', T0, policy, true);
+    await store.recordLoginSuccess('laptop', 'bob', T0);
+    const ids = (list: { deviceId: string; lastUsername: string | null }[]): string[] => list.map((d) => `${d.lastUsername}/${d.deviceId}`);
+    expect(ids(await store.listDevices())).toEqual(['alice/phone-a', 'alice/phone-b', 'bob/laptop', 'bob/tablet']);
+    expect(ids(await store.listDevices({ username: 'bob' }))).toEqual(['bob/laptop', 'bob/tablet']);
+    expect(await store.listDevices({ username: 'nobody' })).toEqual([]);
+  });
+
+  it("keeps a deleted user's devices, lock included, for whatever name is tried next", async () => {
+    const store = openStore();
+    await store.createUser(user('alice'));
+    await store.recordLoginSuccess('phone-1', 'alice', T0);
+    for (let i = 0; i < 5; i++) await store.recordLoginFailure('phone-2', 'alice', T0, policy, true);
+    expect(await store.deleteUser('alice')).toBe(true);
+    expect((await store.listDevices({ username: 'alice' })).map((d) => d.deviceId)).toEqual(['phone-1', 'phone-2']);
+    expect((await store.recordLoginFailure('phone-2', 'bob', T0 + MINUTE_MS, policy, false)).deviceLockedUntil).toBe(T0 + 15 * MINUTE_MS);
+  });
+
+  it('prunes a device last seen more than 180 days ago, and keeps one seen 180 days ago to the millisecond', async () => {
+    const store = openStore();
+    const now = T0 + 365 * DAY_MS;
+    expect(DEVICE_RETENTION_MS).toBe(180 * DAY_MS);
+    await store.recordLoginSuccess('old', 'alice', now - DEVICE_RETENTION_MS - 1);
+    await store.recordLoginSuccess('edge', 'alice', now - DEVICE_RETENTION_MS);
+    await store.recordLoginSuccess('recent', 'alice', now - DAY_MS);
+    expect(await store.prune(now)).toBe(1);
+    expect((await store.listDevices()).map((d) => d.deviceId)).toEqual(['edge', 'recent']);
+    expect(await store.prune(now + 1)).toBe(1);
+    expect((await store.listDevices()).map((d) => d.deviceId)).toEqual(['recent']);
+  });
+
+  it('keeps a device seen long ago while its lock is in force or its failures still count, then prunes it', async () => {
+    const store = openStore();
+    // Failures count for a year after the last one, and a lock lasts 200 days: both outlast the retention.
+    const next = cloneSettings(defaultSettings);
+    next.lockout.failure_reset_minutes = 365 * 24 * 60;
+    next.lockout.device_lock_minutes = 200 * 24 * 60;
+    await store.saveSettings(next, { invalidateTokens: false, recalculateLocks: null, now: T0 });
+    const long = lockoutPolicy(next);
+    for (let i = 0; i < 5; i++) await store.recordLoginFailure('locked', 'alice', T0, long, true);
+    await store.recordLoginFailure('failing', 'alice', T0, long, true);
+    await store.recordLoginSuccess('idle', 'alice', T0);
+
+    expect(await store.prune(T0 + 190 * DAY_MS)).toBe(1);
+    expect((await store.listDevices()).map((d) => d.deviceId)).toEqual(['failing', 'locked']);
+    // The lock ends at 200 days; the failure stops counting at 365.
+    expect(await store.prune(T0 + 200 * DAY_MS)).toBe(1);
+    expect((await store.listDevices()).map((d) => d.deviceId)).toEqual(['failing']);
+    expect(await store.prune(T0 + 365 * DAY_MS)).toBe(1);
+    expect(await store.listDevices()).toEqual([]);
+  });
+
+  it('migrates a version 2 database: a device gets its last failure as its last sight, or none', async () => {
+    const db = new Database(join(dir, DB_FILE));
+    db.exec(MIGRATIONS[0]!);
+    db.exec(MIGRATIONS[1]!);
+    db.pragma('user_version = 2');
+    db.prepare("INSERT INTO devices (device_id, failures, last_failure_at, last_username) VALUES ('failing', 2, ?, 'alice')").run(T0);
+    db.prepare("INSERT INTO devices (device_id, failures, last_username) VALUES ('cleared', 0, 'bob')").run();
+    db.close();
+    const store = openStore();
+    expect(await store.getDevice('failing')).toMatchObject({ failures: 2, lastUsername: 'alice', lastSeenAt: T0 });
+    expect(await store.getDevice('cleared')).toMatchObject({ lastUsername: 'bob', lastSeenAt: null });
+    // Never seen since the upgrade, no lock, no failures: forgotten at the first prune.
+    expect(await store.prune(T0)).toBe(1);
+    expect(await store.getDevice('cleared')).toBeNull();
+    expect(await store.getDevice('failing')).not.toBeNull();
   });
 });
 

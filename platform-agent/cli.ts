@@ -5,7 +5,7 @@
 import { hostname } from 'node:os';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { normalizeFingerprint } from '../shared/certs.js';
+import { checkCertificatePair, normalizeFingerprint, type PemPair } from '../shared/certs.js';
 import { configError, RelayError } from '../shared/errors.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
 import { exitWithConfigError, intOption, onShutdownSignals, readOptionFile, resolveSecret } from '../shared/config.js';
@@ -90,9 +90,27 @@ export function listenAddress(value: unknown): { host: string; port: number } | 
   return { host: (m[1] ?? m[2])!, port };
 }
 
+/** `--listen-cert`/`--listen-key`: the internal listener's HTTPS certificate, checked now; undefined for the self-signed one. */
+function listenTls(argv: Args): PemPair | undefined {
+  if (argv.listenCert === undefined && argv.listenKey === undefined) return undefined;
+  if (argv.listenCert === undefined || argv.listenKey === undefined)
+    throw new RelayError(
+      'RELAY_ERR_CONFIG',
+      '--listen-cert and --listen-key go together: give both PEM files, or neither for a self-signed certificate in <data>/tls',
+    );
+  const pair = { cert: readOptionFile('listen-cert', String(argv.listenCert)), key: readOptionFile('listen-key', String(argv.listenKey)) };
+  try {
+    checkCertificatePair(pair.cert, pair.key);
+  } catch (err) {
+    throw configError('listen-cert', argv.listenCert, `not usable with --listen-key: ${(err as Error).message}`);
+  }
+  return pair;
+}
+
 /** Opens the built-in platform server; shows a generated first administrator password once. */
 async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer> {
   const listen = listenAddress(argv.listen);
+  const internalTls = listenTls(argv);
   const backend = argv.backend === undefined ? undefined : httpUrl('backend', argv.backend);
   const platform = new PlatformServer({
     dataDir: String(argv.data),
@@ -100,6 +118,7 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
     ...(backend ? { backend } : {}),
     ...(argv.backendCa ? { backendCa: readOptionFile('backend-ca', String(argv.backendCa)) } : {}),
     consoleThroughRelay: argv.consoleThroughRelay === true,
+    ...(internalTls ? { internalTls } : {}),
   });
   if (listen) {
     let address;
@@ -261,6 +280,11 @@ const cli = yargs(hideBin(process.argv))
           default: defaults.platformListen,
           describe: 'internal address of the built-in platform server, host:port, or off',
         })
+        .option('listen-cert', {
+          type: 'string',
+          describe: 'PEM certificate (and chain) for HTTPS on --listen (default: a self-signed one made in <data>/tls)',
+        })
+        .option('listen-key', { type: 'string', describe: 'PEM key of --listen-cert' })
         .option('console-through-relay', {
           type: 'boolean',
           default: false,

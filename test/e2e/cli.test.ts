@@ -2,12 +2,14 @@
  * End to end: the built `relay` and `platform-agent` executables as child processes.
  * `npm test` builds first, so dist/ is current.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TOKEN, certsDir, json, request } from '../fixtures/harness.js';
+import { TOKEN, certsDir, json, relayFingerprint, request } from '../fixtures/harness.js';
 import { AGENT, RELAY, run, startAgentProcess, startRelayProcess } from '../fixtures/processes.js';
 
 describe('relay and platform-agent executables', () => {
@@ -129,5 +131,51 @@ describe('start-up errors name the option and the fix', () => {
     });
     expect(await listen.exited).toBe(2);
     expect(listen.stderr.join('\n')).toMatch(/--listen: "localhost" is not valid; expected host:port/);
+    const lone = run(AGENT, ['start', '--data', data, '--listen-cert', join(certsDir(), 'relay.crt')], { PLATFORM_AGENT_TOKEN: '' });
+    expect(await lone.exited).toBe(2);
+    expect(lone.stderr.join('\n')).toMatch(/--listen-cert and --listen-key go together/);
+    const stranger = join(data, 'other.key');
+    writeFileSync(stranger, generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    const mismatch = run(AGENT, ['start', '--data', data, '--listen-cert', join(certsDir(), 'relay.crt'), '--listen-key', stranger], {
+      PLATFORM_AGENT_TOKEN: '',
+    });
+    expect(await mismatch.exited).toBe(2);
+    expect(mismatch.stderr.join('\n')).toMatch(
+      /--listen-cert: .* is not valid; not usable with --listen-key: the private key does not belong/,
+    );
+  });
+
+  it('the agent starts without a relay (tunnel off) and serves HTTPS on --listen with --listen-cert/--listen-key', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'agent-listen-tls-'));
+    const agent = run(
+      AGENT,
+      [
+        'start',
+        '--data',
+        data,
+        '--listen',
+        '127.0.0.1:0',
+        '--listen-cert',
+        join(certsDir(), 'relay.crt'),
+        '--listen-key',
+        join(certsDir(), 'relay.key'),
+      ],
+      { PLATFORM_AGENT_TOKEN: '' },
+    );
+    const listening = await agent.waitFor((l) => l.event === 'platform_listening');
+    expect((await agent.waitFor((l) => l.event === 'relay_off')).msg).toMatch(/control panel/);
+    const port = Number(listening.port);
+    const fingerprint = await new Promise<string>((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false }, () => {
+        resolve(socket.getPeerX509Certificate()!.fingerprint256);
+        socket.destroy();
+      });
+      socket.once('error', reject);
+    });
+    expect(fingerprint).toBe(relayFingerprint());
+    expect((await request(`https://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect((await request(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    agent.child.kill('SIGTERM');
+    expect(await agent.exited).toBe(0);
   });
 });

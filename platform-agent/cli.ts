@@ -107,7 +107,7 @@ function listenTls(argv: Args): PemPair | undefined {
   return pair;
 }
 
-/** Opens the built-in platform server; shows a generated first administrator password once. */
+/** Opens the built-in platform server and its internal listener. */
 async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer> {
   const listen = listenAddress(argv.listen);
   const internalTls = listenTls(argv);
@@ -133,15 +133,18 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
       `platform server listening on ${listen.host}:${address.port}`,
     );
   }
-  const admin = await platform.ensureAdmin();
-  if (admin) {
-    // Shown once, on the terminal (stderr), never through the logger: it is a password.
-    process.stderr.write(
-      `\n  First administrator created: username "${admin.username}", password: ${admin.password}\n` +
-        `  It is shown only now. Change it with: platform-agent user set ${admin.username} --password --data ${String(argv.data)}\n\n`,
-    );
-  }
   return platform;
+}
+
+/** On an empty store, creates `admin` and shows its generated password once (last, when every check has passed). */
+async function firstAdmin(platform: PlatformServer, argv: Args): Promise<void> {
+  const admin = await platform.ensureAdmin();
+  if (!admin) return;
+  // Shown once, on the terminal (stderr), never through the logger: it is a password.
+  process.stderr.write(
+    `\n  First administrator created: username "${admin.username}", password: ${admin.password}\n` +
+      `  It is shown only now. Change it with: platform-agent user set ${admin.username} --password --data ${String(argv.data)}\n\n`,
+  );
 }
 
 /** The agent token from --token, --token-file or PLATFORM_AGENT_TOKEN; undefined when none of them is given and `required` is false. */
@@ -202,7 +205,7 @@ async function start(argv: Args): Promise<void> {
       );
     }
     if (builtIn) {
-      // Last, once every other option is known to be good: it creates the data folder and maybe the first administrator.
+      // Last, once every other option is known to be good: it creates the data folder; the first administrator comes after the last check.
       platform = await openPlatform(argv, logger);
       const flags: RelayFlags = {
         ...(relays ? { relays } : {}),
@@ -220,7 +223,14 @@ async function start(argv: Args): Promise<void> {
         agent: config,
       });
       platform.attachRelayConnection(relay);
-      await relay.open();
+      await relay.load();
+      if (listenAddress(argv.listen) === null && !relay.effective().enabled)
+        throw new RelayError(
+          'RELAY_ERR_CONFIG',
+          '--listen off and no relay connection in use: nothing could reach the platform server. Give --listen host:port (and set the relay up in the control panel), or --relay with a token; a connection turned off in the control panel is turned on there',
+        );
+      await firstAdmin(platform, argv);
+      relay.start();
     } else {
       agent = new PlatformAgent(config, logger);
     }
@@ -234,6 +244,7 @@ async function start(argv: Args): Promise<void> {
     await relay?.close(drainMs());
     await platform?.close();
   });
+  logger.info({ event: 'agent_ready' }, 'platform agent started');
 }
 
 const cli = yargs(hideBin(process.argv))

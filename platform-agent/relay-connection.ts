@@ -68,6 +68,12 @@ export class RelayConnection {
    * value, then starts the tunnel if it is on.
    */
   async open(): Promise<void> {
+    await this.load();
+    this.start();
+  }
+
+  /** The first half of `open`: loads (or seeds) the settings and logs the overrides; starts nothing. */
+  async load(): Promise<void> {
     const { platform, flags, logger, clock } = this.options;
     const saved = storedRelayConnection(await platform.store.getConfig(RELAY_CONFIG_KEY));
     if (saved) this.stored = saved;
@@ -91,6 +97,10 @@ export class RelayConnection {
           ? 'the relay connection is off ("Use Relay Server" is unticked in the control panel)'
           : 'no relay configured: the tunnel is off; set it up in the control panel (Settings → Security → Relay server) or start with --relay',
       );
+  }
+
+  /** The second half of `open`: starts the tunnel if the settings say on. */
+  start(): void {
     this.apply();
   }
 

@@ -131,6 +131,10 @@ describe('start-up errors name the option and the fix', () => {
     });
     expect(await listen.exited).toBe(2);
     expect(listen.stderr.join('\n')).toMatch(/--listen: "localhost" is not valid; expected host:port/);
+    const nothing = run(AGENT, ['start', '--data', data, '--listen', 'off'], { PLATFORM_AGENT_TOKEN: '' });
+    expect(await nothing.exited).toBe(2);
+    expect(nothing.stderr.join('\n')).toMatch(/--listen off and no relay connection in use/);
+    expect(nothing.stderr.join('\n')).not.toContain('First administrator created'); // the one-time password is not used up
     const lone = run(AGENT, ['start', '--data', data, '--listen-cert', join(certsDir(), 'relay.crt')], { PLATFORM_AGENT_TOKEN: '' });
     expect(await lone.exited).toBe(2);
     expect(lone.stderr.join('\n')).toMatch(/--listen-cert and --listen-key go together/);
@@ -164,6 +168,7 @@ describe('start-up errors name the option and the fix', () => {
     );
     const listening = await agent.waitFor((l) => l.event === 'platform_listening');
     expect((await agent.waitFor((l) => l.event === 'relay_off')).msg).toMatch(/control panel/);
+    await agent.waitFor((l) => l.event === 'agent_ready');
     const port = Number(listening.port);
     const fingerprint = await new Promise<string>((resolve, reject) => {
       const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false }, () => {

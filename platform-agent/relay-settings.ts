@@ -86,8 +86,9 @@ export function storedRelayConnection(value: unknown): RelayConnectionSettings |
 
 /**
  * Applies a partial update (the admin API's PATCH body, or the page's form) to `current`.
- * `token` absent keeps the token; null clears it. Throws RELAY_ERR_INVALID_SETTING naming the
- * first bad field; `current` is never changed. Turning the connection on needs a relay and a
+ * `token` absent keeps the token; null clears it — but a change of the relays, the CA or the pin
+ * needs the token given again (it would be sent to the new place). Throws RELAY_ERR_INVALID_SETTING
+ * naming the first bad field; `current` is never changed. Turning the connection on needs a relay and a
  * token (unless `checkEnabled` is false, or the flags supply them: `effective`).
  */
 export function applyRelayPatch(
@@ -154,6 +155,13 @@ export function applyRelayPatch(
         throw invalid(key, 'unknown setting');
     }
   }
+  // The token goes wherever the relays are and to whoever the trust accepts: moving either needs it typed again.
+  const retargeted = (['relays', 'relay_ca', 'relay_fingerprint'] as const).some(
+    (k) => JSON.stringify(next[k]) !== JSON.stringify(current[k]),
+  );
+  const tokenGiven = Object.hasOwn(patch, 'token') || options.flags?.token !== undefined;
+  if (options.checkEnabled !== false && retargeted && current.token !== null && next.token !== null && !tokenGiven)
+    throw invalid('token', 'type the agent token again: a change of relay addresses, CA or pin sends it to where they now point');
   if (options.checkEnabled !== false && next.enabled) {
     const effective = { ...next, ...options.flags };
     if (effective.relays.length === 0) throw invalid('relays', 'give at least one relay to use the relay server');

@@ -133,7 +133,7 @@ ${row(
   'token',
   'Agent token',
   `<input type="password" id="${id('token')}" name="relay.token" autocomplete="off" size="48" placeholder="${p.tokenSet ? 'set — leave empty to keep it' : 'not set'}"${ro('token')}${aria('token')}>`,
-  'The token <code>relay token create</code> printed for this platform. Never shown again; leave the box empty to keep the current one.',
+  'The token <code>relay token create</code> printed for this platform. Never shown again; leave the box empty to keep the current one — except when you change the relay addresses, CA or pin: then type it again.',
   flagNote('token'),
 )}
 ${row(

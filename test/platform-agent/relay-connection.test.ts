@@ -82,6 +82,20 @@ describe('relay connection settings: validation', () => {
     expect(applyRelayPatch(base, { enabled: true }, { flags: { relays: ['wss://r:1'], token: TOKEN } }).enabled).toBe(true);
   });
 
+  it('asks for the token again when the relays, the CA or the pin change (it would be sent there), unless a flag gives it', () => {
+    const set = applyRelayPatch(base, { relays: ['wss://a.example:10900'], token: TOKEN, relay_fingerprint: relayFingerprint() });
+    expect(fieldOf(() => applyRelayPatch(set, { relays: ['wss://evil.example:10900'] }))).toBe('token');
+    expect(fieldOf(() => applyRelayPatch(set, { relay_fingerprint: null }))).toBe('token');
+    expect(applyRelayPatch(set, { relays: ['wss://b.example:10900'], token: TOKEN }).relays).toEqual(['wss://b.example:10900']);
+    expect(applyRelayPatch(set, { relays: ['wss://b.example:10900'] }, { flags: { token: TOKEN } }).relays).toEqual([
+      'wss://b.example:10900',
+    ]);
+    // Unchanged values, as the page sends them back, need no token.
+    expect(
+      applyRelayPatch(set, { relays: ['wss://a.example:10900'], relay_fingerprint: relayFingerprint(), connections: 3 }).connections,
+    ).toBe(3);
+  });
+
   it('keeps the token when the patch leaves it out, clears it with null', () => {
     const withToken = applyRelayPatch(base, { token: TOKEN });
     expect(applyRelayPatch(withToken, { connections: 3 }).token).toBe(TOKEN);

@@ -7,27 +7,19 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HOUR_MS, MINUTE_MS } from '../../shared/clock.js';
-import { hasChromium, launchChromium, openConsoleWorld, type ConsoleWorld } from '../fixtures/browser.js';
+import { hasChromium, openConsoleWorld, useChromium, type ConsoleWorld } from '../fixtures/browser.js';
 
 describe.skipIf(!hasChromium)('control panel: devices in Chromium', () => {
-  let browser: Browser;
+  const browser = useChromium();
   let world: ConsoleWorld;
   let page: Page;
   let base: string;
 
-  beforeAll(async () => {
-    browser = await launchChromium();
-  });
-
-  afterAll(async () => {
-    await browser?.close();
-  });
-
   beforeEach(async () => {
-    world = await openConsoleWorld(browser);
+    world = await openConsoleWorld(browser());
     ({ page, base } = world);
     // Many logins from 127.0.0.1 in one test: keep clear of the per-IP login limit.
     writeFileSync(join(world.dir, 'whitelist.dat'), '127.0.0.0/8\n::1\n');

@@ -8,25 +8,17 @@
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { hasChromium, launchChromium, openConsoleWorld, type ConsoleWorld } from '../fixtures/browser.js';
+import type { Page } from 'playwright-core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { hasChromium, openConsoleWorld, useChromium, type ConsoleWorld } from '../fixtures/browser.js';
 
 describe.skipIf(!hasChromium)('control panel: IP rules in Chromium', () => {
-  let browser: Browser;
+  const browser = useChromium();
   let world: ConsoleWorld;
   let page: Page;
 
-  beforeAll(async () => {
-    browser = await launchChromium();
-  });
-
-  afterAll(async () => {
-    await browser?.close();
-  });
-
   beforeEach(async () => {
-    world = await openConsoleWorld(browser, { ipRulesPollMs: 3_600_000 });
+    world = await openConsoleWorld(browser(), { ipRulesPollMs: 3_600_000 });
     ({ page } = world);
   });
 

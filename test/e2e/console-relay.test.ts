@@ -3,30 +3,21 @@
  * and forms kept across a session expiry — in Debian's Chromium against a platform server whose
  * relay connection dials a real relay on loopback.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { MINUTE_MS } from '../../shared/clock.js';
 import { agentConfig } from '../../platform-agent/agent.js';
 import { RelayConnection } from '../../platform-agent/relay-connection.js';
 import type { RelayFlags } from '../../platform-agent/relay-settings.js';
 import { applySettingsPatch, saveSettingsChange } from '../../platform-agent/security/settings.js';
 import type { Relay } from '../../relay/relay.js';
-import { hasChromium, launchChromium, openConsoleWorld, type ConsoleWorld } from '../fixtures/browser.js';
+import { hasChromium, openConsoleWorld, useChromium, type ConsoleWorld } from '../fixtures/browser.js';
 import { json, relayFingerprint, request, startRelay, testLogger, TOKEN } from '../fixtures/harness.js';
 
 describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay server, kept forms', () => {
-  let browser: Browser;
+  const browser = useChromium();
   let world: ConsoleWorld | null = null;
   let relay: Relay | null = null;
   let connection: RelayConnection | null = null;
-
-  beforeAll(async () => {
-    browser = await launchChromium();
-  });
-
-  afterAll(async () => {
-    await browser?.close();
-  });
 
   afterEach(async () => {
     await connection?.close(0);
@@ -39,7 +30,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
 
   async function withRelay(flags: (tunnelUrl: string) => RelayFlags): Promise<ConsoleWorld> {
     relay = await startRelay({ connectWaitMs: 200 });
-    const w = await openConsoleWorld(browser);
+    const w = await openConsoleWorld(browser());
     connection = new RelayConnection({
       platform: w.server,
       logger: testLogger(),
@@ -56,7 +47,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
   const mobileStatus = (): Promise<number> => request(`http://127.0.0.1:${relay!.ports!.httpPort}/healthz`).then((r) => r.status);
 
   it('turns HTTPS on for the Control Panel (the browser moves to https:// on the same port) and for the API', async () => {
-    const w = (world = await openConsoleWorld(browser, {}, { ignoreHTTPSErrors: true }));
+    const w = (world = await openConsoleWorld(browser(), {}, { ignoreHTTPSErrors: true }));
     const { page, base } = w;
     await w.logIn();
     expect(await page.getByLabel('HTTPS for the Control Panel').isChecked()).toBe(false);
@@ -177,7 +168,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
   });
 
   it('keeps a half-filled form across a session expiry and gives it back after the login (passwords excepted)', async () => {
-    const w = (world = await openConsoleWorld(browser));
+    const w = (world = await openConsoleWorld(browser()));
     const { page, base, server, clock } = w;
     const { settings } = await server.store.getSettings();
     await saveSettingsChange(server.store, applySettingsPatch(settings, { admin_inactivity_timeout: '00:30' }), clock.now());
@@ -209,7 +200,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
   });
 
   it('keeps a Settings → Security form too, and never one posted without the session it was made for', async () => {
-    const w = (world = await openConsoleWorld(browser));
+    const w = (world = await openConsoleWorld(browser()));
     const { page, base, server, clock } = w;
     const { settings } = await server.store.getSettings();
     await saveSettingsChange(server.store, applySettingsPatch(settings, { admin_inactivity_timeout: '00:30' }), clock.now());

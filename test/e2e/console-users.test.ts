@@ -6,27 +6,19 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { hasChromium, launchChromium, openConsoleWorld, type ConsoleWorld } from '../fixtures/browser.js';
+import type { Page } from 'playwright-core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { hasChromium, openConsoleWorld, useChromium, type ConsoleWorld } from '../fixtures/browser.js';
 import { request } from '../fixtures/harness.js';
 
 describe.skipIf(!hasChromium)('control panel: users in Chromium', () => {
-  let browser: Browser;
+  const browser = useChromium();
   let world: ConsoleWorld;
   let page: Page;
   let base: string;
 
-  beforeAll(async () => {
-    browser = await launchChromium();
-  });
-
-  afterAll(async () => {
-    await browser?.close();
-  });
-
   beforeEach(async () => {
-    world = await openConsoleWorld(browser);
+    world = await openConsoleWorld(browser());
     ({ page, base } = world);
   });
 

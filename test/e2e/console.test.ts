@@ -7,16 +7,16 @@ import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { BrowserContext, Page } from 'playwright-core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MINUTE_MS, type ManualClock } from '../../shared/clock.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import type { PlatformServer } from '../../platform-agent/platform/platform-server.js';
-import { hasChromium, launchChromium, openConsoleWorld, type ConsoleWorld } from '../fixtures/browser.js';
+import { hasChromium, openConsoleWorld, useChromium, type ConsoleWorld } from '../fixtures/browser.js';
 import { request } from '../fixtures/harness.js';
 
 describe.skipIf(!hasChromium)('control panel in Chromium', () => {
-  let browser: Browser;
+  const browser = useChromium();
   let world: ConsoleWorld;
   let context: BrowserContext;
   let page: Page;
@@ -25,16 +25,8 @@ describe.skipIf(!hasChromium)('control panel in Chromium', () => {
   let server: PlatformServer;
   let base: string;
 
-  beforeAll(async () => {
-    browser = await launchChromium();
-  });
-
-  afterAll(async () => {
-    await browser?.close();
-  });
-
   beforeEach(async () => {
-    world = await openConsoleWorld(browser);
+    world = await openConsoleWorld(browser());
     ({ context, page, dir, clock, server, base } = world);
   });
 

@@ -224,6 +224,8 @@ export class ConsoleRoutes {
       if (!session) return true;
       let form: URLSearchParams | null = null;
       if (method === 'POST') {
+        // The IP rules form may be megabytes: only someone allowed to save it gets it read.
+        if (sub === 'settings/ip-rules') await this.authorize(session, 'admin.settings');
         form = await readForm(req, sub === 'settings/ip-rules' ? this.ipRulesFormBytes() : MAX_FORM_BYTES);
         if (!this.csrfOk(form, 'session', session.token)) {
           this.errorPage(res, 403, 'Forbidden', 'The form was missing its security token. Reload the page and try again.', session.csrf);

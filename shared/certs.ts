@@ -176,27 +176,17 @@ export function generateSelfSigned(options: SelfSignedOptions): PemPair {
       publicKeyEncoding: { type: 'spki', format: 'pem' },
     }).privateKey,
   );
-  const name = distinguishedName(options.commonName);
   const sans = [
     ...(options.dnsNames ?? []).map((value): SubjectAltName => ({ type: 'dns', value })),
     ...(options.ipAddresses ?? []).map((value): SubjectAltName => ({ type: 'ip', value })),
   ];
-  const now = Date.now();
-  const cert = buildCertificate({
-    subject: name,
-    issuer: name,
-    publicKey: key.publicKey,
-    signingKey: key.privateKey,
-    notBefore: new Date(now - certPolicy.backdateMs),
-    notAfter: new Date(now + (options.days ?? certPolicy.leafDays) * DAY_MS),
-    extensions: [
-      { name: 'basicConstraints', cA: false },
-      { name: 'keyUsage', critical: true, digitalSignature: true, keyEncipherment: true },
-      { name: 'extKeyUsage', serverAuth: true },
-      sanExtension(sans),
-      { name: 'subjectKeyIdentifier' },
-    ],
-  });
+  const cert = selfSign(key, options.commonName, Date.now(), options.days ?? certPolicy.leafDays, [
+    { name: 'basicConstraints', cA: false },
+    { name: 'keyUsage', critical: true, digitalSignature: true, keyEncipherment: true },
+    { name: 'extKeyUsage', serverAuth: true },
+    sanExtension(sans),
+    { name: 'subjectKeyIdentifier' },
+  ]);
   return { cert, key: key.pem };
 }
 
@@ -217,21 +207,11 @@ export interface CaOptions {
  */
 export async function createCertificateAuthority(options: CaOptions): Promise<PemPair> {
   const key = await generateRsaKey(options.keyBits ?? certPolicy.caKeyBits);
-  const name = distinguishedName(options.commonName);
-  const now = options.now ?? Date.now();
-  const cert = buildCertificate({
-    subject: name,
-    issuer: name,
-    publicKey: key.publicKey,
-    signingKey: key.privateKey,
-    notBefore: new Date(now - certPolicy.backdateMs),
-    notAfter: new Date(now + (options.days ?? certPolicy.caDays) * DAY_MS),
-    extensions: [
-      { name: 'basicConstraints', critical: true, cA: true, pathLenConstraint: 0 },
-      { name: 'keyUsage', critical: true, keyCertSign: true, cRLSign: true },
-      { name: 'subjectKeyIdentifier' },
-    ],
-  });
+  const cert = selfSign(key, options.commonName, options.now ?? Date.now(), options.days ?? certPolicy.caDays, [
+    { name: 'basicConstraints', critical: true, cA: true, pathLenConstraint: 0 },
+    { name: 'keyUsage', critical: true, keyCertSign: true, cRLSign: true },
+    { name: 'subjectKeyIdentifier' },
+  ]);
   return { cert, key: key.pem };
 }
 
@@ -318,6 +298,26 @@ interface CertificateSpec {
   notBefore: Date;
   notAfter: Date;
   extensions: object[];
+}
+
+/** A certificate signed by its own key, valid from `now` (backdated by the policy) for `days`. */
+function selfSign(
+  key: { publicKey: forge.pki.PublicKey; privateKey: forge.pki.rsa.PrivateKey },
+  commonName: string,
+  now: number,
+  days: number,
+  extensions: CertificateSpec['extensions'],
+): string {
+  const name = distinguishedName(commonName);
+  return buildCertificate({
+    subject: name,
+    issuer: name,
+    publicKey: key.publicKey,
+    signingKey: key.privateKey,
+    notBefore: new Date(now - certPolicy.backdateMs),
+    notAfter: new Date(now + days * DAY_MS),
+    extensions,
+  });
 }
 
 function buildCertificate(spec: CertificateSpec): string {

@@ -475,17 +475,19 @@ export class ConsoleRoutes {
   private async settingsPage(res: ServerResponse, session: Session, status: number, view: SecurityView): Promise<void> {
     const { settings } = await this.store.getSettings();
     const relay = this.host.relay();
-    const relayHtml = relay
-      ? relaySection({
-          values: view.relay?.values ?? relayValuesFromSettings(relay.settings()),
-          tokenSet: relay.settings().token !== null,
-          flagFields: relay.flagFields(),
-          status: relay.status(),
-          csrf: session.csrf,
-          error: view.relay?.error ?? null,
-          notice: view.relay?.notice ?? null,
-        })
-      : null;
+    const stored = relay?.settings();
+    const relayHtml =
+      relay && stored
+        ? relaySection({
+            values: view.relay?.values ?? relayValuesFromSettings(stored),
+            tokenSet: stored.token !== null,
+            flagFields: relay.flagFields(),
+            status: relay.status(),
+            csrf: session.csrf,
+            error: view.relay?.error ?? null,
+            notice: view.relay?.notice ?? null,
+          })
+        : null;
     const body = securityPage({
       values: view.values ?? valuesFromSettings(settings),
       csrf: session.csrf,

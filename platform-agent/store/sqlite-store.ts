@@ -214,6 +214,7 @@ function withDefaults(saved: Partial<SecuritySettings>): SecuritySettings {
 export class SqliteStore implements PlatformStore {
   readonly file: string;
   private readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
 
   /** Opens (creating when needed) `<dir>/platform.db` and migrates it. `dir` ':memory:' keeps everything in memory (tests). */
   constructor(dir: string) {
@@ -261,6 +262,20 @@ export class SqliteStore implements PlatformStore {
     }
   }
 
+  /**
+   * The prepared statement for `text`, prepared once: compiling SQL costs more than running these
+   * point queries, and several run on every authenticated request. Every SQL text here is a
+   * literal, so the cache holds a fixed, small set.
+   */
+  private sql(text: string): Database.Statement {
+    let statement = this.statements.get(text);
+    if (!statement) {
+      statement = this.db.prepare(text);
+      this.statements.set(text, statement);
+    }
+    return statement;
+  }
+
   /** Runs `fn` in one IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks between processes). */
   private tx<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
@@ -269,7 +284,7 @@ export class SqliteStore implements PlatformStore {
   // ------------------------------------------------------------- settings and keys
 
   private readSettings(): StoredSettings {
-    const row = this.db.prepare('SELECT json, token_generation FROM settings WHERE id = 1').get() as
+    const row = this.sql('SELECT json, token_generation FROM settings WHERE id = 1').get() as
       { json: string; token_generation: number } | undefined;
     if (!row) return { settings: cloneSettings(defaultSettings), tokenGeneration: 1 };
     return { settings: withDefaults(JSON.parse(row.json) as Partial<SecuritySettings>), tokenGeneration: row.token_generation };
@@ -280,25 +295,21 @@ export class SqliteStore implements PlatformStore {
   }
 
   async getConfig(key: string): Promise<unknown> {
-    const row = this.db.prepare('SELECT json FROM config WHERE key = ?').get(key) as { json: string } | undefined;
+    const row = this.sql('SELECT json FROM config WHERE key = ?').get(key) as { json: string } | undefined;
     return row ? (JSON.parse(row.json) as unknown) : undefined;
   }
 
   async putConfig(key: string, value: unknown, now: number): Promise<void> {
-    this.db
-      .prepare(
-        'INSERT INTO config (key, json, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at',
-      )
-      .run(key, JSON.stringify(value), now);
+    this.sql(
+      'INSERT INTO config (key, json, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at',
+    ).run(key, JSON.stringify(value), now);
   }
 
   private bumpGeneration(): void {
     const cur = this.readSettings();
-    this.db
-      .prepare(
-        'INSERT INTO settings (id, json, token_generation) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET token_generation = excluded.token_generation',
-      )
-      .run(JSON.stringify(cur.settings), cur.tokenGeneration + 1);
+    this.sql(
+      'INSERT INTO settings (id, json, token_generation) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET token_generation = excluded.token_generation',
+    ).run(JSON.stringify(cur.settings), cur.tokenGeneration + 1);
   }
 
   async saveSettings(
@@ -308,42 +319,37 @@ export class SqliteStore implements PlatformStore {
     return this.tx(() => {
       const cur = this.readSettings();
       const generation = cur.tokenGeneration + (opts.invalidateTokens ? 1 : 0);
-      this.db
-        .prepare(
-          'INSERT INTO settings (id, json, token_generation) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET json = excluded.json, token_generation = excluded.token_generation',
-        )
-        .run(JSON.stringify(next), generation);
+      this.sql(
+        'INSERT INTO settings (id, json, token_generation) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET json = excluded.json, token_generation = excluded.token_generation',
+      ).run(JSON.stringify(next), generation);
       const policy = opts.recalculateLocks;
       if (policy) {
         // Locks in force end at lockedAt + the new duration (the vendor: "locking time is recalculated").
-        this.db
-          .prepare('UPDATE devices SET locked_until = locked_at + ? WHERE locked_until IS NOT NULL AND locked_until > ?')
-          .run(policy.deviceLockMs, opts.now);
-        this.db
-          .prepare('UPDATE users SET locked_until = locked_at + ? WHERE locked = 1 AND locked_until IS NOT NULL AND locked_until > ?')
-          .run(policy.userLockMs, opts.now);
+        this.sql('UPDATE devices SET locked_until = locked_at + ? WHERE locked_until IS NOT NULL AND locked_until > ?').run(
+          policy.deviceLockMs,
+          opts.now,
+        );
+        this.sql('UPDATE users SET locked_until = locked_at + ? WHERE locked = 1 AND locked_until IS NOT NULL AND locked_until > ?').run(
+          policy.userLockMs,
+          opts.now,
+        );
       }
       return { settings: next, tokenGeneration: generation };
     });
   }
 
   async getSigningKey(): Promise<SigningKeyRecord | null> {
-    const row = this.db
-      .prepare('SELECT kid, private_jwk, public_jwk, created_at FROM signing_keys ORDER BY created_at DESC LIMIT 1')
-      .get() as { kid: string; private_jwk: string; public_jwk: string; created_at: number } | undefined;
+    const row = this.sql('SELECT kid, private_jwk, public_jwk, created_at FROM signing_keys ORDER BY created_at DESC LIMIT 1').get() as
+      { kid: string; private_jwk: string; public_jwk: string; created_at: number } | undefined;
     return row ? { kid: row.kid, privateJwk: row.private_jwk, publicJwk: row.public_jwk, createdAt: row.created_at } : null;
   }
 
   async initSigningKey(key: SigningKeyRecord): Promise<SigningKeyRecord> {
     return this.tx(() => {
-      this.db
-        .prepare(
-          'INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM signing_keys)',
-        )
-        .run(key.kid, key.privateJwk, key.publicJwk, key.createdAt);
-      const row = this.db
-        .prepare('SELECT kid, private_jwk, public_jwk, created_at FROM signing_keys ORDER BY created_at DESC LIMIT 1')
-        .get() as {
+      this.sql(
+        'INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM signing_keys)',
+      ).run(key.kid, key.privateJwk, key.publicJwk, key.createdAt);
+      const row = this.sql('SELECT kid, private_jwk, public_jwk, created_at FROM signing_keys ORDER BY created_at DESC LIMIT 1').get() as {
         kid: string;
         private_jwk: string;
         public_jwk: string;
@@ -356,10 +362,13 @@ export class SqliteStore implements PlatformStore {
   async rotateSigningKey(key: SigningKeyRecord): Promise<void> {
     this.tx(() => {
       // Only one key is kept: a token signed by the previous key must fail, and the private key must not linger on disk.
-      this.db.prepare('DELETE FROM signing_keys').run();
-      this.db
-        .prepare('INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)')
-        .run(key.kid, key.privateJwk, key.publicJwk, key.createdAt);
+      this.sql('DELETE FROM signing_keys').run();
+      this.sql('INSERT INTO signing_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)').run(
+        key.kid,
+        key.privateJwk,
+        key.publicJwk,
+        key.createdAt,
+      );
       this.bumpGeneration();
     });
   }
@@ -369,7 +378,7 @@ export class SqliteStore implements PlatformStore {
   /** A user's group must exist and be for the user's role; checked inside the transaction that writes the user. */
   private checkUserGroup(group: string | null, role: Role, field: 'group' | 'role'): void {
     if (group === null) return;
-    const row = this.db.prepare('SELECT role FROM groups WHERE name = ?').get(group) as { role: Role } | undefined;
+    const row = this.sql('SELECT role FROM groups WHERE name = ?').get(group) as { role: Role } | undefined;
     if (!row) throw invalidField('group', `no such group: ${group}`);
     if (row.role !== role) throw invalidField(field, `group ${group} is for role ${row.role}, the user's role is ${role}`);
   }
@@ -378,24 +387,22 @@ export class SqliteStore implements PlatformStore {
     this.tx(() => {
       this.checkUserGroup(u.group, u.role, 'group');
       try {
-        this.db
-          .prepare(
-            `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description)
+        this.sql(
+          `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          )
-          .run(
-            u.username,
-            u.passwordHash,
-            u.role,
-            u.createdAt,
-            u.validFrom,
-            u.validUntil,
-            u.lockedForSecurityReasons ? 1 : 0,
-            u.lockedAt,
-            u.lockedUntil,
-            u.group,
-            u.description,
-          );
+        ).run(
+          u.username,
+          u.passwordHash,
+          u.role,
+          u.createdAt,
+          u.validFrom,
+          u.validUntil,
+          u.lockedForSecurityReasons ? 1 : 0,
+          u.lockedAt,
+          u.lockedUntil,
+          u.group,
+          u.description,
+        );
       } catch (err) {
         if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_USER_EXISTS');
         throw err;
@@ -404,7 +411,7 @@ export class SqliteStore implements PlatformStore {
   }
 
   private readUser(username: string): UserRecord | null {
-    const row = this.db.prepare('SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
+    const row = this.sql('SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
     return row ? toUser(row) : null;
   }
 
@@ -413,7 +420,7 @@ export class SqliteStore implements PlatformStore {
   }
 
   async listUsers(): Promise<UserRecord[]> {
-    return (this.db.prepare('SELECT * FROM users ORDER BY username').all() as UserRow[]).map(toUser);
+    return (this.sql('SELECT * FROM users ORDER BY username').all() as UserRow[]).map(toUser);
   }
 
   async updateUser(username: string, patch: UserPatch, now: number): Promise<UserRecord | null> {
@@ -423,11 +430,9 @@ export class SqliteStore implements PlatformStore {
       const next = { ...cur, ...patch };
       if (patch.group !== undefined || patch.role !== undefined)
         this.checkUserGroup(next.group, next.role, patch.group !== undefined ? 'group' : 'role');
-      this.db
-        .prepare(
-          'UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ?, group_name = ?, description = ? WHERE username = ?',
-        )
-        .run(next.passwordHash, next.role, next.validFrom, next.validUntil, next.group, next.description, username);
+      this.sql(
+        'UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ?, group_name = ?, description = ? WHERE username = ?',
+      ).run(next.passwordHash, next.role, next.validFrom, next.validUntil, next.group, next.description, username);
       if (patch.passwordHash !== undefined || (patch.role !== undefined && patch.role !== cur.role)) this.revokeUserSessions(username, now);
       return next;
     });
@@ -435,23 +440,25 @@ export class SqliteStore implements PlatformStore {
 
   /** Ends every session of a user: refresh families revoked (their access tokens fail with them), mobile tokens and sessions deleted. */
   private revokeUserSessions(username: string, now: number): void {
-    this.db.prepare('UPDATE refresh_families SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL').run(now, username);
-    this.db.prepare('DELETE FROM mobile_tokens WHERE username = ?').run(username);
-    this.db.prepare('DELETE FROM mobile_sessions WHERE username = ?').run(username);
+    this.sql('UPDATE refresh_families SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL').run(now, username);
+    this.sql('DELETE FROM mobile_tokens WHERE username = ?').run(username);
+    this.sql('DELETE FROM mobile_sessions WHERE username = ?').run(username);
   }
 
   async setUserLock(username: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null> {
     return this.tx(() => {
       if (!this.readUser(username)) return null;
       if (lock) {
-        this.db
-          .prepare('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?')
-          .run(lock.lockedAt, lock.lockedUntil, username);
+        this.sql('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?').run(
+          lock.lockedAt,
+          lock.lockedUntil,
+          username,
+        );
         this.revokeUserSessions(username, lock.lockedAt);
       } else {
-        this.db.prepare('UPDATE users SET locked = 0, locked_at = NULL, locked_until = NULL WHERE username = ?').run(username);
+        this.sql('UPDATE users SET locked = 0, locked_at = NULL, locked_until = NULL WHERE username = ?').run(username);
         // A fresh start: old device locks no longer count towards the next user lock.
-        this.db.prepare('DELETE FROM device_locks WHERE username = ?').run(username);
+        this.sql('DELETE FROM device_locks WHERE username = ?').run(username);
       }
       return this.readUser(username);
     });
@@ -459,28 +466,32 @@ export class SqliteStore implements PlatformStore {
 
   async deleteUser(username: string): Promise<boolean> {
     return this.tx(() => {
-      const gone = this.db.prepare('DELETE FROM users WHERE username = ?').run(username).changes > 0;
+      const gone = this.sql('DELETE FROM users WHERE username = ?').run(username).changes > 0;
       if (gone) {
-        this.db.prepare('DELETE FROM refresh_families WHERE username = ?').run(username);
-        this.db.prepare('DELETE FROM mobile_tokens WHERE username = ?').run(username);
-        this.db.prepare('DELETE FROM mobile_sessions WHERE username = ?').run(username);
-        this.db.prepare('DELETE FROM device_locks WHERE username = ?').run(username);
+        this.sql('DELETE FROM refresh_families WHERE username = ?').run(username);
+        this.sql('DELETE FROM mobile_tokens WHERE username = ?').run(username);
+        this.sql('DELETE FROM mobile_sessions WHERE username = ?').run(username);
+        this.sql('DELETE FROM device_locks WHERE username = ?').run(username);
       }
       return gone;
     });
   }
 
   async countAdmins(): Promise<number> {
-    return (this.db.prepare("SELECT count(*) AS n FROM users WHERE role = 'admin'").get() as { n: number }).n;
+    return (this.sql("SELECT count(*) AS n FROM users WHERE role = 'admin'").get() as { n: number }).n;
   }
 
   // ------------------------------------------------------------- user groups
 
   async createGroup(g: GroupRecord): Promise<void> {
     try {
-      this.db
-        .prepare('INSERT INTO groups (name, role, description, operations, created_at) VALUES (?, ?, ?, ?, ?)')
-        .run(g.name, g.role, g.description, JSON.stringify(g.operations), g.createdAt);
+      this.sql('INSERT INTO groups (name, role, description, operations, created_at) VALUES (?, ?, ?, ?, ?)').run(
+        g.name,
+        g.role,
+        g.description,
+        JSON.stringify(g.operations),
+        g.createdAt,
+      );
     } catch (err) {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_GROUP_EXISTS');
       throw err;
@@ -488,7 +499,7 @@ export class SqliteStore implements PlatformStore {
   }
 
   private readGroup(name: string): GroupRecord | null {
-    const row = this.db.prepare('SELECT * FROM groups WHERE name = ?').get(name) as GroupRow | undefined;
+    const row = this.sql('SELECT * FROM groups WHERE name = ?').get(name) as GroupRow | undefined;
     return row ? toGroup(row) : null;
   }
 
@@ -497,11 +508,11 @@ export class SqliteStore implements PlatformStore {
   }
 
   async listGroups(): Promise<GroupRecord[]> {
-    return (this.db.prepare('SELECT * FROM groups ORDER BY name').all() as GroupRow[]).map(toGroup);
+    return (this.sql('SELECT * FROM groups ORDER BY name').all() as GroupRow[]).map(toGroup);
   }
 
   private usersInGroup(name: string): number {
-    return (this.db.prepare('SELECT count(*) AS n FROM users WHERE group_name = ?').get(name) as { n: number }).n;
+    return (this.sql('SELECT count(*) AS n FROM users WHERE group_name = ?').get(name) as { n: number }).n;
   }
 
   async updateGroup(name: string, patch: GroupPatch): Promise<GroupRecord | null> {
@@ -514,9 +525,12 @@ export class SqliteStore implements PlatformStore {
         throw new RelayError('RELAY_ERR_GROUP_IN_USE', `group ${name} has ${users} user(s) with role ${cur.role}: its role cannot change`, {
           details: { field: 'role' },
         });
-      this.db
-        .prepare('UPDATE groups SET role = ?, description = ?, operations = ? WHERE name = ?')
-        .run(next.role, next.description, JSON.stringify(next.operations), name);
+      this.sql('UPDATE groups SET role = ?, description = ?, operations = ? WHERE name = ?').run(
+        next.role,
+        next.description,
+        JSON.stringify(next.operations),
+        name,
+      );
       return next;
     });
   }
@@ -525,7 +539,7 @@ export class SqliteStore implements PlatformStore {
     return this.tx(() => {
       const users = this.usersInGroup(name);
       if (users > 0) throw new RelayError('RELAY_ERR_GROUP_IN_USE', `group ${name} still has ${users} user(s); move or delete them first`);
-      return this.db.prepare('DELETE FROM groups WHERE name = ?').run(name).changes > 0;
+      return this.sql('DELETE FROM groups WHERE name = ?').run(name).changes > 0;
     });
   }
 
@@ -538,20 +552,20 @@ export class SqliteStore implements PlatformStore {
   async hitIpAttempt(ip: string, now: number, windowMs: number, limit: number): Promise<{ allowed: boolean; retryAfterMs: number }> {
     return this.tx(() => {
       const since = now - windowMs;
-      this.db.prepare('DELETE FROM ip_attempts WHERE ip = ? AND at <= ?').run(ip, since);
-      const row = this.db.prepare('SELECT count(*) AS n, min(at) AS oldest FROM ip_attempts WHERE ip = ?').get(ip) as {
+      this.sql('DELETE FROM ip_attempts WHERE ip = ? AND at <= ?').run(ip, since);
+      const row = this.sql('SELECT count(*) AS n, min(at) AS oldest FROM ip_attempts WHERE ip = ?').get(ip) as {
         n: number;
         oldest: number | null;
       };
       // Refused attempts are not recorded: at most `limit` rows per address, whatever a client sends.
       if (row.n >= limit) return { allowed: false, retryAfterMs: Math.max(1, (row.oldest ?? now) + windowMs - now) };
-      this.db.prepare('INSERT INTO ip_attempts (ip, at) VALUES (?, ?)').run(ip, now);
+      this.sql('INSERT INTO ip_attempts (ip, at) VALUES (?, ?)').run(ip, now);
       return { allowed: true, retryAfterMs: 0 };
     });
   }
 
   private readDevice(deviceId: string): DeviceRecord | null {
-    const row = this.db.prepare('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceRow | undefined;
+    const row = this.sql('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceRow | undefined;
     return row ? toDevice(row) : null;
   }
 
@@ -562,8 +576,8 @@ export class SqliteStore implements PlatformStore {
   async listDevices(filter: { username?: string } = {}): Promise<DeviceRecord[]> {
     const rows =
       filter.username === undefined
-        ? this.db.prepare('SELECT * FROM devices ORDER BY last_username, device_id').all()
-        : this.db.prepare('SELECT * FROM devices WHERE last_username = ? ORDER BY device_id').all(filter.username);
+        ? this.sql('SELECT * FROM devices ORDER BY last_username, device_id').all()
+        : this.sql('SELECT * FROM devices WHERE last_username = ? ORDER BY device_id').all(filter.username);
     return (rows as DeviceRow[]).map(toDevice);
   }
 
@@ -577,29 +591,25 @@ export class SqliteStore implements PlatformStore {
       const failures = (stale ? 0 : cur.failures) + 1;
       const lockNow = failures >= p.deviceFailures;
       const lockedUntil = lockNow ? now + p.deviceLockMs : null;
-      this.db
-        .prepare(
-          `INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at, locked_at, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?)
+      this.sql(
+        `INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at, locked_at, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (device_id) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
              last_username = excluded.last_username, last_seen_at = excluded.last_seen_at, locked_at = excluded.locked_at,
              locked_until = excluded.locked_until`,
-        )
-        .run(deviceId, lockNow ? 0 : failures, now, username, now, lockNow ? now : null, lockedUntil);
+      ).run(deviceId, lockNow ? 0 : failures, now, username, now, lockNow ? now : null, lockedUntil);
       if (!lockNow) return { deviceLockedUntil: null, deviceLockedNow: false, userLockedUntil: null };
 
       let userLockedUntil: number | null = null;
       if (userExists) {
-        this.db.prepare('INSERT INTO device_locks (username, device_id, locked_at) VALUES (?, ?, ?)').run(username, deviceId, now);
-        this.db.prepare('DELETE FROM device_locks WHERE username = ? AND locked_at <= ?').run(username, now - p.deviceLockWindowMs);
-        const { n } = this.db.prepare('SELECT count(*) AS n FROM device_locks WHERE username = ?').get(username) as { n: number };
+        this.sql('INSERT INTO device_locks (username, device_id, locked_at) VALUES (?, ?, ?)').run(username, deviceId, now);
+        this.sql('DELETE FROM device_locks WHERE username = ? AND locked_at <= ?').run(username, now - p.deviceLockWindowMs);
+        const { n } = this.sql('SELECT count(*) AS n FROM device_locks WHERE username = ?').get(username) as { n: number };
         const user = this.readUser(username);
         const alreadyLocked = user?.lockedForSecurityReasons && (user.lockedUntil === null || user.lockedUntil > now);
         if (n >= p.userDeviceLocks && user && !alreadyLocked) {
           userLockedUntil = now + p.userLockMs;
-          this.db
-            .prepare('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?')
-            .run(now, userLockedUntil, username);
-          this.db.prepare('DELETE FROM device_locks WHERE username = ?').run(username);
+          this.sql('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?').run(now, userLockedUntil, username);
+          this.sql('DELETE FROM device_locks WHERE username = ?').run(username);
           this.revokeUserSessions(username, now);
         }
       }
@@ -611,37 +621,33 @@ export class SqliteStore implements PlatformStore {
     return this.tx(() => {
       const cur = this.readDevice(deviceId);
       if (cur?.lockedUntil != null && cur.lockedUntil > now) return false;
-      this.db
-        .prepare(
-          `INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at) VALUES (?, 0, NULL, ?, ?)
+      this.sql(
+        `INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at) VALUES (?, 0, NULL, ?, ?)
            ON CONFLICT (device_id) DO UPDATE SET failures = 0, last_failure_at = NULL,
              last_username = excluded.last_username, last_seen_at = excluded.last_seen_at`,
-        )
-        .run(deviceId, username, now);
+      ).run(deviceId, username, now);
       return true;
     });
   }
 
   async unlockDevice(deviceId: string): Promise<boolean> {
     return (
-      this.db
-        .prepare('UPDATE devices SET failures = 0, last_failure_at = NULL, locked_at = NULL, locked_until = NULL WHERE device_id = ?')
-        .run(deviceId).changes > 0
+      this.sql('UPDATE devices SET failures = 0, last_failure_at = NULL, locked_at = NULL, locked_until = NULL WHERE device_id = ?').run(
+        deviceId,
+      ).changes > 0
     );
   }
 
   // ------------------------------------------------------------- refresh-token families
 
   async createFamily(f: FamilyRecord): Promise<void> {
-    this.db
-      .prepare(
-        'INSERT INTO refresh_families (family_id, username, device_id, audience, current_jti_hash, created_at, last_used_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      )
-      .run(f.familyId, f.username, f.deviceId, f.audience, f.currentJtiHash, f.createdAt, f.lastUsedAt, f.expiresAt, f.revokedAt);
+    this.sql(
+      'INSERT INTO refresh_families (family_id, username, device_id, audience, current_jti_hash, created_at, last_used_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    ).run(f.familyId, f.username, f.deviceId, f.audience, f.currentJtiHash, f.createdAt, f.lastUsedAt, f.expiresAt, f.revokedAt);
   }
 
   async getFamily(familyId: string): Promise<FamilyRecord | null> {
-    const row = this.db.prepare('SELECT * FROM refresh_families WHERE family_id = ?').get(familyId) as FamilyRow | undefined;
+    const row = this.sql('SELECT * FROM refresh_families WHERE family_id = ?').get(familyId) as FamilyRow | undefined;
     return row ? toFamily(row) : null;
   }
 
@@ -653,59 +659,69 @@ export class SqliteStore implements PlatformStore {
     expiresAt: number,
   ): Promise<RotateResult> {
     return this.tx(() => {
-      const row = this.db.prepare('SELECT * FROM refresh_families WHERE family_id = ?').get(familyId) as FamilyRow | undefined;
+      const row = this.sql('SELECT * FROM refresh_families WHERE family_id = ?').get(familyId) as FamilyRow | undefined;
       if (!row) return 'missing';
       if (row.revoked_at !== null) return 'revoked';
       if (row.current_jti_hash !== presentedJtiHash) {
         // A spent refresh token came back: someone holds a copy. End the whole family (OAuth 2.0 Security BCP §4.14.2).
-        this.db.prepare('UPDATE refresh_families SET revoked_at = ? WHERE family_id = ?').run(now, familyId);
+        this.sql('UPDATE refresh_families SET revoked_at = ? WHERE family_id = ?').run(now, familyId);
         return 'reused';
       }
-      this.db
-        .prepare('UPDATE refresh_families SET current_jti_hash = ?, last_used_at = ?, expires_at = ? WHERE family_id = ?')
-        .run(nextJtiHash, now, expiresAt, familyId);
+      this.sql('UPDATE refresh_families SET current_jti_hash = ?, last_used_at = ?, expires_at = ? WHERE family_id = ?').run(
+        nextJtiHash,
+        now,
+        expiresAt,
+        familyId,
+      );
       return 'rotated';
     });
   }
 
   async revokeFamily(familyId: string, now: number): Promise<void> {
-    this.db.prepare('UPDATE refresh_families SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL').run(now, familyId);
+    this.sql('UPDATE refresh_families SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL').run(now, familyId);
   }
 
   async touchFamily(familyId: string, now: number): Promise<void> {
-    this.db.prepare('UPDATE refresh_families SET last_used_at = max(last_used_at, ?) WHERE family_id = ?').run(now, familyId);
+    this.sql('UPDATE refresh_families SET last_used_at = max(last_used_at, ?) WHERE family_id = ?').run(now, familyId);
   }
 
   // ------------------------------------------------------------- mobile authenticators
 
   async putMobileToken(t: MobileTokenRecord): Promise<void> {
-    this.db
-      .prepare('INSERT INTO mobile_tokens (token_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)')
-      .run(t.tokenHash, t.username, t.createdAt, t.expiresAt);
+    this.sql('INSERT INTO mobile_tokens (token_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)').run(
+      t.tokenHash,
+      t.username,
+      t.createdAt,
+      t.expiresAt,
+    );
   }
 
   async getMobileToken(tokenHash: string): Promise<MobileTokenRecord | null> {
-    const row = this.db.prepare('SELECT * FROM mobile_tokens WHERE token_hash = ?').get(tokenHash) as
+    const row = this.sql('SELECT * FROM mobile_tokens WHERE token_hash = ?').get(tokenHash) as
       { token_hash: string; username: string; created_at: number; expires_at: number } | undefined;
     return row ? { tokenHash: row.token_hash, username: row.username, createdAt: row.created_at, expiresAt: row.expires_at } : null;
   }
 
   async putMobileSession(s: MobileSessionRecord): Promise<void> {
-    this.db
-      .prepare('INSERT INTO mobile_sessions (session_hash, username, token_hash, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?)')
-      .run(s.sessionHash, s.username, s.tokenHash, s.createdAt, s.lastSeenAt);
+    this.sql('INSERT INTO mobile_sessions (session_hash, username, token_hash, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?)').run(
+      s.sessionHash,
+      s.username,
+      s.tokenHash,
+      s.createdAt,
+      s.lastSeenAt,
+    );
   }
 
   async touchMobileSession(sessionHash: string, now: number, idleMs: number): Promise<MobileSessionRecord | null> {
     return this.tx(() => {
-      const row = this.db.prepare('SELECT * FROM mobile_sessions WHERE session_hash = ?').get(sessionHash) as
+      const row = this.sql('SELECT * FROM mobile_sessions WHERE session_hash = ?').get(sessionHash) as
         { session_hash: string; username: string; token_hash: string | null; created_at: number; last_seen_at: number } | undefined;
       if (!row) return null;
       if (now - row.last_seen_at > idleMs) {
-        this.db.prepare('DELETE FROM mobile_sessions WHERE session_hash = ?').run(sessionHash);
+        this.sql('DELETE FROM mobile_sessions WHERE session_hash = ?').run(sessionHash);
         return null;
       }
-      this.db.prepare('UPDATE mobile_sessions SET last_seen_at = ? WHERE session_hash = ?').run(now, sessionHash);
+      this.sql('UPDATE mobile_sessions SET last_seen_at = ? WHERE session_hash = ?').run(now, sessionHash);
       return {
         sessionHash: row.session_hash,
         username: row.username,
@@ -719,22 +735,21 @@ export class SqliteStore implements PlatformStore {
   async prune(now: number): Promise<number> {
     return this.tx(() => {
       let n = 0;
-      n += this.db
-        .prepare('DELETE FROM refresh_families WHERE expires_at <= ? OR (revoked_at IS NOT NULL AND revoked_at <= ? - 86400000)')
-        .run(now, now).changes;
-      n += this.db.prepare('DELETE FROM mobile_tokens WHERE expires_at <= ?').run(now).changes;
-      n += this.db.prepare('DELETE FROM ip_attempts WHERE at <= ? - 3600000').run(now).changes;
+      n += this.sql('DELETE FROM refresh_families WHERE expires_at <= ? OR (revoked_at IS NOT NULL AND revoked_at <= ? - 86400000)').run(
+        now,
+        now,
+      ).changes;
+      n += this.sql('DELETE FROM mobile_tokens WHERE expires_at <= ?').run(now).changes;
+      n += this.sql('DELETE FROM ip_attempts WHERE at <= ? - 3600000').run(now).changes;
       // The longest session idle timeout is one day (mobile_session_idle_minutes <= 1440).
-      n += this.db.prepare('DELETE FROM mobile_sessions WHERE last_seen_at <= ? - 86400000').run(now).changes;
+      n += this.sql('DELETE FROM mobile_sessions WHERE last_seen_at <= ? - 86400000').run(now).changes;
       // A failure counts until failureResetMs after the last one (up to a year): such a device stays however long ago it was seen.
       const { failureResetMs } = lockoutPolicy(this.readSettings().settings);
-      n += this.db
-        .prepare(
-          `DELETE FROM devices WHERE (last_seen_at IS NULL OR last_seen_at < @seenBefore)
+      n += this.sql(
+        `DELETE FROM devices WHERE (last_seen_at IS NULL OR last_seen_at < @seenBefore)
              AND (locked_until IS NULL OR locked_until <= @now)
              AND (failures = 0 OR last_failure_at IS NULL OR last_failure_at <= @failedBefore)`,
-        )
-        .run({ now, seenBefore: now - DEVICE_RETENTION_MS, failedBefore: now - failureResetMs }).changes;
+      ).run({ now, seenBefore: now - DEVICE_RETENTION_MS, failedBefore: now - failureResetMs }).changes;
       return n;
     });
   }

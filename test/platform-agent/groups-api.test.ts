@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../shared/clock.js';
 import { PlatformServer } from '../../platform-agent/platform/platform-server.js';
-import { request, testLogger, type Reply } from '../fixtures/harness.js';
+import { bearer, json, jsonRequest, testLogger, type Reply } from '../fixtures/harness.js';
 
 const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
 const PASSWORD = 'correct-horse-1';
@@ -54,28 +54,19 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
-  const text = body === undefined ? undefined : JSON.stringify(body);
-  return request(`${base}${path}`, {
-    method,
-    headers: { ...(text !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-    ...(text !== undefined ? { body: text } : {}),
-  });
-}
-
-const data = (r: Reply): Record<string, unknown> => JSON.parse(r.body.toString('utf8')) as Record<string, unknown>;
-const bearer = (token: unknown): Record<string, string> => ({ authorization: `Bearer ${String(token)}` });
+const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> =>
+  jsonRequest(`${base}${path}`, method, body, headers);
 
 async function adminLogin(username = 'admin', password = adminPassword): Promise<Record<string, string>> {
   const r = await call('POST', '/admin/api/v1/auth/login', { username, password });
   expect(r.status, r.body.toString()).toBe(200);
-  return bearer(data(r).access_token);
+  return bearer(json(r).access_token);
 }
 
 async function apiLogin(username: string): Promise<Record<string, string>> {
   const r = await call('POST', '/api/v1/auth/login', { username, password: PASSWORD }, { 'x-device-id': 'phone-1' });
   expect(r.status, r.body.toString()).toBe(200);
-  return bearer(data(r).access_token);
+  return bearer(json(r).access_token);
 }
 
 async function addGroup(admin: Record<string, string>, name: string, role: string, operations: string[]): Promise<void> {
@@ -93,7 +84,7 @@ describe('groups in the admin API', () => {
     const admin = await adminLogin();
     const created = await call('POST', '/admin/api/v1/groups', { name: 'empty', role: 'mobile', operations: [] }, admin);
     expect(created.status).toBe(400);
-    expect(data(created)).toEqual({
+    expect(json(created)).toEqual({
       error: 'invalid_request',
       field: 'operations',
       message: 'A user group must have at least one operation',
@@ -101,7 +92,7 @@ describe('groups in the admin API', () => {
     await addGroup(admin, 'readers', 'mobile', ['api.read']);
     const changed = await call('PATCH', '/admin/api/v1/groups/readers', { operations: [] }, admin);
     expect(changed.status).toBe(400);
-    expect(data(changed)).toEqual(data(created));
+    expect(json(changed)).toEqual(json(created));
   });
 
   it('creates, lists, shows, changes and deletes groups; lists the operations catalog', async () => {
@@ -114,7 +105,7 @@ describe('groups in the admin API', () => {
     );
     expect(created.status).toBe(201);
     expect(created.headers.location).toBe('/admin/api/v1/groups/field-crew');
-    expect(data(created)).toMatchObject({
+    expect(json(created)).toMatchObject({
       name: 'field-crew',
       role: 'mobile',
       operations: ['api.read', 'profile.read'],
@@ -125,17 +116,17 @@ describe('groups in the admin API', () => {
       (await call('POST', '/admin/api/v1/groups', { name: 'field-crew', role: 'mobile', operations: ['api.read'] }, admin)).status,
     ).toBe(409);
     const unknown = await call('POST', '/admin/api/v1/groups', { name: 'x', role: 'mobile', operations: ['api.delete'] }, admin);
-    expect(data(unknown)).toMatchObject({ error: 'invalid_request', field: 'operations' });
+    expect(json(unknown)).toMatchObject({ error: 'invalid_request', field: 'operations' });
     const adminOp = await call('POST', '/admin/api/v1/groups', { name: 'x', role: 'mobile', operations: ['admin.users'] }, admin);
-    expect(data(adminOp)).toMatchObject({ error: 'invalid_request', field: 'operations' });
+    expect(json(adminOp)).toMatchObject({ error: 'invalid_request', field: 'operations' });
 
     const patched = await call('PATCH', '/admin/api/v1/groups/field-crew', { operations: ['api.write'], description: null }, admin);
-    expect(data(patched)).toMatchObject({ operations: ['api.write'], description: null });
-    const list = data(await call('GET', '/admin/api/v1/groups', undefined, admin)).groups as { name: string }[];
+    expect(json(patched)).toMatchObject({ operations: ['api.write'], description: null });
+    const list = json(await call('GET', '/admin/api/v1/groups', undefined, admin)).groups as { name: string }[];
     expect(list.map((g) => g.name)).toEqual(['field-crew']);
-    expect(data(await call('GET', '/admin/api/v1/groups/field-crew', undefined, admin)).operations).toEqual(['api.write']);
+    expect(json(await call('GET', '/admin/api/v1/groups/field-crew', undefined, admin)).operations).toEqual(['api.write']);
 
-    const catalog = data(await call('GET', '/admin/api/v1/operations', undefined, admin)).operations as {
+    const catalog = json(await call('GET', '/admin/api/v1/operations', undefined, admin)).operations as {
       name: string;
       description: string;
     }[];
@@ -152,7 +143,7 @@ describe('groups in the admin API', () => {
     expect((await call('DELETE', '/admin/api/v1/groups/field-crew', undefined, admin)).status).toBe(204);
     const gone = await call('GET', '/admin/api/v1/groups/field-crew', undefined, admin);
     expect(gone.status).toBe(404);
-    expect(data(gone).error).toBe('group_not_found');
+    expect(json(gone).error).toBe('group_not_found');
     expect((await call('PUT', '/admin/api/v1/groups', undefined, admin)).status).toBe(405);
   });
 
@@ -166,14 +157,14 @@ describe('groups in the admin API', () => {
       admin,
     );
     expect(mismatch.status).toBe(400);
-    expect(data(mismatch)).toMatchObject({ error: 'invalid_request', field: 'group' });
+    expect(json(mismatch)).toMatchObject({ error: 'invalid_request', field: 'group' });
     const missing = await call(
       'POST',
       '/admin/api/v1/users',
       { username: 'ext', password: PASSWORD, role: 'external', group: 'nope' },
       admin,
     );
-    expect(data(missing)).toMatchObject({ error: 'invalid_request', field: 'group' });
+    expect(json(missing)).toMatchObject({ error: 'invalid_request', field: 'group' });
     expect((await call('GET', '/admin/api/v1/users/ext', undefined, admin)).status).toBe(404);
 
     const created = await call(
@@ -182,12 +173,12 @@ describe('groups in the admin API', () => {
       { username: 'alice', password: PASSWORD, role: 'mobile', group: 'readers', description: 'Site A' },
       admin,
     );
-    expect(data(created)).toMatchObject({ username: 'alice', group: 'readers', description: 'Site A' });
+    expect(json(created)).toMatchObject({ username: 'alice', group: 'readers', description: 'Site A' });
     const demote = await call('PATCH', '/admin/api/v1/users/alice', { role: 'external' }, admin);
     expect(demote.status).toBe(400);
-    expect(data(demote)).toMatchObject({ error: 'invalid_request', field: 'role' });
+    expect(json(demote)).toMatchObject({ error: 'invalid_request', field: 'role' });
     const moved = await call('PATCH', '/admin/api/v1/users/alice', { role: 'external', group: null, description: null }, admin);
-    expect(data(moved)).toMatchObject({ role: 'external', group: null, description: null });
+    expect(json(moved)).toMatchObject({ role: 'external', group: null, description: null });
   });
 
   it('refuses to delete a group that still has users (409 group_in_use), and to change its role', async () => {
@@ -196,11 +187,11 @@ describe('groups in the admin API', () => {
     await addUser(admin, 'alice', 'mobile', 'readers');
     const del = await call('DELETE', '/admin/api/v1/groups/readers', undefined, admin);
     expect(del.status).toBe(409);
-    expect(data(del).error).toBe('group_in_use');
-    expect(data(await call('GET', '/admin/api/v1/groups/readers', undefined, admin)).users).toBe(1);
+    expect(json(del).error).toBe('group_in_use');
+    expect(json(await call('GET', '/admin/api/v1/groups/readers', undefined, admin)).users).toBe(1);
     const role = await call('PATCH', '/admin/api/v1/groups/readers', { role: 'external' }, admin);
     expect(role.status).toBe(409);
-    expect(data(role).error).toBe('group_in_use');
+    expect(json(role).error).toBe('group_in_use');
     expect((await call('DELETE', '/admin/api/v1/users/alice', undefined, admin)).status).toBe(204);
     expect((await call('DELETE', '/admin/api/v1/groups/readers', undefined, admin)).status).toBe(204);
   });
@@ -220,7 +211,7 @@ describe('operations enforced on requests', () => {
 
     const me = await call('GET', '/api/v1/me', undefined, reader);
     expect(me.status).toBe(403);
-    expect(data(me)).toMatchObject({ error: 'forbidden', operation: 'profile.read' });
+    expect(json(me)).toMatchObject({ error: 'forbidden', operation: 'profile.read' });
     expect((await call('GET', '/api/v1/me', undefined, viewer)).status).toBe(200);
 
     const read = await call('GET', '/api/v1/orders', undefined, reader);
@@ -229,7 +220,7 @@ describe('operations enforced on requests', () => {
     expect((await call('HEAD', '/api/v1/orders', undefined, reader)).status).toBe(200);
     const write = await call('POST', '/api/v1/orders', { item: 1 }, reader);
     expect(write.status).toBe(403);
-    expect(data(write)).toMatchObject({ error: 'forbidden', operation: 'api.write' });
+    expect(json(write)).toMatchObject({ error: 'forbidden', operation: 'api.write' });
     expect((await call('GET', '/api/v1/orders', undefined, viewer)).status).toBe(403);
     expect((await call('DELETE', '/api/v1/orders/1', undefined, viewer)).status).toBe(403);
 
@@ -248,11 +239,11 @@ describe('operations enforced on requests', () => {
     for (const path of ['/admin/api/v1/users', '/admin/api/v1/users/admin', '/admin/api/v1/groups', '/admin/api/v1/operations']) {
       const r = await call('GET', path, undefined, sam);
       expect(r.status, path).toBe(403);
-      expect(data(r)).toMatchObject({ error: 'forbidden', operation: 'admin.users' });
+      expect(json(r)).toMatchObject({ error: 'forbidden', operation: 'admin.users' });
     }
     expect((await call('POST', '/admin/api/v1/groups', { name: 'g', role: 'mobile', operations: ['api.read'] }, sam)).status).toBe(403);
     const devices = await call('GET', '/admin/api/v1/devices', undefined, sam);
-    expect(data(devices)).toMatchObject({ error: 'forbidden', operation: 'admin.devices' });
+    expect(json(devices)).toMatchObject({ error: 'forbidden', operation: 'admin.devices' });
     expect((await call('GET', '/admin/api/v1/settings/security', undefined, sam)).status).toBe(200);
     // The administrator without a group keeps every admin operation.
     expect((await call('GET', '/admin/api/v1/users', undefined, admin)).status).toBe(200);
@@ -284,12 +275,12 @@ describe('restart', () => {
     await server.close();
     await open();
     const again = await adminLogin();
-    expect(data(await call('GET', '/admin/api/v1/groups/readers', undefined, again))).toMatchObject({
+    expect(json(await call('GET', '/admin/api/v1/groups/readers', undefined, again))).toMatchObject({
       role: 'mobile',
       operations: ['api.read'],
       users: 1,
     });
-    expect(data(await call('GET', '/admin/api/v1/users/alice', undefined, again)).group).toBe('readers');
+    expect(json(await call('GET', '/admin/api/v1/users/alice', undefined, again)).group).toBe('readers');
     const alice = await apiLogin('alice');
     expect((await call('GET', '/api/v1/me', undefined, alice)).status).toBe(403);
     expect((await call('DELETE', '/admin/api/v1/groups/readers', undefined, again)).status).toBe(409);

@@ -16,7 +16,7 @@ import { ManualClock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { PlatformServer } from '../../platform-agent/platform/platform-server.js';
-import { request, type Reply } from '../fixtures/harness.js';
+import { bearer, json, jsonRequest, type Reply } from '../fixtures/harness.js';
 
 const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
 const PASSWORD = 'correct-horse-1';
@@ -50,23 +50,15 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, at = base): Promise<Reply> {
-  const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-  return request(`${at}${path}`, {
-    method,
-    headers: { ...(text !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-    ...(text !== undefined ? { body: text } : {}),
-  });
-}
+const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}, at = base): Promise<Reply> =>
+  jsonRequest(`${at}${path}`, method, body, headers);
 
-const data = (r: Reply): Record<string, unknown> => JSON.parse(r.body.toString('utf8')) as Record<string, unknown>;
-const bearer = (token: unknown): Record<string, string> => ({ authorization: `Bearer ${String(token)}` });
 const file = (list: string): string => join(dir, `${list}.dat`);
 
 async function adminLogin(username = 'admin', password = adminPassword): Promise<Record<string, string>> {
   const r = await call('POST', '/admin/api/v1/auth/login', { username, password });
   expect(r.status, r.body.toString()).toBe(200);
-  return bearer(data(r).access_token);
+  return bearer(json(r).access_token);
 }
 
 /** The base URL of a listener whose connections the platform server sees as coming from `ip`. */
@@ -92,7 +84,7 @@ describe('IP rules in the admin API', () => {
     const r = await call('GET', '/admin/api/v1/ip-rules', undefined, admin);
     expect(r.status).toBe(200);
     expect(r.headers['cache-control']).toBe('no-store');
-    expect(data(r)).toEqual({
+    expect(json(r)).toEqual({
       whitelist: { text: '# office\n10.1.0.0/16\n', entries: 1, status: 'loaded', problem_count: 0, problems: [] },
       blacklist: {
         text: '10.0.0.0/8\n10.0.0.300\n\n2001:db8::/32 # docs\n',
@@ -105,7 +97,7 @@ describe('IP rules in the admin API', () => {
     // One list alone, and a list without a file.
     rmSync(file('whitelist'));
     const one = await call('GET', '/admin/api/v1/ip-rules/whitelist', undefined, admin);
-    expect(data(one)).toMatchObject({ text: '', entries: 0, status: 'missing' });
+    expect(json(one)).toMatchObject({ text: '', entries: 0, status: 'missing' });
   });
 
   it('saves a list exactly as given and puts it in force for the very next request', async () => {
@@ -116,12 +108,12 @@ describe('IP rules in the admin API', () => {
     const r = await put('blacklist', { text }, admin);
     expect(r.status, r.body.toString()).toBe(200);
     const saved = '# abusive network\n203.0.113.0/24\n\n2001:db8:bad::/48  # and its IPv6\n';
-    expect(data(r)).toEqual({ text: saved, entries: 2, status: 'loaded', problem_count: 0, problems: [] });
+    expect(json(r)).toEqual({ text: saved, entries: 2, status: 'loaded', problem_count: 0, problems: [] });
     expect(readFileSync(file('blacklist'), 'utf8')).toBe(saved);
 
     const blocked = await call('GET', '/healthz', undefined, {}, outsider);
     expect(blocked.status).toBe(403);
-    expect(data(blocked).error).toBe('ip_blocked');
+    expect(json(blocked).error).toBe('ip_blocked');
     expect(server.ipGuard.decide('2001:db8:bad::1')).toBe('blacklisted');
     // The whitelist wins: whitelisting the one address lets it in again, at once.
     expect((await put('whitelist', { text: '203.0.113.7' }, admin)).status).toBe(200);
@@ -142,7 +134,7 @@ describe('IP rules in the admin API', () => {
     const admin = await adminLogin();
     const r = await put('whitelist', { text: '10.0.0.2\n10.0.0.0/33\n# ok\nexample.com\n10.0.0.5-2001:db8::1\n' }, admin);
     expect(r.status).toBe(400);
-    const body = data(r);
+    const body = json(r);
     expect(body).toMatchObject({ error: 'invalid_ip_rules', list: 'whitelist', problem_count: 3 });
     expect(body.message).toBe('the whitelist was not saved: 3 lines are not valid');
     expect(body.problems).toEqual([
@@ -164,7 +156,7 @@ describe('IP rules in the admin API', () => {
     expect(text.length).toBeGreaterThan(defaults.ipRulesMaxFileBytes);
     const r = await put('blacklist', { text }, admin);
     expect(r.status).toBe(413);
-    expect(data(r)).toMatchObject({
+    expect(json(r)).toMatchObject({
       error: 'ip_rules_too_large',
       list: 'blacklist',
       bytes: text.length,
@@ -194,7 +186,7 @@ describe('IP rules in the admin API', () => {
     ] as const) {
       const r = await call(method, path, method === 'PUT' ? { text: '10.0.0.0/8' } : undefined, uma);
       expect(r.status, `${method} ${path}`).toBe(403);
-      expect(data(r)).toMatchObject({ error: 'forbidden', operation: 'admin.settings' });
+      expect(json(r)).toMatchObject({ error: 'forbidden', operation: 'admin.settings' });
       expect((await call(method, path)).status, `${method} ${path} without a token`).toBe(401);
     }
     expect(existsSync(file('blacklist'))).toBe(false);
@@ -205,14 +197,14 @@ describe('IP rules in the admin API', () => {
     // The administrator calls from 127.0.0.1.
     const refused = await put('blacklist', { text: '# loopback\n127.0.0.0/8\n' }, admin);
     expect(refused.status).toBe(409);
-    expect(data(refused)).toMatchObject({
+    expect(json(refused)).toMatchObject({
       error: 'ip_rules_self_block',
       list: 'blacklist',
       field: 'confirm_self_block',
       ip: '127.0.0.1',
       rule: { line: 2, text: '127.0.0.0/8' },
     });
-    expect(String(data(refused).message)).toContain('"confirm_self_block": true');
+    expect(String(json(refused).message)).toContain('"confirm_self_block": true');
     expect(existsSync(file('blacklist'))).toBe(false);
     expect((await call('GET', '/healthz')).status).toBe(200);
 
@@ -224,7 +216,7 @@ describe('IP rules in the admin API', () => {
     // Emptying the whitelist would now block it: refused the same way.
     const unsaved = await put('whitelist', { text: '' }, admin);
     expect(unsaved.status).toBe(409);
-    expect(data(unsaved)).toMatchObject({ error: 'ip_rules_self_block', list: 'whitelist', rule: { line: 1, text: '127.0.0.0/8' } });
+    expect(json(unsaved)).toMatchObject({ error: 'ip_rules_self_block', list: 'whitelist', rule: { line: 1, text: '127.0.0.0/8' } });
     expect(readFileSync(file('whitelist'), 'utf8')).toBe('127.0.0.1\n');
 
     // Confirmed: saved, logged as a warning, and the next request from that address is refused.
@@ -239,7 +231,7 @@ describe('IP rules in the admin API', () => {
     });
     const after = await call('GET', '/admin/api/v1/ip-rules', undefined, admin);
     expect(after.status).toBe(403);
-    expect(data(after).error).toBe('ip_blocked');
+    expect(json(after).error).toBe('ip_blocked');
   });
 
   it('checks the body and the method', async () => {
@@ -253,12 +245,12 @@ describe('IP rules in the admin API', () => {
     for (const [body, field] of cases) {
       const r = await put('blacklist', body, admin);
       expect(r.status, JSON.stringify(body)).toBe(400);
-      expect(data(r)).toMatchObject({ error: 'invalid_request', field });
+      expect(json(r)).toMatchObject({ error: 'invalid_request', field });
     }
-    expect(data(await put('blacklist', '{"text":', admin)).error).toBe('invalid_json');
+    expect(json(await put('blacklist', '{"text":', admin)).error).toBe('invalid_json');
     const post = await call('POST', '/admin/api/v1/ip-rules/blacklist', { text: '' }, admin);
     expect(post.status).toBe(405);
-    expect(data(post)).toMatchObject({ error: 'method_not_allowed', allowed: ['GET', 'PUT'] });
+    expect(json(post)).toMatchObject({ error: 'method_not_allowed', allowed: ['GET', 'PUT'] });
     expect((await call('PUT', '/admin/api/v1/ip-rules', { text: '' }, admin)).status).toBe(405);
     expect((await call('GET', '/admin/api/v1/ip-rules/greylist', undefined, admin)).status).toBe(404);
     expect(existsSync(file('blacklist'))).toBe(false);

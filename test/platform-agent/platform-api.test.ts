@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DAY_MS, MINUTE_MS, ManualClock } from '../../shared/clock.js';
 import { PlatformServer } from '../../platform-agent/platform/platform-server.js';
-import { request, testLogger, type Reply } from '../fixtures/harness.js';
+import { bearer, json, jsonRequest, testLogger, type Reply } from '../fixtures/harness.js';
 
 const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
 
@@ -39,22 +39,13 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
-  const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-  return request(`${base}${path}`, {
-    method,
-    headers: { ...(text !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-    ...(text !== undefined ? { body: text } : {}),
-  });
-}
-
-const data = (r: Reply): Record<string, unknown> => JSON.parse(r.body.toString('utf8')) as Record<string, unknown>;
-const bearer = (token: unknown): Record<string, string> => ({ authorization: `Bearer ${String(token)}` });
+const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> =>
+  jsonRequest(`${base}${path}`, method, body, headers);
 
 async function adminToken(): Promise<string> {
   const r = await call('POST', '/admin/api/v1/auth/login', { username: 'admin', password: adminPassword });
   expect(r.status).toBe(200);
-  return data(r).access_token as string;
+  return json(r).access_token as string;
 }
 
 async function addUser(
@@ -82,20 +73,20 @@ describe('login', () => {
     await addUser('alice');
     const r = await login('alice', 'correct-horse-1');
     expect(r.status).toBe(200);
-    const body = data(r);
+    const body = json(r);
     expect(body).toMatchObject({ token_type: 'Bearer', expires_in: 14 * 86400, refresh_expires_in: 45 * 86400 });
     expect(typeof body.access_token).toBe('string');
     expect(r.headers['cache-control']).toBe('no-store');
     const me = await call('GET', '/api/v1/me', undefined, bearer(body.access_token));
     expect(me.status).toBe(200);
-    expect(data(me)).toMatchObject({ username: 'alice', role: 'mobile', device_id: 'phone-1' });
-    expect(data(me).expires_at).toBe(new Date(clock.now() - (clock.now() % 1000) + 14 * DAY_MS).toISOString());
+    expect(json(me)).toMatchObject({ username: 'alice', role: 'mobile', device_id: 'phone-1' });
+    expect(json(me).expires_at).toBe(new Date(clock.now() - (clock.now() % 1000) + 14 * DAY_MS).toISOString());
   });
 
   it('needs X-Device-Id (400 device_id_required)', async () => {
     const r = await call('POST', '/api/v1/auth/login', { username: 'alice', password: 'x' });
     expect(r.status).toBe(400);
-    expect(data(r).error).toBe('device_id_required');
+    expect(json(r).error).toBe('device_id_required');
   });
 
   it('answers wrong password, unknown user, locked user and expired account with the same 401', async () => {
@@ -115,7 +106,7 @@ describe('login', () => {
       expect(r.status).toBe(401);
       expect(r.body.toString()).toBe(replies[0]!.body.toString());
     }
-    expect(data(replies[0]!).error).toBe('invalid_credentials');
+    expect(json(replies[0]!).error).toBe('invalid_credentials');
   });
 
   it('locks the device after 5 failures: 429 device_locked with Retry-After, and the admin sees and clears it', async () => {
@@ -124,17 +115,17 @@ describe('login', () => {
     for (let i = 0; i < 5; i++) expect((await login('alice', 'nope-nope', 'phone-9')).status).toBe(401);
     const locked = await login('alice', 'correct-horse-1', 'phone-9');
     expect(locked.status).toBe(429);
-    expect(data(locked).error).toBe('device_locked');
+    expect(json(locked).error).toBe('device_locked');
     expect(Number(locked.headers['retry-after'])).toBe(15 * 60);
     // Another device of the same user is not locked.
     expect((await login('alice', 'correct-horse-1', 'phone-2')).status).toBe(200);
 
     const admin = bearer(await adminToken());
-    const list = data(await call('GET', '/admin/api/v1/devices', undefined, admin)).devices as Record<string, unknown>[];
+    const list = json(await call('GET', '/admin/api/v1/devices', undefined, admin)).devices as Record<string, unknown>[];
     expect(list.find((d) => d.device_id === 'phone-9')).toMatchObject({ locked: true, last_username: 'alice' });
     const unlock = await call('PATCH', '/admin/api/v1/devices/phone-9', { locked: false }, admin);
     expect(unlock.status).toBe(200);
-    expect(data(unlock).locked).toBe(false);
+    expect(json(unlock).locked).toBe(false);
     expect((await login('alice', 'correct-horse-1', 'phone-9')).status).toBe(200);
   });
 
@@ -144,7 +135,7 @@ describe('login', () => {
     for (let i = 0; i < 10; i++) expect((await login('alice', 'nope-nope', `d${i}`)).status).toBe(401);
     const limited = await login('alice', 'correct-horse-1', 'd-new');
     expect(limited.status).toBe(429);
-    expect(data(limited).error).toBe('too_many_attempts');
+    expect(json(limited).error).toBe('too_many_attempts');
     expect(Number(limited.headers['retry-after'])).toBe(60);
     clock.advance(MINUTE_MS);
     expect((await login('alice', 'correct-horse-1', 'd-new')).status).toBe(200);
@@ -158,7 +149,7 @@ describe('login', () => {
     for (const path of ['/api/v1/auth/login', '/api/v1/me', '/admin/api/v1/users', '/healthz']) {
       const r = await call('POST', path, {});
       expect(r.status).toBe(403);
-      expect(data(r).error).toBe('ip_blocked');
+      expect(json(r).error).toBe('ip_blocked');
     }
     writeFileSync(join(dir, 'whitelist.dat'), '127.0.0.1\n');
     server.ipGuard.reload();
@@ -169,14 +160,14 @@ describe('login', () => {
 describe('tokens', () => {
   it('rotates refresh tokens and revokes the family when a spent one comes back', async () => {
     await addUser('alice');
-    const first = data(await login('alice', 'correct-horse-1'));
+    const first = json(await login('alice', 'correct-horse-1'));
     const second = await call('POST', '/api/v1/auth/refresh', { refresh_token: first.refresh_token });
     expect(second.status).toBe(200);
-    const pair = data(second);
+    const pair = json(second);
     expect((await call('GET', '/api/v1/me', undefined, bearer(pair.access_token))).status).toBe(200);
     const reuse = await call('POST', '/api/v1/auth/refresh', { refresh_token: first.refresh_token });
     expect(reuse.status).toBe(401);
-    expect(data(reuse).error).toBe('invalid_token');
+    expect(json(reuse).error).toBe('invalid_token');
     // The whole family is gone: the newest pair too.
     expect((await call('GET', '/api/v1/me', undefined, bearer(pair.access_token))).status).toBe(401);
     expect((await call('POST', '/api/v1/auth/refresh', { refresh_token: pair.refresh_token })).status).toBe(401);
@@ -184,7 +175,7 @@ describe('tokens', () => {
 
   it('logout answers 204 and ends the session', async () => {
     await addUser('alice');
-    const pair = data(await login('alice', 'correct-horse-1'));
+    const pair = json(await login('alice', 'correct-horse-1'));
     expect((await call('POST', '/api/v1/auth/logout', undefined, bearer(pair.access_token))).status).toBe(204);
     expect((await call('GET', '/api/v1/me', undefined, bearer(pair.access_token))).status).toBe(401);
     expect((await call('POST', '/api/v1/auth/refresh', { refresh_token: pair.refresh_token })).status).toBe(401);
@@ -192,7 +183,7 @@ describe('tokens', () => {
 
   it('refuses an access token after its validity, an access token as refresh, and an API token on the admin API', async () => {
     await addUser('alice');
-    const pair = data(await login('alice', 'correct-horse-1'));
+    const pair = json(await login('alice', 'correct-horse-1'));
     expect((await call('POST', '/api/v1/auth/refresh', { refresh_token: pair.access_token })).status).toBe(401);
     expect((await call('GET', '/api/v1/me', undefined, bearer(pair.refresh_token))).status).toBe(401);
     expect((await call('GET', '/admin/api/v1/users', undefined, bearer(pair.access_token))).status).toBe(401);
@@ -207,15 +198,15 @@ describe('tokens', () => {
   it('changing a token validity or rotating the signing key invalidates every current token', async () => {
     await addUser('alice');
     const admin = bearer(await adminToken());
-    const user = data(await login('alice', 'correct-horse-1'));
+    const user = json(await login('alice', 'correct-horse-1'));
     const patch = await call('PATCH', '/admin/api/v1/settings/security', { api_token_validity: { days: 7 } }, admin);
     expect(patch.status).toBe(200);
-    expect(data(patch).api_token_validity).toEqual({ days: 7, hours: 0 });
+    expect(json(patch).api_token_validity).toEqual({ days: 7, hours: 0 });
     expect((await call('GET', '/api/v1/me', undefined, bearer(user.access_token))).status).toBe(401);
     expect((await call('GET', '/admin/api/v1/users', undefined, admin)).status).toBe(401);
 
     const admin2 = bearer(await adminToken());
-    const user2 = data(await login('alice', 'correct-horse-1'));
+    const user2 = json(await login('alice', 'correct-horse-1'));
     expect(user2.expires_in).toBe(7 * 86400);
     expect((await call('POST', '/admin/api/v1/settings/security/rotate-signing-key', undefined, admin2)).status).toBe(204);
     expect((await call('GET', '/api/v1/me', undefined, bearer(user2.access_token))).status).toBe(401);
@@ -232,7 +223,7 @@ describe('tokens', () => {
     clock.advance(31 * MINUTE_MS);
     const idle = await call('GET', '/admin/api/v1/users', undefined, admin);
     expect(idle.status).toBe(401);
-    expect(data(idle).error).toBe('session_expired');
+    expect(json(idle).error).toBe('session_expired');
   });
 });
 
@@ -248,9 +239,9 @@ describe('admin API', () => {
     for (const [body, field] of cases) {
       const r = await call('PATCH', '/admin/api/v1/settings/security', body, admin);
       expect(r.status).toBe(400);
-      expect(data(r)).toMatchObject({ error: 'invalid_setting', field });
+      expect(json(r)).toMatchObject({ error: 'invalid_setting', field });
     }
-    const settings = data(await call('GET', '/admin/api/v1/settings/security', undefined, admin));
+    const settings = json(await call('GET', '/admin/api/v1/settings/security', undefined, admin));
     expect(settings.refresh_token_validity).toEqual({ days: 45, hours: 0 });
   });
 
@@ -263,26 +254,26 @@ describe('admin API', () => {
       (await call('POST', '/admin/api/v1/users', { username: 'ext', password: 'long-enough-1', role: 'external' }, admin)).status,
     ).toBe(409);
     const bad = await call('POST', '/admin/api/v1/users', { username: 'x', password: 'short', role: 'mobile' }, admin);
-    expect(data(bad)).toMatchObject({ error: 'invalid_request', field: 'password' });
+    expect(json(bad)).toMatchObject({ error: 'invalid_request', field: 'password' });
     const changed = await call('PATCH', '/admin/api/v1/users/ext', { account_valid_until: '2027-01-31', role: 'mobile' }, admin);
-    expect(data(changed)).toMatchObject({ role: 'mobile', account_valid_until: '2027-01-31T00:00:00.000Z', status: 'Active' });
-    const users = data(await call('GET', '/admin/api/v1/users', undefined, admin)).users as { username: string }[];
+    expect(json(changed)).toMatchObject({ role: 'mobile', account_valid_until: '2027-01-31T00:00:00.000Z', status: 'Active' });
+    const users = json(await call('GET', '/admin/api/v1/users', undefined, admin)).users as { username: string }[];
     expect(users.map((u) => u.username)).toEqual(['admin', 'ext']);
     expect((await call('DELETE', '/admin/api/v1/users/ext', undefined, admin)).status).toBe(204);
     expect((await call('GET', '/admin/api/v1/users/ext', undefined, admin)).status).toBe(404);
     const last = await call('DELETE', '/admin/api/v1/users/admin', undefined, admin);
     expect(last.status).toBe(409);
-    expect(data(last).error).toBe('last_admin');
+    expect(json(last).error).toBe('last_admin');
   });
 
   it('shows a user lock as "Locked until <date>" and unlocks on {"locked_for_security_reasons": false}', async () => {
     whitelistLoopback();
     await addUser('alice');
-    const pair = data(await login('alice', 'correct-horse-1', 'phone-0'));
+    const pair = json(await login('alice', 'correct-horse-1', 'phone-0'));
     // 3 device locks within 24 h lock the user for 1 day.
     for (const device of ['a', 'b', 'c']) for (let i = 0; i < 5; i++) await login('alice', 'wrong-wrong', device);
     const admin = bearer(await adminToken());
-    const view = data(await call('GET', '/admin/api/v1/users/alice', undefined, admin));
+    const view = json(await call('GET', '/admin/api/v1/users/alice', undefined, admin));
     const until = new Date(clock.now() + DAY_MS);
     expect(view).toMatchObject({ locked_for_security_reasons: true, locked_until: until.toISOString() });
     expect(view.status).toBe(`Locked until ${until.toISOString().slice(0, 16).replace('T', ' ')} UTC`);
@@ -292,11 +283,11 @@ describe('admin API', () => {
 
     // Changing the user lock duration recalculates the lock in force.
     await call('PATCH', '/admin/api/v1/settings/security', { lockout: { user_lock_days: 2 } }, admin);
-    const longer = data(await call('GET', '/admin/api/v1/users/alice', undefined, admin));
+    const longer = json(await call('GET', '/admin/api/v1/users/alice', undefined, admin));
     expect(longer.locked_until).toBe(new Date(until.getTime() + DAY_MS).toISOString());
 
     const unlocked = await call('PATCH', '/admin/api/v1/users/alice', { locked_for_security_reasons: false }, admin);
-    expect(data(unlocked)).toMatchObject({ locked_for_security_reasons: false, locked_until: null, status: 'Active' });
+    expect(json(unlocked)).toMatchObject({ locked_for_security_reasons: false, locked_until: null, status: 'Active' });
     expect((await login('alice', 'correct-horse-1', 'phone-0')).status).toBe(200);
   });
 
@@ -313,7 +304,7 @@ describe('admin API', () => {
     const iso = (ms: number): string => new Date(ms).toISOString();
 
     const admin = bearer(await adminToken());
-    const all = data(await call('GET', '/admin/api/v1/devices', undefined, admin)).devices as Record<string, unknown>[];
+    const all = json(await call('GET', '/admin/api/v1/devices', undefined, admin)).devices as Record<string, unknown>[];
     // The administrator's own logins (no X-Device-Id) are a device too, ordered by user name.
     expect(all.map((d) => `${String(d.last_username)}/${String(d.device_id)}`)).toEqual([
       'admin/admin-console@127.0.0.1',
@@ -323,7 +314,7 @@ describe('admin API', () => {
     ]);
     const alice = await call('GET', '/admin/api/v1/devices?user=alice', undefined, admin);
     expect(alice.status).toBe(200);
-    expect(data(alice).devices).toEqual([
+    expect(json(alice).devices).toEqual([
       {
         device_id: 'phone-1',
         failures: 0,
@@ -343,21 +334,21 @@ describe('admin API', () => {
         locked_until: null,
       },
     ]);
-    expect(data(await call('GET', '/admin/api/v1/devices/tablet', undefined, admin))).toMatchObject({ last_seen_at: iso(t1 + MINUTE_MS) });
-    expect(data(await call('GET', '/admin/api/v1/devices?user=nobody', undefined, admin)).devices).toEqual([]);
+    expect(json(await call('GET', '/admin/api/v1/devices/tablet', undefined, admin))).toMatchObject({ last_seen_at: iso(t1 + MINUTE_MS) });
+    expect(json(await call('GET', '/admin/api/v1/devices?user=nobody', undefined, admin)).devices).toEqual([]);
     const empty = await call('GET', '/admin/api/v1/devices?user=', undefined, admin);
     expect(empty.status).toBe(400);
-    expect(data(empty)).toMatchObject({ error: 'invalid_request', field: 'user' });
+    expect(json(empty)).toMatchObject({ error: 'invalid_request', field: 'user' });
   });
 
   it('answers bad requests with stable codes: 404, 405, 413, invalid JSON', async () => {
     const admin = bearer(await adminToken());
-    expect(data(await call('GET', '/nowhere')).error).toBe('not_found');
+    expect(json(await call('GET', '/nowhere')).error).toBe('not_found');
     expect((await call('GET', '/api/v1/auth/login')).status).toBe(405);
-    expect(data(await call('POST', '/admin/api/v1/users', '{not json', admin)).error).toBe('invalid_json');
+    expect(json(await call('POST', '/admin/api/v1/users', '{not json', admin)).error).toBe('invalid_json');
     const big = await call('POST', '/admin/api/v1/users', JSON.stringify({ pad: 'x'.repeat(70 * 1024) }), admin);
     expect(big.status).toBe(413);
-    expect(data(big).error).toBe('body_too_large');
+    expect(json(big).error).toBe('body_too_large');
     // The server is still fine.
     expect((await call('GET', '/healthz')).status).toBe(200);
   });
@@ -402,7 +393,7 @@ describe('gateway and mobile authenticators', () => {
       await open({ backend: new URL(`http://127.0.0.1:${(backend.address() as AddressInfo).port}`) });
       await addUser('alice');
       expect((await call('GET', '/api/v1/orders')).status).toBe(401);
-      const pair = data(await login('alice', 'correct-horse-1'));
+      const pair = json(await login('alice', 'correct-horse-1'));
       const r = await call('GET', '/api/v1/orders?page=2', undefined, {
         ...bearer(pair.access_token),
         'x-platform-user': 'admin',
@@ -436,12 +427,12 @@ describe('gateway and mobile authenticators', () => {
     );
     const r = await call('GET', '/api/v1/me', undefined, mobile);
     expect(r.status).toBe(200);
-    expect(data(r)).toMatchObject({ username: 'alice', authenticated_by: 'mobile-authorization' });
+    expect(json(r)).toMatchObject({ username: 'alice', authenticated_by: 'mobile-authorization' });
     const token = r.headers['twx-mobile-token'] as string;
     const cookie = (r.headers['set-cookie']![0] ?? '').split(';')[0]!;
     expect(cookie).toMatch(/^platform_session=/);
-    expect(data(await call('GET', '/api/v1/me', undefined, { cookie })).authenticated_by).toBe('session');
-    expect(data(await call('GET', '/api/v1/me', undefined, { 'twx-mobile-token': token })).authenticated_by).toBe('mobile-token');
+    expect(json(await call('GET', '/api/v1/me', undefined, { cookie })).authenticated_by).toBe('session');
+    expect(json(await call('GET', '/api/v1/me', undefined, { 'twx-mobile-token': token })).authenticated_by).toBe('mobile-token');
     clock.advance(31 * MINUTE_MS);
     expect((await call('GET', '/api/v1/me', undefined, { cookie })).status).toBe(401);
     clock.advance(30 * DAY_MS);
@@ -458,9 +449,9 @@ describe('restart', () => {
     clock.advance(5 * MINUTE_MS);
     await open();
     whitelistLoopback();
-    expect(data(await login('alice', 'correct-horse-1', 'a')).error).toBe('device_locked');
+    expect(json(await login('alice', 'correct-horse-1', 'a')).error).toBe('device_locked');
     expect((await login('alice', 'correct-horse-1', 'fresh-device')).status).toBe(401);
-    const view = data(await call('GET', '/admin/api/v1/users/alice', undefined, bearer(await adminToken())));
+    const view = json(await call('GET', '/admin/api/v1/users/alice', undefined, bearer(await adminToken())));
     expect(view.locked_for_security_reasons).toBe(true);
   });
 });

@@ -24,7 +24,7 @@ import {
   type RelayFlags,
 } from '../../platform-agent/relay-settings.js';
 import type { Relay } from '../../relay/relay.js';
-import { json, relayFingerprint, request, startRelay, TOKEN } from '../fixtures/harness.js';
+import { json, relayFingerprint, request, startRelay, TOKEN, until } from '../fixtures/harness.js';
 
 const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
 
@@ -114,14 +114,6 @@ function recordingLogger(): { logger: Logger; lines: Record<string, unknown>[] }
   const lines: Record<string, unknown>[] = [];
   const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
   return { logger, lines };
-}
-
-async function until(check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('relay connection at run time, against a real relay', () => {

@@ -11,6 +11,7 @@ import { CertReloader, type CertReloaderOptions } from '../../relay/tls/cert-rel
 import { fingerprintSha256, generateSelfSigned, type PemPair } from '../../shared/certs.js';
 import { DAY_MS, ManualClock } from '../../shared/clock.js';
 import type { RelayError } from '../../shared/errors.js';
+import { until } from '../fixtures/harness.js';
 
 type LogRecord = { level: number; event?: string; msg: string; daysLeft?: number };
 const WARN = 40;
@@ -58,18 +59,6 @@ function start(options: Partial<CertReloaderOptions> & { certFile: string; keyFi
   });
   cleanups.push(() => reloader.close());
   return { reloader, reloads, records };
-}
-
-function until(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      if (cond()) resolve();
-      else if (Date.now() > deadline) reject(new Error('condition not met in time'));
-      else setTimeout(tick, 5);
-    };
-    tick();
-  });
 }
 
 describe('CertReloader', () => {

@@ -6,7 +6,7 @@ import { WebSocket } from 'ws';
 import { encodeFrame, FrameType } from '../../shared/mux/frame-codec.js';
 import type { AgentConfig, PlatformAgent } from '../../platform-agent/agent.js';
 import type { Relay } from '../../relay/relay.js';
-import { TOKEN, json, relayFingerprint, relayTls, request, startAgent, startRelay } from '../fixtures/harness.js';
+import { TOKEN, json, relayFingerprint, relayTls, request, startAgent, startRelay, until } from '../fixtures/harness.js';
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -23,18 +23,6 @@ async function agentUp(relay: Relay | number, overrides: Partial<AgentConfig> = 
   const agent = await startAgent(relay, overrides, waitFor);
   cleanups.push(() => agent.stop(100));
   return agent;
-}
-
-function until(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      if (cond()) resolve();
-      else if (Date.now() > deadline) reject(new Error('condition not met in time'));
-      else setTimeout(tick, 10);
-    };
-    tick();
-  });
 }
 
 describe('no agent, lost agent', () => {
@@ -255,7 +243,8 @@ describe('tunnel authentication and trust', () => {
 
   it('accepts the relay by CA file and refuses a relay whose pin does not match, without sending the token', async () => {
     const relay = await relayUp();
-    const byCa = await agentUp(relay, { trust: { ca: relayTls().cert } });
+    // Both of its connections up before counting upgrades: a late second one would be counted.
+    const byCa = await agentUp(relay, { trust: { ca: relayTls().cert }, connections: 2 }, 2);
     expect(byCa.connectedCount).toBeGreaterThan(0);
 
     let upgrades = 0;

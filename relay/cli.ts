@@ -143,12 +143,15 @@ function edgeLimits(argv: Args): EdgeLimits {
     requestTimeoutMs: intOption('request-timeout-ms', argv.requestTimeoutMs, 0, 86_400_000),
     keepAliveTimeoutMs: intOption('keep-alive-timeout-ms', argv.keepAliveTimeoutMs, 0, 600_000),
     maxBodyBytes: intOption('max-body-bytes', argv.maxBodyBytes, 0, Number.MAX_SAFE_INTEGER),
+    requestBufferBytes: intOption('request-buffer-bytes', argv.requestBufferBytes, 0, 16 * 1024 * 1024),
+    minBodyBytesPerSecond: intOption('min-body-bytes-per-second', argv.minBodyBytesPerSecond, 0, 1024 * 1024 * 1024),
+    bodyRateGraceMs: intOption('body-rate-grace-ms', argv.bodyRateGraceMs, 0, 600_000),
     maxConnectionsPerIp: intOption('max-connections-per-ip', argv.maxConnectionsPerIp, 0, 1_000_000),
     maxRequestsPerSecondPerIp: intOption('max-requests-per-second-per-ip', argv.maxRequestsPerSecondPerIp, 0, 1_000_000),
     requestBurstPerIp: intOption('requests-burst-per-ip', argv.requestsBurstPerIp, 0, 10_000_000),
     maxTrackedIps: intOption('max-tracked-ips', argv.maxTrackedIps, 1, 10_000_000),
   };
-  // Node refuses a server whose head timeout exceeds its request timeout
+  // the head is part of the request: its time cannot be longer than the whole request's
   if (limits.requestTimeoutMs > 0 && limits.headersTimeoutMs > limits.requestTimeoutMs) {
     throw configError(
       'headers-timeout-ms',
@@ -294,6 +297,21 @@ const cli = yargs(hideBin(process.argv))
           type: 'number',
           default: defaults.maxBodyBytes,
           describe: 'largest request body (413 past it); 0 = no limit',
+        })
+        .option('request-buffer-bytes', {
+          type: 'number',
+          default: defaults.requestBufferBytes,
+          describe: 'a request body up to this size is read whole before the request takes a tunnel stream; larger ones stream past it',
+        })
+        .option('min-body-bytes-per-second', {
+          type: 'number',
+          default: defaults.minBodyBytesPerSecond,
+          describe: 'a request body slower than this after --body-rate-grace-ms is cut with 408; 0 = no minimum',
+        })
+        .option('body-rate-grace-ms', {
+          type: 'number',
+          default: defaults.bodyRateGraceMs,
+          describe: 'time a request body gets before its rate is checked',
         })
         .option('max-connections-per-ip', {
           type: 'number',

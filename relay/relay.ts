@@ -161,11 +161,12 @@ export class Relay {
       metrics: this.metrics,
       registry: this.registry,
       logger,
+      limits: config.limits,
       connectWaitMs: config.connectWaitMs,
       streamIdleTimeoutMs: config.streamIdleTimeoutMs,
       retryAfterSeconds: config.retryAfterSeconds,
-      maxBodyBytes: config.limits.maxBodyBytes,
       stats: this.edgeStats,
+      takeRequestToken: (ip) => this.edge.takeRequestToken(ip),
     });
     const { whitelistFile, blacklistFile, whitelistOnly, pollIntervalMs, maxFileBytes } = config.ipRules;
     this.ipFilter = new IpFilter({

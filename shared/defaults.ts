@@ -80,6 +80,20 @@ export const defaults = Object.freeze({
    */
   maxBodyBytes: 0,
   /**
+   * A request body up to this size is read whole before the request gets a tunnel stream (as
+   * nginx's proxy_request_buffering does); past it the body streams once this much is in. A slow
+   * client so holds relay memory, bounded, never a tunnel stream.
+   */
+  requestBufferBytes: 64 * 1024,
+  /**
+   * A request body that arrives slower than this (bytes a second, averaged since it started, or
+   * since the relay last paused reading it) after `bodyRateGraceMs` is cut with 408 body_too_slow
+   * (Kestrel's MinRequestBodyDataRate). 0 = no minimum.
+   */
+  minBodyBytesPerSecond: 240,
+  /** Time a request body gets before its rate is checked. */
+  bodyRateGraceMs: 5_000,
+  /**
    * Concurrent mobile connections from one client (an IPv4 address or an IPv6 /64, see
    * relay/edge/client-limits.ts); past it a new connection is refused
    * (HTTP: a canned 503 too_many_connections; HTTPS: reset before TLS). 0 = no limit.

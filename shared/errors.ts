@@ -65,6 +65,14 @@ const catalog = {
   RELAY_ERR_TOO_MANY_CONNECTIONS: { message: 'too many connections from this address; try again later', httpStatus: 503 },
   RELAY_ERR_RATE_LIMITED: { message: 'too many requests from this address; try again later', httpStatus: 429 },
   RELAY_ERR_TUNNEL_BUSY: { message: 'the relay is at capacity; try again later', httpStatus: 503 },
+  RELAY_ERR_BAD_REQUEST: { message: 'the request is not valid HTTP/1.1', httpStatus: 400 },
+  RELAY_ERR_HEADER_TOO_LARGE: { message: 'the request head is too large', httpStatus: 431 },
+  RELAY_ERR_REQUEST_TIMEOUT: { message: 'the request did not arrive in time', httpStatus: 408 },
+  RELAY_ERR_BODY_TOO_SLOW: { message: 'the request body arrived too slowly', httpStatus: 408 },
+  RELAY_ERR_VERSION_NOT_SUPPORTED: { message: 'only HTTP/1.0 and HTTP/1.1 are served', httpStatus: 505 },
+  RELAY_ERR_NOT_IMPLEMENTED: { message: 'only the chunked transfer coding is accepted', httpStatus: 501 },
+  RELAY_ERR_EXPECTATION_FAILED: { message: 'only Expect: 100-continue is supported', httpStatus: 417 },
+  RELAY_ERR_BAD_RESPONSE: { message: 'the platform sent a response the relay cannot read', httpStatus: 502 },
 
   // tunnel authentication
   RELAY_ERR_TUNNEL_AUTH: { message: 'agent token rejected', httpStatus: 401 },

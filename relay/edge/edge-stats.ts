@@ -13,10 +13,14 @@ export const edgeRejectReasons = [
   'per_ip_connections',
   /** the address used up its request bucket (429) */
   'per_ip_rate',
+  /** a request the strict parser or the edge's checks refused (400, 417, 501, 505) */
+  'bad_request',
   /** request head over `maxHeaderBytes` (431) */
   'headers_too_large',
   /** request head or request not received in time (408) */
   'request_timeout',
+  /** request body slower than `minBodyBytesPerSecond` after the grace (408 body_too_slow) */
+  'body_too_slow',
   /** request body over `maxBodyBytes` (413) */
   'body_too_large',
   /** every tunnel connection is at its stream limit (503 tunnel_busy) */

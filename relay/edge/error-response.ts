@@ -1,9 +1,8 @@
 /**
- * Error answers of the edge: a status and a JSON body `{"error":"<code>","message":"…"}`, on a
- * `ServerResponse` or, where Node's HTTP layer has none (parser errors, refused connections,
- * upgrades), as the bytes of a whole response with `Connection: close`.
+ * Error answers of the edge: a status and a JSON body `{"error":"<code>","message":"…"}`, as the
+ * bytes of a whole HTTP/1.1 response, written on the client's socket.
  */
-import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 import { describeError, publicCode, type ErrorCode } from '../../shared/errors.js';
 
 export type ExtraHeaders = Record<string, string | number>;
@@ -14,37 +13,20 @@ export function errorParts(code: ErrorCode): { status: number; error: string; me
   return { status: spec.httpStatus ?? 500, error: publicCode(code), message: spec.message };
 }
 
-/** Answers `res` with the status and JSON body of `code`. */
-export function sendError(res: ServerResponse, code: ErrorCode, headers: ExtraHeaders = {}): void {
-  const { status, error, message } = errorParts(code);
+/**
+ * A whole HTTP/1.1 error response. With `keepAlive` (the relay's `Keep-Alive: timeout=…` line, or
+ * '' for none) the connection stays open; without it the response says `Connection: close`.
+ */
+export function rawErrorResponse(status: number, error: string, message: string, headers: ExtraHeaders = {}, keepAlive?: string): string {
   const body = JSON.stringify({ error, message });
-  res
-    .writeHead(status, {
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(body),
-      'cache-control': 'no-store',
-      ...headers,
-    })
-    .end(body);
-}
-
-/** A whole HTTP/1.1 error response with `Connection: close`, to write on a raw socket. */
-export function rawErrorResponse(status: number, error: string, message: string, headers: ExtraHeaders = {}): string {
-  const body = JSON.stringify({ error, message });
-  const head = Object.entries({
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-    ...headers,
-    connection: 'close',
-  })
-    .map(([name, value]) => `${name}: ${value}\r\n`)
-    .join('');
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${head}\r\n${body}`;
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n`;
+  for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
+  head += keepAlive === undefined ? 'connection: close\r\n' : `connection: keep-alive\r\n${keepAlive}`;
+  return `${head}\r\n${body}`;
 }
 
 /** {@link rawErrorResponse} for a catalog code. */
-export function rawCatalogResponse(code: ErrorCode, headers: ExtraHeaders = {}): string {
+export function rawCatalogResponse(code: ErrorCode, headers: ExtraHeaders = {}, keepAlive?: string): string {
   const { status, error, message } = errorParts(code);
-  return rawErrorResponse(status, error, message, headers);
+  return rawErrorResponse(status, error, message, headers, keepAlive);
 }

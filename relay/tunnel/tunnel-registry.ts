@@ -62,17 +62,18 @@ export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; rem
   }
 
   /**
-   * Resolves with a usable connection, waiting up to `waitMs` for one to register;
-   * rejects with RELAY_ERR_NO_AGENT after that.
+   * Resolves with a usable connection, waiting up to `waitMs` for one to register or to free a
+   * stream; then rejects with RELAY_ERR_TUNNEL_BUSY when the platform has live connections, all
+   * at their stream limit, else RELAY_ERR_NO_AGENT.
    */
   acquire(waitMs: number, platform = DEFAULT_PLATFORM): Promise<AgentConnection> {
     const now = this.pick(platform);
     if (now) return Promise.resolve(now);
-    if (waitMs <= 0) return Promise.reject(new RelayError('RELAY_ERR_NO_AGENT'));
+    if (waitMs <= 0) return Promise.reject(this.unavailable(platform));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.delete(check);
-        reject(new RelayError('RELAY_ERR_NO_AGENT'));
+        reject(this.unavailable(platform));
       }, waitMs);
       const check = (): void => {
         const conn = this.pick(platform);
@@ -83,6 +84,14 @@ export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; rem
       };
       this.waiters.add(check);
     });
+  }
+
+  /** Why no stream can be had for the platform: busy (all live connections full) or no agent. */
+  private unavailable(platform: string): RelayError {
+    for (const conn of this.connections) {
+      if (conn.platform === platform && !conn.session.isClosed && !conn.session.draining) return new RelayError('RELAY_ERR_TUNNEL_BUSY');
+    }
+    return new RelayError('RELAY_ERR_NO_AGENT');
   }
 
   private wakeWaiters(): void {

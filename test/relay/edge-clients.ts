@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import type { MobileListeners } from '../../relay/edge/mobile-listeners.js';
 import { request, type Reply } from '../fixtures/harness.js';
 
 export interface RawReply {
@@ -83,15 +84,21 @@ export function canListen(host: string): Promise<boolean> {
   });
 }
 
-/** Counts the TLS and HTTP work a server did: handshakes completed or failed, requests parsed. */
-export function workCounter(servers: { http: import('node:http').Server; https: import('node:https').Server }): {
-  secure: number;
-  tlsErrors: number;
-  requests: number;
-} {
-  const counts = { secure: 0, tlsErrors: 0, requests: 0 };
-  servers.https.on('secureConnection', () => counts.secure++);
-  servers.https.on('tlsClientError', () => counts.tlsErrors++);
-  for (const server of [servers.http, servers.https]) server.on('request', () => counts.requests++);
-  return counts;
+/** Counts the TLS and HTTP work the edge did from now on: handshakes completed or failed, requests parsed. */
+export function workCounter(edge: MobileListeners): { secure: number; tlsErrors: number; requests: number } {
+  const counts = { secure: 0, tlsErrors: 0 };
+  edge.https.on('secureConnection', () => counts.secure++);
+  edge.https.on('tlsClientError', () => counts.tlsErrors++);
+  const base = edge.requestCount;
+  return {
+    get secure() {
+      return counts.secure;
+    },
+    get tlsErrors() {
+      return counts.tlsErrors;
+    },
+    get requests() {
+      return edge.requestCount - base;
+    },
+  };
 }

@@ -1,0 +1,923 @@
+/**
+ * One mobile connection on the relay's edge: a strict HTTP/1.1 state machine between the
+ * client's socket and the connection's own tunnel stream.
+ *
+ *   Idle ──first byte──► Head ──head parsed, checked──► Body ──body read──► Wait ──response done──► Idle
+ *                                                   └─(no body)──────────────┘         │
+ *                                             Upgraded ◄──101 to an Upgrade request───┘
+ *
+ * - The tunnel stream is opened only once a request head is complete and its body is read (up to
+ *   `requestBufferBytes`; a larger body streams after that), so a slow client holds relay memory,
+ *   bounded, never a tunnel stream. The stream then serves this connection's keep-alive requests
+ *   and its upgrade; it carries this connection's metadata and is never given to another client.
+ * - Requests are forwarded one at a time: while one waits for its response the socket is not
+ *   read, so a pipelining client's next requests wait in the kernel, not here.
+ * - The request head sent upstream is canonical: the client's fields in order, less names with
+ *   `_`, hop-by-hop fields, `Expect` (the edge answered it) and forgeable forwarding fields, plus
+ *   the relay's own X-Forwarded-*; a chunked body is re-chunked by the relay, trailers dropped.
+ * - The response head is read strictly; its hop-by-hop fields are replaced by the relay's own
+ *   (`Connection`, `Keep-Alive: timeout=` of the relay's idle timeout) and its body is passed on
+ *   by its framing (Content-Length, chunked with trailers, or until the stream ends). A response
+ *   the relay cannot frame cuts the client's connection: never a silently wrong answer.
+ * - After a 101 to an Upgrade request, bytes are spliced both ways; losing the agent then closes
+ *   the client's connection.
+ */
+import type { Socket } from 'node:net';
+import { RelayError, type ErrorCode } from '../../shared/errors.js';
+import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
+import type { MuxStream } from '../../shared/mux/stream.js';
+import type { AgentConnection } from '../tunnel/tunnel-registry.js';
+import { errorParts, rawCatalogResponse } from './error-response.js';
+import type { EdgeRejectReason } from './edge-stats.js';
+import type { ExchangeRecord, Forwarder } from './forwarder.js';
+import { ChunkedReader, HttpParseError, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './http1.js';
+
+const enum State {
+  Idle,
+  Head,
+  Body,
+  Wait,
+  Upgraded,
+  Closing,
+}
+
+const enum Framing {
+  None,
+  Length,
+  Chunked,
+  Close,
+}
+
+const EMPTY = Buffer.alloc(0);
+const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
+const CRLF = Buffer.from('\r\n', 'latin1');
+/** Largest response head accepted from the platform. */
+const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
+/** A refused client's remaining bytes are read and dropped this long before the socket is cut. */
+const LINGER_MS = 2_000;
+
+/** Request fields never forwarded: hop-by-hop (RFC 9110 §7.6.1), answered here, or forgeable. */
+const DROP_REQUEST = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-forwarded-server',
+  'forwarded',
+  'x-real-ip',
+]);
+/** Response fields the relay replaces with its own. */
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade']);
+/** Fields a Connection header may not remove: framing and routing must stay what was parsed. */
+const KEEP_ALWAYS = new Set(['host', 'content-length']);
+
+interface Exchange extends ExchangeRecord {
+  head: RequestHead;
+  headStart: number;
+  isHead: boolean;
+  upgrade: boolean;
+  /** The client may send another request after this one. */
+  keepAlive: boolean;
+  body: Framing;
+  bodyRemaining: number;
+  chunks: ChunkedReader | null;
+  bodyDone: boolean;
+  /** Head and body bytes held until the stream is opened. */
+  pending: Buffer[] | null;
+  pendingBytes: number;
+  /** Body rate: bytes since `rateStart` (restarted after each pause of ours). */
+  rateStart: number;
+  rateBytes: number;
+  /** Last sign of life from the platform's side (or our last write to it). */
+  upstreamAt: number;
+  // response
+  resBuf: Buffer;
+  res: ResponseHead | null;
+  resFraming: Framing;
+  resRemaining: number;
+  resChunks: ChunkedReader | null;
+  headersSent: boolean;
+  closeAfter: boolean;
+}
+
+export class EdgeConnection {
+  readonly socket: Socket;
+  readonly meta: OpenMetadata;
+  readonly platform: string;
+  /** The agent connection of the last stream opened (for request logs). */
+  agentId: string | null = null;
+  private readonly fwd: Forwarder;
+  private state = State.Head;
+  private buf: Buffer = EMPTY;
+  private ex: Exchange | null = null;
+  private stream: MuxStream | null = null;
+  private acquiring = false;
+  /** Writes to the stream wait for its 'drain'. */
+  private streamBlocked = false;
+  /** Writes to the socket wait for its 'drain'. */
+  private socketBlocked = false;
+  private clientEnded = false;
+  /** When the current phase's deadline started (performance.now ms). */
+  private since: number;
+
+  constructor(fwd: Forwarder, socket: Socket, meta: OpenMetadata, platform: string) {
+    this.fwd = fwd;
+    this.socket = socket;
+    this.meta = meta;
+    this.platform = platform;
+    this.since = performance.now();
+    socket.setNoDelay(true);
+    socket.on('data', this.onSocketData);
+    socket.on('end', this.onSocketEnd);
+    socket.on('drain', this.onSocketDrain);
+    socket.on('error', this.onSocketError);
+    socket.on('close', this.onSocketClose);
+  }
+
+  // ---------------------------------------------------------------- client → relay
+
+  private readonly onSocketData = (chunk: Buffer): void => {
+    switch (this.state) {
+      case State.Idle:
+        this.state = State.Head;
+        this.since = performance.now();
+        this.buf = chunk;
+        this.readHead();
+        return;
+      case State.Head:
+        this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+        this.readHead();
+        return;
+      case State.Body:
+        this.readBody(chunk, 0);
+        return;
+      case State.Wait:
+        // a pipelined request (or bytes after an Upgrade request): kept until the response is done
+        this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+        this.updateReading();
+        return;
+      case State.Upgraded:
+        this.writeStream(chunk);
+        return;
+      case State.Closing:
+        return; // read and dropped so that closing does not reset the connection
+    }
+  };
+
+  private readHead(): void {
+    let head: RequestHead | null;
+    try {
+      head = parseRequestHead(this.buf, 0, this.fwd.limits.maxHeaderBytes);
+    } catch (err) {
+      const code = err instanceof HttpParseError ? err.code : 'RELAY_ERR_BAD_REQUEST';
+      this.refuse(code, code === 'RELAY_ERR_HEADER_TOO_LARGE' ? 'headers_too_large' : 'bad_request', (err as Error).message);
+      return;
+    }
+    if (!head) return;
+    const rest = this.buf.subarray(head.length);
+    this.buf = EMPTY;
+    this.begin(head, rest);
+  }
+
+  /** A request head is in: check it, frame its body, and forward once the body is buffered. */
+  private begin(head: RequestHead, rest: Buffer): void {
+    const fwd = this.fwd;
+    const limits = fwd.limits;
+    const now = performance.now();
+    fwd.requestCount++;
+    const hasBody = head.chunked || head.contentLength > 0;
+    const retryAfter = fwd.options.takeRequestToken?.(this.meta.clientIp) ?? 0;
+    if (retryAfter > 0) {
+      // A body is not read: close rather than read it to keep the connection. Pipelined requests
+      // behind a refused one are not read either (they would be refused in turn).
+      const close = hasBody || rest.length > 0 || head.minor === 0 || head.connection.includes('close') || fwd.draining;
+      this.answerError('RELAY_ERR_RATE_LIMITED', { 'retry-after': retryAfter }, close);
+      if (!close) {
+        this.state = State.Idle;
+        this.since = now;
+        this.updateReading();
+      }
+      return;
+    }
+    if (limits.maxBodyBytes > 0 && head.contentLength > limits.maxBodyBytes) {
+      this.refuse('RELAY_ERR_BODY_TOO_LARGE', 'body_too_large');
+      return;
+    }
+    if (head.expect !== '' && head.expect !== '100-continue') {
+      this.refuse('RELAY_ERR_EXPECTATION_FAILED', 'bad_request', 'unsupported Expect');
+      return;
+    }
+    const upgrade = head.upgrade !== '';
+    const ex: Exchange = {
+      head,
+      method: head.method,
+      target: head.target,
+      status: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      startedAt: now,
+      aborted: false,
+      headStart: this.since,
+      isHead: head.method === 'HEAD',
+      upgrade,
+      keepAlive: head.minor === 1 && !head.connection.includes('close') && !fwd.draining,
+      body: head.chunked ? Framing.Chunked : head.contentLength > 0 ? Framing.Length : Framing.None,
+      bodyRemaining: head.contentLength > 0 ? head.contentLength : 0,
+      chunks: head.chunked ? new ChunkedReader('RELAY_ERR_BAD_REQUEST', limits.maxHeaderBytes) : null,
+      bodyDone: !hasBody,
+      pending: [Buffer.from(this.requestHead(head, upgrade), 'latin1')],
+      pendingBytes: 0,
+      rateStart: now,
+      rateBytes: 0,
+      upstreamAt: now,
+      resBuf: EMPTY,
+      res: null,
+      resFraming: Framing.None,
+      resRemaining: 0,
+      resChunks: null,
+      headersSent: false,
+      closeAfter: false,
+    };
+    this.ex = ex;
+    this.since = now;
+    // The edge answers Expect itself, once it has admitted the request (RFC 9110 §10.1.1)
+    if (hasBody && head.expect === '100-continue' && head.minor === 1) this.socket.write(CONTINUE);
+    if (hasBody) {
+      this.state = State.Body;
+      if (rest.length > 0) this.readBody(rest, 0);
+      else this.maybeDispatch();
+    } else {
+      this.state = State.Wait;
+      this.buf = rest;
+      this.maybeDispatch();
+    }
+    this.updateReading();
+  }
+
+  /** Body bytes from the client, at `chunk[offset..]`. */
+  private readBody(chunk: Buffer, offset: number): void {
+    const ex = this.ex!;
+    ex.rateBytes += chunk.length - offset;
+    let end = chunk.length;
+    if (ex.body === Framing.Length) {
+      const n = Math.min(ex.bodyRemaining, end - offset);
+      ex.bodyRemaining -= n;
+      ex.bytesIn += n;
+      this.forwardBody(chunk.subarray(offset, offset + n));
+      end = offset + n;
+      if (ex.bodyRemaining === 0) ex.bodyDone = true;
+    } else {
+      let consumed: number;
+      try {
+        consumed = ex.chunks!.feed(chunk, offset, end, this.onChunkData);
+      } catch (err) {
+        // refused for its size while decoding (onChunkData answered), or bad chunk syntax
+        if (this.ex === ex) this.failRequest('RELAY_ERR_BAD_REQUEST', 'bad_request', (err as Error).message);
+        return;
+      }
+      end = offset + consumed;
+      if (ex.chunks!.done) {
+        ex.bodyDone = true;
+        this.forwardBody(LAST_CHUNK);
+      }
+    }
+    if (ex.bodyDone) {
+      if (this.state === State.Body) this.state = State.Wait;
+      this.since = performance.now();
+      if (end < chunk.length) this.buf = chunk.subarray(end);
+    }
+    this.maybeDispatch();
+    this.updateReading();
+  }
+
+  private readonly onChunkData = (buf: Buffer, start: number, end: number): void => {
+    const ex = this.ex!;
+    const n = end - start;
+    ex.bytesIn += n;
+    const max = this.fwd.limits.maxBodyBytes;
+    if (max > 0 && ex.bytesIn > max) {
+      this.failRequest('RELAY_ERR_BODY_TOO_LARGE', 'body_too_large');
+      throw new RelayError('RELAY_ERR_BODY_TOO_LARGE'); // stops the reader; caught below it
+    }
+    // re-chunked by the relay: the platform sees the relay's framing, never the client's
+    this.forwardBody(Buffer.from(`${n.toString(16)}\r\n`, 'latin1'));
+    this.forwardBody(buf.subarray(start, end));
+    this.forwardBody(CRLF);
+  };
+
+  private forwardBody(piece: Buffer): void {
+    const ex = this.ex!;
+    if (ex.pending) {
+      ex.pending.push(piece);
+      ex.pendingBytes += piece.length;
+      return;
+    }
+    ex.upstreamAt = performance.now();
+    this.writeStream(piece);
+  }
+
+  /** Opens (or reuses) the stream once the head and a buffered body are in hand. */
+  private maybeDispatch(): void {
+    const ex = this.ex;
+    if (!ex || !ex.pending || this.acquiring) return;
+    if (!ex.bodyDone && ex.pendingBytes < this.fwd.limits.requestBufferBytes) return;
+    let stream = this.stream;
+    if (stream && (stream.destroyed || !stream.writable || stream.draining)) {
+      // its agent connection is going away (or the platform closed it): the next request goes
+      // to a new stream, on another connection
+      this.dropStream();
+      stream = null;
+    }
+    if (stream) {
+      this.sendPending(ex);
+      return;
+    }
+    if (this.fwd.draining) {
+      this.failRequest('RELAY_ERR_DRAINING', 'draining');
+      return;
+    }
+    const conn = this.fwd.pick(this.platform);
+    if (conn) {
+      this.attach(conn, ex);
+      return;
+    }
+    this.acquiring = true;
+    this.updateReading();
+    this.fwd.acquire(this.platform).then(
+      (c) => {
+        this.acquiring = false;
+        if (this.ex !== ex || this.socket.destroyed) return;
+        this.attach(c, ex);
+        this.updateReading();
+      },
+      (err: unknown) => {
+        this.acquiring = false;
+        if (this.ex !== ex || this.socket.destroyed) return;
+        const code = this.fwd.streamErrorCode(err);
+        this.failRequest(code, rejectReasonOf(code));
+      },
+    );
+  }
+
+  private attach(conn: AgentConnection, ex: Exchange): void {
+    let stream: MuxStream;
+    try {
+      stream = conn.session.openStream(this.meta);
+    } catch (err) {
+      this.failRequest(this.fwd.streamErrorCode(err), null);
+      return;
+    }
+    this.stream = stream;
+    this.agentId = conn.id;
+    stream.on('data', this.onStreamData);
+    stream.on('end', this.onStreamEnd);
+    stream.on('drain', this.onStreamDrain);
+    stream.on('error', this.onStreamError);
+    stream.on('close', this.onStreamClose);
+    this.sendPending(ex);
+  }
+
+  /** Head and buffered body in one write: with the OPEN frame, one tunnel message. */
+  private sendPending(ex: Exchange): void {
+    const pending = ex.pending!;
+    ex.pending = null;
+    ex.upstreamAt = performance.now();
+    this.writeStream(pending.length === 1 ? pending[0]! : Buffer.concat(pending));
+  }
+
+  private writeStream(data: Buffer): void {
+    const stream = this.stream;
+    if (!stream || stream.destroyed) return;
+    if (!stream.write(data) && !this.streamBlocked) {
+      this.streamBlocked = true;
+      this.updateReading();
+    }
+  }
+
+  private readonly onStreamDrain = (): void => {
+    if (!this.streamBlocked) return;
+    this.streamBlocked = false;
+    const ex = this.ex;
+    if (ex) {
+      ex.rateStart = performance.now();
+      ex.rateBytes = 0;
+    }
+    this.updateReading();
+  };
+
+  /** Reads from the client only when the bytes have somewhere to go. */
+  private updateReading(): void {
+    const socket = this.socket;
+    let read: boolean;
+    switch (this.state) {
+      case State.Idle:
+      case State.Head:
+      case State.Closing:
+        read = true;
+        break;
+      case State.Body: {
+        const ex = this.ex!;
+        read = !this.streamBlocked && !this.acquiring && (ex.pending === null || ex.pendingBytes < this.fwd.limits.requestBufferBytes);
+        break;
+      }
+      case State.Wait:
+        // only as much of a pipelined request as one read brings
+        read = this.buf.length === 0;
+        break;
+      case State.Upgraded:
+        read = !this.streamBlocked;
+        break;
+    }
+    if (read) {
+      if (socket.isPaused()) {
+        socket.resume();
+        const ex = this.ex;
+        if (ex && this.state === State.Body) {
+          ex.rateStart = performance.now();
+          ex.rateBytes = 0;
+        }
+      }
+    } else if (!socket.isPaused()) socket.pause();
+  }
+
+  // ---------------------------------------------------------------- platform → relay → client
+
+  private readonly onStreamData = (chunk: Buffer): void => {
+    if (this.state === State.Upgraded) {
+      this.writeSocket(chunk);
+      return;
+    }
+    const ex = this.ex;
+    if (!ex || ex.pending) {
+      // bytes nobody asked for: the stream can no longer be trusted to frame the next response
+      this.dropStream();
+      return;
+    }
+    ex.upstreamAt = performance.now();
+    if (ex.res) {
+      this.responseBody(ex, chunk, 0);
+      return;
+    }
+    ex.resBuf = ex.resBuf.length === 0 ? chunk : Buffer.concat([ex.resBuf, chunk]);
+    this.responseHead(ex);
+  };
+
+  private responseHead(ex: Exchange): void {
+    for (;;) {
+      let res: ResponseHead | null;
+      try {
+        res = parseResponseHead(ex.resBuf, 0, MAX_RESPONSE_HEAD_BYTES);
+      } catch (err) {
+        this.badResponse(ex, (err as Error).message);
+        return;
+      }
+      if (!res) return;
+      const buf = ex.resBuf;
+      const rest = buf.subarray(res.length);
+      if (res.status === 101) {
+        if (!ex.upgrade) {
+          this.badResponse(ex, '101 to a request that asked for no upgrade');
+          return;
+        }
+        this.switchProtocols(ex, buf.subarray(0, res.length), rest);
+        return;
+      }
+      if (res.status < 200) {
+        // an interim response (103 Early Hints…): passed on to an HTTP/1.1 client as it came
+        if (ex.head.minor === 1) this.writeSocket(buf.subarray(0, res.length));
+        ex.resBuf = rest;
+        if (rest.length === 0) return;
+        continue;
+      }
+      ex.resBuf = EMPTY;
+      ex.res = res;
+      ex.status = res.status;
+      if (ex.isHead || res.status === 204 || res.status === 304) ex.resFraming = Framing.None;
+      else if (res.chunked) {
+        if (ex.head.minor === 0) {
+          this.badResponse(ex, 'chunked response to an HTTP/1.0 request');
+          return;
+        }
+        ex.resFraming = Framing.Chunked;
+        ex.resChunks = new ChunkedReader('RELAY_ERR_BAD_RESPONSE', MAX_RESPONSE_HEAD_BYTES);
+      } else if (res.contentLength >= 0 && !res.otherCoding) {
+        ex.resFraming = res.contentLength === 0 ? Framing.None : Framing.Length;
+        ex.resRemaining = res.contentLength;
+      } else ex.resFraming = Framing.Close;
+      ex.closeAfter =
+        !ex.keepAlive || this.fwd.draining || this.clientEnded || ex.resFraming === Framing.Close || !ex.bodyDone || ex.upgrade;
+      const head = this.responseHeadText(res, ex.resFraming === Framing.Chunked, ex.closeAfter);
+      ex.headersSent = true;
+      this.socket.cork();
+      this.socket.write(head, 'latin1');
+      if (ex.resFraming === Framing.None) {
+        if (rest.length > 0) this.dropStream(); // a body where none may be: the stream is not reusable
+        this.finish(ex);
+      } else if (rest.length > 0) this.responseBody(ex, rest, 0);
+      this.socket.uncork();
+      return;
+    }
+  }
+
+  private responseBody(ex: Exchange, chunk: Buffer, offset: number): void {
+    switch (ex.resFraming) {
+      case Framing.Length: {
+        const n = Math.min(ex.resRemaining, chunk.length - offset);
+        ex.resRemaining -= n;
+        ex.bytesOut += n;
+        this.writeSocket(offset === 0 && n === chunk.length ? chunk : chunk.subarray(offset, offset + n));
+        if (ex.resRemaining === 0) {
+          if (offset + n < chunk.length) this.dropStream();
+          this.finish(ex);
+        }
+        return;
+      }
+      case Framing.Chunked: {
+        let consumed: number;
+        try {
+          consumed = ex.resChunks!.feed(chunk, offset, chunk.length, noData);
+        } catch {
+          // headers are out: cutting the connection is the only honest answer left
+          this.cut(ex);
+          return;
+        }
+        ex.bytesOut += consumed;
+        this.writeSocket(offset === 0 && consumed === chunk.length ? chunk : chunk.subarray(offset, offset + consumed));
+        if (ex.resChunks!.done) {
+          if (offset + consumed < chunk.length) this.dropStream();
+          this.finish(ex);
+        }
+        return;
+      }
+      case Framing.Close:
+        ex.bytesOut += chunk.length - offset;
+        this.writeSocket(offset === 0 ? chunk : chunk.subarray(offset));
+        return;
+      case Framing.None:
+        this.dropStream();
+        return;
+    }
+  }
+
+  private writeSocket(data: Buffer): void {
+    if (!this.socket.write(data) && !this.socketBlocked) {
+      this.socketBlocked = true;
+      this.stream?.pause();
+    }
+  }
+
+  private readonly onSocketDrain = (): void => {
+    if (!this.socketBlocked) return;
+    this.socketBlocked = false;
+    this.stream?.resume();
+  };
+
+  /** The response is complete: log it, then the next request, or close. */
+  private finish(ex: Exchange): void {
+    this.fwd.record(this, ex);
+    this.ex = null;
+    if (!ex.bodyDone) this.dropStream(); // the platform answered before the body ended
+    if (ex.closeAfter) {
+      this.closeGracefully();
+      return;
+    }
+    this.state = State.Idle;
+    this.since = performance.now();
+    if (this.buf.length > 0) {
+      this.state = State.Head;
+      this.readHead();
+      if (this.state === State.Head) this.updateReading();
+      return;
+    }
+    this.updateReading();
+  }
+
+  private switchProtocols(ex: Exchange, head: Buffer, rest: Buffer): void {
+    ex.status = 101;
+    ex.headersSent = true;
+    this.fwd.options.logger.info(
+      {
+        event: 'upgrade',
+        method: ex.method,
+        path: ex.target.split('?')[0]!.slice(0, 512),
+        client: this.meta.clientIp,
+        agent: this.agentId,
+      },
+      'websocket upgrade',
+    );
+    this.fwd.record(this, ex);
+    this.ex = null;
+    this.state = State.Upgraded;
+    this.socket.cork();
+    this.socket.write(head);
+    if (rest.length > 0) this.writeSocket(rest);
+    this.socket.uncork();
+    const pipelined = this.buf;
+    this.buf = EMPTY;
+    if (pipelined.length > 0) this.writeStream(pipelined);
+    if (this.clientEnded) this.stream?.end();
+    this.updateReading();
+  }
+
+  private readonly onStreamEnd = (): void => {
+    const ex = this.ex;
+    if (this.state === State.Upgraded) {
+      this.socket.end();
+      return;
+    }
+    if (!ex || ex.pending) {
+      // the platform closed an idle kept-alive connection: the next request opens a new stream
+      this.dropStream();
+      return;
+    }
+    if (!ex.res) {
+      this.failExchange(ex, 'RELAY_ERR_UPSTREAM', 'the platform closed the connection without a response');
+      return;
+    }
+    if (ex.resFraming === Framing.Close) {
+      this.finish(ex);
+      return;
+    }
+    this.cut(ex); // the body ended early: the client must see a truncated response
+  };
+
+  private readonly onStreamError = (err: Error): void => {
+    const ex = this.ex;
+    if (this.state === State.Upgraded) {
+      this.socket.destroy();
+      return;
+    }
+    if (!ex || ex.pending) return; // 'close' follows and forgets the stream
+    if (ex.headersSent) {
+      this.cut(ex);
+      return;
+    }
+    this.failExchange(ex, this.fwd.streamErrorCode(err), err.message);
+  };
+
+  private readonly onStreamClose = (): void => {
+    // this handler is only on the current stream; dropStream() takes it off first
+    const ex = this.ex;
+    const stream = this.stream;
+    this.stream = null;
+    this.streamBlocked = false;
+    if (this.state === State.Upgraded) {
+      // both ways ended cleanly: the socket ends by itself once what was written is out
+      if (!(stream?.readableEnded && stream.writableFinished)) this.socket.destroy();
+      return;
+    }
+    if (ex && !ex.pending) {
+      if (ex.headersSent) this.cut(ex);
+      else this.failExchange(ex, 'RELAY_ERR_AGENT_LOST', 'tunnel stream closed');
+    }
+  };
+
+  /** Lets go of the stream (reset if still open); a later request opens a new one. */
+  private dropStream(): void {
+    const stream = this.stream;
+    if (!stream) return;
+    this.stream = null;
+    this.streamBlocked = false;
+    stream.off('data', this.onStreamData);
+    stream.off('end', this.onStreamEnd);
+    stream.off('drain', this.onStreamDrain);
+    stream.off('error', this.onStreamError);
+    stream.off('close', this.onStreamClose);
+    stream.on('error', noop);
+    if (stream.readableEnded && stream.writable) stream.end();
+    else stream.destroy();
+  }
+
+  // ---------------------------------------------------------------- errors and closing
+
+  /** A refusal before anything was forwarded: answer, then close. */
+  private refuse(code: ErrorCode, reason: EdgeRejectReason | null, detail?: string): void {
+    if (reason) this.fwd.reject(reason, this.meta.clientIp, detail);
+    this.answerError(code, {}, true);
+  }
+
+  /** The request fails before its response started: the error is the answer, then close. */
+  private failRequest(code: ErrorCode, reason: EdgeRejectReason | null, detail?: string): void {
+    const ex = this.ex;
+    if (ex) this.failExchange(ex, code, detail, reason);
+    else this.refuse(code, reason, detail);
+  }
+
+  private failExchange(ex: Exchange, code: ErrorCode, detail?: string, reason: EdgeRejectReason | null = rejectReasonOf(code)): void {
+    if (ex.headersSent) {
+      this.cut(ex);
+      return;
+    }
+    if (reason) this.fwd.reject(reason, this.meta.clientIp, detail);
+    else this.fwd.options.logger.debug({ event: 'forward_error', code, detail, client: this.meta.clientIp }, 'forwarding failed');
+    ex.status = errorParts(code).status;
+    ex.aborted = !ex.bodyDone;
+    this.fwd.record(this, ex);
+    this.ex = null;
+    this.dropStream();
+    const headers: Record<string, string | number> = {};
+    if (ex.status === 503) headers['retry-after'] = this.fwd.options.retryAfterSeconds;
+    this.answerError(code, headers, true);
+  }
+
+  private answerError(code: ErrorCode, headers: Record<string, string | number>, close: boolean): void {
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    if (close) {
+      socket.write(rawCatalogResponse(code, headers));
+      this.closeGracefully();
+    } else socket.write(rawCatalogResponse(code, headers, this.fwd.keepAliveHeader));
+  }
+
+  /** The response is cut short: the client sees a truncated response, never a wrong one. */
+  private cut(ex: Exchange): void {
+    ex.aborted = true;
+    if (this.ex === ex) {
+      this.fwd.record(this, ex);
+      this.ex = null;
+    }
+    this.dropStream();
+    this.socket.destroy();
+  }
+
+  private badResponse(ex: Exchange, detail: string): void {
+    this.fwd.options.logger.warn(
+      { event: 'bad_response', detail, client: this.meta.clientIp, agent: this.agentId, path: ex.target.split('?')[0]!.slice(0, 512) },
+      'the platform sent a response the relay cannot frame',
+    );
+    this.failExchange(ex, 'RELAY_ERR_BAD_RESPONSE', detail, null);
+  }
+
+  /**
+   * Ends the connection after what was written: FIN, then whatever the client still sends is
+   * read and dropped for a while (closing with unread bytes would send a TCP RST, which can
+   * destroy the answer before the client reads it).
+   */
+  private closeGracefully(): void {
+    this.state = State.Closing;
+    this.since = performance.now();
+    this.buf = EMPTY;
+    this.dropStream();
+    this.socket.end();
+    this.updateReading();
+  }
+
+  private readonly onSocketEnd = (): void => {
+    this.clientEnded = true;
+    switch (this.state) {
+      case State.Idle:
+      case State.Closing:
+        this.socket.end();
+        return;
+      case State.Head:
+        if (this.buf.length === 0) this.socket.end();
+        else this.socket.destroy(); // half a request head, and no more coming
+        return;
+      case State.Body:
+        this.cut(this.ex!); // the client gave up on its own body
+        return;
+      case State.Wait:
+        return; // the response goes out, then the connection closes (closeAfter)
+      case State.Upgraded:
+        this.stream?.end();
+        return;
+    }
+  };
+
+  private readonly onSocketError = (): void => {
+    this.socket.destroy();
+  };
+
+  private readonly onSocketClose = (): void => {
+    const ex = this.ex;
+    if (ex) {
+      ex.aborted = true;
+      this.fwd.record(this, ex);
+      this.ex = null;
+    }
+    this.dropStream();
+    this.state = State.Closing;
+  };
+
+  /** The relay drains: idle connections close now, busy ones after their response. */
+  onDrain(): void {
+    if (this.state === State.Idle) this.closeGracefully();
+  }
+
+  /** Deadlines, checked by the forwarder's sweep every fraction of a second. */
+  tick(now: number): void {
+    const limits = this.fwd.limits;
+    const elapsed = now - this.since;
+    switch (this.state) {
+      case State.Idle:
+        if (limits.keepAliveTimeoutMs > 0 && elapsed >= limits.keepAliveTimeoutMs) this.closeGracefully();
+        return;
+      case State.Head:
+        if (elapsed >= limits.headersTimeoutMs) this.refuse('RELAY_ERR_REQUEST_TIMEOUT', 'request_timeout', 'request head too slow');
+        return;
+      case State.Body: {
+        const ex = this.ex!;
+        if (limits.requestTimeoutMs > 0 && now - ex.headStart >= limits.requestTimeoutMs) {
+          this.failRequest('RELAY_ERR_REQUEST_TIMEOUT', 'request_timeout', 'request body too slow for the request timeout');
+          return;
+        }
+        const reading = !this.socket.isPaused();
+        const rateFor = now - ex.rateStart;
+        if (
+          reading &&
+          limits.minBodyBytesPerSecond > 0 &&
+          rateFor >= limits.bodyRateGraceMs &&
+          ex.rateBytes < (limits.minBodyBytesPerSecond * rateFor) / 1000
+        ) {
+          this.failRequest('RELAY_ERR_BODY_TOO_SLOW', 'body_too_slow', `${ex.rateBytes} bytes in ${Math.round(rateFor)} ms`);
+          return;
+        }
+        this.checkUpstream(ex, now);
+        return;
+      }
+      case State.Wait:
+        this.checkUpstream(this.ex!, now);
+        return;
+      case State.Closing:
+        if (elapsed >= LINGER_MS) this.socket.destroy();
+        return;
+      case State.Upgraded:
+        return;
+    }
+  }
+
+  private checkUpstream(ex: Exchange, now: number): void {
+    const idle = this.fwd.options.streamIdleTimeoutMs;
+    if (idle > 0 && !ex.pending && now - ex.upstreamAt >= idle) {
+      this.failExchange(ex, 'RELAY_ERR_UPSTREAM_TIMEOUT', 'the platform was silent for the stream idle timeout');
+    }
+  }
+
+  // ---------------------------------------------------------------- heads
+
+  /** The canonical request head sent upstream. */
+  private requestHead(head: RequestHead, upgrade: boolean): string {
+    const f = head.fields;
+    const listed = head.connection;
+    let out = `${head.method} ${head.target} HTTP/1.${head.minor}\r\n`;
+    for (let i = 0; i < f.length; i += 2) {
+      const name = f[i]!;
+      // nginx's default: names with an underscore are dropped (underscores_in_headers off), since
+      // CGI-style backends read X_Forwarded_For and X-Forwarded-For as one
+      if (name.includes('_')) continue;
+      const lower = name.toLowerCase();
+      if (DROP_REQUEST.has(lower)) continue;
+      if (listed.length > 0 && listed.includes(lower) && !KEEP_ALWAYS.has(lower)) continue;
+      out += `${name}: ${f[i + 1]!}\r\n`;
+    }
+    const meta = this.meta;
+    out += `X-Forwarded-For: ${meta.clientIp}\r\nX-Forwarded-Proto: ${meta.tls ? 'https' : 'http'}\r\nX-Forwarded-Port: ${meta.listenerPort}\r\n`;
+    if (head.host !== '') out += `X-Forwarded-Host: ${head.host}\r\n`;
+    if (head.chunked) out += 'Transfer-Encoding: chunked\r\n';
+    if (upgrade) out += `Connection: Upgrade\r\nUpgrade: ${head.upgrade}\r\n`;
+    return `${out}\r\n`;
+  }
+
+  /** The response head the client gets: the platform's end-to-end fields, the relay's hop-by-hop ones. */
+  private responseHeadText(res: ResponseHead, chunked: boolean, close: boolean): string {
+    const f = res.fields;
+    const listed = res.connection;
+    let out = `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
+    for (let i = 0; i < f.length; i += 2) {
+      const name = f[i]!;
+      const lower = name.toLowerCase();
+      if (DROP_RESPONSE.has(lower)) continue;
+      if (listed.length > 0 && listed.includes(lower) && !KEEP_ALWAYS.has(lower)) continue;
+      out += `${name}: ${f[i + 1]!}\r\n`;
+    }
+    if (chunked) out += 'Transfer-Encoding: chunked\r\n';
+    out += close ? 'Connection: close\r\n' : `Connection: keep-alive\r\n${this.fwd.keepAliveHeader}`;
+    return `${out}\r\n`;
+  }
+}
+
+const noop = (): void => {};
+const noData = (): void => {};
+
+function rejectReasonOf(code: ErrorCode): EdgeRejectReason | null {
+  switch (code) {
+    case 'RELAY_ERR_NO_AGENT':
+      return 'no_agent';
+    case 'RELAY_ERR_TUNNEL_BUSY':
+      return 'tunnel_streams';
+    case 'RELAY_ERR_DRAINING':
+      return 'draining';
+    default:
+      return null;
+  }
+}

@@ -516,7 +516,9 @@ export class EdgeConnection {
       } else ex.resFraming = Framing.Close;
       // An Upgrade the platform declined leaves an HTTP/1.1 connection as it was (RFC 9110 §7.8)
       ex.closeAfter = !ex.keepAlive || this.fwd.draining || this.clientEnded || ex.resFraming === Framing.Close || !ex.bodyDone;
-      const head = this.responseHeadText(res, ex.resFraming === Framing.Chunked, ex.closeAfter);
+      // the codings stay the client's to undo, when the body carries them
+      const codings = ex.resFraming === Framing.Chunked || (ex.resFraming === Framing.Close && res.otherCoding);
+      const head = this.responseHeadText(res, codings, ex.closeAfter);
       ex.headersSent = true;
       this.socket.cork();
       this.socket.write(head, 'latin1');
@@ -889,7 +891,7 @@ export class EdgeConnection {
   }
 
   /** The response head the client gets: the platform's end-to-end fields, the relay's hop-by-hop ones. */
-  private responseHeadText(res: ResponseHead, chunked: boolean, close: boolean): string {
+  private responseHeadText(res: ResponseHead, codings: boolean, close: boolean): string {
     const f = res.fields;
     const listed = res.connection;
     let out = `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
@@ -900,7 +902,7 @@ export class EdgeConnection {
       if (listed.length > 0 && listed.includes(lower) && !KEEP_ALWAYS.has(lower)) continue;
       out += `${name}: ${f[i + 1]!}\r\n`;
     }
-    if (chunked) out += 'Transfer-Encoding: chunked\r\n';
+    if (codings) out += `Transfer-Encoding: ${res.transferEncoding}\r\n`;
     out += close ? 'Connection: close\r\n' : `Connection: keep-alive\r\n${this.fwd.keepAliveHeader}`;
     return `${out}\r\n`;
   }

@@ -80,6 +80,8 @@ export interface ResponseHead extends HeadFields {
   minor: number;
   /** Transfer-Encoding present but `chunked` not its final coding: the body ends at close (§6.3). */
   otherCoding: boolean;
+  /** The transfer codings as sent, lower-cased and comma-joined ('' when none). */
+  transferEncoding: string;
   length: number;
 }
 
@@ -88,7 +90,13 @@ export interface ResponseHead extends HeadFields {
  * and the offset after the empty line that ends the head; null while the head is incomplete.
  * Throws on a bare LF or CR. Leading empty lines are skipped (§2.2). `max` bounds the head.
  */
-function splitHead(buf: Buffer, start: number, max: number, tooLarge: HttpErrorCode): { lines: string[]; end: number } | null {
+function splitHead(
+  buf: Buffer,
+  start: number,
+  max: number,
+  bad: HttpErrorCode,
+  tooLarge: HttpErrorCode,
+): { lines: string[]; end: number } | null {
   let pos = start;
   // a client MAY send CRLFs before the request line (§2.2); they count against the limit
   while (pos + 1 < buf.length && buf[pos] === CR && buf[pos + 1] === LF) pos += 2;
@@ -99,17 +107,17 @@ function splitHead(buf: Buffer, start: number, max: number, tooLarge: HttpErrorC
     if (lf === -1 || lf >= limit) {
       if (buf.length - start > max) throw new HttpParseError(tooLarge, 'head larger than the limit');
       const cr = buf.indexOf(CR, pos);
-      if (cr !== -1 && cr + 1 < buf.length && buf[cr + 1] !== LF) throw new HttpParseError('RELAY_ERR_BAD_REQUEST', 'bare CR in the head');
+      if (cr !== -1 && cr + 1 < buf.length && buf[cr + 1] !== LF) throw new HttpParseError(bad, 'bare CR in the head');
       return null;
     }
-    if (lf === pos || buf[lf - 1] !== CR) throw new HttpParseError('RELAY_ERR_BAD_REQUEST', 'line not ended by CRLF');
+    if (lf === pos || buf[lf - 1] !== CR) throw new HttpParseError(bad, 'line not ended by CRLF');
     const line = buf.toString('latin1', pos, lf - 1);
     pos = lf + 1;
     if (line.length === 0) {
-      if (lines.length === 0) throw new HttpParseError('RELAY_ERR_BAD_REQUEST', 'empty head');
+      if (lines.length === 0) throw new HttpParseError(bad, 'empty head');
       return { lines, end: pos };
     }
-    if (line.includes('\r')) throw new HttpParseError('RELAY_ERR_BAD_REQUEST', 'bare CR in the head');
+    if (line.includes('\r')) throw new HttpParseError(bad, 'bare CR in the head');
     lines.push(line);
   }
 }
@@ -172,7 +180,7 @@ function readFields(lines: string[], bad: HttpErrorCode): HeadFields & { host: s
  * {@link HttpParseError} for anything RFC 9112 does not allow or the relay refuses.
  */
 export function parseRequestHead(buf: Buffer, start: number, maxHeaderBytes: number): RequestHead | null {
-  const split = splitHead(buf, start, maxHeaderBytes, 'RELAY_ERR_HEADER_TOO_LARGE');
+  const split = splitHead(buf, start, maxHeaderBytes, 'RELAY_ERR_BAD_REQUEST', 'RELAY_ERR_HEADER_TOO_LARGE');
   if (!split) return null;
   const { lines, end } = split;
   const m = REQUEST_LINE.exec(lines[0]!);
@@ -218,7 +226,7 @@ export function parseRequestHead(buf: Buffer, start: number, maxHeaderBytes: num
 
 /** Parses a response head at `buf[start..]` (what the platform sent back); null while incomplete. */
 export function parseResponseHead(buf: Buffer, start: number, maxBytes: number): ResponseHead | null {
-  const split = splitHead(buf, start, maxBytes, 'RELAY_ERR_BAD_RESPONSE');
+  const split = splitHead(buf, start, maxBytes, 'RELAY_ERR_BAD_RESPONSE', 'RELAY_ERR_BAD_RESPONSE');
   if (!split) return null;
   const { lines, end } = split;
   const m = STATUS_LINE.exec(lines[0]!);
@@ -228,8 +236,11 @@ export function parseResponseHead(buf: Buffer, start: number, maxBytes: number):
   let otherCoding = false;
   if (f.te.length > 0) {
     if (f.contentLength !== -1) throw new HttpParseError('RELAY_ERR_BAD_RESPONSE', 'both Content-Length and Transfer-Encoding');
+    // chunked must be the final coding (§6.1); codings under it (gzip, chunked) are the client's to undo
     chunked = f.te[f.te.length - 1] === 'chunked';
-    if (chunked && f.te.length > 1) throw new HttpParseError('RELAY_ERR_BAD_RESPONSE', 'transfer codings stacked on chunked');
+    if (f.te.indexOf('chunked') !== f.te.length - 1 && f.te.includes('chunked')) {
+      throw new HttpParseError('RELAY_ERR_BAD_RESPONSE', 'chunked applied more than once or not last');
+    }
     otherCoding = !chunked;
   }
   return {
@@ -240,6 +251,7 @@ export function parseResponseHead(buf: Buffer, start: number, maxBytes: number):
     contentLength: f.contentLength,
     chunked,
     otherCoding,
+    transferEncoding: f.te.join(', '),
     connection: f.connection,
     length: end - start,
   };

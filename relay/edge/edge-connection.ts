@@ -588,7 +588,9 @@ export class EdgeConnection {
   private finish(ex: Exchange): void {
     this.fwd.record(this, ex);
     this.ex = null;
-    if (!ex.bodyDone) this.dropStream(); // the platform answered before the body ended
+    // the platform answered before the body ended, or said it closes: the next request of this
+    // client gets a new stream rather than racing the platform's close on this one
+    if (!ex.bodyDone || ex.res?.connection.includes('close')) this.dropStream();
     if (ex.closeAfter) {
       this.closeGracefully();
       return;

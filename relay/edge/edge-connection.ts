@@ -30,7 +30,15 @@ import type { AgentConnection } from '../tunnel/tunnel-registry.js';
 import { errorParts, rawCatalogResponse } from './error-response.js';
 import type { EdgeRejectReason } from './edge-stats.js';
 import type { ExchangeRecord, Forwarder } from './forwarder.js';
-import { ChunkedReader, HttpParseError, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './http1.js';
+import {
+  ChunkedReader,
+  HeadReader,
+  HttpParseError,
+  parseRequestLines,
+  parseResponseLines,
+  type RequestHead,
+  type ResponseHead,
+} from './http1.js';
 
 const enum State {
   Idle,
@@ -101,7 +109,6 @@ interface Exchange extends ExchangeRecord {
   /** Last sign of life from the platform's side (or our last write to it). */
   upstreamAt: number;
   // response
-  resBuf: Buffer;
   res: ResponseHead | null;
   resFraming: Framing;
   resRemaining: number;
@@ -120,6 +127,8 @@ export class EdgeConnection {
   private state = State.Head;
   private buf: Buffer = EMPTY;
   private ex: Exchange | null = null;
+  private readonly headReader: HeadReader;
+  private readonly responseReader = new HeadReader(MAX_RESPONSE_HEAD_BYTES, 'RELAY_ERR_BAD_RESPONSE', 'RELAY_ERR_BAD_RESPONSE');
   private stream: MuxStream | null = null;
   private acquiring = false;
   /** Writes to the stream wait for its 'drain'. */
@@ -136,6 +145,7 @@ export class EdgeConnection {
     this.meta = meta;
     this.platform = platform;
     this.since = performance.now();
+    this.headReader = new HeadReader(fwd.limits.maxHeaderBytes, 'RELAY_ERR_BAD_REQUEST', 'RELAY_ERR_HEADER_TOO_LARGE');
     socket.setNoDelay(true);
     socket.on('data', this.onSocketData);
     socket.on('end', this.onSocketEnd);
@@ -151,12 +161,10 @@ export class EdgeConnection {
       case State.Idle:
         this.state = State.Head;
         this.since = performance.now();
-        this.buf = chunk;
-        this.readHead();
+        this.readHead(chunk);
         return;
       case State.Head:
-        this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-        this.readHead();
+        this.readHead(chunk);
         return;
       case State.Body:
         this.readBody(chunk, 0);
@@ -174,19 +182,21 @@ export class EdgeConnection {
     }
   };
 
-  private readHead(): void {
-    let head: RequestHead | null;
+  /** Head bytes from the client (a read, or what was left after the previous request). */
+  private readHead(chunk: Buffer): void {
+    let end: number;
+    let head: RequestHead;
     try {
-      head = parseRequestHead(this.buf, 0, this.fwd.limits.maxHeaderBytes);
+      end = this.headReader.feed(chunk, 0, chunk.length);
+      if (end === -1) return;
+      head = parseRequestLines(this.headReader.take());
     } catch (err) {
+      this.headReader.reset();
       const code = err instanceof HttpParseError ? err.code : 'RELAY_ERR_BAD_REQUEST';
       this.refuse(code, code === 'RELAY_ERR_HEADER_TOO_LARGE' ? 'headers_too_large' : 'bad_request', (err as Error).message);
       return;
     }
-    if (!head) return;
-    const rest = this.buf.subarray(head.length);
-    this.buf = EMPTY;
-    this.begin(head, rest);
+    this.begin(head, chunk.subarray(end));
   }
 
   /** A request head is in: check it, frame its body, and forward once the body is buffered. */
@@ -240,7 +250,6 @@ export class EdgeConnection {
       rateStart: now,
       rateBytes: 0,
       upstreamAt: now,
-      resBuf: EMPTY,
       res: null,
       resFraming: Framing.None,
       resRemaining: 0,
@@ -250,6 +259,7 @@ export class EdgeConnection {
     };
     this.ex = ex;
     this.since = now;
+    this.responseReader.reset();
     // The edge answers Expect itself, once it has admitted the request (RFC 9110 §10.1.1)
     if (hasBody && head.expect === '100-continue' && head.minor === 1) this.socket.write(CONTINUE);
     if (hasBody) {
@@ -464,42 +474,42 @@ export class EdgeConnection {
       return;
     }
     ex.upstreamAt = performance.now();
-    if (ex.res) {
-      this.responseBody(ex, chunk, 0);
-      return;
-    }
-    ex.resBuf = ex.resBuf.length === 0 ? chunk : Buffer.concat([ex.resBuf, chunk]);
-    this.responseHead(ex);
+    if (ex.res) this.responseBody(ex, chunk, 0);
+    else this.responseHead(ex, chunk, 0);
   };
 
-  private responseHead(ex: Exchange): void {
+  /** Response head bytes at `chunk[offset..]`; interim (1xx) heads are passed on and read past. */
+  private responseHead(ex: Exchange, chunk: Buffer, offset: number): void {
+    const reader = this.responseReader;
     for (;;) {
-      let res: ResponseHead | null;
+      let res: ResponseHead;
+      let lines: string[];
       try {
-        res = parseResponseHead(ex.resBuf, 0, MAX_RESPONSE_HEAD_BYTES);
+        const end = reader.feed(chunk, offset, chunk.length);
+        if (end === -1) return;
+        offset = end;
+        lines = reader.take();
+        res = parseResponseLines(lines);
       } catch (err) {
+        reader.reset();
         this.badResponse(ex, (err as Error).message);
         return;
       }
-      if (!res) return;
-      const buf = ex.resBuf;
-      const rest = buf.subarray(res.length);
+      const rest = chunk.subarray(offset);
       if (res.status === 101) {
         if (!ex.upgrade) {
           this.badResponse(ex, '101 to a request that asked for no upgrade');
           return;
         }
-        this.switchProtocols(ex, buf.subarray(0, res.length), rest);
+        this.switchProtocols(ex, rawHead(lines), rest);
         return;
       }
       if (res.status < 200) {
         // an interim response (103 Early Hints…): passed on to an HTTP/1.1 client as it came
-        if (ex.head.minor === 1) this.writeSocket(buf.subarray(0, res.length));
-        ex.resBuf = rest;
-        if (rest.length === 0) return;
+        if (ex.head.minor === 1) this.socket.write(rawHead(lines), 'latin1');
+        if (offset === chunk.length) return;
         continue;
       }
-      ex.resBuf = EMPTY;
       ex.res = res;
       ex.status = res.status;
       if (ex.isHead || res.status === 204 || res.status === 304) ex.resFraming = Framing.None;
@@ -597,16 +607,16 @@ export class EdgeConnection {
     }
     this.state = State.Idle;
     this.since = performance.now();
-    if (this.buf.length > 0) {
+    const pipelined = this.buf;
+    if (pipelined.length > 0) {
+      this.buf = EMPTY;
       this.state = State.Head;
-      this.readHead();
-      if (this.state === State.Head) this.updateReading();
-      return;
+      this.readHead(pipelined);
     }
     this.updateReading();
   }
 
-  private switchProtocols(ex: Exchange, head: Buffer, rest: Buffer): void {
+  private switchProtocols(ex: Exchange, head: string, rest: Buffer): void {
     ex.status = 101;
     ex.headersSent = true;
     this.fwd.options.logger.info(
@@ -623,7 +633,7 @@ export class EdgeConnection {
     this.ex = null;
     this.state = State.Upgraded;
     this.socket.cork();
-    this.socket.write(head);
+    this.socket.write(head, 'latin1');
     if (rest.length > 0) this.writeSocket(rest);
     this.socket.uncork();
     const pipelined = this.buf;
@@ -912,6 +922,11 @@ export class EdgeConnection {
 
 const noop = (): void => {};
 const noData = (): void => {};
+
+/** A head as it came, from its lines (the reader drops only the CRLFs). */
+function rawHead(lines: string[]): string {
+  return `${lines.join('\r\n')}\r\n\r\n`;
+}
 
 function rejectReasonOf(code: ErrorCode): EdgeRejectReason | null {
   switch (code) {

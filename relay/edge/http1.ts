@@ -70,8 +70,6 @@ export interface RequestHead extends HeadFields {
   expect: string;
   /** Upgrade header value when Connection names `upgrade` ('' otherwise). */
   upgrade: string;
-  /** Bytes the head took, leading empty lines included. */
-  length: number;
 }
 
 export interface ResponseHead extends HeadFields {
@@ -82,45 +80,102 @@ export interface ResponseHead extends HeadFields {
   otherCoding: boolean;
   /** The transfer codings as sent, lower-cased and comma-joined ('' when none). */
   transferEncoding: string;
-  length: number;
 }
 
 /**
- * Looks for a whole head in `buf` from `start`. Returns the lines (request or status line first)
- * and the offset after the empty line that ends the head; null while the head is incomplete.
- * Throws on a bare LF or CR. Leading empty lines are skipped (§2.2). `max` bounds the head.
+ * Reads a head's lines as bytes arrive, in one pass: each byte is looked at once however the
+ * head is cut (a client dribbling a head one byte at a time costs what a whole head costs), and
+ * only the line in progress is kept as bytes. Throws {@link HttpParseError} on a bare LF or CR,
+ * or once the head passes `max` bytes. Empty lines before the first line are skipped (RFC 9112
+ * §2.2) but count against the limit.
  */
-function splitHead(
-  buf: Buffer,
-  start: number,
-  max: number,
-  bad: HttpErrorCode,
-  tooLarge: HttpErrorCode,
-): { lines: string[]; end: number } | null {
-  let pos = start;
-  // a client MAY send CRLFs before the request line (§2.2); they count against the limit
-  while (pos + 1 < buf.length && buf[pos] === CR && buf[pos + 1] === LF) pos += 2;
-  const lines: string[] = [];
-  const limit = Math.min(buf.length, start + max);
-  for (;;) {
-    const lf = buf.indexOf(LF, pos);
-    if (lf === -1 || lf >= limit) {
-      if (buf.length - start > max) throw new HttpParseError(tooLarge, 'head larger than the limit');
-      const cr = buf.indexOf(CR, pos);
-      if (cr !== -1 && cr + 1 < buf.length && buf[cr + 1] !== LF) throw new HttpParseError(bad, 'bare CR in the head');
-      return null;
+export class HeadReader {
+  private lines: string[] = [];
+  private partial: Buffer = EMPTY_BUF;
+  private partialLength = 0;
+  /** Bytes of the head so far. */
+  bytes = 0;
+  private readonly max: number;
+  private readonly bad: HttpErrorCode;
+  private readonly tooLarge: HttpErrorCode;
+
+  constructor(max: number, bad: HttpErrorCode, tooLarge: HttpErrorCode) {
+    this.max = max;
+    this.bad = bad;
+    this.tooLarge = tooLarge;
+  }
+
+  /** Feeds `buf[start..end)`. Returns the offset just past the head once it is whole, else -1. */
+  feed(buf: Buffer, start: number, end: number): number {
+    let pos = start;
+    while (pos < end) {
+      const limit = Math.min(end, pos + (this.max - this.bytes) + 1);
+      const lf = buf.indexOf(LF, pos);
+      if (lf === -1 || lf >= limit) {
+        const n = Math.min(end, limit) - pos;
+        this.bytes += n;
+        if (this.bytes > this.max) throw new HttpParseError(this.tooLarge, 'head larger than the limit');
+        this.keep(buf, pos, pos + n);
+        const cr = buf.indexOf(CR, pos);
+        // a CR may only be the last byte so far (its LF still to come)
+        if (cr !== -1 && cr < end - 1) throw new HttpParseError(this.bad, 'bare CR in the head');
+        return -1;
+      }
+      this.bytes += lf + 1 - pos;
+      if (this.bytes > this.max) throw new HttpParseError(this.tooLarge, 'head larger than the limit');
+      let line: string;
+      if (this.partialLength === 0) {
+        if (lf === pos || buf[lf - 1] !== CR) throw new HttpParseError(this.bad, 'line not ended by CRLF');
+        line = buf.toString('latin1', pos, lf - 1);
+      } else {
+        this.keep(buf, pos, lf);
+        const p = this.partial;
+        const n = this.partialLength;
+        if (p[n - 1] !== CR) throw new HttpParseError(this.bad, 'line not ended by CRLF');
+        line = p.toString('latin1', 0, n - 1);
+        this.partialLength = 0;
+        if (p.length > 4096) this.partial = EMPTY_BUF;
+      }
+      pos = lf + 1;
+      if (line.includes('\r')) throw new HttpParseError(this.bad, 'bare CR in the head');
+      if (line.length === 0) {
+        if (this.lines.length > 0) return pos;
+        continue; // CRLFs before the first line
+      }
+      this.lines.push(line);
     }
-    if (lf === pos || buf[lf - 1] !== CR) throw new HttpParseError(bad, 'line not ended by CRLF');
-    const line = buf.toString('latin1', pos, lf - 1);
-    pos = lf + 1;
-    if (line.length === 0) {
-      if (lines.length === 0) throw new HttpParseError(bad, 'empty head');
-      return { lines, end: pos };
+    return -1;
+  }
+
+  /** The lines of the whole head (first line first); the reader is then ready for the next head. */
+  take(): string[] {
+    const lines = this.lines;
+    this.lines = [];
+    this.bytes = 0;
+    return lines;
+  }
+
+  /** Forgets a head in progress (after an error, or when its sender went away). */
+  reset(): void {
+    this.lines = [];
+    this.bytes = 0;
+    this.partialLength = 0;
+  }
+
+  /** Keeps `buf[from..to)` as part of the line in progress (the buffer grows by doubling). */
+  private keep(buf: Buffer, from: number, to: number): void {
+    const need = this.partialLength + (to - from);
+    if (need > this.partial.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, this.partial.length * 2, 256));
+      this.partial.copy(grown, 0, 0, this.partialLength);
+      this.partial = grown;
     }
-    if (line.includes('\r')) throw new HttpParseError(bad, 'bare CR in the head');
-    lines.push(line);
+    buf.copy(this.partial, this.partialLength, from, to);
+    this.partialLength = need;
   }
 }
+
+const EMPTY_BUF = Buffer.alloc(0);
 
 /** Reads field lines 1..n into `head`; `bad` is the code for a malformed line. */
 function readFields(lines: string[], bad: HttpErrorCode): HeadFields & { host: string[]; expect: string; upgrade: string; te: string[] } {
@@ -176,13 +231,10 @@ function readFields(lines: string[], bad: HttpErrorCode): HeadFields & { host: s
 }
 
 /**
- * Parses a request head at `buf[start..]`. Returns null while incomplete; throws
- * {@link HttpParseError} for anything RFC 9112 does not allow or the relay refuses.
+ * Reads a request head from its lines (from a {@link HeadReader}); throws {@link HttpParseError}
+ * for anything RFC 9112 does not allow or the relay refuses.
  */
-export function parseRequestHead(buf: Buffer, start: number, maxHeaderBytes: number): RequestHead | null {
-  const split = splitHead(buf, start, maxHeaderBytes, 'RELAY_ERR_BAD_REQUEST', 'RELAY_ERR_HEADER_TOO_LARGE');
-  if (!split) return null;
-  const { lines, end } = split;
+export function parseRequestLines(lines: string[]): RequestHead {
   const m = REQUEST_LINE.exec(lines[0]!);
   if (!m) throw new HttpParseError('RELAY_ERR_BAD_REQUEST', 'malformed request line');
   const method = m[1]!;
@@ -220,15 +272,11 @@ export function parseRequestHead(buf: Buffer, start: number, maxHeaderBytes: num
     host,
     expect: f.expect,
     upgrade,
-    length: end - start,
   };
 }
 
-/** Parses a response head at `buf[start..]` (what the platform sent back); null while incomplete. */
-export function parseResponseHead(buf: Buffer, start: number, maxBytes: number): ResponseHead | null {
-  const split = splitHead(buf, start, maxBytes, 'RELAY_ERR_BAD_RESPONSE', 'RELAY_ERR_BAD_RESPONSE');
-  if (!split) return null;
-  const { lines, end } = split;
+/** Reads a response head (what the platform sent back) from its lines. */
+export function parseResponseLines(lines: string[]): ResponseHead {
   const m = STATUS_LINE.exec(lines[0]!);
   if (!m) throw new HttpParseError('RELAY_ERR_BAD_RESPONSE', 'malformed status line');
   const f = readFields(lines, 'RELAY_ERR_BAD_RESPONSE');
@@ -253,8 +301,21 @@ export function parseResponseHead(buf: Buffer, start: number, maxBytes: number):
     otherCoding,
     transferEncoding: f.te.join(', '),
     connection: f.connection,
-    length: end - start,
   };
+}
+
+/** A request head at `buf[start..]` in one piece, with the bytes it took; null while incomplete. */
+export function parseRequestHead(buf: Buffer, start: number, maxHeaderBytes: number): (RequestHead & { length: number }) | null {
+  const reader = new HeadReader(maxHeaderBytes, 'RELAY_ERR_BAD_REQUEST', 'RELAY_ERR_HEADER_TOO_LARGE');
+  const end = reader.feed(buf, start, buf.length);
+  return end === -1 ? null : { ...parseRequestLines(reader.take()), length: end - start };
+}
+
+/** A response head at `buf[start..]` in one piece, with the bytes it took; null while incomplete. */
+export function parseResponseHead(buf: Buffer, start: number, maxBytes: number): (ResponseHead & { length: number }) | null {
+  const reader = new HeadReader(maxBytes, 'RELAY_ERR_BAD_RESPONSE', 'RELAY_ERR_BAD_RESPONSE');
+  const end = reader.feed(buf, start, buf.length);
+  return end === -1 ? null : { ...parseResponseLines(reader.take()), length: end - start };
 }
 
 /** True when `name` (any case) is a token, i.e. a field name the relay may write. */

@@ -1,21 +1,30 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ChunkedReader, HttpParseError, parseRequestHead, parseResponseHead } from '../../relay/edge/http1.js';
+import {
+  ChunkedReader,
+  HeadReader,
+  HttpParseError,
+  parseRequestHead,
+  parseRequestLines,
+  parseResponseHead,
+} from '../../relay/edge/http1.js';
 
 const MAX = 16 * 1024;
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 
-/** Parses `text` fed in the given pieces, as a connection would: null until the head is whole. */
-function feedHead(pieces: Buffer[]): ReturnType<typeof parseRequestHead> {
-  let buf = Buffer.alloc(0);
-  let head: ReturnType<typeof parseRequestHead> = null;
+/** Reads a head fed in the given pieces, as a connection does: nothing until the head is whole. */
+function feedHead(pieces: Buffer[]): (ReturnType<typeof parseRequestLines> & { length: number }) | null {
+  const reader = new HeadReader(MAX, 'RELAY_ERR_BAD_REQUEST', 'RELAY_ERR_HEADER_TOO_LARGE');
+  let length = 0;
   for (const piece of pieces) {
-    if (piece.length === 0) continue;
-    expect(head).toBeNull();
-    buf = Buffer.concat([buf, piece]);
-    head = parseRequestHead(buf, 0, MAX);
+    const end = reader.feed(piece, 0, piece.length);
+    if (end === -1) {
+      length += piece.length;
+      continue;
+    }
+    return { ...parseRequestLines(reader.take()), length: length + end };
   }
-  return head;
+  return null;
 }
 
 function splitAt(buf: Buffer, cuts: number[]): Buffer[] {
@@ -69,6 +78,17 @@ describe('HTTP/1.1 request heads', () => {
         },
       ),
     );
+  });
+
+  it('reads a head fed one byte at a time, and refuses one over the limit as it grows', () => {
+    const text = b(`GET /x HTTP/1.1\r\nHost: h\r\nX-Long: ${'v'.repeat(4000)}\r\n\r\n`);
+    expect(feedHead([...text].map((c) => Buffer.from([c])))).toEqual(parseRequestHead(text, 0, MAX));
+    const reader = new HeadReader(1000, 'RELAY_ERR_BAD_REQUEST', 'RELAY_ERR_HEADER_TOO_LARGE');
+    let fed = 0;
+    expect(() => {
+      for (; fed < text.length; fed++) reader.feed(text, fed, fed + 1);
+    }).toThrow(expect.objectContaining({ code: 'RELAY_ERR_HEADER_TOO_LARGE' }));
+    expect(fed).toBe(1000);
   });
 
   it('throws only HttpParseError on random bytes, and never reads past the limit', () => {

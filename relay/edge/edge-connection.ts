@@ -514,8 +514,9 @@ export class EdgeConnection {
         ex.resFraming = res.contentLength === 0 ? Framing.None : Framing.Length;
         ex.resRemaining = res.contentLength;
       } else ex.resFraming = Framing.Close;
-      ex.closeAfter =
-        !ex.keepAlive || this.fwd.draining || this.clientEnded || ex.resFraming === Framing.Close || !ex.bodyDone || ex.upgrade;
+      // an upgrade the platform declined (no 101) leaves the connection HTTP/1.1 as it was
+      // (RFC 9110 §7.8): it stays open for the client's next request
+      ex.closeAfter = !ex.keepAlive || this.fwd.draining || this.clientEnded || ex.resFraming === Framing.Close || !ex.bodyDone;
       const head = this.responseHeadText(res, ex.resFraming === Framing.Chunked, ex.closeAfter);
       ex.headersSent = true;
       this.socket.cork();

@@ -587,7 +587,9 @@ export class EdgeConnection {
   private finish(ex: Exchange): void {
     this.fwd.record(this, ex);
     this.ex = null;
-    if (!ex.bodyDone) this.dropStream(); // the platform answered before the body ended
+    // the platform answered before the body ended, or said it closes: no request goes on that
+    // stream again, even while it is still open (RFC 9112 §9.6); the next one gets a new stream
+    if (!ex.bodyDone || !persistent(ex.res!)) this.dropStream();
     if (ex.closeAfter) {
       this.closeGracefully();
       return;
@@ -909,6 +911,11 @@ export class EdgeConnection {
 
 const noop = (): void => {};
 const noData = (): void => {};
+
+/** The platform takes another request on the stream after `res` (RFC 9112 §9.3). */
+function persistent(res: ResponseHead): boolean {
+  return res.minor === 1 ? !res.connection.includes('close') : res.connection.includes('keep-alive');
+}
 
 function rejectReasonOf(code: ErrorCode): EdgeRejectReason | null {
   switch (code) {

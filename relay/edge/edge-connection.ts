@@ -513,11 +513,19 @@ export class EdgeConnection {
       } else if (res.contentLength >= 0 && !res.otherCoding) {
         ex.resFraming = res.contentLength === 0 ? Framing.None : Framing.Length;
         ex.resRemaining = res.contentLength;
-      } else ex.resFraming = Framing.Close;
+      } else {
+        // no length: the body ends at close (§6.3), with the transfer codings it came with, which
+        // an HTTP/1.0 client cannot be sent (§6.1)
+        if (res.otherCoding && ex.head.minor === 0) {
+          this.badResponse(ex, 'transfer coding in a response to an HTTP/1.0 request');
+          return;
+        }
+        ex.resFraming = Framing.Close;
+      }
       // an upgrade the platform declined (no 101) leaves the connection HTTP/1.1 as it was
       // (RFC 9110 §7.8): it stays open for the client's next request
       ex.closeAfter = !ex.keepAlive || this.fwd.draining || this.clientEnded || ex.resFraming === Framing.Close || !ex.bodyDone;
-      const head = this.responseHeadText(res, ex.resFraming === Framing.Chunked, ex.closeAfter);
+      const head = this.responseHeadText(res, ex.resFraming, ex.closeAfter);
       ex.headersSent = true;
       this.socket.cork();
       this.socket.write(head, 'latin1');
@@ -892,18 +900,20 @@ export class EdgeConnection {
   }
 
   /** The response head the client gets: the platform's end-to-end fields, the relay's hop-by-hop ones. */
-  private responseHeadText(res: ResponseHead, chunked: boolean, close: boolean): string {
+  private responseHeadText(res: ResponseHead, framing: Framing, close: boolean): string {
     const f = res.fields;
     const listed = res.connection;
+    // a close-delimited body in codings other than chunked is passed as it came: so are they
+    const codings = framing === Framing.Close && res.otherCoding;
     let out = `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
     for (let i = 0; i < f.length; i += 2) {
       const name = f[i]!;
       const lower = name.toLowerCase();
-      if (DROP_RESPONSE.has(lower)) continue;
+      if (DROP_RESPONSE.has(lower) && !(codings && lower === 'transfer-encoding')) continue;
       if (listed.length > 0 && listed.includes(lower) && !KEEP_ALWAYS.has(lower)) continue;
       out += `${name}: ${f[i + 1]!}\r\n`;
     }
-    if (chunked) out += 'Transfer-Encoding: chunked\r\n';
+    if (framing === Framing.Chunked) out += 'Transfer-Encoding: chunked\r\n';
     out += close ? 'Connection: close\r\n' : `Connection: keep-alive\r\n${this.fwd.keepAliveHeader}`;
     return `${out}\r\n`;
   }

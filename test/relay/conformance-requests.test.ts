@@ -146,6 +146,14 @@ describe('request heads the relay forwards (RFC 9112 §§ 2, 3, 5)', () => {
     );
   });
 
+  it('ignores an Upgrade in an HTTP/1.0 request (RFC 9110 §7.8): forwarded as a plain request', async () => {
+    await forwards(
+      'GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Kept: 1\r\n\r\n',
+      `GET /ws HTTP/1.0\r\nX-Kept: 1\r\n${xf(null)}\r\n`,
+      { relayed: OK_RELAYED_CLOSE },
+    );
+  });
+
   it('forwards an HTTP/1.0 request without Host (no X-Forwarded-Host), and closes after the answer', async () => {
     const { client } = await forwards(
       'GET /old HTTP/1.0\r\nUser-Agent: old\r\n\r\n',

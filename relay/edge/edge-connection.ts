@@ -523,12 +523,19 @@ export class EdgeConnection {
       } else if (res.contentLength >= 0 && !res.otherCoding) {
         ex.resFraming = res.contentLength === 0 ? Framing.None : Framing.Length;
         ex.resRemaining = res.contentLength;
-      } else ex.resFraming = Framing.Close;
-      // An Upgrade the platform declined leaves an HTTP/1.1 connection as it was (RFC 9110 §7.8)
+      } else {
+        // no length: the body ends at close (§6.3), with the transfer codings it came with, which
+        // an HTTP/1.0 client cannot be sent (§6.1)
+        if (res.otherCoding && ex.head.minor === 0) {
+          this.badResponse(ex, 'transfer coding in a response to an HTTP/1.0 request');
+          return;
+        }
+        ex.resFraming = Framing.Close;
+      }
+      // an upgrade the platform declined (no 101) leaves the connection HTTP/1.1 as it was
+      // (RFC 9110 §7.8): it stays open for the client's next request
       ex.closeAfter = !ex.keepAlive || this.fwd.draining || this.clientEnded || ex.resFraming === Framing.Close || !ex.bodyDone;
-      // the codings stay the client's to undo, when the body carries them
-      const codings = ex.resFraming === Framing.Chunked || (ex.resFraming === Framing.Close && res.otherCoding);
-      const head = this.responseHeadText(res, codings, ex.closeAfter);
+      const head = this.responseHeadText(res, ex.resFraming, ex.closeAfter);
       ex.headersSent = true;
       this.socket.cork();
       this.socket.write(head, 'latin1');
@@ -598,9 +605,9 @@ export class EdgeConnection {
   private finish(ex: Exchange): void {
     this.fwd.record(this, ex);
     this.ex = null;
-    // the platform answered before the body ended, or said it closes: the next request of this
-    // client gets a new stream rather than racing the platform's close on this one
-    if (!ex.bodyDone || ex.res?.connection.includes('close')) this.dropStream();
+    // the platform answered before the body ended, or said it closes: no request goes on that
+    // stream again, even while it is still open (RFC 9112 §9.6); the next one gets a new stream
+    if (!ex.bodyDone || !persistent(ex.res!)) this.dropStream();
     if (ex.closeAfter) {
       this.closeGracefully();
       return;
@@ -903,18 +910,20 @@ export class EdgeConnection {
   }
 
   /** The response head the client gets: the platform's end-to-end fields, the relay's hop-by-hop ones. */
-  private responseHeadText(res: ResponseHead, codings: boolean, close: boolean): string {
+  private responseHeadText(res: ResponseHead, framing: Framing, close: boolean): string {
     const f = res.fields;
     const listed = res.connection;
+    // the transfer codings stay the client's to undo when the body carries them (gzip, chunked),
+    // in the field as it came
+    const codings = framing === Framing.Chunked || (framing === Framing.Close && res.otherCoding);
     let out = `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
     for (let i = 0; i < f.length; i += 2) {
       const name = f[i]!;
       const lower = name.toLowerCase();
-      if (DROP_RESPONSE.has(lower)) continue;
+      if (DROP_RESPONSE.has(lower) && !(codings && lower === 'transfer-encoding')) continue;
       if (listed.length > 0 && listed.includes(lower) && !KEEP_ALWAYS.has(lower)) continue;
       out += `${name}: ${f[i + 1]!}\r\n`;
     }
-    if (codings) out += `Transfer-Encoding: ${res.transferEncoding}\r\n`;
     out += close ? 'Connection: close\r\n' : `Connection: keep-alive\r\n${this.fwd.keepAliveHeader}`;
     return `${out}\r\n`;
   }
@@ -926,6 +935,11 @@ const noData = (): void => {};
 /** A head as it came, from its lines (the reader drops only the CRLFs). */
 function rawHead(lines: string[]): string {
   return `${lines.join('\r\n')}\r\n\r\n`;
+}
+
+/** The platform takes another request on the stream after `res` (RFC 9112 §9.3). */
+function persistent(res: ResponseHead): boolean {
+  return res.minor === 1 ? !res.connection.includes('close') : res.connection.includes('keep-alive');
 }
 
 function rejectReasonOf(code: ErrorCode): EdgeRejectReason | null {

@@ -68,7 +68,7 @@ export interface RequestHead extends HeadFields {
   host: string;
   /** Expect header value, lower-cased ('' when absent). */
   expect: string;
-  /** Upgrade header value when Connection names `upgrade` ('' otherwise). */
+  /** Upgrade header value when Connection names `upgrade` in an HTTP/1.1 request ('' otherwise). */
   upgrade: string;
 }
 
@@ -260,7 +260,8 @@ export function parseRequestLines(lines: string[]): RequestHead {
       throw new HttpParseError('RELAY_ERR_NOT_IMPLEMENTED', 'transfer coding other than chunked');
     chunked = true;
   }
-  const upgrade = f.upgrade !== '' && f.connection.includes('upgrade') ? f.upgrade : '';
+  // a server MUST ignore Upgrade in an HTTP/1.0 request (RFC 9110 §7.8)
+  const upgrade = minor === 1 && f.upgrade !== '' && f.connection.includes('upgrade') ? f.upgrade : '';
   return {
     method,
     target,

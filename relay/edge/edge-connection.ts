@@ -159,6 +159,8 @@ export class EdgeConnection {
   private readonly onSocketData = (chunk: Buffer): void => {
     switch (this.state) {
       case State.Idle:
+        // CRLFs between requests (RFC 9112 §2.2) start no request: the idle timer goes on
+        if (onlyCrlf(chunk)) return;
         this.state = State.Head;
         this.since = performance.now();
         this.readHead(chunk);
@@ -931,6 +933,12 @@ export class EdgeConnection {
 
 const noop = (): void => {};
 const noData = (): void => {};
+
+function onlyCrlf(chunk: Buffer): boolean {
+  if (chunk.length % 2 !== 0) return false;
+  for (let i = 0; i < chunk.length; i += 2) if (chunk[i] !== 0x0d || chunk[i + 1] !== 0x0a) return false;
+  return true;
+}
 
 /** A head as it came, from its lines (the reader drops only the CRLFs). */
 function rawHead(lines: string[]): string {

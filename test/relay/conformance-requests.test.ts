@@ -167,6 +167,17 @@ describe('request heads the relay forwards (RFC 9112 §§ 2, 3, 5)', () => {
     await forwards('\r\n\r\nGET /after-crlf HTTP/1.1\r\nHost: x\r\n\r\n', `GET /after-crlf HTTP/1.1\r\nHost: x\r\n${xf('x')}\r\n`);
   });
 
+  it('takes CRLFs between two requests on a kept connection as nothing: the next request is forwarded as it is', async () => {
+    const { client, up } = await forwards('GET /a HTTP/1.1\r\nHost: x\r\n\r\n', `GET /a HTTP/1.1\r\nHost: x\r\n${xf('x')}\r\n`);
+    client.write('\r\n');
+    await new Promise((r) => setTimeout(r, 50));
+    client.write('\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n');
+    const both = `GET /a HTTP/1.1\r\nHost: x\r\n${xf('x')}\r\nGET /b HTTP/1.1\r\nHost: x\r\n${xf('x')}\r\n`;
+    expect(await up.receive(both.length)).toBe(both);
+    up.write(OK);
+    expect(await client.receive(2 * OK_RELAYED.length)).toBe(OK_RELAYED + OK_RELAYED);
+  });
+
   it('forwards a head that came in many small writes as if it came in one', async () => {
     const request = 'GET /split?q=1 HTTP/1.1\r\nHost: split.example\r\nX-A: 1\r\nX-B: two\r\n\r\n';
     const parts: string[] = [];

@@ -25,6 +25,8 @@ export interface SessionOptions {
   /** 'server' (the relay) opens even stream ids, 'client' (the agent) odd ones. */
   role: 'client' | 'server';
   streamWindowBytes?: number;
+  maxStreamWindowBytes?: number;
+  connectionWindowBudgetBytes?: number;
   maxFramePayloadBytes?: number;
   maxFramePayloadLimitBytes?: number;
   maxOpenMetadataBytes?: number;
@@ -48,10 +50,23 @@ export interface SessionEvents {
 
 const noop = (): void => {};
 
+/**
+ * The credit round trip streams grow their windows against is the least one seen in this long
+ * (a windowed minimum, as BBR keeps min_rtt): samples only ever overstate the round trip (a
+ * sender with nothing to send answers late), and an old minimum must give way if the path slows.
+ */
+const CREDIT_RTT_WINDOW_MS = 10_000;
+
 export class MuxSession extends EventEmitter<SessionEvents> implements StreamHost {
   readonly ws: WebSocket;
   private readonly role: 'client' | 'server';
   private readonly streamWindow: number;
+  private readonly maxStreamWindow: number;
+  private readonly windowBudget: number;
+  /** Sum of what open streams' receive windows have grown past streamWindow. */
+  private windowBudgetUsed = 0;
+  private creditRtt = Number.NaN;
+  private creditRttAt = 0;
   private readonly maxFrame: number;
   private readonly limits: DecodeLimits;
   private readonly batchTarget: number;
@@ -87,6 +102,8 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     if (this.streamWindow < defaults.initialStreamWindowBytes) {
       throw new RelayError('RELAY_ERR_CONFIG', `stream window must be at least ${defaults.initialStreamWindowBytes} bytes`);
     }
+    this.maxStreamWindow = options.maxStreamWindowBytes ?? defaults.maxStreamWindowBytes;
+    this.windowBudget = options.connectionWindowBudgetBytes ?? defaults.connectionWindowBudgetBytes;
     this.maxFrame = options.maxFramePayloadBytes ?? defaults.maxFramePayloadBytes;
     this.limits = {
       maxDataBytes: options.maxFramePayloadLimitBytes ?? defaults.maxFramePayloadLimitBytes,
@@ -135,7 +152,7 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     if (this.goingAway || this.remoteGoingAway) throw new RelayError('RELAY_ERR_GOAWAY');
     const id = this.nextLocalId;
     this.nextLocalId += 2;
-    const stream = new MuxStream(this, id, meta, defaults.initialStreamWindowBytes, this.streamWindow);
+    const stream = this.newStream(id, meta);
     this.streams.set(id, stream);
     this.batch.push(FrameType.OPEN, id, encodeOpenMetadata(meta));
     const credit = stream.initialCredit();
@@ -169,7 +186,29 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     this.shutdown(err);
   }
 
+  private newStream(id: number, meta: OpenMetadata): MuxStream {
+    return new MuxStream(this, id, meta, defaults.initialStreamWindowBytes, this.streamWindow, this.maxStreamWindow);
+  }
+
   // ---------------------------------------------------------------- StreamHost
+
+  /** The least credit round trip streams measured lately (ms); before any, the ping round trip. */
+  get creditRttMs(): number {
+    return Number.isNaN(this.creditRtt) ? this.rttMs : this.creditRtt;
+  }
+
+  noteCreditRtt(ms: number): void {
+    const now = performance.now();
+    if (ms > this.creditRtt && now - this.creditRttAt <= CREDIT_RTT_WINDOW_MS) return;
+    this.creditRtt = ms;
+    this.creditRttAt = now;
+  }
+
+  reserveWindow(bytes: number): boolean {
+    if (this.windowBudgetUsed + bytes > this.windowBudget) return false;
+    this.windowBudgetUsed += bytes;
+    return true;
+  }
 
   scheduleData(stream: MuxStream): void {
     this.ready.add(stream);
@@ -198,6 +237,7 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
   forget(stream: MuxStream): void {
     this.ready.delete(stream);
     if (this.streams.get(stream.id) === stream) {
+      this.windowBudgetUsed -= stream.receiveWindowGrowth;
       const wasFull = this.streams.size >= this.maxStreams;
       this.streams.delete(stream.id);
       if (wasFull) this.emit('capacity');
@@ -329,7 +369,7 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
       this.scheduleFlush();
       return;
     }
-    const stream = new MuxStream(this, id, meta, defaults.initialStreamWindowBytes, this.streamWindow);
+    const stream = this.newStream(id, meta);
     this.streams.set(id, stream);
     const credit = stream.initialCredit();
     if (credit > 0) this.sendWindowUpdate(stream, credit);

@@ -28,7 +28,7 @@ export const defaults = Object.freeze({
    */
   connectionWindowBudgetBytes: 64 * 1024 * 1024,
   /** Largest DATA frame payload a side sends (and accepts: the peer's cap is its own setting, see maxFramePayloadLimitBytes). */
-  maxFramePayloadBytes: 128 * 1024,
+  maxFramePayloadBytes: 256 * 1024,
   /** Largest DATA payload the decoder accepts from a peer, whatever the peer is configured to send. */
   maxFramePayloadLimitBytes: 1024 * 1024,
   /** Largest WebSocket message (a batch of frames) either side accepts (`ws` maxPayload). */

@@ -54,6 +54,22 @@ interface PendingWrite {
   /** Offset into chunks[0] already framed. */
   offset: number;
   callback: (err?: Error | null) => void;
+  /** Some of it went to the socket uncopied: the callback waits until the socket has written it. */
+  lent: boolean;
+}
+
+/** A slice of a stream's pending write, framed by the session as one DATA frame. */
+export interface TakenData {
+  payload: Buffer;
+  /** The payload goes to the socket as it is, not copied into a batch. */
+  lent: boolean;
+  /**
+   * The write's callback, once all of it is taken. The producer must not get its buffers back
+   * while anything still points at them: call it once the batch is encoded, or, when
+   * `doneWhenWritten`, once the socket has written the last message that carries the write.
+   */
+  done: ((err?: Error | null) => void) | null;
+  doneWhenWritten: boolean;
 }
 
 export class MuxStream extends Duplex {
@@ -274,7 +290,7 @@ export class MuxStream extends Duplex {
       return;
     }
     this.touch();
-    this.pending = { chunks: chunks.filter((c) => c.length > 0), offset: 0, callback };
+    this.pending = { chunks: chunks.filter((c) => c.length > 0), offset: 0, callback, lent: false };
     if (this.pending.chunks.length === 0) {
       this.pending = null;
       callback();
@@ -289,16 +305,18 @@ export class MuxStream extends Duplex {
   }
 
   /**
-   * Takes up to `max` bytes of pending data (bounded by the send window). When the pending
-   * write is fully taken, its callback is returned for the session to call after the batch is
-   * encoded (the producer must not get its buffer back while the batch still points at it).
+   * Takes up to `max` bytes of pending data (bounded by the send window and by the chunk the
+   * producer wrote: a payload is never joined from two chunks). A payload of `lendFrom` bytes or
+   * more is lent: the session sends it uncopied.
    */
-  takeData(max: number): { payload: Buffer; done: ((err?: Error | null) => void) | null } | null {
+  takeData(max: number, lendFrom: number): TakenData | null {
     const p = this.pending;
     if (!p || this.sendWindow === 0) return null;
     const head = p.chunks[0]!;
     const n = Math.min(max, this.sendWindow, head.length - p.offset);
     const payload = head.subarray(p.offset, p.offset + n);
+    const lent = n >= lendFrom;
+    if (lent) p.lent = true;
     p.offset += n;
     this.sendWindow -= n;
     this.bytesWritten += n;
@@ -307,10 +325,10 @@ export class MuxStream extends Duplex {
       p.offset = 0;
       if (p.chunks.length === 0) {
         this.pending = null;
-        return { payload, done: p.callback };
+        return { payload, lent, done: p.callback, doneWhenWritten: p.lent };
       }
     }
-    return { payload, done: null };
+    return { payload, lent, done: null, doneWhenWritten: false };
   }
 
   override _final(callback: (err?: Error | null) => void): void {

@@ -11,7 +11,15 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { defaults } from '../../shared/defaults.js';
 import { CloseCode, RelayError, ResetCode } from '../../shared/errors.js';
-import { FrameType, decodeFrames, encodeFrame, encodeOpenMetadata, type OpenMetadata } from '../../shared/mux/frame-codec.js';
+import {
+  FrameType,
+  decodeFrames,
+  decodeMessage,
+  encodeFrame,
+  encodeOpenMetadata,
+  type Frame,
+  type OpenMetadata,
+} from '../../shared/mux/frame-codec.js';
 import { MuxSession, type SessionOptions } from '../../shared/mux/session.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { thrownCode } from '../fixtures/error-code.js';
@@ -287,6 +295,32 @@ describe('MuxSession: streams and data', () => {
     expect(messages).toBe(1);
   });
 
+  it('a large DATA payload goes out uncopied as a message of its own, which a peer that joins fragments (plain ws) reads as one whole frame', async () => {
+    const raw = await connectRaw();
+    const messages: Frame[][] = [];
+    raw.clientWs.on('message', (m: Buffer) => {
+      const frames: Frame[] = [];
+      decodeFrames(m, { maxDataBytes: defaults.maxFramePayloadLimitBytes, maxOpenBytes: defaults.maxOpenMetadataBytes }, (f) =>
+        frames.push({ ...f, payload: Buffer.from(f.payload) }),
+      );
+      messages.push(frames);
+    });
+    raw.clientWs.send(encodeFrame(FrameType.OPEN, 1, encodeOpenMetadata(META)));
+    const s = await raw.serverAcc.next();
+    const big = randomBytes(200 * KiB);
+    const written = new Promise<void>((resolve, reject) => s.write(big, (err) => (err ? reject(err) : resolve())));
+    s.write('and a small one');
+    await withTimeout(written, 5_000, 'the write callback');
+    await vi.waitFor(() => expect(messages.flat().reduce((n, f) => n + f.payload.length, 0)).toBe(big.length + 15), {
+      timeout: 5_000,
+      interval: 5,
+    });
+    const lent = messages.find((frames) => frames.length === 1 && frames[0]!.payload.length === big.length);
+    expect(lent?.[0]?.type).toBe(FrameType.DATA);
+    expect(lent![0]!.payload.equals(big)).toBe(true);
+    expect(Buffer.concat(messages.flat().map((f) => f.payload)).equals(Buffer.concat([big, Buffer.from('and a small one')]))).toBe(true);
+  });
+
   it('200 concurrent streams each echoing 64 KiB all complete correctly', async () => {
     const { server, client } = await connectPair(
       {},
@@ -437,11 +471,11 @@ describe('MuxSession: receive windows grow while they limit a stream', () => {
   const delay = 10;
   const limits = { maxDataBytes: defaults.maxFramePayloadLimitBytes, maxOpenBytes: defaults.maxOpenMetadataBytes };
 
-  /** Counts the WINDOW_UPDATE frames arriving on `ws`. */
+  /** Counts the WINDOW_UPDATE frames arriving on `ws` (a session's: binaryType 'fragments'). */
   function countWindowUpdates(ws: WebSocket): { count: number } {
     const seen = { count: 0 };
-    ws.on('message', (m: Buffer) =>
-      decodeFrames(m, limits, (f) => {
+    ws.on('message', (m: Buffer[]) =>
+      decodeMessage(m, limits, (f) => {
         if (f.type === FrameType.WINDOW_UPDATE) seen.count++;
       }),
     );

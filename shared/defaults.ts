@@ -12,10 +12,23 @@ export const defaults = Object.freeze({
   // ---- tunnel multiplexer (both sides) ----
   /** Initial per-stream receive window, fixed by the protocol (as in yamux). */
   initialStreamWindowBytes: 256 * 1024,
-  /** Per-stream receive window; must be >= initialStreamWindowBytes. Credit is returned at half. */
+  /** Per-stream receive window a stream starts with; must be >= initialStreamWindowBytes. Credit is returned at half. */
   streamWindowBytes: 256 * 1024,
+  /**
+   * Largest a stream's receive window grows to, bytes: it doubles while it is what limits the
+   * stream (its reader keeps up and credit cannot come back in time, see shared/mux/stream.ts).
+   * At or below streamWindowBytes, windows never grow. 16 MiB is grpc-go's BDP limit as well.
+   */
+  maxStreamWindowBytes: 16 * 1024 * 1024,
+  /**
+   * Per tunnel connection: the most that all its streams' receive windows together may have grown
+   * past streamWindowBytes, bytes; a stream that would pass it does not grow, and a closed stream
+   * gives its growth back. What one connection can be made to buffer stays at most
+   * maxStreamsPerConnection x streamWindowBytes + this, whatever clients do.
+   */
+  connectionWindowBudgetBytes: 64 * 1024 * 1024,
   /** Largest DATA frame payload a side sends (and accepts: the peer's cap is its own setting, see maxFramePayloadLimitBytes). */
-  maxFramePayloadBytes: 128 * 1024,
+  maxFramePayloadBytes: 256 * 1024,
   /** Largest DATA payload the decoder accepts from a peer, whatever the peer is configured to send. */
   maxFramePayloadLimitBytes: 1024 * 1024,
   /** Largest WebSocket message (a batch of frames) either side accepts (`ws` maxPayload). */

@@ -75,49 +75,80 @@ export function decodeFrames(message: Buffer, limits: DecodeLimits, onFrame: (fr
   if (end === 0) throw new RelayError('RELAY_ERR_FRAME_TRUNCATED', 'empty tunnel message');
   while (offset < end) {
     if (end - offset < HEADER_BYTES) throw new RelayError('RELAY_ERR_FRAME_TRUNCATED');
-    const version = message[offset]!;
-    const type = message[offset + 1]!;
-    const flags = message.readUInt16BE(offset + 2);
-    const streamId = message.readUInt32BE(offset + 4);
-    const length = message.readUInt32BE(offset + 8);
-    offset += HEADER_BYTES;
-    if (version !== FRAME_VERSION) throw new RelayError('RELAY_ERR_FRAME_VERSION', `unsupported frame version ${version}`);
-    if (type > FrameType.GOAWAY) throw new RelayError('RELAY_ERR_FRAME_TYPE', `unknown frame type ${type}`);
-    if (flags !== 0) throw new RelayError('RELAY_ERR_FRAME_FLAGS');
-    if (length > end - offset) throw new RelayError('RELAY_ERR_FRAME_TRUNCATED');
-
-    let payload: Buffer = EMPTY;
-    let value = 0;
-    switch (type) {
-      case FrameType.DATA:
-        if (length > limits.maxDataBytes) {
-          throw new RelayError('RELAY_ERR_FRAME_TOO_LARGE', `DATA payload of ${length} bytes exceeds ${limits.maxDataBytes}`);
-        }
-        if (length === 0) throw new RelayError('RELAY_ERR_FRAME_INVALID', 'empty DATA frame');
-        payload = message.subarray(offset, offset + length);
-        break;
-      case FrameType.OPEN:
-        if (length > limits.maxOpenBytes) {
-          throw new RelayError('RELAY_ERR_FRAME_TOO_LARGE', `OPEN payload of ${length} bytes exceeds ${limits.maxOpenBytes}`);
-        }
-        payload = message.subarray(offset, offset + length);
-        break;
-      case FrameType.FIN:
-        if (length !== 0) throw new RelayError('RELAY_ERR_FRAME_INVALID', 'FIN with a payload');
-        break;
-      default: // WINDOW_UPDATE, RST, GOAWAY carry one u32
-        if (length !== 4) throw new RelayError('RELAY_ERR_FRAME_INVALID', `${frameTypeName[type]} payload must be 4 bytes`);
-        value = message.readUInt32BE(offset);
-        if (type === FrameType.WINDOW_UPDATE && value === 0) {
-          throw new RelayError('RELAY_ERR_FRAME_INVALID', 'WINDOW_UPDATE with a zero delta');
-        }
-    }
-    if (type === FrameType.GOAWAY ? streamId !== 0 : streamId === 0) {
-      throw new RelayError('RELAY_ERR_FRAME_INVALID', `${frameTypeName[type]} on stream ${streamId}`);
-    }
-    offset += length;
-    onFrame({ type: type as FrameTypeValue, streamId, payload, value });
+    const frame = decodeFrame(message, offset, message, offset + HEADER_BYTES, end, limits);
+    offset += HEADER_BYTES + message.readUInt32BE(offset + 8);
+    onFrame(frame);
   }
+}
+
+/**
+ * Decodes one message as `ws` hands it over with binaryType 'fragments'. A message of two
+ * fragments, a DATA frame's 12-byte header and then exactly its payload, is how a large DATA
+ * frame is sent without copying it (see the session's write path): its payload is delivered as
+ * it came. Any other fragmentation (a peer may fragment as it likes, RFC 6455 §5.4) is joined
+ * into one buffer first.
+ */
+export function decodeMessage(fragments: Buffer[], limits: DecodeLimits, onFrame: (frame: Frame) => void): void {
+  const [first, second] = fragments;
+  if (fragments.length === 1) {
+    decodeFrames(first!, limits, onFrame);
+  } else if (
+    fragments.length === 2 &&
+    first!.length === HEADER_BYTES &&
+    first![1] === FrameType.DATA &&
+    first!.readUInt32BE(8) === second!.length
+  ) {
+    onFrame(decodeFrame(first!, 0, second!, 0, second!.length, limits));
+  } else {
+    decodeFrames(Buffer.concat(fragments), limits, onFrame);
+  }
+}
+
+/**
+ * Validates the header at `at` of `head` and reads its payload from `body` at `bodyAt` (where
+ * `bodyEnd` bytes end what is there): for a whole message both are the message.
+ */
+function decodeFrame(head: Buffer, at: number, body: Buffer, bodyAt: number, bodyEnd: number, limits: DecodeLimits): Frame {
+  const version = head[at]!;
+  const type = head[at + 1]!;
+  const flags = head.readUInt16BE(at + 2);
+  const streamId = head.readUInt32BE(at + 4);
+  const length = head.readUInt32BE(at + 8);
+  if (version !== FRAME_VERSION) throw new RelayError('RELAY_ERR_FRAME_VERSION', `unsupported frame version ${version}`);
+  if (type > FrameType.GOAWAY) throw new RelayError('RELAY_ERR_FRAME_TYPE', `unknown frame type ${type}`);
+  if (flags !== 0) throw new RelayError('RELAY_ERR_FRAME_FLAGS');
+  if (length > bodyEnd - bodyAt) throw new RelayError('RELAY_ERR_FRAME_TRUNCATED');
+
+  let payload: Buffer = EMPTY;
+  let value = 0;
+  switch (type) {
+    case FrameType.DATA:
+      if (length > limits.maxDataBytes) {
+        throw new RelayError('RELAY_ERR_FRAME_TOO_LARGE', `DATA payload of ${length} bytes exceeds ${limits.maxDataBytes}`);
+      }
+      if (length === 0) throw new RelayError('RELAY_ERR_FRAME_INVALID', 'empty DATA frame');
+      payload = body.subarray(bodyAt, bodyAt + length);
+      break;
+    case FrameType.OPEN:
+      if (length > limits.maxOpenBytes) {
+        throw new RelayError('RELAY_ERR_FRAME_TOO_LARGE', `OPEN payload of ${length} bytes exceeds ${limits.maxOpenBytes}`);
+      }
+      payload = body.subarray(bodyAt, bodyAt + length);
+      break;
+    case FrameType.FIN:
+      if (length !== 0) throw new RelayError('RELAY_ERR_FRAME_INVALID', 'FIN with a payload');
+      break;
+    default: // WINDOW_UPDATE, RST, GOAWAY carry one u32
+      if (length !== 4) throw new RelayError('RELAY_ERR_FRAME_INVALID', `${frameTypeName[type]} payload must be 4 bytes`);
+      value = body.readUInt32BE(bodyAt);
+      if (type === FrameType.WINDOW_UPDATE && value === 0) {
+        throw new RelayError('RELAY_ERR_FRAME_INVALID', 'WINDOW_UPDATE with a zero delta');
+      }
+  }
+  if (type === FrameType.GOAWAY ? streamId !== 0 : streamId === 0) {
+    throw new RelayError('RELAY_ERR_FRAME_INVALID', `${frameTypeName[type]} on stream ${streamId}`);
+  }
+  return { type: type as FrameTypeValue, streamId, payload, value };
 }
 
 /** Parses and validates OPEN metadata. Throws RELAY_ERR_FRAME_INVALID on anything unexpected. */
@@ -204,6 +235,17 @@ export class FrameBatch {
     this.byteLength = 0;
     return out;
   }
+}
+
+/** The 12-byte header of a DATA frame, for a payload sent apart from it (uncopied). */
+export function encodeDataHeader(streamId: number, length: number): Buffer {
+  const header = Buffer.allocUnsafe(HEADER_BYTES);
+  header[0] = FRAME_VERSION;
+  header[1] = FrameType.DATA;
+  header.writeUInt16BE(0, 2);
+  header.writeUInt32BE(streamId, 4);
+  header.writeUInt32BE(length, 8);
+  return header;
 }
 
 /** Encodes a single frame (tests, tools). */

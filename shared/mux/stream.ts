@@ -7,11 +7,28 @@
  *
  * Flow control: the stream may send only as many bytes as the peer has granted (credit window);
  * it grants the peer credit back as its reader consumes, at half the window, so a stalled reader
- * stalls only its own stream and buffers at most one window.
+ * stalls only its own stream and buffers at most its window (which does not grow while it stalls).
+ *
+ * The receive window grows while it is what limits the stream (auto-tuning, as quic-go's
+ * `maybeAdjustWindowSize` and grpc-go's BDP estimator do): when a half window's credit is due,
+ * the stream looks at how long the reader took to consume it. At that rate, a whole window lasts
+ * `window / rate`; when that is under `WINDOW_GROWTH_RTTS` credit round trips, the credit cannot
+ * come back before the peer runs dry, so the window doubles (the extra is granted with the
+ * credit), up to the session's cap and within its per-connection budget. A reader that stalls
+ * or trails returns credit slowly, so its window never grows. No wire change: WINDOW_UPDATE is
+ * how any yamux-style window grows.
  */
 import { Duplex } from 'node:stream';
 import { RelayError, ResetCode } from '../errors.js';
 import type { OpenMetadata } from './frame-codec.js';
+
+/**
+ * A window doubles when, at the rate its last half was consumed, a whole window lasts less than
+ * this many credit round trips. Credit goes back at half a window, so a sender never waits for
+ * credit once half a window outlasts one round trip: 2 is the least that keeps a steady stream
+ * from stalling; 4 (quic-go's factor) leaves room for round trips that grow under load.
+ */
+const WINDOW_GROWTH_RTTS = 4;
 
 /** What a stream needs from its session. */
 export interface StreamHost {
@@ -22,6 +39,12 @@ export interface StreamHost {
   sendWindowUpdate(stream: MuxStream, delta: number): void;
   /** Called once when the stream is gone (closed both ways, or reset). */
   forget(stream: MuxStream): void;
+  /** The credit round trip the session has seen (ms, a recent minimum); NaN before any. */
+  readonly creditRttMs: number;
+  /** One credit round trip measured by a stream: a grant sent -> the first byte it allowed arrived. */
+  noteCreditRtt(ms: number): void;
+  /** Takes `bytes` of the connection's window budget; false, taking nothing, if that would pass it. */
+  reserveWindow(bytes: number): boolean;
   /** True once either side sent GOAWAY: finish what is open, start nothing new here. */
   readonly draining: boolean;
 }
@@ -31,6 +54,22 @@ interface PendingWrite {
   /** Offset into chunks[0] already framed. */
   offset: number;
   callback: (err?: Error | null) => void;
+  /** Some of it went to the socket uncopied: the callback waits until the socket has written it. */
+  lent: boolean;
+}
+
+/** A slice of a stream's pending write, framed by the session as one DATA frame. */
+export interface TakenData {
+  payload: Buffer;
+  /** The payload goes to the socket as it is, not copied into a batch. */
+  lent: boolean;
+  /**
+   * The write's callback, once all of it is taken. The producer must not get its buffers back
+   * while anything still points at them: call it once the batch is encoded, or, when
+   * `doneWhenWritten`, once the socket has written the last message that carries the write.
+   */
+  done: ((err?: Error | null) => void) | null;
+  doneWhenWritten: boolean;
 }
 
 export class MuxStream extends Duplex {
@@ -40,9 +79,19 @@ export class MuxStream extends Duplex {
   sendWindow: number;
   /** Bytes the peer may still send us. */
   private recvAvailable: number;
-  private readonly recvWindow: number;
+  /** Our receive window: grows from `baseRecvWindow` up to `maxRecvWindow` (see the class doc). */
+  private recvWindow: number;
+  private readonly baseRecvWindow: number;
+  private readonly maxRecvWindow: number;
+  /** Every DATA byte the peer sent, including bytes dropped after we reset the stream. */
+  private receivedBytes = 0;
   private pushedBytes = 0;
   private creditedBytes = 0;
+  /** When the current auto-tuning epoch (the consumption since the last grant) began, ms. */
+  private epochStart = 0;
+  /** A credit round trip being timed: the peer's limit before a grant (-1: none), and when it went. */
+  private probeLimit = -1;
+  private probeSentAt = 0;
   private pending: PendingWrite | null = null;
   private finSent = false;
   private finReceived = false;
@@ -62,7 +111,12 @@ export class MuxStream extends Duplex {
   bytesRead = 0;
   bytesWritten = 0;
 
-  constructor(host: StreamHost, id: number, meta: OpenMetadata, initialWindow: number, recvWindow: number) {
+  /**
+   * @param initialWindow the protocol's initial window, both ways (bytes)
+   * @param recvWindow the receive window this stream starts with (>= initialWindow)
+   * @param maxRecvWindow how far that window may grow (a value <= recvWindow: it never grows)
+   */
+  constructor(host: StreamHost, id: number, meta: OpenMetadata, initialWindow: number, recvWindow: number, maxRecvWindow: number) {
     super({ allowHalfOpen: true, readableHighWaterMark: recvWindow, writableHighWaterMark: 64 * 1024, decodeStrings: true });
     this.host = host;
     this.id = id;
@@ -70,6 +124,8 @@ export class MuxStream extends Duplex {
     this.sendWindow = initialWindow;
     this.recvAvailable = initialWindow;
     this.recvWindow = recvWindow;
+    this.baseRecvWindow = recvWindow;
+    this.maxRecvWindow = Math.max(recvWindow, maxRecvWindow);
     this.remoteAddress = meta.clientIp;
     this.remotePort = meta.clientPort;
     this.remoteFamily = meta.clientIp.includes(':') ? 'IPv6' : 'IPv4';
@@ -84,12 +140,23 @@ export class MuxStream extends Duplex {
     return this.host.draining;
   }
 
+  /** Our receive window now, bytes: what the peer may have in flight to us, at most. */
+  get receiveWindow(): number {
+    return this.recvWindow;
+  }
+
+  /** How far the receive window has grown past the one it started with (the session's budget holds this). */
+  get receiveWindowGrowth(): number {
+    return this.recvWindow - this.baseRecvWindow;
+  }
+
   // ---------------------------------------------------------------- inbound (session -> stream)
 
   /** Credit to grant at open when our window is larger than the protocol's initial window. */
   initialCredit(): number {
     const extra = this.recvWindow - this.recvAvailable;
     if (extra > 0) {
+      this.startProbe();
       this.recvAvailable += extra;
       return extra;
     }
@@ -103,6 +170,12 @@ export class MuxStream extends Duplex {
       return new RelayError('RELAY_ERR_WINDOW_EXCEEDED', `stream ${this.id}: ${payload.length} bytes with ${this.recvAvailable} of credit`);
     }
     this.recvAvailable -= payload.length;
+    if (this.receivedBytes === 0) this.epochStart = performance.now();
+    this.receivedBytes += payload.length;
+    if (this.probeLimit >= 0 && this.receivedBytes > this.probeLimit) {
+      this.host.noteCreditRtt(performance.now() - this.probeSentAt);
+      this.probeLimit = -1;
+    }
     if (this.destroyed) return null; // we reset it; the bytes were in flight
     this.pushedBytes += payload.length;
     this.bytesRead += payload.length;
@@ -166,9 +239,36 @@ export class MuxStream extends Duplex {
     const delta = consumed - this.creditedBytes;
     if (delta >= this.recvWindow / 2 && !this.finReceived && !this.destroyed) {
       this.creditedBytes = consumed;
-      this.recvAvailable += delta;
-      this.host.sendWindowUpdate(this, delta);
+      const growth = this.maybeGrowWindow(delta);
+      this.startProbe();
+      this.recvAvailable += delta + growth;
+      this.host.sendWindowUpdate(this, delta + growth);
     }
+  }
+
+  /**
+   * Ends an auto-tuning epoch in which the reader consumed `consumed` bytes; returns how much the
+   * window grew (0 or the doubling, capped), which the caller grants on top of the credit.
+   */
+  private maybeGrowWindow(consumed: number): number {
+    const now = performance.now();
+    const elapsed = now - this.epochStart;
+    this.epochStart = now;
+    const rtt = this.host.creditRttMs;
+    if (!(rtt > 0) || this.recvWindow >= this.maxRecvWindow) return 0;
+    // how long a whole window lasts at this epoch's rate, against the credit round trip
+    if ((elapsed * this.recvWindow) / consumed >= WINDOW_GROWTH_RTTS * rtt) return 0;
+    const growth = Math.min(this.recvWindow, this.maxRecvWindow - this.recvWindow);
+    if (!this.host.reserveWindow(growth)) return 0;
+    this.recvWindow += growth;
+    return growth;
+  }
+
+  /** Times the credit about to be granted, unless a grant is already being timed. */
+  private startProbe(): void {
+    if (this.probeLimit >= 0) return;
+    this.probeLimit = this.receivedBytes + this.recvAvailable;
+    this.probeSentAt = performance.now();
   }
 
   // ---------------------------------------------------------------- outbound (stream -> session)
@@ -190,7 +290,7 @@ export class MuxStream extends Duplex {
       return;
     }
     this.touch();
-    this.pending = { chunks: chunks.filter((c) => c.length > 0), offset: 0, callback };
+    this.pending = { chunks: chunks.filter((c) => c.length > 0), offset: 0, callback, lent: false };
     if (this.pending.chunks.length === 0) {
       this.pending = null;
       callback();
@@ -205,16 +305,18 @@ export class MuxStream extends Duplex {
   }
 
   /**
-   * Takes up to `max` bytes of pending data (bounded by the send window). When the pending
-   * write is fully taken, its callback is returned for the session to call after the batch is
-   * encoded (the producer must not get its buffer back while the batch still points at it).
+   * Takes up to `max` bytes of pending data (bounded by the send window and by the chunk the
+   * producer wrote: a payload is never joined from two chunks). A payload of `lendFrom` bytes or
+   * more is lent: the session sends it uncopied.
    */
-  takeData(max: number): { payload: Buffer; done: ((err?: Error | null) => void) | null } | null {
+  takeData(max: number, lendFrom: number): TakenData | null {
     const p = this.pending;
     if (!p || this.sendWindow === 0) return null;
     const head = p.chunks[0]!;
     const n = Math.min(max, this.sendWindow, head.length - p.offset);
     const payload = head.subarray(p.offset, p.offset + n);
+    const lent = n >= lendFrom;
+    if (lent) p.lent = true;
     p.offset += n;
     this.sendWindow -= n;
     this.bytesWritten += n;
@@ -223,10 +325,10 @@ export class MuxStream extends Duplex {
       p.offset = 0;
       if (p.chunks.length === 0) {
         this.pending = null;
-        return { payload, done: p.callback };
+        return { payload, lent, done: p.callback, doneWhenWritten: p.lent };
       }
     }
-    return { payload, done: null };
+    return { payload, lent, done: null, doneWhenWritten: false };
   }
 
   override _final(callback: (err?: Error | null) => void): void {

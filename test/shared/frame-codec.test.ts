@@ -12,7 +12,9 @@ import {
   FrameType,
   HEADER_BYTES,
   decodeFrames,
+  decodeMessage,
   decodeOpenMetadata,
+  encodeDataHeader,
   encodeFrame,
   encodeOpenMetadata,
   type DecodeLimits,
@@ -240,6 +242,63 @@ describe('frame codec round trip (property)', () => {
         expect(decodeOpenMetadata(encodeOpenMetadata(meta))).toEqual(meta);
       }),
     );
+  });
+});
+
+describe('decodeMessage: a message as fragments', () => {
+  /** Decodes with decodeMessage, returning the frames or the error code. */
+  function decodeFragments(fragments: Buffer[]): { frames: Frame[]; code: string | null } {
+    const frames: Frame[] = [];
+    try {
+      decodeMessage(fragments, LIMITS, (f) => frames.push(f));
+      return { frames, code: null };
+    } catch (err) {
+      expect(err).toBeInstanceOf(RelayError);
+      return { frames, code: (err as RelayError).code };
+    }
+  }
+
+  it('a DATA header and then exactly its payload, as two fragments, deliver that payload uncopied', () => {
+    const payload = Buffer.from('a lent payload');
+    const { frames, code } = decodeFragments([encodeDataHeader(7, payload.length), payload]);
+    expect(code).toBeNull();
+    expect(frames).toHaveLength(1);
+    expect(frames[0]!.type).toBe(FrameType.DATA);
+    expect(frames[0]!.streamId).toBe(7);
+    expect(frames[0]!.payload.buffer).toBe(payload.buffer);
+    expect(frames[0]!.payload.equals(payload)).toBe(true);
+  });
+
+  it('a lent DATA header is checked as any header is', () => {
+    const payload = Buffer.alloc(16);
+    const onStream0 = encodeDataHeader(0, payload.length);
+    expect(decodeFragments([onStream0, payload]).code).toBe('RELAY_ERR_FRAME_INVALID');
+    const flagged = encodeDataHeader(1, payload.length);
+    flagged.writeUInt16BE(1, 2);
+    expect(decodeFragments([flagged, payload]).code).toBe('RELAY_ERR_FRAME_FLAGS');
+    const huge = Buffer.alloc(LIMITS.maxDataBytes + 1);
+    expect(decodeFragments([encodeDataHeader(1, huge.length), huge]).code).toBe('RELAY_ERR_FRAME_TOO_LARGE');
+    expect(decodeFragments([encodeDataHeader(1, 0), Buffer.alloc(0)]).code).toBe('RELAY_ERR_FRAME_INVALID');
+  });
+
+  it('any other fragmentation of a valid message decodes to the same frames as the whole message', () => {
+    fc.assert(
+      fc.property(framesArb, fc.array(fc.nat(), { maxLength: 6 }), (specs, cuts) => {
+        const message = encodeSpecs(specs);
+        const at = [...new Set(cuts.map((c) => c % (message.length + 1)))].sort((a, b) => a - b);
+        const fragments = [0, ...at].map((start, i) => message.subarray(start, [...at, message.length][i]));
+        const { frames, code } = decodeFragments(fragments);
+        expect(code).toBeNull();
+        expect(frames.map((f) => [f.type, f.streamId, f.value, f.payload.toString('hex')])).toEqual(
+          decodeAll(message).map((f) => [f.type, f.streamId, f.value, f.payload.toString('hex')]),
+        );
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('no fragments at all (an empty message) -> RELAY_ERR_FRAME_TRUNCATED', () => {
+    expect(decodeFragments([]).code).toBe('RELAY_ERR_FRAME_TRUNCATED');
   });
 });
 

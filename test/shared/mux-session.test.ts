@@ -6,12 +6,20 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { defaults } from '../../shared/defaults.js';
 import { CloseCode, RelayError, ResetCode } from '../../shared/errors.js';
-import { FrameType, encodeFrame, encodeOpenMetadata, type OpenMetadata } from '../../shared/mux/frame-codec.js';
+import {
+  FrameType,
+  decodeFrames,
+  decodeMessage,
+  encodeFrame,
+  encodeOpenMetadata,
+  type Frame,
+  type OpenMetadata,
+} from '../../shared/mux/frame-codec.js';
 import { MuxSession, type SessionOptions } from '../../shared/mux/session.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { thrownCode } from '../fixtures/error-code.js';
@@ -120,8 +128,42 @@ interface Pair extends Raw {
 
 type Opts = Partial<Omit<SessionOptions, 'role' | 'onStream'>> & { onStream?: SessionOptions['onStream'] | null };
 
-/** A WebSocket pair on loopback with a MuxSession on the server side only. */
-async function connectRaw(serverOpts: Opts = {}): Promise<Raw> {
+/**
+ * A TCP proxy on loopback that holds every chunk `delayMs` before passing it on, both ways: a
+ * path with a round trip of 2 x delayMs, on which a stream's credit, not the CPU, limits it.
+ */
+async function delayProxy(targetPort: number, delayMs: number): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      sockets.add(from);
+      from.on('data', (chunk) => setTimeout(() => to.write(chunk), delayMs));
+      from.on('end', () => setTimeout(() => to.end(), delayMs));
+      from.on('error', () => to.destroy());
+      from.on('close', () => setTimeout(() => to.destroy(), delayMs));
+    }
+  });
+  server.listen(0, '127.0.0.1');
+  await withTimeout(once(server, 'listening'), 5_000, 'delay proxy listening');
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return (server.address() as AddressInfo).port;
+}
+
+/**
+ * A WebSocket pair on loopback with a MuxSession on the server side only; with `delayMs`, the
+ * client reaches the server through a delayProxy.
+ */
+async function connectRaw(serverOpts: Opts = {}, delayMs = 0): Promise<Raw> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   cleanups.push(
     () =>
@@ -140,7 +182,7 @@ async function connectRaw(serverOpts: Opts = {}): Promise<Raw> {
       resolve({ serverWs: ws, server });
     });
   });
-  const clientWs = new WebSocket(`ws://127.0.0.1:${port}`);
+  const clientWs = new WebSocket(`ws://127.0.0.1:${delayMs > 0 ? await delayProxy(port, delayMs) : port}`);
   clientWs.on('error', () => {});
   cleanups.push(() => clientWs.terminate());
   await withTimeout(once(clientWs, 'open'), 5_000, 'client open');
@@ -149,9 +191,9 @@ async function connectRaw(serverOpts: Opts = {}): Promise<Raw> {
   return { wss, serverWs, clientWs, server, serverAcc };
 }
 
-/** A WebSocket pair on loopback with a MuxSession on both sides. */
-async function connectPair(serverOpts: Opts = {}, clientOpts: Opts = {}): Promise<Pair> {
-  const raw = await connectRaw(serverOpts);
+/** A WebSocket pair on loopback with a MuxSession on both sides (through a delayProxy with `delayMs`). */
+async function connectPair(serverOpts: Opts = {}, clientOpts: Opts = {}, delayMs = 0): Promise<Pair> {
+  const raw = await connectRaw(serverOpts, delayMs);
   const clientAcc = new Acceptor();
   const { onStream = clientAcc.onStream, ...rest } = clientOpts;
   const client = new MuxSession(raw.clientWs, { role: 'client', pingIntervalMs: 0, ...rest, onStream: onStream ?? undefined });
@@ -251,6 +293,32 @@ describe('MuxSession: streams and data', () => {
     for (const s of streams) s.write(Buffer.from(`hello ${s.id}`));
     for (let i = 0; i < 10; i++) await serverAcc.next();
     expect(messages).toBe(1);
+  });
+
+  it('a large DATA payload goes out uncopied as a message of its own, which a peer that joins fragments (plain ws) reads as one whole frame', async () => {
+    const raw = await connectRaw();
+    const messages: Frame[][] = [];
+    raw.clientWs.on('message', (m: Buffer) => {
+      const frames: Frame[] = [];
+      decodeFrames(m, { maxDataBytes: defaults.maxFramePayloadLimitBytes, maxOpenBytes: defaults.maxOpenMetadataBytes }, (f) =>
+        frames.push({ ...f, payload: Buffer.from(f.payload) }),
+      );
+      messages.push(frames);
+    });
+    raw.clientWs.send(encodeFrame(FrameType.OPEN, 1, encodeOpenMetadata(META)));
+    const s = await raw.serverAcc.next();
+    const big = randomBytes(200 * KiB);
+    const written = new Promise<void>((resolve, reject) => s.write(big, (err) => (err ? reject(err) : resolve())));
+    s.write('and a small one');
+    await withTimeout(written, 5_000, 'the write callback');
+    await vi.waitFor(() => expect(messages.flat().reduce((n, f) => n + f.payload.length, 0)).toBe(big.length + 15), {
+      timeout: 5_000,
+      interval: 5,
+    });
+    const lent = messages.find((frames) => frames.length === 1 && frames[0]!.payload.length === big.length);
+    expect(lent?.[0]?.type).toBe(FrameType.DATA);
+    expect(lent![0]!.payload.equals(big)).toBe(true);
+    expect(Buffer.concat(messages.flat().map((f) => f.payload)).equals(Buffer.concat([big, Buffer.from('and a small one')]))).toBe(true);
   });
 
   it('200 concurrent streams each echoing 64 KiB all complete correctly', async () => {
@@ -393,6 +461,205 @@ describe('MuxSession: flow control', () => {
       expect(sha256(got)).toBe(sha256(data));
     });
   }
+});
+
+describe('MuxSession: receive windows grow while they limit a stream', () => {
+  const base = defaults.streamWindowBytes;
+  const cap = 1 * MiB;
+  // 10 ms each way through a delayProxy: a 20 ms credit round trip, so a 256 KiB window allows
+  // ~12 MiB/s and a stream that can go faster is limited by its window, not by the CPU
+  const delay = 10;
+  const limits = { maxDataBytes: defaults.maxFramePayloadLimitBytes, maxOpenBytes: defaults.maxOpenMetadataBytes };
+
+  /** Counts the WINDOW_UPDATE frames arriving on `ws` (a session's: binaryType 'fragments'). */
+  function countWindowUpdates(ws: WebSocket): { count: number } {
+    const seen = { count: 0 };
+    ws.on('message', (m: Buffer[]) =>
+      decodeMessage(m, limits, (f) => {
+        if (f.type === FrameType.WINDOW_UPDATE) seen.count++;
+      }),
+    );
+    return seen;
+  }
+
+  it('a stream whose reader keeps up doubles its window, granting the growth as credit, and stops at the cap', async () => {
+    const { server, serverWs, clientAcc } = await connectPair({}, { maxStreamWindowBytes: cap }, delay);
+    const tx = guard(server.openStream(META));
+    const rx = await clientAcc.next();
+    expect(rx.receiveWindow).toBe(base);
+    // right after the server's session has taken a WINDOW_UPDATE in, before it frames more DATA
+    let maxCredit = tx.sendWindow;
+    serverWs.on('message', () => (maxCredit = Math.max(maxCredit, tx.sendWindow)));
+    const windows = [rx.receiveWindow];
+    rx.on('data', () => {
+      if (rx.receiveWindow !== windows.at(-1)) windows.push(rx.receiveWindow);
+    });
+
+    const data = randomBytes(8 * MiB);
+    const got = collect(rx);
+    await writeAll(tx, data);
+    expect(sha256(await withTimeout(got, 20_000, 'the transfer'))).toBe(sha256(data));
+    expect(windows).toEqual([base, 2 * base, cap]);
+    expect(maxCredit).toBeGreaterThan(base);
+    expect(maxCredit).toBeLessThanOrEqual(cap);
+  });
+
+  it('a reader that stalls after its window grew buffers at most that window, which stops growing and granting; after it resumes every byte arrives', async () => {
+    const { server, serverWs, clientWs, clientAcc } = await connectPair({}, { maxStreamWindowBytes: cap }, delay);
+    const tx = guard(server.openStream(META));
+    const rx = await clientAcc.next();
+    const updates = countWindowUpdates(serverWs);
+    let maxBuffered = 0;
+    clientWs.on('message', () => (maxBuffered = Math.max(maxBuffered, rx.readableLength)));
+
+    const data = randomBytes(8 * MiB);
+    const writer = writeAll(tx, data);
+    const chunks: Buffer[] = [];
+    let consumed = 0;
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        const onData = (c: Buffer): void => {
+          chunks.push(c);
+          consumed += c.length;
+          if (rx.receiveWindow === cap && consumed >= 3 * MiB) {
+            rx.pause(); // the reader stalls
+            rx.off('data', onData);
+            resolve();
+          }
+        };
+        rx.on('data', onData);
+      }),
+      20_000,
+      'the window to reach the cap',
+    );
+
+    // the sender uses the credit it has, then waits; what arrives meanwhile stays buffered
+    await vi.waitFor(() => expect(tx.sendWindow).toBe(0), { timeout: 5_000, interval: 5 });
+    await new Promise((r) => setTimeout(r, 6 * delay)); // WINDOW_UPDATEs already on the way land
+    const updatesWhenStalled = updates.count;
+    const bufferedWhenStalled = rx.readableLength;
+    expect(bufferedWhenStalled).toBeGreaterThan(0);
+    expect(bufferedWhenStalled).toBeLessThanOrEqual(cap);
+    expect(rx.bytesRead).toBe(consumed + bufferedWhenStalled);
+    await new Promise((r) => setTimeout(r, 20 * delay)); // ten round trips of nothing
+    expect(updates.count).toBe(updatesWhenStalled);
+    expect(rx.readableLength).toBe(bufferedWhenStalled);
+    expect(rx.receiveWindow).toBe(cap);
+    expect(tx.sendWindow).toBe(0);
+    expect(maxBuffered).toBeLessThanOrEqual(cap);
+
+    const rest = collect(rx);
+    rx.resume();
+    const [tail] = await withTimeout(Promise.all([rest, writer]), 20_000, 'the rest after resuming');
+    expect(sha256(Buffer.concat([...chunks, tail]))).toBe(sha256(data));
+    expect(maxBuffered).toBeLessThanOrEqual(cap);
+  });
+
+  it('many parallel bulk streams grow their windows by no more than the connection budget in total, and closed streams give their growth back', async () => {
+    const budget = 1 * MiB;
+    const n = 8;
+    const { server, client, clientWs, clientAcc } = await connectPair(
+      {},
+      { maxStreamWindowBytes: cap, connectionWindowBudgetBytes: budget },
+      delay,
+    );
+    const txs = Array.from({ length: n }, (_, i) => guard(server.openStream({ ...META, clientPort: i })));
+    const rxs = await Promise.all(txs.map(() => clientAcc.next()));
+    let maxGrowth = 0;
+    clientWs.on(
+      'message',
+      () =>
+        (maxGrowth = Math.max(
+          maxGrowth,
+          rxs.reduce((sum, s) => sum + s.receiveWindowGrowth, 0),
+        )),
+    );
+
+    const data = txs.map(() => randomBytes(4 * MiB));
+    const got = rxs.map((s) => collect(s));
+    txs.forEach((s, i) => void writeAll(s, data[i]!));
+    const received = await withTimeout(Promise.all(got), 30_000, 'the parallel transfers');
+    for (const b of received) {
+      const i = data.findIndex((d) => d.length === b.length && d.equals(b));
+      expect(i).toBeGreaterThanOrEqual(0);
+    }
+    // eight streams wanted 256 KiB more each, then 512 KiB: the budget was all taken, never passed
+    expect(maxGrowth).toBe(budget);
+
+    for (const s of rxs) s.end(); // the writers have ended their side
+    await vi.waitFor(() => expect(client.streamCount).toBe(0), { timeout: 5_000, interval: 5 });
+    // the budget is whole again: one new stream grows all the way to the cap
+    const tx = guard(server.openStream(META));
+    const rx = await clientAcc.next();
+    const one = randomBytes(8 * MiB);
+    const gotOne = collect(rx);
+    await writeAll(tx, one);
+    expect(sha256(await withTimeout(gotOne, 20_000, 'the single transfer'))).toBe(sha256(one));
+    expect(rx.receiveWindow).toBe(cap);
+  });
+
+  it('64 MiB cross each way at once with the default limits, intact (sha256)', async () => {
+    const { server, clientAcc } = await connectPair();
+    const a = guard(server.openStream(META));
+    const b = await clientAcc.next();
+    const down = randomBytes(64 * MiB);
+    const up = randomBytes(64 * MiB);
+    const atClient = collect(b);
+    const atServer = collect(a);
+    await withTimeout(Promise.all([writeAll(a, down, true, 256 * KiB), writeAll(b, up, true, 256 * KiB)]), 60_000, '64 MiB writes');
+    const [gotClient, gotServer] = await withTimeout(Promise.all([atClient, atServer]), 60_000, '64 MiB reads');
+    expect(sha256(gotClient)).toBe(sha256(down));
+    expect(sha256(gotServer)).toBe(sha256(up));
+  });
+
+  it('a peer that sends past a grown window gets RELAY_ERR_WINDOW_EXCEEDED', async () => {
+    let accepted: MuxStream | null = null;
+    const raw = await connectRaw(
+      {
+        maxStreamWindowBytes: cap,
+        onStream: (s) => {
+          accepted = guard(s);
+          s.resume();
+        },
+      },
+      delay,
+    );
+    // a hand-made peer: sends all the credit it has whenever a WINDOW_UPDATE comes in
+    const ws = raw.clientWs;
+    let credit = defaults.initialStreamWindowBytes;
+    let sending = true;
+    const sendCredit = (): void => {
+      for (; sending && credit > 0;) {
+        const n = Math.min(credit, 64 * KiB);
+        ws.send(encodeFrame(FrameType.DATA, 1, Buffer.alloc(n, 1)));
+        credit -= n;
+      }
+    };
+    const grown = new Promise<void>((resolve) => {
+      ws.on('message', (m: Buffer) =>
+        decodeFrames(m, limits, (f) => {
+          if (f.type !== FrameType.WINDOW_UPDATE || f.streamId !== 1) return;
+          credit += f.value;
+          if (credit > defaults.initialStreamWindowBytes) {
+            sending = false; // more than a base window outstanding: it grew
+            resolve();
+          }
+          sendCredit();
+        }),
+      );
+    });
+    ws.send(encodeFrame(FrameType.OPEN, 1, encodeOpenMetadata(META)));
+    sendCredit();
+    await withTimeout(grown, 10_000, 'the window to grow');
+    accepted!.pause(); // no more credit from here on; what is on its way lands
+    await new Promise((r) => setTimeout(r, 6 * delay));
+    expect(accepted!.receiveWindow).toBeGreaterThan(defaults.initialStreamWindowBytes);
+    expect(credit).toBeGreaterThan(0);
+    await expectProtocolFailure(raw, 'RELAY_ERR_WINDOW_EXCEEDED', () =>
+      // exactly the credit is fine; one byte more is not
+      ws.send(Buffer.concat([encodeFrame(FrameType.DATA, 1, Buffer.alloc(credit, 2)), encodeFrame(FrameType.DATA, 1, Buffer.from([3]))])),
+    );
+  });
 });
 
 describe('MuxSession: connection-level backpressure', () => {

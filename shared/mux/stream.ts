@@ -12,9 +12,9 @@
  * The receive window grows while it is what limits the stream (auto-tuning, as quic-go's
  * `maybeAdjustWindowSize` and grpc-go's BDP estimator do): when a half window's credit is due,
  * the stream looks at how long the reader took to consume it. At that rate, a whole window lasts
- * `window / rate`; when that is under `WINDOW_GROWTH_RTTS` credit round trips, the credit cannot
- * come back before the peer runs dry, so the window doubles (the extra is granted with the
- * credit), up to the session's cap and within its per-connection budget. A reader that stalls
+ * `window / rate`; when that is under `WINDOW_GROWTH_RTTS` credit round trips, the window, not
+ * the reader, holds the stream back (or would at the next hiccup), so it doubles (the extra is
+ * granted with the credit), up to the session's cap and within its per-connection budget. A reader that stalls
  * or trails returns credit slowly, so its window never grows. No wire change: WINDOW_UPDATE is
  * how any yamux-style window grows.
  */

@@ -61,7 +61,7 @@ function expectStoreError(fn: () => unknown): RelayError {
 }
 
 describe('SqliteStore: opening', () => {
-  it('creates platform.db readable by its owner only, in WAL mode, at schema version 3', async () => {
+  it('creates platform.db readable by its owner only, in WAL mode, at schema version 4', async () => {
     const store = openStore();
     expect(store.file).toBe(join(dir, DB_FILE));
     expect(statSync(store.file).mode & 0o777).toBe(0o600);
@@ -69,7 +69,7 @@ describe('SqliteStore: opening', () => {
     const db = new Database(join(dir, DB_FILE), { readonly: true });
     try {
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(db.pragma('user_version', { simple: true })).toBe(3);
+      expect(db.pragma('user_version', { simple: true })).toBe(4);
     } finally {
       db.close();
     }
@@ -105,10 +105,10 @@ describe('SqliteStore: opening', () => {
   it('refuses a database with a newer schema version than it knows, with RELAY_ERR_STORE', async () => {
     await openStore().close();
     const db = new Database(join(dir, DB_FILE));
-    db.pragma('user_version = 4');
+    db.pragma('user_version = 5');
     db.close();
     const err = expectStoreError(() => openStore());
-    expect(err.message).toContain('schema version 4');
+    expect(err.message).toContain('schema version 5');
   });
 
   it('refuses a file that is not a SQLite database with RELAY_ERR_STORE', () => {
@@ -330,9 +330,19 @@ describe('SqliteStore: atomic counters', () => {
     const store = openStore();
     for (let i = 0; i < 3; i++) expect((await store.hitIpAttempt('ip', T0 + i * 1000, MINUTE_MS, 3)).allowed).toBe(true);
     for (let i = 0; i < 10; i++) expect((await store.hitIpAttempt('ip', T0 + 5000, MINUTE_MS, 3)).allowed).toBe(false);
-    expect(await store.hitIpAttempt('ip', T0 + 59_999, MINUTE_MS, 3)).toEqual({ allowed: false, retryAfterMs: 1 });
+    expect(await store.hitIpAttempt('ip', T0 + 59_999, MINUTE_MS, 3)).toMatchObject({ allowed: false, retryAfterMs: 1 });
     expect((await store.hitIpAttempt('ip', T0 + MINUTE_MS, MINUTE_MS, 3)).allowed).toBe(true);
-    expect(await store.hitIpAttempt('ip', T0 + MINUTE_MS, MINUTE_MS, 3)).toEqual({ allowed: false, retryAfterMs: 1000 });
+    expect(await store.hitIpAttempt('ip', T0 + MINUTE_MS, MINUTE_MS, 3)).toMatchObject({ allowed: false, retryAfterMs: 1000 });
+  });
+
+  it('gives a released attempt back (a login that succeeded), and only that one', async () => {
+    const store = openStore();
+    const first = await store.hitIpAttempt('ip', T0, MINUTE_MS, 2);
+    await store.hitIpAttempt('ip', T0, MINUTE_MS, 2);
+    expect((await store.hitIpAttempt('ip', T0, MINUTE_MS, 2)).allowed).toBe(false);
+    await store.releaseIpAttempt(first.attemptId);
+    expect((await store.hitIpAttempt('ip', T0, MINUTE_MS, 2)).allowed).toBe(true);
+    expect((await store.hitIpAttempt('ip', T0, MINUTE_MS, 2)).allowed).toBe(false);
   });
 
   it('resets the failure count on success and unlocks a device on request', async () => {
@@ -344,8 +354,11 @@ describe('SqliteStore: atomic counters', () => {
     expect((await store.getDevice('d1'))?.lockedUntil).toBe(T0 + 15 * MINUTE_MS);
     // A success that arrives after the lock (a guess in flight) changes nothing, not even who was seen last.
     const locked = await store.getDevice('d1');
-    expect(await store.recordLoginSuccess('d1', 'mallory', T0 + 1)).toBe(false);
+    expect(await store.recordLoginSuccess('d1', 'alice', T0 + 1)).toBe(false);
     expect(await store.getDevice('d1')).toEqual(locked);
+    // The lock is alice's on d1: another user's login there is not held by it.
+    expect(await store.deviceLockedUntil('d1', 'alice', T0 + 1)).toBe(T0 + 15 * MINUTE_MS);
+    expect(await store.deviceLockedUntil('d1', 'mallory', T0 + 1)).toBeNull();
     expect(locked).toMatchObject({ lockedUntil: T0 + 15 * MINUTE_MS, lastUsername: 'alice', lastSeenAt: T0 });
     expect(await store.unlockDevice('d1')).toBe(true);
     expect(await store.getDevice('d1')).toMatchObject({ failures: 0, lockedAt: null, lockedUntil: null });
@@ -373,12 +386,10 @@ describe('SqliteStore: devices', () => {
     await store.recordLoginFailure('shared', 'alice', T0, policy, true);
     expect(await store.getDevice('shared')).toMatchObject({ failures: 1, lastFailureAt: T0, lastUsername: 'alice', lastSeenAt: T0 });
     expect(await store.recordLoginSuccess('shared', 'bob', T0 + MINUTE_MS)).toBe(true);
-    expect(await store.getDevice('shared')).toMatchObject({
-      failures: 0,
-      lastFailureAt: null,
-      lastUsername: 'bob',
-      lastSeenAt: T0 + MINUTE_MS,
-    });
+    // Bob's success resets bob's count on the device; alice's failure there still counts for alice.
+    expect(await store.getDevice('shared')).toMatchObject({ failures: 1, lastUsername: 'bob', lastSeenAt: T0 + MINUTE_MS });
+    expect(await store.getDeviceUser('shared', 'bob')).toMatchObject({ failures: 0, known: true });
+    expect(await store.getDeviceUser('shared', 'alice')).toMatchObject({ failures: 1, known: false });
     await store.recordLoginFailure('shared', 'carol', T0 + 2 * MINUTE_MS, policy, false);
     expect(await store.getDevice('shared')).toMatchObject({ failures: 1, lastUsername: 'carol', lastSeenAt: T0 + 2 * MINUTE_MS });
   });
@@ -402,14 +413,17 @@ describe('SqliteStore: devices', () => {
     expect(await store.listDevices({ username: 'nobody' })).toEqual([]);
   });
 
-  it("keeps a deleted user's devices, lock included, for whatever name is tried next", async () => {
+  it("keeps a deleted user's devices and its (user, device) lock, which holds that name only", async () => {
     const store = openStore();
     await store.createUser(user('alice'));
     await store.recordLoginSuccess('phone-1', 'alice', T0);
     for (let i = 0; i < 5; i++) await store.recordLoginFailure('phone-2', 'alice', T0, policy, true);
     expect(await store.deleteUser('alice')).toBe(true);
     expect((await store.listDevices({ username: 'alice' })).map((d) => d.deviceId)).toEqual(['phone-1', 'phone-2']);
-    expect((await store.recordLoginFailure('phone-2', 'bob', T0 + MINUTE_MS, policy, false)).deviceLockedUntil).toBe(T0 + 15 * MINUTE_MS);
+    expect((await store.recordLoginFailure('phone-2', 'alice', T0 + MINUTE_MS, policy, false)).deviceLockedUntil).toBe(T0 + 15 * MINUTE_MS);
+    expect((await store.recordLoginFailure('phone-2', 'bob', T0 + MINUTE_MS, policy, false)).deviceLockedUntil).toBeNull();
+    // A later account of the same name does not inherit the devices as known ones (smart lockout).
+    expect(await store.getDeviceUser('phone-1', 'alice')).toMatchObject({ known: false });
   });
 
   it('prunes a device last seen more than 180 days ago, and keeps one seen 180 days ago to the millisecond', async () => {
@@ -523,8 +537,8 @@ describe('SqliteStore: user locks', () => {
     expect((await store.getFamily('fa'))?.revokedAt).toBe(T0 + 1);
     expect((await store.getFamily('fb'))?.revokedAt).toBeNull();
     expect(await store.getMobileToken('ta')).toBeNull();
-    expect(await store.touchMobileSession('sa', T0 + 2, 30 * MINUTE_MS)).toBeNull();
-    expect(await store.touchMobileSession('sb', T0 + 2, 30 * MINUTE_MS)).not.toBeNull();
+    expect(await store.touchMobileSession('sa', T0 + 2, 30 * MINUTE_MS)).toEqual({ refused: 'missing' });
+    expect(await store.touchMobileSession('sb', T0 + 2, 30 * MINUTE_MS)).toHaveProperty('session');
     expect(await store.setUserLock('nobody', null)).toBeNull();
   });
 
@@ -545,11 +559,10 @@ describe('SqliteStore: mobile sessions and pruning', () => {
     const store = openStore();
     await store.putMobileSession({ sessionHash: 's', username: 'alice', tokenHash: 't', createdAt: T0, lastSeenAt: T0 });
     expect(await store.touchMobileSession('s', T0 + 30 * MINUTE_MS, 30 * MINUTE_MS)).toMatchObject({
-      lastSeenAt: T0 + 30 * MINUTE_MS,
-      tokenHash: 't',
+      session: { lastSeenAt: T0 + 30 * MINUTE_MS, tokenHash: 't' },
     });
-    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 1, 30 * MINUTE_MS)).toBeNull();
-    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 2, 30 * MINUTE_MS)).toBeNull();
+    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 1, 30 * MINUTE_MS)).toEqual({ refused: 'idle' });
+    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 2, 30 * MINUTE_MS)).toEqual({ refused: 'missing' });
   });
 
   it('prunes expired families, old revoked ones, expired mobile tokens, old attempts and idle sessions, and nothing live', async () => {
@@ -571,6 +584,6 @@ describe('SqliteStore: mobile sessions and pruning', () => {
     expect(await store.getFamily('live')).not.toBeNull();
     expect(await store.getMobileToken('old')).toBeNull();
     expect(await store.getMobileToken('new')).not.toBeNull();
-    expect(await store.touchMobileSession('fresh', now, 30 * MINUTE_MS)).not.toBeNull();
+    expect(await store.touchMobileSession('fresh', now, 30 * MINUTE_MS)).toHaveProperty('session');
   });
 });

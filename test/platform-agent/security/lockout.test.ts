@@ -1,7 +1,10 @@
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../../shared/clock.js';
 import { userView } from '../../../platform-agent/security/accounts.js';
+import { DB_FILE } from '../../../platform-agent/store/sqlite-store.js';
 import { PASSWORD, rejectsWith, useSecurityEnv, WRONG_PASSWORD } from './fixtures.js';
 
 const env = useSecurityEnv();
@@ -377,5 +380,82 @@ describe('lockout: restart', () => {
     // What was valid stays valid: the signing key and the generation survived too.
     await env().auth.authenticate(carol.access_token, 'api');
     await env().auth.refresh(carol.refresh_token);
+  });
+});
+
+describe('lockout: smart lockout (lockout.smart_lockout)', () => {
+  /** Five different wrong passwords: with smart lockout a repeated one would count once. */
+  const lockDevice = async (username: string, deviceId: string): Promise<void> => {
+    for (let i = 0; i < 5; i++) await env().fail(1, { username, deviceId, password: `guess ${i}` });
+  };
+
+  /** Alice logs in on her phone, then an attacker locks her through three other devices. */
+  async function lockAliceFromElsewhere(): Promise<void> {
+    await env().addUser('alice');
+    await env().login({ username: 'alice', deviceId: 'alice-phone' });
+    for (const d of ['bot-1', 'bot-2', 'bot-3']) await lockDevice('alice', d);
+    expect((await env().user('alice')).lockedForSecurityReasons).toBe(true);
+  }
+
+  it('is off by default: a user lock holds on the devices the user logged in from before', async () => {
+    await lockAliceFromElsewhere();
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+  });
+
+  it('on: a known device keeps working through a user lock caused from other devices; any other device is locked out', async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await lockAliceFromElsewhere();
+    const pair = await env().login({ username: 'alice', deviceId: 'alice-phone' });
+    // Its tokens work too, and refresh.
+    expect((await env().auth.authenticate(pair.access_token, 'api')).sub).toBe('alice');
+    await env().auth.refresh(pair.refresh_token);
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'new-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'bot-1', password: PASSWORD }), 'RELAY_ERR_DEVICE_LOCKED');
+  });
+
+  it("on: an administrator's lock has no exception, nor a known device with a lock of its own", async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await lockAliceFromElsewhere();
+    await lockDevice('alice', 'alice-phone');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await env().addUser('bob');
+    await env().login({ username: 'bob', deviceId: 'bob-phone' });
+    await env().accounts.update('bob', { locked_for_security_reasons: true });
+    await rejectsWith(env().login({ username: 'bob', deviceId: 'bob-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+  });
+
+  it('on: the same wrong password repeated counts once; different ones count each', async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await env().addUser('alice');
+    await env().fail(10, { username: 'alice', deviceId: 'phone-1', password: 'old password' });
+    await env().login({ username: 'alice', deviceId: 'phone-1' });
+    for (let i = 0; i < 5; i++) await env().fail(1, { username: 'alice', deviceId: 'phone-1', password: `guess ${i}` });
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+  });
+
+  it('off: the same wrong password repeated counts every time', async () => {
+    await env().addUser('alice');
+    await env().fail(5, { username: 'alice', deviceId: 'phone-1', password: 'old password' });
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+  });
+
+  it('keeps only a keyed hash of a wrong password, for the failure window only', async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await env().addUser('alice');
+    await env().fail(4, { username: 'alice', deviceId: 'phone-1', password: 'my old password' });
+    const db = new Database(join(env().dir, DB_FILE), { readonly: true });
+    try {
+      const dump =
+        JSON.stringify(db.prepare('SELECT * FROM device_users').all()) + JSON.stringify(db.prepare('SELECT * FROM config').all());
+      expect(dump).not.toContain('my old password');
+      expect(dump).not.toContain(Buffer.from('my old password').toString('base64'));
+      expect(dump).toContain('tag');
+    } finally {
+      db.close();
+    }
+    // After the window the repeat counts again (the hash is forgotten with the failures).
+    env().clock.advance(15 * MINUTE_MS);
+    await env().fail(5, { username: 'alice', deviceId: 'phone-1', password: 'my old password' });
+    expect((await env().store.getDeviceUser('phone-1', 'alice'))?.failures).toBe(1);
   });
 });

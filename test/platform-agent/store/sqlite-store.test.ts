@@ -478,6 +478,36 @@ describe('SqliteStore: devices', () => {
   });
 });
 
+describe('SqliteStore: migration 4 (per (user, device) lockout, token generations)', () => {
+  it('keeps a device-wide lock in force for every user until it ends, and a user lock as it was', async () => {
+    const db = new Database(join(dir, DB_FILE));
+    for (let v = 0; v < 3; v++) db.exec(MIGRATIONS[v]!);
+    db.pragma('user_version = 3');
+    db.prepare(
+      "INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at, locked_at, locked_until) VALUES ('phone', 0, ?, 'alice', ?, ?, ?)",
+    ).run(T0, T0, T0, T0 + 15 * MINUTE_MS);
+    db.prepare(
+      "INSERT INTO users (username, password_hash, role, created_at, locked, locked_at, locked_until) VALUES ('bob', 'x', 'mobile', ?, 1, ?, ?)",
+    ).run(T0, T0, T0 + DAY_MS);
+    db.prepare(
+      "INSERT INTO refresh_families (family_id, username, device_id, audience, current_jti_hash, created_at, last_used_at, expires_at) VALUES ('f', 'carol', 'tablet', 'api', 'h', ?, ?, ?)",
+    ).run(T0, T0 + 1, T0 + DAY_MS);
+    db.prepare("INSERT INTO settings (id, json, token_generation) VALUES (1, '{}', 7)").run();
+    db.prepare("INSERT INTO mobile_tokens (token_hash, username, created_at, expires_at) VALUES ('t', 'carol', ?, ?)").run(T0, T0 + DAY_MS);
+    db.close();
+    const store = openStore();
+    for (const name of ['alice', 'bob', 'anyone']) expect(await store.deviceLockedUntil('phone', name, T0 + 1)).toBe(T0 + 15 * MINUTE_MS);
+    expect(await store.recordLoginSuccess('phone', 'anyone', T0 + 1)).toBe(false);
+    expect(await store.getDevice('phone')).toMatchObject({ lockedUntil: T0 + 15 * MINUTE_MS });
+    expect(await store.deviceLockedUntil('phone', 'alice', T0 + 15 * MINUTE_MS)).toBeNull();
+    expect(await store.getUser('bob')).toMatchObject({ lockedForSecurityReasons: true, lockedUntil: T0 + DAY_MS });
+    // A device with a refresh family saw a successful login: it starts known for that user.
+    expect(await store.getDeviceUser('tablet', 'carol')).toMatchObject({ known: true, lastSeenAt: T0 + 1 });
+    // A mobile token issued before keeps working: it gets the generation in force.
+    expect(await store.getMobileToken('t')).toMatchObject({ generation: 7 });
+  });
+});
+
 describe('SqliteStore: refresh families', () => {
   it('rotates the current token, revokes the family when a spent one comes back, and says why it refuses', async () => {
     const store = openStore();

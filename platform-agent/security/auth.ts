@@ -91,7 +91,7 @@ export class AuthService {
       }
       attemptId = hit.attemptId;
     }
-    const user = await this.store.getUser(a.username);
+    const user = await this.store.getLoginUser(a.username);
     // The (user, device) rows of a name that is no account are keyed by the name's key.
     const who = user?.username ?? nameKey(a.username);
     const lockedUntil = await this.store.deviceLockedUntil(a.deviceId, who, now);
@@ -163,7 +163,7 @@ export class AuthService {
 
   /** The account behind a token must still exist, be unlocked and valid, and hold the token's role. */
   private async usableUser(claims: TokenClaims): Promise<UserRecord> {
-    const user = await this.store.getUser(claims.sub);
+    const user = await this.store.getLoginUser(claims.sub);
     const settings = await this.settings();
     if (!user || user.role !== claims.role) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
     if (!accountUsable(user, settings, this.clock.now()) && !(await this.smartExempt(user, claims.did, settings)))

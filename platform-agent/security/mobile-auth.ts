@@ -87,7 +87,7 @@ export class MobileAuthenticators {
     const token = await this.store.getMobileToken(tokenHash);
     const now = this.clock.now();
     if (!token || now >= this.tokenExpiry(token.createdAt, s)) return null;
-    const user = await this.store.getUser(token.username);
+    const user = await this.store.getLoginUser(token.username);
     return user && accountUsable(user, s, now) ? { username: user.username, role: user.role } : null;
   }
 
@@ -109,7 +109,7 @@ export class MobileAuthenticators {
         const session = found.session;
         const viaToken = session.tokenHash !== null;
         const enabled = viaToken ? s.mobile_token.enabled : s.mobile_authorization.enabled;
-        const user = await this.store.getUser(session.username);
+        const user = await this.store.getLoginUser(session.username);
         const tokenOk = !viaToken || (await this.tokenUser(session.tokenHash!, s)) !== null;
         if (!enabled) sessionRefusal = new RelayError('RELAY_ERR_AUTHENTICATOR_OFF');
         else if (tokenOk && user && accountUsable(user, s, now)) return { username: user.username, role: user.role, via: 'session' };

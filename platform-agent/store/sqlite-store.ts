@@ -9,6 +9,7 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { RelayError } from '../../shared/errors.js';
+import { nameKey } from '../security/names.js';
 import { cloneSettings, defaultSettings, lockoutPolicy, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
 import {
   DEVICE_RETENTION_MS,
@@ -131,6 +132,19 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE mobile_sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
   UPDATE mobile_tokens SET generation = coalesce((SELECT token_generation FROM settings WHERE id = 1), 1);
   UPDATE mobile_sessions SET generation = coalesce((SELECT token_generation FROM settings WHERE id = 1), 1);
+  `,
+  // 5: user and group names are unique without regard to case: each row keeps its comparison key
+  // (\`name_key()\`, the SQL face of security/names.ts, registered on every open). Names that already
+  // collide are kept, all of them; \`ambiguousNames\` lists them for a warning at start, and no login
+  // is accepted to such a name until an administrator deletes all but one (lookups by the exact
+  // name still reach each of them).
+  `
+  ALTER TABLE users ADD COLUMN name_key TEXT;
+  UPDATE users SET name_key = name_key(username);
+  CREATE INDEX users_name_key ON users (name_key);
+  ALTER TABLE groups ADD COLUMN name_key TEXT;
+  UPDATE groups SET name_key = name_key(name);
+  CREATE INDEX groups_name_key ON groups (name_key);
   `,
 ];
 
@@ -312,6 +326,7 @@ export class SqliteStore implements PlatformStore {
       // FULL: a lock written for a failed login must survive a power loss, not only a process crash.
       this.db.pragma('synchronous = FULL');
       this.db.pragma('foreign_keys = ON');
+      this.db.function('name_key', { deterministic: true }, (name: unknown) => nameKey(String(name)));
       this.migrate();
     } catch (err) {
       this.db.close();
@@ -455,20 +470,24 @@ export class SqliteStore implements PlatformStore {
   // ------------------------------------------------------------- accounts
 
   /** A user's group must exist and be for the user's role; checked inside the transaction that writes the user. */
-  private checkUserGroup(group: string | null, role: Role, field: 'group' | 'role'): void {
-    if (group === null) return;
-    const row = this.sql('SELECT role FROM groups WHERE name = ?').get(group) as { role: Role } | undefined;
+  /** Returns the group's stored name (the user row holds it, whatever case the caller wrote). */
+  private checkUserGroup(group: string | null, role: Role, field: 'group' | 'role'): string | null {
+    if (group === null) return null;
+    const row = this.readGroup(group);
     if (!row) throw invalidField('group', `no such group: ${group}`);
     if (row.role !== role) throw invalidField(field, `group ${group} is for role ${row.role}, the user's role is ${role}`);
+    return row.name;
   }
 
   async createUser(u: UserRecord): Promise<void> {
     this.tx(() => {
-      this.checkUserGroup(u.group, u.role, 'group');
+      const group = this.checkUserGroup(u.group, u.role, 'group');
+      // Unique without regard to case: `Alice` is taken once `alice` exists.
+      if (this.sql('SELECT 1 FROM users WHERE name_key = ?').get(nameKey(u.username))) throw new RelayError('RELAY_ERR_USER_EXISTS');
       try {
         this.sql(
-          `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description, name_key)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           u.username,
           u.passwordHash,
@@ -479,8 +498,9 @@ export class SqliteStore implements PlatformStore {
           u.lockedForSecurityReasons ? 1 : 0,
           u.lockedAt,
           u.lockedUntil,
-          u.group,
+          group,
           u.description,
+          nameKey(u.username),
         );
       } catch (err) {
         if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_USER_EXISTS');
@@ -489,8 +509,15 @@ export class SqliteStore implements PlatformStore {
     });
   }
 
-  private readUser(username: string): UserRecord | null {
-    const row = this.sql('SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
+  /** The users whose name has the key of `name` (several only for names that collided before migration 5). */
+  private usersByKey(name: string): UserRow[] {
+    return this.sql('SELECT * FROM users WHERE name_key = ?').all(nameKey(name)) as UserRow[];
+  }
+
+  /** The user named `name` without regard to case; among names that collide, only the exact one. */
+  private readUser(name: string): UserRecord | null {
+    const rows = this.usersByKey(name);
+    const row = rows.length === 1 ? rows[0] : rows.find((r) => r.username === name);
     return row ? toUser(row) : null;
   }
 
@@ -498,17 +525,33 @@ export class SqliteStore implements PlatformStore {
     return this.readUser(username);
   }
 
+  async getLoginUser(name: string): Promise<UserRecord | null> {
+    const rows = this.usersByKey(name);
+    return rows.length === 1 ? toUser(rows[0]!) : null;
+  }
+
+  async ambiguousNames(): Promise<{ users: string[][]; groups: string[][] }> {
+    const collect = (table: 'users' | 'groups', column: 'username' | 'name'): string[][] =>
+      (
+        this.sql(
+          `SELECT group_concat(${column}, char(10)) AS names FROM (SELECT ${column}, name_key FROM ${table} ORDER BY ${column}) GROUP BY name_key HAVING count(*) > 1`,
+        ).all() as { names: string }[]
+      ).map((r) => r.names.split('\n'));
+    return { users: collect('users', 'username'), groups: collect('groups', 'name') };
+  }
+
   async listUsers(): Promise<UserRecord[]> {
     return (this.sql('SELECT * FROM users ORDER BY username').all() as UserRow[]).map(toUser);
   }
 
-  async updateUser(username: string, patch: UserPatch, now: number): Promise<UserRecord | null> {
+  async updateUser(name: string, patch: UserPatch, now: number): Promise<UserRecord | null> {
     return this.tx(() => {
-      const cur = this.readUser(username);
+      const cur = this.readUser(name);
       if (!cur) return null;
+      const username = cur.username;
       const next = { ...cur, ...patch };
       if (patch.group !== undefined || patch.role !== undefined)
-        this.checkUserGroup(next.group, next.role, patch.group !== undefined ? 'group' : 'role');
+        next.group = this.checkUserGroup(next.group, next.role, patch.group !== undefined ? 'group' : 'role');
       this.sql(
         'UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ?, group_name = ?, description = ? WHERE username = ?',
       ).run(next.passwordHash, next.role, next.validFrom, next.validUntil, next.group, next.description, username);
@@ -524,9 +567,10 @@ export class SqliteStore implements PlatformStore {
     this.sql('DELETE FROM mobile_sessions WHERE username = ?').run(username);
   }
 
-  async setUserLock(username: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null> {
+  async setUserLock(name: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null> {
     return this.tx(() => {
-      if (!this.readUser(username)) return null;
+      const username = this.readUser(name)?.username;
+      if (username === undefined) return null;
       if (lock) {
         this.sql('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?').run(
           lock.lockedAt,
@@ -543,8 +587,10 @@ export class SqliteStore implements PlatformStore {
     });
   }
 
-  async deleteUser(username: string): Promise<boolean> {
+  async deleteUser(name: string): Promise<boolean> {
     return this.tx(() => {
+      const username = this.readUser(name)?.username;
+      if (username === undefined) return false;
       const gone = this.sql('DELETE FROM users WHERE username = ?').run(username).changes > 0;
       if (gone) {
         this.sql('DELETE FROM refresh_families WHERE username = ?').run(username);
@@ -565,22 +611,28 @@ export class SqliteStore implements PlatformStore {
   // ------------------------------------------------------------- user groups
 
   async createGroup(g: GroupRecord): Promise<void> {
-    try {
-      this.sql('INSERT INTO groups (name, role, description, operations, created_at) VALUES (?, ?, ?, ?, ?)').run(
-        g.name,
-        g.role,
-        g.description,
-        JSON.stringify(g.operations),
-        g.createdAt,
-      );
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_GROUP_EXISTS');
-      throw err;
-    }
+    this.tx(() => {
+      if (this.sql('SELECT 1 FROM groups WHERE name_key = ?').get(nameKey(g.name))) throw new RelayError('RELAY_ERR_GROUP_EXISTS');
+      try {
+        this.sql('INSERT INTO groups (name, role, description, operations, created_at, name_key) VALUES (?, ?, ?, ?, ?, ?)').run(
+          g.name,
+          g.role,
+          g.description,
+          JSON.stringify(g.operations),
+          g.createdAt,
+          nameKey(g.name),
+        );
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_GROUP_EXISTS');
+        throw err;
+      }
+    });
   }
 
+  /** The group named `name` without regard to case; among names that collide, only the exact one. */
   private readGroup(name: string): GroupRecord | null {
-    const row = this.sql('SELECT * FROM groups WHERE name = ?').get(name) as GroupRow | undefined;
+    const rows = this.sql('SELECT * FROM groups WHERE name_key = ?').all(nameKey(name)) as GroupRow[];
+    const row = rows.length === 1 ? rows[0] : rows.find((r) => r.name === name);
     return row ? toGroup(row) : null;
   }
 
@@ -596,10 +648,11 @@ export class SqliteStore implements PlatformStore {
     return (this.sql('SELECT count(*) AS n FROM users WHERE group_name = ?').get(name) as { n: number }).n;
   }
 
-  async updateGroup(name: string, patch: GroupPatch): Promise<GroupRecord | null> {
+  async updateGroup(given: string, patch: GroupPatch): Promise<GroupRecord | null> {
     return this.tx(() => {
-      const cur = this.readGroup(name);
+      const cur = this.readGroup(given);
       if (!cur) return null;
+      const name = cur.name;
       const next = { ...cur, ...patch };
       const users = next.role === cur.role ? 0 : this.usersInGroup(name);
       if (users > 0)
@@ -616,8 +669,10 @@ export class SqliteStore implements PlatformStore {
     });
   }
 
-  async deleteGroup(name: string): Promise<boolean> {
+  async deleteGroup(given: string): Promise<boolean> {
     return this.tx(() => {
+      const name = this.readGroup(given)?.name;
+      if (name === undefined) return false;
       const users = this.usersInGroup(name);
       if (users > 0) throw new RelayError('RELAY_ERR_GROUP_IN_USE', `group ${name} still has ${users} user(s); move or delete them first`);
       return this.sql('DELETE FROM groups WHERE name = ?').run(name).changes > 0;
@@ -625,7 +680,7 @@ export class SqliteStore implements PlatformStore {
   }
 
   async countUsersInGroup(name: string): Promise<number> {
-    return this.usersInGroup(name);
+    return this.usersInGroup(this.readGroup(name)?.name ?? name);
   }
 
   // ------------------------------------------------------------- login limits and lockout
@@ -680,7 +735,9 @@ export class SqliteStore implements PlatformStore {
     const rows =
       filter.username === undefined
         ? this.sql('SELECT * FROM devices ORDER BY last_username, device_id').all()
-        : this.sql('SELECT * FROM devices WHERE last_username = ? ORDER BY device_id').all(filter.username);
+        : this.sql('SELECT * FROM devices WHERE last_username = ? ORDER BY device_id').all(
+            this.readUser(filter.username)?.username ?? filter.username,
+          );
     return (rows as DeviceRow[]).map((r) => summarise(toDevice(r), this.readDeviceUsers(r.device_id)));
   }
 

@@ -165,9 +165,22 @@ export interface PlatformStore {
   rotateSigningKey(key: SigningKeyRecord): Promise<void>;
 
   // accounts
-  /** Creates a user; its group (if any) must exist with the user's role, checked in the same transaction (400 naming `group`). */
+  /**
+   * Creates a user; 409 RELAY_ERR_USER_EXISTS when a user of the same name without regard to case
+   * exists. Its group (if any) must exist with the user's role, checked in the same transaction
+   * (400 naming `group`); the group's stored name is kept.
+   */
   createUser(user: UserRecord): Promise<void>;
+  /**
+   * The user of that name, compared by `nameKey` (without regard to case); among names that
+   * collided before names were unique that way, only the exactly matching one. Every method that
+   * takes a user or group name finds it this way.
+   */
   getUser(username: string): Promise<UserRecord | null>;
+  /** The user a login or a token of that name may act as: as `getUser`, but null while the name's key is ambiguous. */
+  getLoginUser(name: string): Promise<UserRecord | null>;
+  /** Sets of stored user names, and of group names, that share one key (from before migration 5), for a warning. */
+  ambiguousNames(): Promise<{ users: string[][]; groups: string[][] }>;
   listUsers(): Promise<UserRecord[]>;
   /**
    * Changes a user; a new password or role ends the user's sessions (revoked at `now`). The resulting group must exist
@@ -184,7 +197,7 @@ export interface PlatformStore {
   countAdmins(): Promise<number>;
 
   // user groups
-  /** Creates a group (409 RELAY_ERR_GROUP_EXISTS when the name is taken). */
+  /** Creates a group (409 RELAY_ERR_GROUP_EXISTS when the name is taken, without regard to case). */
   createGroup(group: GroupRecord): Promise<void>;
   getGroup(name: string): Promise<GroupRecord | null>;
   listGroups(): Promise<GroupRecord[]>;

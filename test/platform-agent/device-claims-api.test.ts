@@ -201,3 +201,35 @@ describe('all current tokens means all', () => {
     await expectAllVoid(c);
   });
 });
+
+describe('names without regard to case', () => {
+  it('answers 409 for a user or group whose name differs from a taken one only in case, and logs in by any case', async () => {
+    const headers = await admin();
+    await addUser('alice', headers);
+    const again = await call(
+      '127.0.0.1',
+      'POST',
+      '/admin/api/v1/users',
+      { username: 'Alice', password: PASSWORD, role: 'mobile' },
+      headers,
+    );
+    expect(again.status).toBe(409);
+    expect(json(again).error).toBe('user_exists');
+    const admin2 = await call(
+      '127.0.0.1',
+      'POST',
+      '/admin/api/v1/users',
+      { username: 'ADMIN', password: PASSWORD, role: 'admin' },
+      headers,
+    );
+    expect(admin2.status).toBe(409);
+    const staff = { name: 'staff', role: 'mobile', operations: ['api.read'] };
+    expect((await call('127.0.0.1', 'POST', '/admin/api/v1/groups', staff, headers)).status).toBe(201);
+    const staff2 = await call('127.0.0.1', 'POST', '/admin/api/v1/groups', { ...staff, name: 'STAFF' }, headers);
+    expect(staff2.status).toBe(409);
+    expect(json(staff2).error).toBe('group_exists');
+    const r = await login(A, 'ALICE', PASSWORD, 'phone-1');
+    expect(r.status).toBe(200);
+    expect(json(await call(A, 'GET', '/api/v1/me', undefined, bearer(json(r).access_token))).username).toBe('alice');
+  });
+});

@@ -61,7 +61,7 @@ function expectStoreError(fn: () => unknown): RelayError {
 }
 
 describe('SqliteStore: opening', () => {
-  it('creates platform.db readable by its owner only, in WAL mode, at schema version 4', async () => {
+  it('creates platform.db readable by its owner only, in WAL mode, at the newest schema version', async () => {
     const store = openStore();
     expect(store.file).toBe(join(dir, DB_FILE));
     expect(statSync(store.file).mode & 0o777).toBe(0o600);
@@ -69,7 +69,7 @@ describe('SqliteStore: opening', () => {
     const db = new Database(join(dir, DB_FILE), { readonly: true });
     try {
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(db.pragma('user_version', { simple: true })).toBe(4);
+      expect(db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
     } finally {
       db.close();
     }
@@ -105,10 +105,10 @@ describe('SqliteStore: opening', () => {
   it('refuses a database with a newer schema version than it knows, with RELAY_ERR_STORE', async () => {
     await openStore().close();
     const db = new Database(join(dir, DB_FILE));
-    db.pragma('user_version = 5');
+    db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
     db.close();
     const err = expectStoreError(() => openStore());
-    expect(err.message).toContain('schema version 5');
+    expect(err.message).toContain(`schema version ${MIGRATIONS.length + 1}`);
   });
 
   it('refuses a file that is not a SQLite database with RELAY_ERR_STORE', () => {
@@ -505,6 +505,75 @@ describe('SqliteStore: migration 4 (per (user, device) lockout, token generation
     expect(await store.getDeviceUser('tablet', 'carol')).toMatchObject({ known: true, lastSeenAt: T0 + 1 });
     // A mobile token issued before keeps working: it gets the generation in force.
     expect(await store.getMobileToken('t')).toMatchObject({ generation: 7 });
+  });
+});
+
+describe('SqliteStore: names without regard to case', () => {
+  const group = (name: string): GroupRecord => ({ name, role: 'mobile', description: null, operations: ['api.read'], createdAt: T0 });
+  const codeOf = async (promise: Promise<unknown>): Promise<{ code: string }> => {
+    try {
+      await promise;
+    } catch (err) {
+      expect(err).toBeInstanceOf(RelayError);
+      return { code: (err as RelayError).code };
+    }
+    throw new Error('expected a RelayError');
+  };
+
+  it('refuses a user or a group whose name differs from a taken one only in case or Unicode normalisation', async () => {
+    const store = openStore();
+    await store.createUser(user('alice'));
+    await store.createUser(user('ADMIN', { role: 'admin' }));
+    await store.createUser(user('caf\u00e9'));
+    for (const name of ['Alice', 'ALICE', 'admin', 'cafe\u0301', 'CAF\u00c9'])
+      expect(await codeOf(store.createUser(user(name)))).toMatchObject({ code: 'RELAY_ERR_USER_EXISTS' });
+    await store.createGroup(group('staff'));
+    expect(await codeOf(store.createGroup(group('Staff')))).toMatchObject({ code: 'RELAY_ERR_GROUP_EXISTS' });
+    expect((await store.listUsers()).map((u) => u.username)).toEqual(['ADMIN', 'alice', 'caf\u00e9']);
+  });
+
+  it('finds, changes, locks and deletes a user and a group by any case of the name, keeping the stored names', async () => {
+    const store = openStore();
+    await store.createGroup(group('Staff'));
+    await store.createUser(user('alice', { group: 'STAFF' }));
+    expect(await store.getUser('ALICE')).toMatchObject({ username: 'alice', group: 'Staff' });
+    expect(await store.getLoginUser('Alice')).toMatchObject({ username: 'alice' });
+    expect(await store.getGroup('staff')).toMatchObject({ name: 'Staff' });
+    expect(await store.countUsersInGroup('STAFF')).toBe(1);
+    expect(await store.updateUser('Alice', { description: 'x', group: null }, T0)).toMatchObject({ username: 'alice', group: null });
+    expect(await store.setUserLock('ALICE', { lockedAt: T0, lockedUntil: null })).toMatchObject({ lockedForSecurityReasons: true });
+    expect(await store.updateGroup('STAFF', { description: 'all of us' })).toMatchObject({ name: 'Staff', description: 'all of us' });
+    expect(await store.deleteUser('ALICE')).toBe(true);
+    expect(await store.getUser('alice')).toBeNull();
+    expect(await store.deleteGroup('staff')).toBe(true);
+  });
+
+  it('migration 5 keeps users that collide, all of them, lists them, and lets none of them log in; exact names still reach each', async () => {
+    const db = new Database(join(dir, DB_FILE));
+    for (let v = 0; v < 4; v++) db.exec(MIGRATIONS[v]!);
+    db.pragma('user_version = 4');
+    const insert = db.prepare(
+      "INSERT INTO users (username, password_hash, role, created_at, locked, locked_at, locked_until) VALUES (?, 'x', 'mobile', ?, ?, ?, ?)",
+    );
+    insert.run('Alice', T0, 0, null, null);
+    insert.run('alice', T0, 1, T0, T0 + DAY_MS);
+    insert.run('bob', T0, 0, null, null);
+    db.prepare("INSERT INTO groups (name, role, operations, created_at) VALUES ('Staff', 'mobile', '[\"api.read\"]', ?)").run(T0);
+    db.prepare("INSERT INTO groups (name, role, operations, created_at) VALUES ('staff', 'mobile', '[\"api.read\"]', ?)").run(T0);
+    db.close();
+    const store = openStore();
+    expect(await store.ambiguousNames()).toEqual({ users: [['Alice', 'alice']], groups: [['Staff', 'staff']] });
+    expect(await store.getLoginUser('alice')).toBeNull();
+    expect(await store.getLoginUser('ALICE')).toBeNull();
+    expect(await store.getLoginUser('BOB')).toMatchObject({ username: 'bob' });
+    // The lock survives the migration.
+    expect(await store.getUser('alice')).toMatchObject({ username: 'alice', lockedForSecurityReasons: true, lockedUntil: T0 + DAY_MS });
+    expect(await store.getUser('Alice')).toMatchObject({ username: 'Alice', lockedForSecurityReasons: false });
+    expect(await store.getUser('ALICE')).toBeNull();
+    // Once an administrator deletes one, the name works again.
+    expect(await store.deleteUser('Alice')).toBe(true);
+    expect(await store.getLoginUser('ALICE')).toMatchObject({ username: 'alice' });
+    expect((await store.ambiguousNames()).users).toEqual([]);
   });
 });
 

@@ -985,9 +985,11 @@ export class SqliteStore implements PlatformStore {
       n += this.sql('DELETE FROM mobile_sessions WHERE last_seen_at <= ? - 86400000').run(now).changes;
       // A failure counts until failureResetMs after the last one (up to a year): such a device stays however long ago it was seen.
       const { failureResetMs } = lockoutPolicy(this.readSettings().settings);
-      // (user, device) rows go by the same rule; they are not counted apart from their devices.
+      // (user, device) rows go by the same rule (they are not counted apart from their devices),
+      // except that one which is not known (no successful login) goes as soon as it holds no lock
+      // and no failure that counts: names made up by a password-guessing client do not pile up.
       this.sql(
-        `DELETE FROM device_users WHERE last_seen_at < @seenBefore
+        `DELETE FROM device_users WHERE (known = 0 OR last_seen_at < @seenBefore)
              AND (locked_until IS NULL OR locked_until <= @now)
              AND (failures = 0 OR last_failure_at IS NULL OR last_failure_at <= @failedBefore)`,
       ).run({ now, seenBefore: now - DEVICE_RETENTION_MS, failedBefore: now - failureResetMs });

@@ -548,6 +548,22 @@ describe('SqliteStore: names without regard to case', () => {
     expect(await store.deleteGroup('staff')).toBe(true);
   });
 
+  it('prunes a (user, device) row without a successful login once its lock and failures no longer count; a known one after 180 days', async () => {
+    const store = openStore();
+    for (let i = 0; i < 5; i++) await store.recordLoginFailure('bot', 'made-up', T0, policy, false);
+    await store.recordLoginFailure('bot', 'other-made-up', T0, policy, false);
+    await store.recordLoginSuccess('bot', 'alice', T0);
+    await store.prune(T0 + 15 * MINUTE_MS - 1);
+    expect(await store.getDeviceUser('bot', 'made-up')).not.toBeNull();
+    await store.prune(T0 + 15 * MINUTE_MS);
+    expect(await store.getDeviceUser('bot', 'made-up')).toBeNull();
+    expect(await store.getDeviceUser('bot', 'other-made-up')).toBeNull();
+    expect(await store.getDeviceUser('bot', 'alice')).toMatchObject({ known: true });
+    await store.prune(T0 + DEVICE_RETENTION_MS + 1);
+    expect(await store.getDeviceUser('bot', 'alice')).toBeNull();
+    expect(await store.getDevice('bot')).toBeNull();
+  });
+
   it('migration 5 keeps users that collide, all of them, lists them, and lets none of them log in; exact names still reach each', async () => {
     const db = new Database(join(dir, DB_FILE));
     for (let v = 0; v < 4; v++) db.exec(MIGRATIONS[v]!);

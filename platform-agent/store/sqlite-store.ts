@@ -818,6 +818,11 @@ export class SqliteStore implements PlatformStore {
         if (n >= p.userDeviceLocks && user && !alreadyLocked) {
           userLockedUntil = now + p.userLockMs;
           this.sql('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?').run(now, userLockedUntil, username);
+          // Smart lockout exempts known devices from a lock caused elsewhere: a device whose
+          // failures helped cause this one is no longer known (it must log in again once free).
+          this.sql(
+            'UPDATE device_users SET known = 0 WHERE username = ? AND device_id IN (SELECT device_id FROM device_locks WHERE username = ?)',
+          ).run(username, username);
           this.sql('DELETE FROM device_locks WHERE username = ?').run(username);
           this.revokeUserSessions(username, now);
         }

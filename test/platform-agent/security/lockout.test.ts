@@ -424,6 +424,18 @@ describe('lockout: smart lockout (lockout.smart_lockout)', () => {
     await rejectsWith(env().login({ username: 'bob', deviceId: 'bob-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
   });
 
+  it('on: a known device whose own failures helped cause the user lock gets no exception', async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await env().addUser('alice');
+    await env().login({ username: 'alice', deviceId: 'alice-phone' });
+    await env().login({ username: 'alice', deviceId: 'alice-tablet' });
+    for (const d of ['alice-phone', 'bot-1', 'bot-2']) await lockDevice('alice', d);
+    expect((await env().user('alice')).lockedForSecurityReasons).toBe(true);
+    env().clock.advance(15 * MINUTE_MS);
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await env().login({ username: 'alice', deviceId: 'alice-tablet' });
+  });
+
   it('on: the same wrong password repeated counts once; different ones count each', async () => {
     await env().patchSettings({ lockout: { smart_lockout: true } });
     await env().addUser('alice');

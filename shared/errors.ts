@@ -83,12 +83,17 @@ const catalog = {
 
   // platform server HTTP API: clients see the code without the prefix (`invalid_credentials`)
   RELAY_ERR_DEVICE_ID_REQUIRED: { message: 'the X-Device-Id header is required', httpStatus: 400 },
+  RELAY_ERR_DEVICE_ID_RESERVED: {
+    message: 'this X-Device-Id is a name the server gives its own devices (admin-console@…, mobile@…); choose another',
+    httpStatus: 400,
+  },
   RELAY_ERR_INVALID_CREDENTIALS: { message: 'invalid username or password', httpStatus: 401 },
   RELAY_ERR_DEVICE_LOCKED: { message: 'this device is locked after too many failed logins; try again later', httpStatus: 429 },
   RELAY_ERR_TOO_MANY_ATTEMPTS: { message: 'too many login attempts from this address; try again later', httpStatus: 429 },
   RELAY_ERR_IP_BLOCKED: { message: 'requests from this address are not allowed', httpStatus: 403 },
   RELAY_ERR_INVALID_TOKEN: { message: 'the token is missing, invalid, expired or revoked', httpStatus: 401 },
   RELAY_ERR_SESSION_EXPIRED: { message: 'the session was idle too long; log in again', httpStatus: 401 },
+  RELAY_ERR_AUTHENTICATOR_OFF: { message: 'this authenticator is switched off', httpStatus: 401 },
   RELAY_ERR_FORBIDDEN: { message: 'this account may not do that', httpStatus: 403 },
   RELAY_ERR_NOT_FOUND: { message: 'no such resource', httpStatus: 404 },
   RELAY_ERR_METHOD_NOT_ALLOWED: { message: 'method not allowed on this resource', httpStatus: 405 },

@@ -79,16 +79,6 @@ const AUTHENTICATION: Row[] = [
   ),
 ];
 
-const l = d.lockout;
-const AUTHORIZATION_FAILURES: Row[] = [
-  numberRow('lockout.device_failures', 'Failures before a device lock', 'failures', `Default: ${l.device_failures}.`),
-  numberRow('lockout.failure_reset_minutes', 'Failure counter reset time', 'minutes', `Default: ${l.failure_reset_minutes} minutes.`),
-  numberRow('lockout.device_lock_minutes', 'Device lock time', 'minutes', `Default: ${l.device_lock_minutes} minutes.`),
-  numberRow('lockout.user_device_locks', 'Device locks before a user lock', 'device locks', `Default: ${l.user_device_locks}.`),
-  numberRow('lockout.device_lock_reset_hours', 'Device lock counter reset time', 'hours', `Default: ${l.device_lock_reset_hours} hours.`),
-  numberRow('lockout.user_lock_days', 'User lock time', 'days', `Default: ${l.user_lock_days} day.`),
-];
-
 const checkboxRow = (key: string, label: string, hint: string): Row => ({
   key,
   label,
@@ -96,6 +86,22 @@ const checkboxRow = (key: string, label: string, hint: string): Row => ({
   inputs: [{ name: key, label, unit: '' }],
   hint,
 });
+
+const l = d.lockout;
+const SMART_LOCKOUT = 'lockout.smart_lockout';
+const AUTHORIZATION_FAILURES: Row[] = [
+  numberRow('lockout.device_failures', 'Failures before a device lock', 'failures', `Default: ${l.device_failures}.`),
+  numberRow('lockout.failure_reset_minutes', 'Failure counter reset time', 'minutes', `Default: ${l.failure_reset_minutes} minutes.`),
+  numberRow('lockout.device_lock_minutes', 'Device lock time', 'minutes', `Default: ${l.device_lock_minutes} minutes.`),
+  numberRow('lockout.user_device_locks', 'Device locks before a user lock', 'device locks', `Default: ${l.user_device_locks}.`),
+  numberRow('lockout.device_lock_reset_hours', 'Device lock counter reset time', 'hours', `Default: ${l.device_lock_reset_hours} hours.`),
+  numberRow('lockout.user_lock_days', 'User lock time', 'days', `Default: ${l.user_lock_days} day.`),
+  checkboxRow(
+    SMART_LOCKOUT,
+    'Smart lockout',
+    'A device where the user logged in before keeps working through a user lock caused from other devices, and a repeated wrong password counts once. Trade-off: a stolen known device keeps working until you lock the user or the device. Default: off.',
+  ),
+];
 
 const MOBILE: Row[] = [
   checkboxRow(
@@ -139,7 +145,7 @@ export function valuesFromSettings(s: SecuritySettings): FormValues {
   }
   v.admin_inactivity_timeout = s.admin_inactivity_timeout ?? '';
   v.account_validity_days = s.account_validity_days === null ? '' : String(s.account_validity_days);
-  for (const [key, value] of Object.entries(s.lockout)) v[`lockout.${key}`] = String(value);
+  for (const [key, value] of Object.entries(s.lockout)) v[`lockout.${key}`] = typeof value === 'boolean' ? on(value) : String(value);
   v['mobile_authorization.enabled'] = on(s.mobile_authorization.enabled);
   v['mobile_token.enabled'] = on(s.mobile_token.enabled);
   v['mobile_authorization.token_lifetime_seconds'] = String(s.mobile_authorization.token_lifetime_seconds);
@@ -161,7 +167,8 @@ const num = (v: string | undefined): unknown => (/^\d{1,9}$/.test(v ?? '') ? Num
 export function patchFromValues(v: FormValues): Record<string, unknown> {
   const validity = (key: string): unknown => ({ days: num(v[`${key}.days`]), hours: num(v[`${key}.hours`]) });
   const lockout: Record<string, unknown> = {};
-  for (const row of AUTHORIZATION_FAILURES) lockout[row.key.slice('lockout.'.length)] = num(v[row.key]);
+  for (const row of AUTHORIZATION_FAILURES)
+    lockout[row.key.slice('lockout.'.length)] = row.kind === 'checkbox' ? v[row.key] === 'on' : num(v[row.key]);
   return {
     https: { api: v['https.api'] === 'on', control_panel: v['https.control_panel'] === 'on' },
     api_token_validity: validity('api_token_validity'),

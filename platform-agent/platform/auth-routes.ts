@@ -31,7 +31,15 @@ export interface ApiIdentity {
 export const DEVICE_ID_HEADER = 'x-device-id';
 const MAX_DEVICE_ID = 128;
 
-/** The X-Device-Id header, required for logins (400 device_id_required). */
+/**
+ * Device ids the server gives its own devices: `admin-console@<ip>` (a console login, or an
+ * administrator's login without X-Device-Id) and `mobile@<ip>` (an `Authorization: Mobile` login
+ * without one). A client may not claim them (400 device_id_reserved): failures it caused under
+ * such a name would count against the server's own device for that user.
+ */
+const RESERVED_DEVICE_ID = /^(admin-console|mobile)@/i;
+
+/** The X-Device-Id header, required for logins (400 device_id_required); a reserved name is refused (400 device_id_reserved). */
 export function deviceId(req: IncomingMessage, required: boolean): string | null {
   const v = header(req, DEVICE_ID_HEADER);
   if (v === undefined || v.length > MAX_DEVICE_ID || !/^[\x21-\x7e]+$/.test(v)) {
@@ -42,6 +50,7 @@ export function deviceId(req: IncomingMessage, required: boolean): string | null
       );
     return null;
   }
+  if (RESERVED_DEVICE_ID.test(v)) throw new RelayError('RELAY_ERR_DEVICE_ID_RESERVED');
   return v;
 }
 
@@ -129,7 +138,7 @@ export class AuthRoutes {
     return {
       username: result.username,
       role: result.role,
-      deviceId: device,
+      deviceId: result.deviceId ?? device,
       via: result.via,
       expiresAt: null,
       familyId: null,

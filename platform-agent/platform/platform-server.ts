@@ -151,6 +151,30 @@ export class PlatformServer {
         .prune(this.clock.now())
         .catch((err: Error) => this.logger.warn({ event: 'prune_failed', err: err.message }, 'store prune failed'));
     }, PRUNE_INTERVAL_MS).unref();
+    void this.warnAmbiguousNames();
+  }
+
+  /**
+   * Names are unique without regard to case since store migration 5; accounts (or groups) whose
+   * names collided before are kept, and logins to such a name are refused until an administrator
+   * deletes all but one of them. Says so at every start, naming them.
+   */
+  private async warnAmbiguousNames(): Promise<void> {
+    try {
+      const { users, groups } = await this.store.ambiguousNames();
+      for (const names of users)
+        this.logger.warn(
+          { event: 'ambiguous_usernames', usernames: names },
+          `users ${names.join(', ')} differ only in case: logins to that name are refused until all but one are deleted`,
+        );
+      for (const names of groups)
+        this.logger.warn({ event: 'ambiguous_group_names', groups: names }, `user groups ${names.join(', ')} differ only in case`);
+    } catch (err) {
+      this.logger.warn(
+        { event: 'ambiguous_names_check_failed', err: (err as Error).message },
+        'could not check for names that differ only in case',
+      );
+    }
   }
 
   private createHttpServer(): http.Server {

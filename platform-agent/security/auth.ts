@@ -5,12 +5,14 @@
  * expired account all fail with RELAY_ERR_INVALID_CREDENTIALS after the same scrypt work.
  * Nothing here knows HTTP; routes translate.
  */
+import { createHmac, randomBytes } from 'node:crypto';
 import type { Clock } from '../../shared/clock.js';
 import { MINUTE_MS } from '../../shared/clock.js';
 import { RelayError } from '../../shared/errors.js';
 import type { IpDecision } from '../../shared/ip-rules.js';
 import type { PlatformStore, Role, UserRecord } from '../store/store.js';
-import { accountUsable } from './accounts.js';
+import { accountActive, accountUsable } from './accounts.js';
+import { nameKey } from './names.js';
 import { defaultScryptParams, hashPassword, verifyPassword, type ScryptParams } from './passwords.js';
 import { inactivityMs, lockoutPolicy, type SecuritySettings } from './settings.js';
 import { TokenService, type Audience, type TokenClaims, type TokenPair } from './tokens.js';
@@ -40,11 +42,15 @@ export type AuthEvent =
   | { event: 'ip_limited'; ip: string }
   | { event: 'refresh_reuse'; username: string; family: string };
 
+/** The config document holding the key of the wrong-password hashes (smart lockout). */
+export const LOCKOUT_SECRET_KEY = 'lockout_secret';
+
 const secondsUntil = (ms: number, now: number): number => Math.max(1, Math.ceil((ms - now) / 1000));
 
 export class AuthService {
   readonly tokens: TokenService;
   private dummyHash: Promise<string>;
+  private lockoutSecret: Promise<Buffer> | undefined;
 
   constructor(
     private readonly store: PlatformStore,
@@ -65,41 +71,87 @@ export class AuthService {
    * Checks an attempt against every rule and records its outcome. Returns the user on success;
    * throws RELAY_ERR_IP_BLOCKED, _TOO_MANY_ATTEMPTS, _DEVICE_LOCKED (with retry-after) or
    * _INVALID_CREDENTIALS. Shared by the JSON login and the `Authorization: Mobile` authenticator.
+   *
+   * The device id is the client's claim: failures and locks count per (user, device), so a client
+   * naming someone else's device locks only its own attempts on it. A name that is no account
+   * gets a (name, device) row of its own that answers like any other (the same 401s, then the same
+   * 429) but locks no user. The per-IP limit counts failed logins only: a success gives its
+   * attempt back.
    */
   async checkCredentials(a: Omit<LoginAttempt, 'audience'> & { requireRole?: Role }): Promise<UserRecord> {
     const now = this.clock.now();
     const settings = await this.settings();
     if (a.ipDecision === 'blacklisted') throw new RelayError('RELAY_ERR_IP_BLOCKED');
+    let attemptId: number | null = null;
     if (a.ipDecision !== 'whitelisted') {
       const hit = await this.store.hitIpAttempt(a.ip, now, MINUTE_MS, settings.ip_login_attempts_per_minute);
       if (!hit.allowed) {
         this.onEvent({ event: 'ip_limited', ip: a.ip });
         throw new RelayError('RELAY_ERR_TOO_MANY_ATTEMPTS', undefined, { retryAfterSeconds: Math.ceil(hit.retryAfterMs / 1000) });
       }
+      attemptId = hit.attemptId;
     }
-    const device = await this.store.getDevice(a.deviceId);
-    if (device?.lockedUntil != null && device.lockedUntil > now)
-      throw new RelayError('RELAY_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(device.lockedUntil, now) });
+    const user = await this.store.getLoginUser(a.username);
+    // The (user, device) rows of a name that is no account are keyed by the name's key.
+    const who = user?.username ?? nameKey(a.username);
+    const lockedUntil = await this.store.deviceLockedUntil(a.deviceId, who, now);
+    if (lockedUntil !== null)
+      throw new RelayError('RELAY_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(lockedUntil, now) });
 
-    const user = await this.store.getUser(a.username);
     const passwordOk = await verifyPassword(a.password, user?.passwordHash ?? (await this.dummyHash));
     const roleOk = !a.requireRole || user?.role === a.requireRole;
     const deviceLocked = (until: number): RelayError =>
       new RelayError('RELAY_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(until, this.clock.now()) });
+    const usable =
+      user !== null && (accountUsable(user, settings, this.clock.now()) || (await this.smartExempt(user, a.deviceId, settings)));
     // Guesses sent at once all pass the lock check above while their scrypt runs; the store decides
     // again, atomically, so that once the device is locked no outcome (right or wrong) is revealed.
-    if (user && passwordOk && roleOk && accountUsable(user, settings, this.clock.now())) {
-      if (await this.store.recordLoginSuccess(a.deviceId, user.username, this.clock.now())) return user;
-      const locked = await this.store.getDevice(a.deviceId);
-      throw deviceLocked(locked?.lockedUntil ?? this.clock.now());
+    if (user && passwordOk && roleOk && usable) {
+      if (await this.store.recordLoginSuccess(a.deviceId, user.username, this.clock.now())) {
+        if (attemptId !== null) await this.store.releaseIpAttempt(attemptId);
+        return user;
+      }
+      throw deviceLocked((await this.store.deviceLockedUntil(a.deviceId, user.username, this.clock.now())) ?? this.clock.now());
     }
-    const result = await this.store.recordLoginFailure(a.deviceId, a.username, this.clock.now(), lockoutPolicy(settings), user !== null);
+    const policy = lockoutPolicy(settings);
+    // Smart lockout: a wrong password repeated counts once. Only a keyed hash is kept, never the password.
+    const tag = policy.smart && !passwordOk ? await this.passwordTag(who, a.password) : undefined;
+    const result = await this.store.recordLoginFailure(a.deviceId, who, this.clock.now(), policy, user !== null, tag);
     if (result.deviceLockedUntil !== null && !result.deviceLockedNow) throw deviceLocked(result.deviceLockedUntil);
     this.onEvent({ event: 'login_failed', username: a.username, deviceId: a.deviceId, ip: a.ip });
     if (result.deviceLockedNow && result.deviceLockedUntil !== null)
       this.onEvent({ event: 'device_locked', deviceId: a.deviceId, username: a.username, until: result.deviceLockedUntil });
     if (result.userLockedUntil !== null) this.onEvent({ event: 'user_locked', username: a.username, until: result.userLockedUntil });
     throw new RelayError('RELAY_ERR_INVALID_CREDENTIALS');
+  }
+
+  /**
+   * Smart lockout (`lockout.smart_lockout`): a user locked by the failure rules (not by an
+   * administrator, whose lock has no end) still logs in from a device where they logged in
+   * successfully before and that has no lock of its own; the account must otherwise be usable.
+   */
+  private async smartExempt(user: UserRecord, deviceId: string | null, settings: SecuritySettings): Promise<boolean> {
+    const now = this.clock.now();
+    if (!settings.lockout.smart_lockout || deviceId === null || !user.lockedForSecurityReasons || user.lockedUntil === null) return false;
+    if (!accountActive(user, settings, now)) return false;
+    const pair = await this.store.getDeviceUser(deviceId, user.username);
+    return pair !== null && pair.known && !(pair.lockedUntil !== null && pair.lockedUntil > now);
+  }
+
+  /** HMAC-SHA-256 of a wrong password under the server's lockout secret (made once, kept in the store), bound to the user. */
+  private async passwordTag(who: string, password: string): Promise<string> {
+    this.lockoutSecret ??= (async () => {
+      const saved = await this.store.getConfig(LOCKOUT_SECRET_KEY);
+      if (typeof saved === 'string') return Buffer.from(saved, 'base64url');
+      const secret = randomBytes(32);
+      await this.store.putConfig(LOCKOUT_SECRET_KEY, secret.toString('base64url'), this.clock.now());
+      return secret;
+    })();
+    return createHmac('sha256', await this.lockoutSecret)
+      .update(who)
+      .update('\0')
+      .update(password)
+      .digest('base64url');
   }
 
   /** `POST …/auth/login`: the rules, then a new token pair. Administrators log in with audience 'admin' and must have that role. */
@@ -111,9 +163,10 @@ export class AuthService {
 
   /** The account behind a token must still exist, be unlocked and valid, and hold the token's role. */
   private async usableUser(claims: TokenClaims): Promise<UserRecord> {
-    const user = await this.store.getUser(claims.sub);
+    const user = await this.store.getLoginUser(claims.sub);
     const settings = await this.settings();
-    if (!user || user.role !== claims.role || !accountUsable(user, settings, this.clock.now()))
+    if (!user || user.role !== claims.role) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
+    if (!accountUsable(user, settings, this.clock.now()) && !(await this.smartExempt(user, claims.did, settings)))
       throw new RelayError('RELAY_ERR_INVALID_TOKEN');
     return user;
   }

@@ -37,6 +37,8 @@ export interface MobileAuthResult {
   username: string;
   role: Role;
   via: 'session' | 'mobile-authorization' | 'mobile-token';
+  /** The device id the login ran under (the client's, or the derived `mobile@<ip>`). */
+  deviceId?: string;
   /** A new session id to set as a cookie. */
   newSessionId?: string;
   /** A new mobile token to return in the `twx-mobile-token` response header. */
@@ -50,6 +52,11 @@ function decodeMobileAuthorization(value: string): { username: string; password:
   const colon = decoded.indexOf(':');
   if (colon <= 0) return null;
   return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+/** The device id of an `Authorization: Mobile` login that sent no X-Device-Id: `mobile@<client address>`. */
+export function mobileDeviceId(ip: string): string {
+  return `mobile@${ip}`;
 }
 
 export function isMobileAuthorization(value: string | undefined): boolean {
@@ -80,41 +87,50 @@ export class MobileAuthenticators {
     const token = await this.store.getMobileToken(tokenHash);
     const now = this.clock.now();
     if (!token || now >= this.tokenExpiry(token.createdAt, s)) return null;
-    const user = await this.store.getUser(token.username);
+    const user = await this.store.getLoginUser(token.username);
     return user && accountUsable(user, s, now) ? { username: user.username, role: user.role } : null;
   }
 
   /**
    * Authenticates a request by session, then token, then Mobile authorization. Returns null when
-   * the request carries none of them; throws RELAY_ERR_INVALID_TOKEN for a bad token or session, and
-   * the login errors for bad Mobile credentials.
+   * the request carries none of them. A refusal gives its true reason, the same for every
+   * account: RELAY_ERR_AUTHENTICATOR_OFF when the authenticator the credential belongs to is
+   * switched off; RELAY_ERR_SESSION_EXPIRED ("log in again") for a session that is idle, unknown,
+   * void (token generation) or whose token or account can no longer be used; RELAY_ERR_INVALID_TOKEN
+   * for such a mobile token; the login errors for bad Mobile credentials.
    */
   async authenticate(c: MobileCredentials): Promise<MobileAuthResult | null> {
     const s = (await this.store.getSettings()).settings;
     const now = this.clock.now();
+    let sessionRefusal: RelayError | null = null;
     if (c.sessionId) {
-      const session = await this.store.touchMobileSession(sha256(c.sessionId), now, s.mobile_session_idle_minutes * MINUTE_MS);
-      if (session) {
+      const found = await this.store.touchMobileSession(sha256(c.sessionId), now, s.mobile_session_idle_minutes * MINUTE_MS);
+      if ('session' in found) {
+        const session = found.session;
         const viaToken = session.tokenHash !== null;
         const enabled = viaToken ? s.mobile_token.enabled : s.mobile_authorization.enabled;
-        const user = await this.store.getUser(session.username);
+        const user = await this.store.getLoginUser(session.username);
         const tokenOk = !viaToken || (await this.tokenUser(session.tokenHash!, s)) !== null;
-        if (enabled && tokenOk && user && accountUsable(user, s, now)) return { username: user.username, role: user.role, via: 'session' };
+        if (!enabled) sessionRefusal = new RelayError('RELAY_ERR_AUTHENTICATOR_OFF');
+        else if (tokenOk && user && accountUsable(user, s, now)) return { username: user.username, role: user.role, via: 'session' };
       }
-      // An expired or refused session falls through to the credentials sent with it, if any.
+      // A refused session falls through to the credentials sent with it, if any.
     }
     if (c.mobileToken !== undefined) {
+      if (!s.mobile_token.enabled) throw new RelayError('RELAY_ERR_AUTHENTICATOR_OFF');
       const hash = sha256(c.mobileToken);
       const user = await this.tokenUser(hash, s);
       if (!user) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
       return { ...user, via: 'mobile-token', newSessionId: await this.openSession(user.username, hash) };
     }
     if (c.authorization !== undefined && isMobileAuthorization(c.authorization)) {
-      if (!s.mobile_authorization.enabled) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
+      if (!s.mobile_authorization.enabled) throw new RelayError('RELAY_ERR_AUTHENTICATOR_OFF');
       const creds = decodeMobileAuthorization(c.authorization);
-      if (!c.deviceId) throw new RelayError('RELAY_ERR_DEVICE_ID_REQUIRED');
       if (!creds) throw new RelayError('RELAY_ERR_INVALID_CREDENTIALS');
-      const user = await this.auth.checkCredentials({ ...creds, deviceId: c.deviceId, ip: c.ip, ipDecision: c.ipDecision });
+      // ThingWorx clients send no device id: the login gets one the server derives from the client
+      // address (a reserved name no client may claim), so its failures count like any device's.
+      const deviceId = c.deviceId ?? mobileDeviceId(c.ip);
+      const user = await this.auth.checkCredentials({ ...creds, deviceId, ip: c.ip, ipDecision: c.ipDecision });
       let newMobileToken: string | undefined;
       if (s.mobile_authorization.generate_tokens) {
         newMobileToken = randomBytes(32).toString('base64url');
@@ -125,12 +141,14 @@ export class MobileAuthenticators {
         username: user.username,
         role: user.role,
         via: 'mobile-authorization',
+        deviceId,
         // The session belongs to the authorization authenticator; the token opens its own sessions.
         newSessionId: await this.openSession(user.username, null),
         ...(newMobileToken ? { newMobileToken } : {}),
       };
     }
-    if (c.sessionId) throw new RelayError('RELAY_ERR_SESSION_EXPIRED');
+    // A session that is gone (idle, void, ended with its account's sessions) means: log in again.
+    if (c.sessionId) throw sessionRefusal ?? new RelayError('RELAY_ERR_SESSION_EXPIRED');
     return null;
   }
 }

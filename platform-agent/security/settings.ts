@@ -25,6 +25,14 @@ export interface LockoutSettings {
   device_lock_reset_hours: number;
   /** How long a user stays locked. */
   user_lock_days: number;
+  /**
+   * Smart lockout (default false). On: a device on which the user has logged in successfully
+   * before keeps working through a user lock caused by failures from other devices, and the same
+   * wrong password repeated on one device counts once. Trade-off: an attacker cannot lock a user
+   * out of their own known devices, but a stolen known device keeps working until an
+   * administrator locks the user (an administrator's lock has no exception) or the device.
+   */
+  smart_lockout: boolean;
 }
 
 /** Encryption (the vendor's API and Control Panel checkboxes): HTTPS required, HTTP refused or redirected. */
@@ -77,6 +85,7 @@ export const defaultSettings: Readonly<SecuritySettings> = Object.freeze({
     user_device_locks: 3,
     device_lock_reset_hours: 24,
     user_lock_days: 1,
+    smart_lockout: false,
   },
   ip_login_attempts_per_minute: 10,
   mobile_authorization: { enabled: false, generate_tokens: true, token_lifetime_seconds: 2_592_000 },
@@ -108,6 +117,8 @@ export interface LockoutPolicy {
   userDeviceLocks: number;
   deviceLockWindowMs: number;
   userLockMs: number;
+  /** `lockout.smart_lockout`. */
+  smart: boolean;
 }
 
 export function lockoutPolicy(s: SecuritySettings): LockoutPolicy {
@@ -119,6 +130,7 @@ export function lockoutPolicy(s: SecuritySettings): LockoutPolicy {
     userDeviceLocks: l.user_device_locks,
     deviceLockWindowMs: l.device_lock_reset_hours * HOUR_MS,
     userLockMs: l.user_lock_days * DAY_MS,
+    smart: l.smart_lockout,
   };
 }
 
@@ -161,6 +173,7 @@ const lockoutFields: Section = {
   user_device_locks: (f, v) => int(f, v, 1, 1000),
   device_lock_reset_hours: (f, v) => int(f, v, 1, 87_600),
   user_lock_days: (f, v) => int(f, v, 1, 3650),
+  smart_lockout: (f, v) => bool(f, v),
 };
 
 function section(field: string, v: unknown, current: Record<string, unknown>, fields: Section): Record<string, unknown> {

@@ -9,10 +9,12 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { RelayError } from '../../shared/errors.js';
+import { nameKey } from '../security/names.js';
 import { cloneSettings, defaultSettings, lockoutPolicy, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
 import {
   DEVICE_RETENTION_MS,
   type DeviceRecord,
+  type DeviceUserRecord,
   type FailureResult,
   type FamilyRecord,
   type GroupPatch,
@@ -22,6 +24,7 @@ import {
   type PlatformStore,
   type Role,
   type RotateResult,
+  type SessionLookup,
   type SigningKeyRecord,
   type StoredSettings,
   type UserPatch,
@@ -104,6 +107,45 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX devices_user ON devices (last_username, device_id);
   CREATE INDEX devices_last_seen ON devices (last_seen_at);
   `,
+  // 4: a device id is a claim, not an identity: failures and locks per (user, device). The
+  // device-wide lock columns of `devices` are no longer set, but a lock already in them is
+  // honoured for every user until it ends (a migration never unlocks anyone). A (user, device)
+  // that has a refresh family had a successful login there: it starts known (smart lockout).
+  // Mobile tokens and sessions carry the token generation they were issued under, like JWTs.
+  `
+  CREATE TABLE device_users (
+    username TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_failure_at INTEGER,
+    locked_at INTEGER,
+    locked_until INTEGER,
+    last_seen_at INTEGER NOT NULL,
+    known INTEGER NOT NULL DEFAULT 0,
+    wrong_tags TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (username, device_id)
+  );
+  CREATE INDEX device_users_device ON device_users (device_id);
+  INSERT INTO device_users (username, device_id, last_seen_at, known)
+    SELECT username, device_id, max(last_used_at), 1 FROM refresh_families WHERE device_id IS NOT NULL GROUP BY username, device_id;
+  ALTER TABLE mobile_tokens ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
+  ALTER TABLE mobile_sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
+  UPDATE mobile_tokens SET generation = coalesce((SELECT token_generation FROM settings WHERE id = 1), 1);
+  UPDATE mobile_sessions SET generation = coalesce((SELECT token_generation FROM settings WHERE id = 1), 1);
+  `,
+  // 5: user and group names are unique without regard to case: each row keeps its comparison key
+  // (\`name_key()\`, the SQL face of security/names.ts, registered on every open). Names that already
+  // collide are kept, all of them; \`ambiguousNames\` lists them for a warning at start, and no login
+  // is accepted to such a name until an administrator deletes all but one (lookups by the exact
+  // name still reach each of them).
+  `
+  ALTER TABLE users ADD COLUMN name_key TEXT;
+  UPDATE users SET name_key = name_key(username);
+  CREATE INDEX users_name_key ON users (name_key);
+  ALTER TABLE groups ADD COLUMN name_key TEXT;
+  UPDATE groups SET name_key = name_key(name);
+  CREATE INDEX groups_name_key ON groups (name_key);
+  `,
 ];
 
 interface UserRow {
@@ -137,6 +179,27 @@ interface DeviceRow {
   locked_at: number | null;
   locked_until: number | null;
 }
+
+interface DeviceUserRow {
+  username: string;
+  device_id: string;
+  failures: number;
+  last_failure_at: number | null;
+  locked_at: number | null;
+  locked_until: number | null;
+  last_seen_at: number;
+  known: number;
+  wrong_tags: string;
+}
+
+/** A recent wrong password's keyed hash on one (user, device), and when it was last tried. */
+interface WrongTag {
+  tag: string;
+  at: number;
+}
+
+/** How many recent wrong passwords a (user, device) remembers (smart lockout). */
+const MAX_WRONG_TAGS = 8;
 
 interface FamilyRow {
   family_id: string;
@@ -185,6 +248,32 @@ const toDevice = (r: DeviceRow): DeviceRecord => ({
   lockedAt: r.locked_at,
   lockedUntil: r.locked_until,
 });
+
+const toDeviceUser = (r: DeviceUserRow): DeviceUserRecord => ({
+  username: r.username,
+  deviceId: r.device_id,
+  failures: r.failures,
+  lastFailureAt: r.last_failure_at,
+  lockedAt: r.locked_at,
+  lockedUntil: r.locked_until,
+  lastSeenAt: r.last_seen_at,
+  known: r.known === 1,
+});
+
+/** The administrators' view of a device: its own row, with the highest count and the latest lock of any user on it. */
+function summarise(device: DeviceRecord, users: DeviceUserRecord[]): DeviceRecord {
+  const out = { ...device };
+  for (const u of users) {
+    if (u.failures > out.failures) out.failures = u.failures;
+    if (u.lastFailureAt !== null && (out.lastFailureAt === null || u.lastFailureAt > out.lastFailureAt))
+      out.lastFailureAt = u.lastFailureAt;
+    if (u.lockedUntil !== null && (out.lockedUntil === null || u.lockedUntil > out.lockedUntil)) {
+      out.lockedUntil = u.lockedUntil;
+      out.lockedAt = u.lockedAt;
+    }
+  }
+  return out;
+}
 
 const toFamily = (r: FamilyRow): FamilyRecord => ({
   familyId: r.family_id,
@@ -237,6 +326,7 @@ export class SqliteStore implements PlatformStore {
       // FULL: a lock written for a failed login must survive a power loss, not only a process crash.
       this.db.pragma('synchronous = FULL');
       this.db.pragma('foreign_keys = ON');
+      this.db.function('name_key', { deterministic: true }, (name: unknown) => nameKey(String(name)));
       this.migrate();
     } catch (err) {
       this.db.close();
@@ -329,6 +419,10 @@ export class SqliteStore implements PlatformStore {
           policy.deviceLockMs,
           opts.now,
         );
+        this.sql('UPDATE device_users SET locked_until = locked_at + ? WHERE locked_until IS NOT NULL AND locked_until > ?').run(
+          policy.deviceLockMs,
+          opts.now,
+        );
         this.sql('UPDATE users SET locked_until = locked_at + ? WHERE locked = 1 AND locked_until IS NOT NULL AND locked_until > ?').run(
           policy.userLockMs,
           opts.now,
@@ -376,20 +470,24 @@ export class SqliteStore implements PlatformStore {
   // ------------------------------------------------------------- accounts
 
   /** A user's group must exist and be for the user's role; checked inside the transaction that writes the user. */
-  private checkUserGroup(group: string | null, role: Role, field: 'group' | 'role'): void {
-    if (group === null) return;
-    const row = this.sql('SELECT role FROM groups WHERE name = ?').get(group) as { role: Role } | undefined;
+  /** Returns the group's stored name (the user row holds it, whatever case the caller wrote). */
+  private checkUserGroup(group: string | null, role: Role, field: 'group' | 'role'): string | null {
+    if (group === null) return null;
+    const row = this.readGroup(group);
     if (!row) throw invalidField('group', `no such group: ${group}`);
     if (row.role !== role) throw invalidField(field, `group ${group} is for role ${row.role}, the user's role is ${role}`);
+    return row.name;
   }
 
   async createUser(u: UserRecord): Promise<void> {
     this.tx(() => {
-      this.checkUserGroup(u.group, u.role, 'group');
+      const group = this.checkUserGroup(u.group, u.role, 'group');
+      // Unique without regard to case: `Alice` is taken once `alice` exists.
+      if (this.sql('SELECT 1 FROM users WHERE name_key = ?').get(nameKey(u.username))) throw new RelayError('RELAY_ERR_USER_EXISTS');
       try {
         this.sql(
-          `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description, name_key)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           u.username,
           u.passwordHash,
@@ -400,8 +498,9 @@ export class SqliteStore implements PlatformStore {
           u.lockedForSecurityReasons ? 1 : 0,
           u.lockedAt,
           u.lockedUntil,
-          u.group,
+          group,
           u.description,
+          nameKey(u.username),
         );
       } catch (err) {
         if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_USER_EXISTS');
@@ -410,8 +509,15 @@ export class SqliteStore implements PlatformStore {
     });
   }
 
-  private readUser(username: string): UserRecord | null {
-    const row = this.sql('SELECT * FROM users WHERE username = ?').get(username) as UserRow | undefined;
+  /** The users whose name has the key of `name` (several only for names that collided before migration 5). */
+  private usersByKey(name: string): UserRow[] {
+    return this.sql('SELECT * FROM users WHERE name_key = ?').all(nameKey(name)) as UserRow[];
+  }
+
+  /** The user named `name` without regard to case; among names that collide, only the exact one. */
+  private readUser(name: string): UserRecord | null {
+    const rows = this.usersByKey(name);
+    const row = rows.length === 1 ? rows[0] : rows.find((r) => r.username === name);
     return row ? toUser(row) : null;
   }
 
@@ -419,17 +525,33 @@ export class SqliteStore implements PlatformStore {
     return this.readUser(username);
   }
 
+  async getLoginUser(name: string): Promise<UserRecord | null> {
+    const rows = this.usersByKey(name);
+    return rows.length === 1 ? toUser(rows[0]!) : null;
+  }
+
+  async ambiguousNames(): Promise<{ users: string[][]; groups: string[][] }> {
+    const collect = (table: 'users' | 'groups', column: 'username' | 'name'): string[][] =>
+      (
+        this.sql(
+          `SELECT group_concat(${column}, char(10)) AS names FROM (SELECT ${column}, name_key FROM ${table} ORDER BY ${column}) GROUP BY name_key HAVING count(*) > 1`,
+        ).all() as { names: string }[]
+      ).map((r) => r.names.split('\n'));
+    return { users: collect('users', 'username'), groups: collect('groups', 'name') };
+  }
+
   async listUsers(): Promise<UserRecord[]> {
     return (this.sql('SELECT * FROM users ORDER BY username').all() as UserRow[]).map(toUser);
   }
 
-  async updateUser(username: string, patch: UserPatch, now: number): Promise<UserRecord | null> {
+  async updateUser(name: string, patch: UserPatch, now: number): Promise<UserRecord | null> {
     return this.tx(() => {
-      const cur = this.readUser(username);
+      const cur = this.readUser(name);
       if (!cur) return null;
+      const username = cur.username;
       const next = { ...cur, ...patch };
       if (patch.group !== undefined || patch.role !== undefined)
-        this.checkUserGroup(next.group, next.role, patch.group !== undefined ? 'group' : 'role');
+        next.group = this.checkUserGroup(next.group, next.role, patch.group !== undefined ? 'group' : 'role');
       this.sql(
         'UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ?, group_name = ?, description = ? WHERE username = ?',
       ).run(next.passwordHash, next.role, next.validFrom, next.validUntil, next.group, next.description, username);
@@ -445,9 +567,10 @@ export class SqliteStore implements PlatformStore {
     this.sql('DELETE FROM mobile_sessions WHERE username = ?').run(username);
   }
 
-  async setUserLock(username: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null> {
+  async setUserLock(name: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null> {
     return this.tx(() => {
-      if (!this.readUser(username)) return null;
+      const username = this.readUser(name)?.username;
+      if (username === undefined) return null;
       if (lock) {
         this.sql('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?').run(
           lock.lockedAt,
@@ -464,14 +587,18 @@ export class SqliteStore implements PlatformStore {
     });
   }
 
-  async deleteUser(username: string): Promise<boolean> {
+  async deleteUser(name: string): Promise<boolean> {
     return this.tx(() => {
+      const username = this.readUser(name)?.username;
+      if (username === undefined) return false;
       const gone = this.sql('DELETE FROM users WHERE username = ?').run(username).changes > 0;
       if (gone) {
         this.sql('DELETE FROM refresh_families WHERE username = ?').run(username);
         this.sql('DELETE FROM mobile_tokens WHERE username = ?').run(username);
         this.sql('DELETE FROM mobile_sessions WHERE username = ?').run(username);
         this.sql('DELETE FROM device_locks WHERE username = ?').run(username);
+        // Its (user, device) locks stay until they end, but no device stays known to a later account of the same name.
+        this.sql('UPDATE device_users SET known = 0 WHERE username = ?').run(username);
       }
       return gone;
     });
@@ -484,22 +611,28 @@ export class SqliteStore implements PlatformStore {
   // ------------------------------------------------------------- user groups
 
   async createGroup(g: GroupRecord): Promise<void> {
-    try {
-      this.sql('INSERT INTO groups (name, role, description, operations, created_at) VALUES (?, ?, ?, ?, ?)').run(
-        g.name,
-        g.role,
-        g.description,
-        JSON.stringify(g.operations),
-        g.createdAt,
-      );
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_GROUP_EXISTS');
-      throw err;
-    }
+    this.tx(() => {
+      if (this.sql('SELECT 1 FROM groups WHERE name_key = ?').get(nameKey(g.name))) throw new RelayError('RELAY_ERR_GROUP_EXISTS');
+      try {
+        this.sql('INSERT INTO groups (name, role, description, operations, created_at, name_key) VALUES (?, ?, ?, ?, ?, ?)').run(
+          g.name,
+          g.role,
+          g.description,
+          JSON.stringify(g.operations),
+          g.createdAt,
+          nameKey(g.name),
+        );
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_GROUP_EXISTS');
+        throw err;
+      }
+    });
   }
 
+  /** The group named `name` without regard to case; among names that collide, only the exact one. */
   private readGroup(name: string): GroupRecord | null {
-    const row = this.sql('SELECT * FROM groups WHERE name = ?').get(name) as GroupRow | undefined;
+    const rows = this.sql('SELECT * FROM groups WHERE name_key = ?').all(nameKey(name)) as GroupRow[];
+    const row = rows.length === 1 ? rows[0] : rows.find((r) => r.name === name);
     return row ? toGroup(row) : null;
   }
 
@@ -515,10 +648,11 @@ export class SqliteStore implements PlatformStore {
     return (this.sql('SELECT count(*) AS n FROM users WHERE group_name = ?').get(name) as { n: number }).n;
   }
 
-  async updateGroup(name: string, patch: GroupPatch): Promise<GroupRecord | null> {
+  async updateGroup(given: string, patch: GroupPatch): Promise<GroupRecord | null> {
     return this.tx(() => {
-      const cur = this.readGroup(name);
+      const cur = this.readGroup(given);
       if (!cur) return null;
+      const name = cur.name;
       const next = { ...cur, ...patch };
       const users = next.role === cur.role ? 0 : this.usersInGroup(name);
       if (users > 0)
@@ -535,8 +669,10 @@ export class SqliteStore implements PlatformStore {
     });
   }
 
-  async deleteGroup(name: string): Promise<boolean> {
+  async deleteGroup(given: string): Promise<boolean> {
     return this.tx(() => {
+      const name = this.readGroup(given)?.name;
+      if (name === undefined) return false;
       const users = this.usersInGroup(name);
       if (users > 0) throw new RelayError('RELAY_ERR_GROUP_IN_USE', `group ${name} still has ${users} user(s); move or delete them first`);
       return this.sql('DELETE FROM groups WHERE name = ?').run(name).changes > 0;
@@ -544,12 +680,17 @@ export class SqliteStore implements PlatformStore {
   }
 
   async countUsersInGroup(name: string): Promise<number> {
-    return this.usersInGroup(name);
+    return this.usersInGroup(this.readGroup(name)?.name ?? name);
   }
 
   // ------------------------------------------------------------- login limits and lockout
 
-  async hitIpAttempt(ip: string, now: number, windowMs: number, limit: number): Promise<{ allowed: boolean; retryAfterMs: number }> {
+  async hitIpAttempt(
+    ip: string,
+    now: number,
+    windowMs: number,
+    limit: number,
+  ): Promise<{ allowed: boolean; retryAfterMs: number; attemptId: number }> {
     return this.tx(() => {
       const since = now - windowMs;
       this.sql('DELETE FROM ip_attempts WHERE ip = ? AND at <= ?').run(ip, since);
@@ -558,48 +699,116 @@ export class SqliteStore implements PlatformStore {
         oldest: number | null;
       };
       // Refused attempts are not recorded: at most `limit` rows per address, whatever a client sends.
-      if (row.n >= limit) return { allowed: false, retryAfterMs: Math.max(1, (row.oldest ?? now) + windowMs - now) };
-      this.sql('INSERT INTO ip_attempts (ip, at) VALUES (?, ?)').run(ip, now);
-      return { allowed: true, retryAfterMs: 0 };
+      if (row.n >= limit) return { allowed: false, retryAfterMs: Math.max(1, (row.oldest ?? now) + windowMs - now), attemptId: 0 };
+      const { lastInsertRowid } = this.sql('INSERT INTO ip_attempts (ip, at) VALUES (?, ?)').run(ip, now);
+      return { allowed: true, retryAfterMs: 0, attemptId: Number(lastInsertRowid) };
     });
   }
 
-  private readDevice(deviceId: string): DeviceRecord | null {
+  async releaseIpAttempt(attemptId: number): Promise<void> {
+    this.sql('DELETE FROM ip_attempts WHERE rowid = ?').run(attemptId);
+  }
+
+  private readDeviceUsers(deviceId: string): DeviceUserRecord[] {
+    return (this.sql('SELECT * FROM device_users WHERE device_id = ?').all(deviceId) as DeviceUserRow[]).map(toDeviceUser);
+  }
+
+  private readDeviceUser(deviceId: string, username: string): DeviceUserRow | null {
+    return (
+      (this.sql('SELECT * FROM device_users WHERE username = ? AND device_id = ?').get(username, deviceId) as DeviceUserRow | undefined) ??
+      null
+    );
+  }
+
+  /** The device's own row: last login, and a device-wide lock from before migration 4. */
+  private readDeviceRow(deviceId: string): DeviceRecord | null {
     const row = this.sql('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceRow | undefined;
     return row ? toDevice(row) : null;
   }
 
   async getDevice(deviceId: string): Promise<DeviceRecord | null> {
-    return this.readDevice(deviceId);
+    const device = this.readDeviceRow(deviceId);
+    return device ? summarise(device, this.readDeviceUsers(deviceId)) : null;
   }
 
   async listDevices(filter: { username?: string } = {}): Promise<DeviceRecord[]> {
     const rows =
       filter.username === undefined
         ? this.sql('SELECT * FROM devices ORDER BY last_username, device_id').all()
-        : this.sql('SELECT * FROM devices WHERE last_username = ? ORDER BY device_id').all(filter.username);
-    return (rows as DeviceRow[]).map(toDevice);
+        : this.sql('SELECT * FROM devices WHERE last_username = ? ORDER BY device_id').all(
+            this.readUser(filter.username)?.username ?? filter.username,
+          );
+    return (rows as DeviceRow[]).map((r) => summarise(toDevice(r), this.readDeviceUsers(r.device_id)));
   }
 
-  async recordLoginFailure(deviceId: string, username: string, now: number, p: LockoutPolicy, userExists: boolean): Promise<FailureResult> {
+  async getDeviceUser(deviceId: string, username: string): Promise<DeviceUserRecord | null> {
+    const row = this.readDeviceUser(deviceId, username);
+    return row ? toDeviceUser(row) : null;
+  }
+
+  private lockedUntil(deviceId: string, username: string, now: number): number | null {
+    const legacy = this.readDeviceRow(deviceId)?.lockedUntil ?? null;
+    const own = this.readDeviceUser(deviceId, username)?.locked_until ?? null;
+    const until = Math.max(legacy ?? 0, own ?? 0);
+    return until > now ? until : null;
+  }
+
+  async deviceLockedUntil(deviceId: string, username: string, now: number): Promise<number | null> {
+    return this.lockedUntil(deviceId, username, now);
+  }
+
+  /** Records that `username` tried a login on the device at `now` (the device's own row; no counting). */
+  private seeDevice(deviceId: string, username: string, now: number, success: boolean): void {
+    this.sql(
+      `INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at) VALUES (?, 0, NULL, ?, ?)
+         ON CONFLICT (device_id) DO UPDATE SET last_username = excluded.last_username, last_seen_at = excluded.last_seen_at`,
+    ).run(deviceId, username, now);
+    // A success ends what is left of a pre-migration device-wide failure count (never its lock).
+    if (success) this.sql('UPDATE devices SET failures = 0, last_failure_at = NULL WHERE device_id = ?').run(deviceId);
+  }
+
+  async recordLoginFailure(
+    deviceId: string,
+    username: string,
+    now: number,
+    p: LockoutPolicy,
+    userExists: boolean,
+    passwordTag?: string,
+  ): Promise<FailureResult> {
     return this.tx(() => {
-      const cur = this.readDevice(deviceId);
-      if (cur?.lockedUntil != null && cur.lockedUntil > now)
-        return { deviceLockedUntil: cur.lockedUntil, deviceLockedNow: false, userLockedUntil: null };
+      const lockedUntil0 = this.lockedUntil(deviceId, username, now);
+      if (lockedUntil0 !== null) return { deviceLockedUntil: lockedUntil0, deviceLockedNow: false, userLockedUntil: null };
+      this.seeDevice(deviceId, username, now, false);
+      const cur = this.readDeviceUser(deviceId, username);
+      // Smart lockout: a wrong password already counted here, within the failure window, counts once.
+      let tags = (JSON.parse(cur?.wrong_tags ?? '[]') as WrongTag[]).filter((t) => now - t.at < p.failureResetMs);
+      if (passwordTag !== undefined && cur && tags.some((t) => t.tag === passwordTag)) {
+        tags = tags.map((t) => (t.tag === passwordTag ? { tag: t.tag, at: now } : t));
+        this.sql('UPDATE device_users SET last_seen_at = ?, wrong_tags = ? WHERE username = ? AND device_id = ?').run(
+          now,
+          JSON.stringify(tags),
+          username,
+          deviceId,
+        );
+        return { deviceLockedUntil: null, deviceLockedNow: false, userLockedUntil: null, repeated: true };
+      }
+      if (passwordTag !== undefined) tags = [...tags, { tag: passwordTag, at: now }].slice(-MAX_WRONG_TAGS);
       // The counter resets T after the last failure.
-      const stale = cur?.lastFailureAt == null || now - cur.lastFailureAt >= p.failureResetMs;
+      const stale = cur?.last_failure_at == null || now - cur.last_failure_at >= p.failureResetMs;
       const failures = (stale ? 0 : cur.failures) + 1;
       const lockNow = failures >= p.deviceFailures;
       const lockedUntil = lockNow ? now + p.deviceLockMs : null;
       this.sql(
-        `INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at, locked_at, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (device_id) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
-             last_username = excluded.last_username, last_seen_at = excluded.last_seen_at, locked_at = excluded.locked_at,
-             locked_until = excluded.locked_until`,
-      ).run(deviceId, lockNow ? 0 : failures, now, username, now, lockNow ? now : null, lockedUntil);
+        `INSERT INTO device_users (username, device_id, failures, last_failure_at, locked_at, locked_until, last_seen_at, known, wrong_tags)
+           VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)
+           ON CONFLICT (username, device_id) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
+             locked_at = excluded.locked_at, locked_until = excluded.locked_until, last_seen_at = excluded.last_seen_at,
+             wrong_tags = excluded.wrong_tags`,
+      ).run(username, deviceId, lockNow ? 0 : failures, now, lockNow ? now : null, lockedUntil, now, lockNow ? '[]' : JSON.stringify(tags));
       if (!lockNow) return { deviceLockedUntil: null, deviceLockedNow: false, userLockedUntil: null };
 
       let userLockedUntil: number | null = null;
+      // A name that is no account locks nothing beyond its own (user, device) row.
       if (userExists) {
         this.sql('INSERT INTO device_locks (username, device_id, locked_at) VALUES (?, ?, ?)').run(username, deviceId, now);
         this.sql('DELETE FROM device_locks WHERE username = ? AND locked_at <= ?').run(username, now - p.deviceLockWindowMs);
@@ -609,6 +818,11 @@ export class SqliteStore implements PlatformStore {
         if (n >= p.userDeviceLocks && user && !alreadyLocked) {
           userLockedUntil = now + p.userLockMs;
           this.sql('UPDATE users SET locked = 1, locked_at = ?, locked_until = ? WHERE username = ?').run(now, userLockedUntil, username);
+          // Smart lockout exempts known devices from a lock caused elsewhere: a device whose
+          // failures helped cause this one is no longer known (it must log in again once free).
+          this.sql(
+            'UPDATE device_users SET known = 0 WHERE username = ? AND device_id IN (SELECT device_id FROM device_locks WHERE username = ?)',
+          ).run(username, username);
           this.sql('DELETE FROM device_locks WHERE username = ?').run(username);
           this.revokeUserSessions(username, now);
         }
@@ -619,23 +833,29 @@ export class SqliteStore implements PlatformStore {
 
   async recordLoginSuccess(deviceId: string, username: string, now: number): Promise<boolean> {
     return this.tx(() => {
-      const cur = this.readDevice(deviceId);
-      if (cur?.lockedUntil != null && cur.lockedUntil > now) return false;
+      if (this.lockedUntil(deviceId, username, now) !== null) return false;
+      this.seeDevice(deviceId, username, now, true);
       this.sql(
-        `INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at) VALUES (?, 0, NULL, ?, ?)
-           ON CONFLICT (device_id) DO UPDATE SET failures = 0, last_failure_at = NULL,
-             last_username = excluded.last_username, last_seen_at = excluded.last_seen_at`,
-      ).run(deviceId, username, now);
+        `INSERT INTO device_users (username, device_id, failures, last_failure_at, locked_at, locked_until, last_seen_at, known, wrong_tags)
+           VALUES (?, ?, 0, NULL, NULL, NULL, ?, 1, '[]')
+           ON CONFLICT (username, device_id) DO UPDATE SET failures = 0, last_failure_at = NULL,
+             last_seen_at = excluded.last_seen_at, known = 1, wrong_tags = '[]'`,
+      ).run(username, deviceId, now);
       return true;
     });
   }
 
   async unlockDevice(deviceId: string): Promise<boolean> {
-    return (
-      this.sql('UPDATE devices SET failures = 0, last_failure_at = NULL, locked_at = NULL, locked_until = NULL WHERE device_id = ?').run(
-        deviceId,
-      ).changes > 0
-    );
+    return this.tx(() => {
+      const found =
+        this.sql('UPDATE devices SET failures = 0, last_failure_at = NULL, locked_at = NULL, locked_until = NULL WHERE device_id = ?').run(
+          deviceId,
+        ).changes > 0;
+      this.sql(
+        "UPDATE device_users SET failures = 0, last_failure_at = NULL, locked_at = NULL, locked_until = NULL, wrong_tags = '[]' WHERE device_id = ?",
+      ).run(deviceId);
+      return found;
+    });
   }
 
   // ------------------------------------------------------------- refresh-token families
@@ -687,47 +907,72 @@ export class SqliteStore implements PlatformStore {
 
   // ------------------------------------------------------------- mobile authenticators
 
-  async putMobileToken(t: MobileTokenRecord): Promise<void> {
-    this.sql('INSERT INTO mobile_tokens (token_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)').run(
-      t.tokenHash,
-      t.username,
-      t.createdAt,
-      t.expiresAt,
-    );
+  private generation(): number {
+    return this.readSettings().tokenGeneration;
+  }
+
+  async putMobileToken(t: Omit<MobileTokenRecord, 'generation'>): Promise<void> {
+    this.tx(() => {
+      this.sql('INSERT INTO mobile_tokens (token_hash, username, created_at, expires_at, generation) VALUES (?, ?, ?, ?, ?)').run(
+        t.tokenHash,
+        t.username,
+        t.createdAt,
+        t.expiresAt,
+        this.generation(),
+      );
+    });
   }
 
   async getMobileToken(tokenHash: string): Promise<MobileTokenRecord | null> {
     const row = this.sql('SELECT * FROM mobile_tokens WHERE token_hash = ?').get(tokenHash) as
-      { token_hash: string; username: string; created_at: number; expires_at: number } | undefined;
-    return row ? { tokenHash: row.token_hash, username: row.username, createdAt: row.created_at, expiresAt: row.expires_at } : null;
+      { token_hash: string; username: string; created_at: number; expires_at: number; generation: number } | undefined;
+    // A token of an older generation is void, as a JWT of one is: a key rotation or a validity change ended it.
+    if (!row || row.generation !== this.generation()) return null;
+    return {
+      tokenHash: row.token_hash,
+      username: row.username,
+      createdAt: row.created_at,
+      expiresAt: row.expires_at,
+      generation: row.generation,
+    };
   }
 
-  async putMobileSession(s: MobileSessionRecord): Promise<void> {
-    this.sql('INSERT INTO mobile_sessions (session_hash, username, token_hash, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?)').run(
-      s.sessionHash,
-      s.username,
-      s.tokenHash,
-      s.createdAt,
-      s.lastSeenAt,
-    );
+  async putMobileSession(s: Omit<MobileSessionRecord, 'generation'>): Promise<void> {
+    this.tx(() => {
+      this.sql(
+        'INSERT INTO mobile_sessions (session_hash, username, token_hash, created_at, last_seen_at, generation) VALUES (?, ?, ?, ?, ?, ?)',
+      ).run(s.sessionHash, s.username, s.tokenHash, s.createdAt, s.lastSeenAt, this.generation());
+    });
   }
 
-  async touchMobileSession(sessionHash: string, now: number, idleMs: number): Promise<MobileSessionRecord | null> {
+  async touchMobileSession(sessionHash: string, now: number, idleMs: number): Promise<SessionLookup> {
     return this.tx(() => {
       const row = this.sql('SELECT * FROM mobile_sessions WHERE session_hash = ?').get(sessionHash) as
-        { session_hash: string; username: string; token_hash: string | null; created_at: number; last_seen_at: number } | undefined;
-      if (!row) return null;
-      if (now - row.last_seen_at > idleMs) {
+        | {
+            session_hash: string;
+            username: string;
+            token_hash: string | null;
+            created_at: number;
+            last_seen_at: number;
+            generation: number;
+          }
+        | undefined;
+      if (!row) return { refused: 'missing' as const };
+      const refused = row.generation !== this.generation() ? ('void' as const) : now - row.last_seen_at > idleMs ? ('idle' as const) : null;
+      if (refused) {
         this.sql('DELETE FROM mobile_sessions WHERE session_hash = ?').run(sessionHash);
-        return null;
+        return { refused };
       }
       this.sql('UPDATE mobile_sessions SET last_seen_at = ? WHERE session_hash = ?').run(now, sessionHash);
       return {
-        sessionHash: row.session_hash,
-        username: row.username,
-        tokenHash: row.token_hash,
-        createdAt: row.created_at,
-        lastSeenAt: now,
+        session: {
+          sessionHash: row.session_hash,
+          username: row.username,
+          tokenHash: row.token_hash,
+          createdAt: row.created_at,
+          lastSeenAt: now,
+          generation: row.generation,
+        },
       };
     });
   }
@@ -745,10 +990,19 @@ export class SqliteStore implements PlatformStore {
       n += this.sql('DELETE FROM mobile_sessions WHERE last_seen_at <= ? - 86400000').run(now).changes;
       // A failure counts until failureResetMs after the last one (up to a year): such a device stays however long ago it was seen.
       const { failureResetMs } = lockoutPolicy(this.readSettings().settings);
+      // (user, device) rows go by the same rule (they are not counted apart from their devices),
+      // except that one which is not known (no successful login) goes as soon as it holds no lock
+      // and no failure that counts: names made up by a password-guessing client do not pile up.
+      this.sql(
+        `DELETE FROM device_users WHERE (known = 0 OR last_seen_at < @seenBefore)
+             AND (locked_until IS NULL OR locked_until <= @now)
+             AND (failures = 0 OR last_failure_at IS NULL OR last_failure_at <= @failedBefore)`,
+      ).run({ now, seenBefore: now - DEVICE_RETENTION_MS, failedBefore: now - failureResetMs });
       n += this.sql(
         `DELETE FROM devices WHERE (last_seen_at IS NULL OR last_seen_at < @seenBefore)
              AND (locked_until IS NULL OR locked_until <= @now)
-             AND (failures = 0 OR last_failure_at IS NULL OR last_failure_at <= @failedBefore)`,
+             AND (failures = 0 OR last_failure_at IS NULL OR last_failure_at <= @failedBefore)
+             AND NOT EXISTS (SELECT 1 FROM device_users u WHERE u.device_id = devices.device_id)`,
       ).run({ now, seenBefore: now - DEVICE_RETENTION_MS, failedBefore: now - failureResetMs }).changes;
       return n;
     });

@@ -43,9 +43,11 @@ export interface GroupRecord {
 export type GroupPatch = Partial<Pick<GroupRecord, 'role' | 'description' | 'operations'>>;
 
 /**
- * A device (the client's `X-Device-Id`; `admin-console@<ip>` for a console login) as logins on it
- * left it: one row per device, whoever logged in on it last. Rows outlive the user they name (a
- * device lock is about the device, not the account); `prune` forgets a device after
+ * A device (the client's `X-Device-Id`; `admin-console@<ip>` for a console login, `mobile@<ip>`
+ * for an `Authorization: Mobile` login without one) as logins on it left it. A device id is a
+ * claim, not an identity: failures and locks are kept per (user, device) (see `DeviceUserRecord`),
+ * and this view sums them up for administrators: the highest failure count and the latest lock of
+ * any user on the device. Rows outlive the user they name; `prune` forgets a device after
  * DEVICE_RETENTION_MS without a login.
  */
 export interface DeviceRecord {
@@ -58,6 +60,23 @@ export interface DeviceRecord {
   lastSeenAt: number | null;
   lockedAt: number | null;
   lockedUntil: number | null;
+}
+
+/**
+ * One user on one device: its failure count and lock (which stop only that user's logins from
+ * that device), whether the user ever logged in there successfully (`known`, for smart lockout).
+ * `username` is the account's stored name, or for a name that is no account the name's key
+ * (`nameKey`): such rows lock nothing but answer like the others (no account enumeration).
+ */
+export interface DeviceUserRecord {
+  username: string;
+  deviceId: string;
+  failures: number;
+  lastFailureAt: number | null;
+  lockedAt: number | null;
+  lockedUntil: number | null;
+  lastSeenAt: number;
+  known: boolean;
 }
 
 /**
@@ -95,6 +114,8 @@ export interface FamilyRecord {
 export type RotateResult = 'rotated' | 'reused' | 'revoked' | 'missing';
 
 export interface FailureResult {
+  /** Smart lockout: the same wrong password was already counted on this (user, device); nothing changed. */
+  repeated?: boolean;
   /** The device is (now) locked until this time, or null. */
   deviceLockedUntil: number | null;
   /** This failure locked the device. */
@@ -108,6 +129,8 @@ export interface MobileTokenRecord {
   username: string;
   createdAt: number;
   expiresAt: number;
+  /** The token generation it was issued under; a token of another generation is void. */
+  generation: number;
 }
 
 export interface MobileSessionRecord {
@@ -117,7 +140,12 @@ export interface MobileSessionRecord {
   tokenHash: string | null;
   createdAt: number;
   lastSeenAt: number;
+  /** The token generation it was opened under; a session of another generation is void. */
+  generation: number;
 }
+
+/** What `touchMobileSession` found: the session (its last use moved), or why there is none. */
+export type SessionLookup = { session: MobileSessionRecord } | { refused: 'missing' | 'idle' | 'void' };
 
 export interface PlatformStore {
   // settings and keys
@@ -137,9 +165,22 @@ export interface PlatformStore {
   rotateSigningKey(key: SigningKeyRecord): Promise<void>;
 
   // accounts
-  /** Creates a user; its group (if any) must exist with the user's role, checked in the same transaction (400 naming `group`). */
+  /**
+   * Creates a user; 409 RELAY_ERR_USER_EXISTS when a user of the same name without regard to case
+   * exists. Its group (if any) must exist with the user's role, checked in the same transaction
+   * (400 naming `group`); the group's stored name is kept.
+   */
   createUser(user: UserRecord): Promise<void>;
+  /**
+   * The user of that name, compared by `nameKey` (without regard to case); among names that
+   * collided before names were unique that way, only the exactly matching one. Every method that
+   * takes a user or group name finds it this way.
+   */
   getUser(username: string): Promise<UserRecord | null>;
+  /** The user a login or a token of that name may act as: as `getUser`, but null while the name's key is ambiguous. */
+  getLoginUser(name: string): Promise<UserRecord | null>;
+  /** Sets of stored user names, and of group names, that share one key (from before migration 5), for a warning. */
+  ambiguousNames(): Promise<{ users: string[][]; groups: string[][] }>;
   listUsers(): Promise<UserRecord[]>;
   /**
    * Changes a user; a new password or role ends the user's sessions (revoked at `now`). The resulting group must exist
@@ -156,7 +197,7 @@ export interface PlatformStore {
   countAdmins(): Promise<number>;
 
   // user groups
-  /** Creates a group (409 RELAY_ERR_GROUP_EXISTS when the name is taken). */
+  /** Creates a group (409 RELAY_ERR_GROUP_EXISTS when the name is taken, without regard to case). */
   createGroup(group: GroupRecord): Promise<void>;
   getGroup(name: string): Promise<GroupRecord | null>;
   listGroups(): Promise<GroupRecord[]>;
@@ -167,19 +208,51 @@ export interface PlatformStore {
   countUsersInGroup(name: string): Promise<number>;
 
   // login limits and lockout
-  /** Counts one login attempt from `ip` if fewer than `limit` happened in the last `windowMs`; else says when one frees up. */
-  hitIpAttempt(ip: string, now: number, windowMs: number, limit: number): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  /**
+   * Reserves one login attempt from `ip` if fewer than `limit` are held in the last `windowMs`;
+   * else says when one frees up. The limit is on failed logins: a login that succeeds gives its
+   * reservation back (`releaseIpAttempt`). Reserving first keeps concurrent guesses within the limit.
+   */
+  hitIpAttempt(
+    ip: string,
+    now: number,
+    windowMs: number,
+    limit: number,
+  ): Promise<{ allowed: boolean; retryAfterMs: number; attemptId: number }>;
+  /** Gives back a reservation of `hitIpAttempt` (the login succeeded). */
+  releaseIpAttempt(attemptId: number): Promise<void>;
   getDevice(deviceId: string): Promise<DeviceRecord | null>;
   /** Every device, or those whose last login was `username`'s; ordered by user name, then device id. */
   listDevices(filter?: { username?: string }): Promise<DeviceRecord[]>;
-  /** One failed login on a device, applying the lockout policy atomically (device lock, then user lock); the device is seen at `now` by `username`. */
-  recordLoginFailure(deviceId: string, username: string, now: number, policy: LockoutPolicy, userExists: boolean): Promise<FailureResult>;
+  /** The (user, device) row, if any. */
+  getDeviceUser(deviceId: string, username: string): Promise<DeviceUserRecord | null>;
   /**
-   * A successful login records the device (created if new) as seen at `now` by `username` and
-   * resets its failure count — unless the device got locked while the password was being checked
-   * (concurrent guesses): then nothing changes and the answer is false.
+   * When `username`'s logins from `deviceId` are locked (a (user, device) lock, or a device-wide
+   * lock from before migration 4), or null.
+   */
+  deviceLockedUntil(deviceId: string, username: string, now: number): Promise<number | null>;
+  /**
+   * One failed login of `username` on a device, applying the lockout policy atomically: the
+   * (user, device) lock, then — for an existing user only — the user lock. `passwordTag` (smart
+   * lockout: a keyed hash of the wrong password, never the password) makes a repeat of a recent
+   * wrong password count once.
+   */
+  recordLoginFailure(
+    deviceId: string,
+    username: string,
+    now: number,
+    policy: LockoutPolicy,
+    userExists: boolean,
+    passwordTag?: string,
+  ): Promise<FailureResult>;
+  /**
+   * A successful login records the device (created if new) as seen at `now` by `username`, resets
+   * that (user, device)'s failure count and marks the device known for the user — unless it got
+   * locked while the password was being checked (concurrent guesses): then nothing changes and the
+   * answer is false.
    */
   recordLoginSuccess(deviceId: string, username: string, now: number): Promise<boolean>;
+  /** Clears every lock and failure count on the device, for every user. */
   unlockDevice(deviceId: string): Promise<boolean>;
 
   // refresh-token families
@@ -191,11 +264,17 @@ export interface PlatformStore {
   touchFamily(familyId: string, now: number): Promise<void>;
 
   // mobile authenticators
-  putMobileToken(token: MobileTokenRecord): Promise<void>;
+  /** Stores a token under the current token generation (`generation` of the argument is ignored). */
+  putMobileToken(token: Omit<MobileTokenRecord, 'generation'>): Promise<void>;
+  /** The token, if it exists and belongs to the current token generation. */
   getMobileToken(tokenHash: string): Promise<MobileTokenRecord | null>;
-  putMobileSession(session: MobileSessionRecord): Promise<void>;
-  /** The session if it exists and was used within `idleMs`; refreshes its last use. Expired ones are deleted. */
-  touchMobileSession(sessionHash: string, now: number, idleMs: number): Promise<MobileSessionRecord | null>;
+  /** Stores a session under the current token generation. */
+  putMobileSession(session: Omit<MobileSessionRecord, 'generation'>): Promise<void>;
+  /**
+   * The session if it exists, belongs to the current token generation and was used within
+   * `idleMs`; refreshes its last use. Idle and void ones are deleted, and the answer says which.
+   */
+  touchMobileSession(sessionHash: string, now: number, idleMs: number): Promise<SessionLookup>;
 
   /**
    * Drops expired rows (spent families, old attempts, expired tokens, idle sessions) and devices

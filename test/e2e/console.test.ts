@@ -86,6 +86,20 @@ describe.skipIf(!hasChromium)('control panel in Chromium', () => {
     await page.waitForURL(/\/console\/login/);
   });
 
+  it('switches smart lockout on and off with its checkbox (off by default)', async () => {
+    await logIn();
+    const box = page.getByLabel('Smart lockout');
+    expect(await box.isChecked()).toBe(false);
+    await box.check();
+    await page.getByRole('button', { name: 'Save security settings' }).click();
+    await expect.poll(async () => (await server.store.getSettings()).settings.lockout.smart_lockout).toBe(true);
+    await page.goto(`${base}/console/settings/security`);
+    expect(await page.getByLabel('Smart lockout').isChecked()).toBe(true);
+    await page.getByLabel('Smart lockout').uncheck();
+    await page.getByRole('button', { name: 'Save security settings' }).click();
+    await expect.poll(async () => (await server.store.getSettings()).settings.lockout.smart_lockout).toBe(false);
+  });
+
   it('shows a validation error next to its field and keeps what was typed', async () => {
     await logIn();
     await page.getByLabel('Refresh token validity, days').fill('10');

@@ -1,7 +1,10 @@
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../../shared/clock.js';
 import { userView } from '../../../platform-agent/security/accounts.js';
+import { DB_FILE } from '../../../platform-agent/store/sqlite-store.js';
 import { PASSWORD, rejectsWith, useSecurityEnv, WRONG_PASSWORD } from './fixtures.js';
 
 const env = useSecurityEnv();
@@ -29,11 +32,35 @@ describe('lockout: devices', () => {
     await env().login({ username: 'alice', deviceId: 'tablet-1' });
   });
 
-  it('locks the device for unknown usernames too, without locking anyone', async () => {
+  it('answers a name that is no account like any other (401s, then 429 on that name and device), locking nobody', async () => {
+    await env().addUser('erin');
+    await env().login({ username: 'erin', deviceId: 'erin-phone' });
     for (let i = 0; i < 5; i++)
-      await rejectsWith(env().login({ username: `guess-${i}`, deviceId: 'bot' }), 'RELAY_ERR_INVALID_CREDENTIALS');
-    await rejectsWith(env().login({ username: 'guess-5', deviceId: 'bot' }), 'RELAY_ERR_DEVICE_LOCKED');
-    expect((await env().store.getDevice('bot'))?.lockedUntil).toBe(env().clock.now() + 15 * MINUTE_MS);
+      await rejectsWith(env().login({ username: 'nobody', deviceId: 'erin-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'nobody', deviceId: 'erin-phone' }), 'RELAY_ERR_DEVICE_LOCKED');
+    // Erin's phone still works for erin: a device id is a claim, and the failures were nobody's.
+    await env().login({ username: 'erin', deviceId: 'erin-phone' });
+    expect(env().events.filter((e) => e.event === 'user_locked')).toHaveLength(0);
+  });
+
+  it("does not let failures claimed under someone's device id lock that user's logins from it", async () => {
+    await env().addUser('erin');
+    await env().addUser('mallory');
+    await env().fail(5, { username: 'mallory', deviceId: 'erin-phone' });
+    await rejectsWith(env().login({ username: 'mallory', deviceId: 'erin-phone' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await env().login({ username: 'erin', deviceId: 'erin-phone' });
+  });
+
+  it('counts a user lock from (user, device) locks: 3 devices locked for erin lock erin everywhere', async () => {
+    await env().addUser('erin');
+    for (const d of ['d1', 'd2']) await lockDevice('erin', d);
+    // Locks of other users on other devices do not add up to erin's.
+    await env().addUser('bob');
+    await lockDevice('bob', 'd3');
+    await env().login({ username: 'erin', deviceId: 'erin-phone' });
+    await lockDevice('erin', 'd3');
+    expect((await env().user('erin')).lockedForSecurityReasons).toBe(true);
+    await rejectsWith(env().login({ username: 'erin', deviceId: 'erin-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
   });
 
   it('does not lock the device when failures are spread so that the counter resets, each 15 min after the last', async () => {
@@ -248,23 +275,40 @@ describe('lockout: users', () => {
 });
 
 describe('lockout: per-IP limit', () => {
-  it('refuses the 11th attempt within a minute from one address with RELAY_ERR_TOO_MANY_ATTEMPTS and a Retry-After', async () => {
+  it('refuses the 11th failed login within a minute from one address with RELAY_ERR_TOO_MANY_ATTEMPTS and a Retry-After', async () => {
     await env().addUser('alice');
     for (let i = 0; i < 10; i++) {
-      await env().login({ username: 'alice', deviceId: `d${i}`, ip: '203.0.113.9' });
+      await env().fail(1, { username: 'alice', deviceId: `d${i}`, ip: '127.0.0.9' });
       env().clock.advance(5000);
     }
-    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd10', ip: '203.0.113.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd10', ip: '127.0.0.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
     expect(err.httpStatus).toBe(429);
     expect(err.retryAfterSeconds).toBe(10);
-    expect(env().events).toContainEqual({ event: 'ip_limited', ip: '203.0.113.9' });
+    expect(env().events).toContainEqual({ event: 'ip_limited', ip: '127.0.0.9' });
     // Other addresses are not affected.
-    await env().login({ username: 'alice', deviceId: 'd10', ip: '203.0.113.10' });
+    await env().login({ username: 'alice', deviceId: 'd10', ip: '127.0.0.10' });
   });
 
-  it('frees the address once the oldest attempt leaves the one-minute window', async () => {
+  it('lets 11 devices behind one address log in within a minute: successes do not count', async () => {
+    for (let i = 0; i < 11; i++) await env().addUser(`user${i}`);
+    for (let i = 0; i < 11; i++) await env().login({ username: `user${i}`, deviceId: `phone-${i}`, ip: '127.0.0.9' });
+    // Successes used up nothing: ten failures still fit, the eleventh is refused.
+    for (let i = 0; i < 10; i++) await env().fail(1, { username: 'user0', deviceId: `guess-${i}`, ip: '127.0.0.9' });
+    await rejectsWith(env().login({ username: 'user0', deviceId: 'phone-0', ip: '127.0.0.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+  });
+
+  it('counts failures for names that are no account, and refused attempts not at all', async () => {
     await env().addUser('alice');
-    for (let i = 0; i < 10; i++) await env().login({ username: 'alice', deviceId: 'd1', ip: '2001:db8::1' });
+    for (let i = 0; i < 10; i++) await env().fail(1, { username: `nobody-${i}`, deviceId: 'bot', ip: '127.0.0.9' });
+    for (let i = 0; i < 5; i++)
+      await rejectsWith(env().login({ username: 'alice', deviceId: 'd2', ip: '127.0.0.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+    env().clock.advance(60_000);
+    await env().login({ username: 'alice', deviceId: 'd2', ip: '127.0.0.9' });
+  });
+
+  it('frees the address once the oldest failure leaves the one-minute window', async () => {
+    await env().addUser('alice');
+    for (let i = 0; i < 10; i++) await env().fail(1, { username: 'alice', deviceId: `d${i}`, ip: '2001:db8::1' });
     const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', ip: '2001:db8::1' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
     expect(err.retryAfterSeconds).toBe(60);
     env().clock.advance(60_000 - 1);
@@ -273,14 +317,16 @@ describe('lockout: per-IP limit', () => {
     await env().login({ username: 'alice', deviceId: 'd1', ip: '2001:db8::1' });
   });
 
-  it('counts failed and successful attempts alike, and refused ones not at all', async () => {
+  it('holds concurrent guesses from one address within the limit', async () => {
     await env().addUser('alice');
-    await env().fail(3, { username: 'alice', deviceId: 'd1', ip: '203.0.113.9' });
-    for (let i = 0; i < 7; i++) await env().login({ username: 'alice', deviceId: 'd2', ip: '203.0.113.9' });
-    for (let i = 0; i < 5; i++)
-      await rejectsWith(env().login({ username: 'alice', deviceId: 'd2', ip: '203.0.113.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
-    env().clock.advance(60_000);
-    await env().login({ username: 'alice', deviceId: 'd2', ip: '203.0.113.9' });
+    const guesses = Array.from({ length: 20 }, (_, i) =>
+      env()
+        .login({ username: 'alice', deviceId: `d${i}`, password: 'wrong', ip: '127.0.0.9' })
+        .catch((err: { code: string }) => err.code),
+    );
+    const codes = await Promise.all(guesses);
+    expect(codes.filter((c) => c === 'RELAY_ERR_INVALID_CREDENTIALS')).toHaveLength(10);
+    expect(codes.filter((c) => c === 'RELAY_ERR_TOO_MANY_ATTEMPTS')).toHaveLength(10);
   });
 
   it('exempts whitelisted addresses', async () => {
@@ -303,7 +349,7 @@ describe('lockout: per-IP limit', () => {
   it('follows a changed limit', async () => {
     await env().addUser('alice');
     await env().patchSettings({ ip_login_attempts_per_minute: 3 });
-    for (let i = 0; i < 3; i++) await env().login({ username: 'alice', deviceId: 'd1', ip: '203.0.113.9' });
+    for (let i = 0; i < 3; i++) await env().fail(1, { username: 'alice', deviceId: 'd1', ip: '203.0.113.9' });
     await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', ip: '203.0.113.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
   });
 });
@@ -334,5 +380,94 @@ describe('lockout: restart', () => {
     // What was valid stays valid: the signing key and the generation survived too.
     await env().auth.authenticate(carol.access_token, 'api');
     await env().auth.refresh(carol.refresh_token);
+  });
+});
+
+describe('lockout: smart lockout (lockout.smart_lockout)', () => {
+  /** Five different wrong passwords: with smart lockout a repeated one would count once. */
+  const lockDevice = async (username: string, deviceId: string): Promise<void> => {
+    for (let i = 0; i < 5; i++) await env().fail(1, { username, deviceId, password: `guess ${i}` });
+  };
+
+  /** Alice logs in on her phone, then an attacker locks her through three other devices. */
+  async function lockAliceFromElsewhere(): Promise<void> {
+    await env().addUser('alice');
+    await env().login({ username: 'alice', deviceId: 'alice-phone' });
+    for (const d of ['bot-1', 'bot-2', 'bot-3']) await lockDevice('alice', d);
+    expect((await env().user('alice')).lockedForSecurityReasons).toBe(true);
+  }
+
+  it('is off by default: a user lock holds on the devices the user logged in from before', async () => {
+    await lockAliceFromElsewhere();
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+  });
+
+  it('on: a known device keeps working through a user lock caused from other devices; any other device is locked out', async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await lockAliceFromElsewhere();
+    const pair = await env().login({ username: 'alice', deviceId: 'alice-phone' });
+    // Its tokens work too, and refresh.
+    expect((await env().auth.authenticate(pair.access_token, 'api')).sub).toBe('alice');
+    await env().auth.refresh(pair.refresh_token);
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'new-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'bot-1', password: PASSWORD }), 'RELAY_ERR_DEVICE_LOCKED');
+  });
+
+  it("on: an administrator's lock has no exception, nor a known device with a lock of its own", async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await lockAliceFromElsewhere();
+    await lockDevice('alice', 'alice-phone');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await env().addUser('bob');
+    await env().login({ username: 'bob', deviceId: 'bob-phone' });
+    await env().accounts.update('bob', { locked_for_security_reasons: true });
+    await rejectsWith(env().login({ username: 'bob', deviceId: 'bob-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+  });
+
+  it('on: a known device whose own failures helped cause the user lock gets no exception', async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await env().addUser('alice');
+    await env().login({ username: 'alice', deviceId: 'alice-phone' });
+    await env().login({ username: 'alice', deviceId: 'alice-tablet' });
+    for (const d of ['alice-phone', 'bot-1', 'bot-2']) await lockDevice('alice', d);
+    expect((await env().user('alice')).lockedForSecurityReasons).toBe(true);
+    env().clock.advance(15 * MINUTE_MS);
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await env().login({ username: 'alice', deviceId: 'alice-tablet' });
+  });
+
+  it('on: the same wrong password repeated counts once; different ones count each', async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await env().addUser('alice');
+    await env().fail(10, { username: 'alice', deviceId: 'phone-1', password: 'old password' });
+    await env().login({ username: 'alice', deviceId: 'phone-1' });
+    for (let i = 0; i < 5; i++) await env().fail(1, { username: 'alice', deviceId: 'phone-1', password: `guess ${i}` });
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+  });
+
+  it('off: the same wrong password repeated counts every time', async () => {
+    await env().addUser('alice');
+    await env().fail(5, { username: 'alice', deviceId: 'phone-1', password: 'old password' });
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+  });
+
+  it('keeps only a keyed hash of a wrong password, for the failure window only', async () => {
+    await env().patchSettings({ lockout: { smart_lockout: true } });
+    await env().addUser('alice');
+    await env().fail(4, { username: 'alice', deviceId: 'phone-1', password: 'my old password' });
+    const db = new Database(join(env().dir, DB_FILE), { readonly: true });
+    try {
+      const dump =
+        JSON.stringify(db.prepare('SELECT * FROM device_users').all()) + JSON.stringify(db.prepare('SELECT * FROM config').all());
+      expect(dump).not.toContain('my old password');
+      expect(dump).not.toContain(Buffer.from('my old password').toString('base64'));
+      expect(dump).toContain('tag');
+    } finally {
+      db.close();
+    }
+    // After the window the repeat counts again (the hash is forgotten with the failures).
+    env().clock.advance(15 * MINUTE_MS);
+    await env().fail(5, { username: 'alice', deviceId: 'phone-1', password: 'my old password' });
+    expect((await env().store.getDeviceUser('phone-1', 'alice'))?.failures).toBe(1);
   });
 });

@@ -24,18 +24,22 @@ async function mobileLogin(): Promise<{ sessionId: string; token: string | undef
 }
 
 describe('mobile authenticators: off by default', () => {
-  it('refuses Authorization: Mobile while the authorization authenticator is disabled (the default)', async () => {
+  it('refuses Authorization: Mobile while the authorization authenticator is disabled (the default), saying so', async () => {
     await env().addUser('alice');
-    await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD) }), 'RELAY_ERR_INVALID_TOKEN');
+    const err = await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD) }), 'RELAY_ERR_AUTHENTICATOR_OFF');
+    expect(err.httpStatus).toBe(401);
+    // The same answer for a name that is no account: it says nothing about accounts.
+    await rejectsWith(request({ authorization: mobileHeader('nobody', PASSWORD) }), 'RELAY_ERR_AUTHENTICATOR_OFF');
     expect(await env().store.getDevice('phone-1')).toBeNull();
   });
 
-  it('refuses a twx-mobile-token while the token authenticator is disabled (the default)', async () => {
+  it('refuses a twx-mobile-token while the token authenticator is disabled (the default), saying so', async () => {
     await env().addUser('alice');
     await env().patchSettings({ mobile_authorization: { enabled: true } });
     const { token } = await mobileLogin();
     expect(token).toBeDefined();
-    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_AUTHENTICATOR_OFF');
+    await rejectsWith(request({ mobileToken: 'made-up' }), 'RELAY_ERR_AUTHENTICATOR_OFF');
   });
 
   it('answers null for a request that carries none of its credentials', async () => {
@@ -87,13 +91,17 @@ describe('mobile authenticators: Authorization: Mobile', () => {
     );
   });
 
-  it('wants a device id', async () => {
+  it('gives a login without X-Device-Id (as ThingWorx clients send it) the device mobile@<client address>', async () => {
     await env().addUser('alice');
     await enable();
-    await rejectsWith(
-      env().mobile.authenticate({ authorization: mobileHeader('alice', PASSWORD), ip: '203.0.113.1', ipDecision: 'neutral' }),
-      'RELAY_ERR_DEVICE_ID_REQUIRED',
-    );
+    const login = (password: string, ip: string) =>
+      env().mobile.authenticate({ authorization: mobileHeader('alice', password), ip, ipDecision: 'neutral' });
+    expect(await login(PASSWORD, '127.0.0.2')).toMatchObject({ username: 'alice', deviceId: 'mobile@127.0.0.2' });
+    expect(await env().store.getDevice('mobile@127.0.0.2')).toMatchObject({ lastUsername: 'alice' });
+    // Its failures count like any device's: five lock alice on mobile@127.0.0.3 only.
+    for (let i = 0; i < 5; i++) await rejectsWith(login(WRONG_PASSWORD, '127.0.0.3'), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(login(PASSWORD, '127.0.0.3'), 'RELAY_ERR_DEVICE_LOCKED');
+    expect(await login(PASSWORD, '127.0.0.2')).toMatchObject({ deviceId: 'mobile@127.0.0.2' });
   });
 
   it('counts its failures towards the device lockout, which then also holds for JSON logins', async () => {
@@ -109,7 +117,13 @@ describe('mobile authenticators: Authorization: Mobile', () => {
   it('is held to the per-IP limit and the IP lists', async () => {
     await env().addUser('alice');
     await enable();
-    for (let i = 0; i < 10; i++) await request({ authorization: mobileHeader('alice', PASSWORD), ip: '203.0.113.5' });
+    // The limit is on failed logins: successes do not use it up.
+    for (let i = 0; i < 11; i++) await request({ authorization: mobileHeader('alice', PASSWORD), ip: '203.0.113.5', deviceId: `d${i}` });
+    for (let i = 0; i < 10; i++)
+      await rejectsWith(
+        request({ authorization: mobileHeader('alice', WRONG_PASSWORD), ip: '203.0.113.5', deviceId: `e${i}` }),
+        'RELAY_ERR_INVALID_CREDENTIALS',
+      );
     await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD), ip: '203.0.113.5' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
     await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD), ipDecision: 'blacklisted' }), 'RELAY_ERR_IP_BLOCKED');
   });
@@ -149,7 +163,7 @@ describe('mobile authenticators: twx-mobile-token', () => {
     const { token } = await mobileLogin();
     await request({ mobileToken: token! });
     await env().patchSettings({ mobile_token: { enabled: false } });
-    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_AUTHENTICATOR_OFF');
   });
 
   it('refuses the token of a locked or expired account', async () => {
@@ -190,16 +204,17 @@ describe('mobile authenticators: sessions', () => {
     expect(result?.newSessionId).not.toBe(sessionId);
   });
 
-  it('refuses a session opened by an authenticator that has since been disabled', async () => {
+  it('refuses a session opened by an authenticator that has since been disabled, with that reason', async () => {
     await env().addUser('alice');
     await enable();
     const { sessionId, token } = await mobileLogin();
     const fromToken = (await request({ mobileToken: token! }))!.newSessionId!;
     await env().patchSettings({ mobile_token: { enabled: false } });
-    await rejectsWith(request({ sessionId: fromToken }), 'RELAY_ERR_SESSION_EXPIRED');
+    const err = await rejectsWith(request({ sessionId: fromToken }), 'RELAY_ERR_AUTHENTICATOR_OFF');
+    expect(err.httpStatus).toBe(401);
     expect(await request({ sessionId })).toMatchObject({ via: 'session' });
     await env().patchSettings({ mobile_authorization: { enabled: false } });
-    await rejectsWith(request({ sessionId }), 'RELAY_ERR_SESSION_EXPIRED');
+    await rejectsWith(request({ sessionId }), 'RELAY_ERR_AUTHENTICATOR_OFF');
   });
 
   it('ends a session opened by a token when the token expires, however recently it was used', async () => {

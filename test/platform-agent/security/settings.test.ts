@@ -42,6 +42,7 @@ describe('security settings: defaults', () => {
       user_device_locks: 3,
       device_lock_reset_hours: 24,
       user_lock_days: 1,
+      smart_lockout: false,
     });
     expect(lockoutPolicy(defaults())).toEqual({
       deviceFailures: 5,
@@ -50,6 +51,7 @@ describe('security settings: defaults', () => {
       userDeviceLocks: 3,
       deviceLockWindowMs: 24 * HOUR_MS,
       userLockMs: DAY_MS,
+      smart: false,
     });
   });
 

@@ -61,7 +61,7 @@ function expectStoreError(fn: () => unknown): RelayError {
 }
 
 describe('SqliteStore: opening', () => {
-  it('creates platform.db readable by its owner only, in WAL mode, at schema version 3', async () => {
+  it('creates platform.db readable by its owner only, in WAL mode, at the newest schema version', async () => {
     const store = openStore();
     expect(store.file).toBe(join(dir, DB_FILE));
     expect(statSync(store.file).mode & 0o777).toBe(0o600);
@@ -69,7 +69,7 @@ describe('SqliteStore: opening', () => {
     const db = new Database(join(dir, DB_FILE), { readonly: true });
     try {
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(db.pragma('user_version', { simple: true })).toBe(3);
+      expect(db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
     } finally {
       db.close();
     }
@@ -105,10 +105,10 @@ describe('SqliteStore: opening', () => {
   it('refuses a database with a newer schema version than it knows, with RELAY_ERR_STORE', async () => {
     await openStore().close();
     const db = new Database(join(dir, DB_FILE));
-    db.pragma('user_version = 4');
+    db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
     db.close();
     const err = expectStoreError(() => openStore());
-    expect(err.message).toContain('schema version 4');
+    expect(err.message).toContain(`schema version ${MIGRATIONS.length + 1}`);
   });
 
   it('refuses a file that is not a SQLite database with RELAY_ERR_STORE', () => {
@@ -330,9 +330,19 @@ describe('SqliteStore: atomic counters', () => {
     const store = openStore();
     for (let i = 0; i < 3; i++) expect((await store.hitIpAttempt('ip', T0 + i * 1000, MINUTE_MS, 3)).allowed).toBe(true);
     for (let i = 0; i < 10; i++) expect((await store.hitIpAttempt('ip', T0 + 5000, MINUTE_MS, 3)).allowed).toBe(false);
-    expect(await store.hitIpAttempt('ip', T0 + 59_999, MINUTE_MS, 3)).toEqual({ allowed: false, retryAfterMs: 1 });
+    expect(await store.hitIpAttempt('ip', T0 + 59_999, MINUTE_MS, 3)).toMatchObject({ allowed: false, retryAfterMs: 1 });
     expect((await store.hitIpAttempt('ip', T0 + MINUTE_MS, MINUTE_MS, 3)).allowed).toBe(true);
-    expect(await store.hitIpAttempt('ip', T0 + MINUTE_MS, MINUTE_MS, 3)).toEqual({ allowed: false, retryAfterMs: 1000 });
+    expect(await store.hitIpAttempt('ip', T0 + MINUTE_MS, MINUTE_MS, 3)).toMatchObject({ allowed: false, retryAfterMs: 1000 });
+  });
+
+  it('gives a released attempt back (a login that succeeded), and only that one', async () => {
+    const store = openStore();
+    const first = await store.hitIpAttempt('ip', T0, MINUTE_MS, 2);
+    await store.hitIpAttempt('ip', T0, MINUTE_MS, 2);
+    expect((await store.hitIpAttempt('ip', T0, MINUTE_MS, 2)).allowed).toBe(false);
+    await store.releaseIpAttempt(first.attemptId);
+    expect((await store.hitIpAttempt('ip', T0, MINUTE_MS, 2)).allowed).toBe(true);
+    expect((await store.hitIpAttempt('ip', T0, MINUTE_MS, 2)).allowed).toBe(false);
   });
 
   it('resets the failure count on success and unlocks a device on request', async () => {
@@ -344,8 +354,11 @@ describe('SqliteStore: atomic counters', () => {
     expect((await store.getDevice('d1'))?.lockedUntil).toBe(T0 + 15 * MINUTE_MS);
     // A success that arrives after the lock (a guess in flight) changes nothing, not even who was seen last.
     const locked = await store.getDevice('d1');
-    expect(await store.recordLoginSuccess('d1', 'mallory', T0 + 1)).toBe(false);
+    expect(await store.recordLoginSuccess('d1', 'alice', T0 + 1)).toBe(false);
     expect(await store.getDevice('d1')).toEqual(locked);
+    // The lock is alice's on d1: another user's login there is not held by it.
+    expect(await store.deviceLockedUntil('d1', 'alice', T0 + 1)).toBe(T0 + 15 * MINUTE_MS);
+    expect(await store.deviceLockedUntil('d1', 'mallory', T0 + 1)).toBeNull();
     expect(locked).toMatchObject({ lockedUntil: T0 + 15 * MINUTE_MS, lastUsername: 'alice', lastSeenAt: T0 });
     expect(await store.unlockDevice('d1')).toBe(true);
     expect(await store.getDevice('d1')).toMatchObject({ failures: 0, lockedAt: null, lockedUntil: null });
@@ -373,12 +386,10 @@ describe('SqliteStore: devices', () => {
     await store.recordLoginFailure('shared', 'alice', T0, policy, true);
     expect(await store.getDevice('shared')).toMatchObject({ failures: 1, lastFailureAt: T0, lastUsername: 'alice', lastSeenAt: T0 });
     expect(await store.recordLoginSuccess('shared', 'bob', T0 + MINUTE_MS)).toBe(true);
-    expect(await store.getDevice('shared')).toMatchObject({
-      failures: 0,
-      lastFailureAt: null,
-      lastUsername: 'bob',
-      lastSeenAt: T0 + MINUTE_MS,
-    });
+    // Bob's success resets bob's count on the device; alice's failure there still counts for alice.
+    expect(await store.getDevice('shared')).toMatchObject({ failures: 1, lastUsername: 'bob', lastSeenAt: T0 + MINUTE_MS });
+    expect(await store.getDeviceUser('shared', 'bob')).toMatchObject({ failures: 0, known: true });
+    expect(await store.getDeviceUser('shared', 'alice')).toMatchObject({ failures: 1, known: false });
     await store.recordLoginFailure('shared', 'carol', T0 + 2 * MINUTE_MS, policy, false);
     expect(await store.getDevice('shared')).toMatchObject({ failures: 1, lastUsername: 'carol', lastSeenAt: T0 + 2 * MINUTE_MS });
   });
@@ -402,14 +413,17 @@ describe('SqliteStore: devices', () => {
     expect(await store.listDevices({ username: 'nobody' })).toEqual([]);
   });
 
-  it("keeps a deleted user's devices, lock included, for whatever name is tried next", async () => {
+  it("keeps a deleted user's devices and its (user, device) lock, which holds that name only", async () => {
     const store = openStore();
     await store.createUser(user('alice'));
     await store.recordLoginSuccess('phone-1', 'alice', T0);
     for (let i = 0; i < 5; i++) await store.recordLoginFailure('phone-2', 'alice', T0, policy, true);
     expect(await store.deleteUser('alice')).toBe(true);
     expect((await store.listDevices({ username: 'alice' })).map((d) => d.deviceId)).toEqual(['phone-1', 'phone-2']);
-    expect((await store.recordLoginFailure('phone-2', 'bob', T0 + MINUTE_MS, policy, false)).deviceLockedUntil).toBe(T0 + 15 * MINUTE_MS);
+    expect((await store.recordLoginFailure('phone-2', 'alice', T0 + MINUTE_MS, policy, false)).deviceLockedUntil).toBe(T0 + 15 * MINUTE_MS);
+    expect((await store.recordLoginFailure('phone-2', 'bob', T0 + MINUTE_MS, policy, false)).deviceLockedUntil).toBeNull();
+    // A later account of the same name does not inherit the devices as known ones (smart lockout).
+    expect(await store.getDeviceUser('phone-1', 'alice')).toMatchObject({ known: false });
   });
 
   it('prunes a device last seen more than 180 days ago, and keeps one seen 180 days ago to the millisecond', async () => {
@@ -461,6 +475,121 @@ describe('SqliteStore: devices', () => {
     expect(await store.prune(T0)).toBe(1);
     expect(await store.getDevice('cleared')).toBeNull();
     expect(await store.getDevice('failing')).not.toBeNull();
+  });
+});
+
+describe('SqliteStore: migration 4 (per (user, device) lockout, token generations)', () => {
+  it('keeps a device-wide lock in force for every user until it ends, and a user lock as it was', async () => {
+    const db = new Database(join(dir, DB_FILE));
+    for (let v = 0; v < 3; v++) db.exec(MIGRATIONS[v]!);
+    db.pragma('user_version = 3');
+    db.prepare(
+      "INSERT INTO devices (device_id, failures, last_failure_at, last_username, last_seen_at, locked_at, locked_until) VALUES ('phone', 0, ?, 'alice', ?, ?, ?)",
+    ).run(T0, T0, T0, T0 + 15 * MINUTE_MS);
+    db.prepare(
+      "INSERT INTO users (username, password_hash, role, created_at, locked, locked_at, locked_until) VALUES ('bob', 'x', 'mobile', ?, 1, ?, ?)",
+    ).run(T0, T0, T0 + DAY_MS);
+    db.prepare(
+      "INSERT INTO refresh_families (family_id, username, device_id, audience, current_jti_hash, created_at, last_used_at, expires_at) VALUES ('f', 'carol', 'tablet', 'api', 'h', ?, ?, ?)",
+    ).run(T0, T0 + 1, T0 + DAY_MS);
+    db.prepare("INSERT INTO settings (id, json, token_generation) VALUES (1, '{}', 7)").run();
+    db.prepare("INSERT INTO mobile_tokens (token_hash, username, created_at, expires_at) VALUES ('t', 'carol', ?, ?)").run(T0, T0 + DAY_MS);
+    db.close();
+    const store = openStore();
+    for (const name of ['alice', 'bob', 'anyone']) expect(await store.deviceLockedUntil('phone', name, T0 + 1)).toBe(T0 + 15 * MINUTE_MS);
+    expect(await store.recordLoginSuccess('phone', 'anyone', T0 + 1)).toBe(false);
+    expect(await store.getDevice('phone')).toMatchObject({ lockedUntil: T0 + 15 * MINUTE_MS });
+    expect(await store.deviceLockedUntil('phone', 'alice', T0 + 15 * MINUTE_MS)).toBeNull();
+    expect(await store.getUser('bob')).toMatchObject({ lockedForSecurityReasons: true, lockedUntil: T0 + DAY_MS });
+    // A device with a refresh family saw a successful login: it starts known for that user.
+    expect(await store.getDeviceUser('tablet', 'carol')).toMatchObject({ known: true, lastSeenAt: T0 + 1 });
+    // A mobile token issued before keeps working: it gets the generation in force.
+    expect(await store.getMobileToken('t')).toMatchObject({ generation: 7 });
+  });
+});
+
+describe('SqliteStore: names without regard to case', () => {
+  const group = (name: string): GroupRecord => ({ name, role: 'mobile', description: null, operations: ['api.read'], createdAt: T0 });
+  const codeOf = async (promise: Promise<unknown>): Promise<{ code: string }> => {
+    try {
+      await promise;
+    } catch (err) {
+      expect(err).toBeInstanceOf(RelayError);
+      return { code: (err as RelayError).code };
+    }
+    throw new Error('expected a RelayError');
+  };
+
+  it('refuses a user or a group whose name differs from a taken one only in case or Unicode normalisation', async () => {
+    const store = openStore();
+    await store.createUser(user('alice'));
+    await store.createUser(user('ADMIN', { role: 'admin' }));
+    await store.createUser(user('caf\u00e9'));
+    for (const name of ['Alice', 'ALICE', 'admin', 'cafe\u0301', 'CAF\u00c9'])
+      expect(await codeOf(store.createUser(user(name)))).toMatchObject({ code: 'RELAY_ERR_USER_EXISTS' });
+    await store.createGroup(group('staff'));
+    expect(await codeOf(store.createGroup(group('Staff')))).toMatchObject({ code: 'RELAY_ERR_GROUP_EXISTS' });
+    expect((await store.listUsers()).map((u) => u.username)).toEqual(['ADMIN', 'alice', 'caf\u00e9']);
+  });
+
+  it('finds, changes, locks and deletes a user and a group by any case of the name, keeping the stored names', async () => {
+    const store = openStore();
+    await store.createGroup(group('Staff'));
+    await store.createUser(user('alice', { group: 'STAFF' }));
+    expect(await store.getUser('ALICE')).toMatchObject({ username: 'alice', group: 'Staff' });
+    expect(await store.getLoginUser('Alice')).toMatchObject({ username: 'alice' });
+    expect(await store.getGroup('staff')).toMatchObject({ name: 'Staff' });
+    expect(await store.countUsersInGroup('STAFF')).toBe(1);
+    expect(await store.updateUser('Alice', { description: 'x', group: null }, T0)).toMatchObject({ username: 'alice', group: null });
+    expect(await store.setUserLock('ALICE', { lockedAt: T0, lockedUntil: null })).toMatchObject({ lockedForSecurityReasons: true });
+    expect(await store.updateGroup('STAFF', { description: 'all of us' })).toMatchObject({ name: 'Staff', description: 'all of us' });
+    expect(await store.deleteUser('ALICE')).toBe(true);
+    expect(await store.getUser('alice')).toBeNull();
+    expect(await store.deleteGroup('staff')).toBe(true);
+  });
+
+  it('prunes a (user, device) row without a successful login once its lock and failures no longer count; a known one after 180 days', async () => {
+    const store = openStore();
+    for (let i = 0; i < 5; i++) await store.recordLoginFailure('bot', 'made-up', T0, policy, false);
+    await store.recordLoginFailure('bot', 'other-made-up', T0, policy, false);
+    await store.recordLoginSuccess('bot', 'alice', T0);
+    await store.prune(T0 + 15 * MINUTE_MS - 1);
+    expect(await store.getDeviceUser('bot', 'made-up')).not.toBeNull();
+    await store.prune(T0 + 15 * MINUTE_MS);
+    expect(await store.getDeviceUser('bot', 'made-up')).toBeNull();
+    expect(await store.getDeviceUser('bot', 'other-made-up')).toBeNull();
+    expect(await store.getDeviceUser('bot', 'alice')).toMatchObject({ known: true });
+    await store.prune(T0 + DEVICE_RETENTION_MS + 1);
+    expect(await store.getDeviceUser('bot', 'alice')).toBeNull();
+    expect(await store.getDevice('bot')).toBeNull();
+  });
+
+  it('migration 5 keeps users that collide, all of them, lists them, and lets none of them log in; exact names still reach each', async () => {
+    const db = new Database(join(dir, DB_FILE));
+    for (let v = 0; v < 4; v++) db.exec(MIGRATIONS[v]!);
+    db.pragma('user_version = 4');
+    const insert = db.prepare(
+      "INSERT INTO users (username, password_hash, role, created_at, locked, locked_at, locked_until) VALUES (?, 'x', 'mobile', ?, ?, ?, ?)",
+    );
+    insert.run('Alice', T0, 0, null, null);
+    insert.run('alice', T0, 1, T0, T0 + DAY_MS);
+    insert.run('bob', T0, 0, null, null);
+    db.prepare("INSERT INTO groups (name, role, operations, created_at) VALUES ('Staff', 'mobile', '[\"api.read\"]', ?)").run(T0);
+    db.prepare("INSERT INTO groups (name, role, operations, created_at) VALUES ('staff', 'mobile', '[\"api.read\"]', ?)").run(T0);
+    db.close();
+    const store = openStore();
+    expect(await store.ambiguousNames()).toEqual({ users: [['Alice', 'alice']], groups: [['Staff', 'staff']] });
+    expect(await store.getLoginUser('alice')).toBeNull();
+    expect(await store.getLoginUser('ALICE')).toBeNull();
+    expect(await store.getLoginUser('BOB')).toMatchObject({ username: 'bob' });
+    // The lock survives the migration.
+    expect(await store.getUser('alice')).toMatchObject({ username: 'alice', lockedForSecurityReasons: true, lockedUntil: T0 + DAY_MS });
+    expect(await store.getUser('Alice')).toMatchObject({ username: 'Alice', lockedForSecurityReasons: false });
+    expect(await store.getUser('ALICE')).toBeNull();
+    // Once an administrator deletes one, the name works again.
+    expect(await store.deleteUser('Alice')).toBe(true);
+    expect(await store.getLoginUser('ALICE')).toMatchObject({ username: 'alice' });
+    expect((await store.ambiguousNames()).users).toEqual([]);
   });
 });
 
@@ -523,8 +652,8 @@ describe('SqliteStore: user locks', () => {
     expect((await store.getFamily('fa'))?.revokedAt).toBe(T0 + 1);
     expect((await store.getFamily('fb'))?.revokedAt).toBeNull();
     expect(await store.getMobileToken('ta')).toBeNull();
-    expect(await store.touchMobileSession('sa', T0 + 2, 30 * MINUTE_MS)).toBeNull();
-    expect(await store.touchMobileSession('sb', T0 + 2, 30 * MINUTE_MS)).not.toBeNull();
+    expect(await store.touchMobileSession('sa', T0 + 2, 30 * MINUTE_MS)).toEqual({ refused: 'missing' });
+    expect(await store.touchMobileSession('sb', T0 + 2, 30 * MINUTE_MS)).toHaveProperty('session');
     expect(await store.setUserLock('nobody', null)).toBeNull();
   });
 
@@ -545,11 +674,10 @@ describe('SqliteStore: mobile sessions and pruning', () => {
     const store = openStore();
     await store.putMobileSession({ sessionHash: 's', username: 'alice', tokenHash: 't', createdAt: T0, lastSeenAt: T0 });
     expect(await store.touchMobileSession('s', T0 + 30 * MINUTE_MS, 30 * MINUTE_MS)).toMatchObject({
-      lastSeenAt: T0 + 30 * MINUTE_MS,
-      tokenHash: 't',
+      session: { lastSeenAt: T0 + 30 * MINUTE_MS, tokenHash: 't' },
     });
-    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 1, 30 * MINUTE_MS)).toBeNull();
-    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 2, 30 * MINUTE_MS)).toBeNull();
+    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 1, 30 * MINUTE_MS)).toEqual({ refused: 'idle' });
+    expect(await store.touchMobileSession('s', T0 + 60 * MINUTE_MS + 2, 30 * MINUTE_MS)).toEqual({ refused: 'missing' });
   });
 
   it('prunes expired families, old revoked ones, expired mobile tokens, old attempts and idle sessions, and nothing live', async () => {
@@ -571,6 +699,6 @@ describe('SqliteStore: mobile sessions and pruning', () => {
     expect(await store.getFamily('live')).not.toBeNull();
     expect(await store.getMobileToken('old')).toBeNull();
     expect(await store.getMobileToken('new')).not.toBeNull();
-    expect(await store.touchMobileSession('fresh', now, 30 * MINUTE_MS)).not.toBeNull();
+    expect(await store.touchMobileSession('fresh', now, 30 * MINUTE_MS)).toHaveProperty('session');
   });
 });

@@ -55,8 +55,12 @@ export interface PlatformServerOptions {
    * `<dataDir>/tls/` (internal.crt, internal.key) the first time a TLS client connects.
    */
   internalTls?: PemPair;
-  /** Also serve the control panel to tunnel streams (clients through the relay). Default false: internal listener only. */
-  consoleThroughRelay?: boolean;
+  /**
+   * Also serve the administrators' surfaces, the control panel (`/console/`) and the admin API
+   * (`/admin/api/`), to tunnel streams (clients through the relay). Default false: the internal
+   * listener only, and a tunnel stream gets the 404 of a path that does not exist.
+   */
+  adminThroughRelay?: boolean;
   /** An internal connection that sends nothing is closed after this long. Default `defaults.headersTimeoutMs`. */
   firstByteTimeoutMs?: number;
 }
@@ -94,7 +98,7 @@ export class PlatformServer {
   /** The relay connection the agent manages, shown and changed in the control panel and the admin API. */
   private relayConnection: RelayConnection | null = null;
   private readonly firstByteTimeoutMs: number;
-  private readonly consoleThroughRelay: boolean;
+  private readonly adminThroughRelay: boolean;
   /** HTTP and HTTPS server objects behind the internal listeners (one handler; they never listen themselves). */
   private internalHttp: http.Server | null = null;
   private internalHttps: https.Server | null = null;
@@ -105,7 +109,7 @@ export class PlatformServer {
     this.dataDir = opts.dataDir;
     this.internalTls = opts.internalTls;
     this.firstByteTimeoutMs = opts.firstByteTimeoutMs ?? defaults.headersTimeoutMs;
-    this.consoleThroughRelay = opts.consoleThroughRelay ?? false;
+    this.adminThroughRelay = opts.adminThroughRelay ?? false;
     this.store = opts.store ?? new SqliteStore(opts.dataDir);
     const scrypt = opts.scrypt ?? defaultScryptParams;
     this.auth = new AuthService(this.store, this.clock, (e) => this.onAuthEvent(e), scrypt);
@@ -328,12 +332,18 @@ export class PlatformServer {
     const isApi = path === '/api' || path.startsWith('/api/');
     const internal = this.internalSockets.has(req.socket);
     const isConsole = path === '/console' || path.startsWith('/console/');
-    // The control panel: on the internal listener, and through the relay only when the operator said so.
-    const consoleServed = isConsole && (internal || this.consoleThroughRelay);
-    if ((isApi || consoleServed) && !isTls(req.socket)) {
+    const isAdminApi = path === '/admin/api' || path.startsWith('/admin/api/');
+    // The administrators' surfaces: on the internal listener, and through the relay only when the
+    // operator said so. Otherwise a tunnel stream gets what a path that does not exist gets.
+    const adminServed = (isConsole || isAdminApi) && (internal || this.adminThroughRelay);
+    if ((isConsole || isAdminApi) && !adminServed) return false;
+    if ((isApi || adminServed) && !isTls(req.socket)) {
       const { https: encryption } = (await this.store.getSettings()).settings;
       if (isApi && encryption.api) throw new RelayError('RELAY_ERR_HTTPS_REQUIRED');
-      if (consoleServed && encryption.control_panel) {
+      if (adminServed && encryption.control_panel) {
+        // An API client is told, not redirected (a redirected POST would resend its password in the clear first).
+        if (isAdminApi)
+          throw new RelayError('RELAY_ERR_HTTPS_REQUIRED', 'the admin API is served over HTTPS only (HTTPS for the Control Panel is on)');
         // The relay's HTTP and HTTPS ports differ: no same-port redirect for a tunnel stream.
         if (!internal)
           throw new RelayError('RELAY_ERR_HTTPS_REQUIRED', "the control panel is served over HTTPS only; use the relay's HTTPS port");
@@ -359,7 +369,7 @@ export class PlatformServer {
         await this.authRoutes.logout(req, res, 'api');
         return true;
     }
-    if (isConsole) return consoleServed && this.consoleRoutes.handle(req, res, path, ctx);
+    if (isConsole) return this.consoleRoutes.handle(req, res, path, ctx);
     if (!isApi) return false;
     const who = await this.authRoutes.identify(req, ctx);
     if (path === '/api/v1/me') {

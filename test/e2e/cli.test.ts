@@ -119,6 +119,11 @@ describe('start-up errors name the option and the fix', () => {
     });
     expect(await panel.exited).toBe(2);
     expect(panel.stderr.join('\n')).toMatch(/--console-through-relay belongs to the built-in platform server/);
+    const admin = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--sample-app', '--admin-through-relay'], {
+      PLATFORM_AGENT_TOKEN: TOKEN,
+    });
+    expect(await admin.exited).toBe(2);
+    expect(admin.stderr.join('\n')).toMatch(/--admin-through-relay belongs to the built-in platform server/);
     const noRelay = run(AGENT, ['start', '--sample-app'], { PLATFORM_AGENT_TOKEN: TOKEN });
     expect(await noRelay.exited).toBe(2);
     expect(noRelay.stderr.join('\n')).toMatch(/--relay: give at least one relay/);

@@ -122,7 +122,7 @@ describe('internal listener: HTTP and HTTPS on one port, Encryption switches', (
     }
   });
 
-  it('serves the control panel to tunnel streams only with consoleThroughRelay, and then over HTTPS only when the switch says so', async () => {
+  it('serves the control panel to tunnel streams only with adminThroughRelay, and then over HTTPS only when the switch says so', async () => {
     const tunnelGet = async (viaTls: boolean, target: PlatformServer): Promise<number> => {
       const tunnel = net.createServer((socket) => {
         (socket as unknown as { meta: { tls: boolean } }).meta = { tls: viaTls };
@@ -144,7 +144,7 @@ describe('internal listener: HTTP and HTTPS on one port, Encryption switches', (
       dataDir: otherDir,
       logger: testLogger(),
       clock,
-      consoleThroughRelay: true,
+      adminThroughRelay: true,
     });
     try {
       expect(await tunnelGet(false, other)).toBe(200);

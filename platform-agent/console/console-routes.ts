@@ -449,6 +449,7 @@ export class ConsoleRoutes {
         ip: ctx.ip,
         ipDecision: ctx.ipDecision,
         audience: 'admin',
+        ...(ctx.internal === true ? { internal: true } : {}),
       });
       redirect(res, this.draftPage(req) ?? '/console/settings/security', {
         'set-cookie': [this.cookieHeader(req, SESSION_COOKIE, pair.access_token), this.cookieHeader(req, LOGIN_COOKIE, '', 0)],
@@ -459,7 +460,7 @@ export class ConsoleRoutes {
         err.code === 'RELAY_ERR_INVALID_CREDENTIALS'
           ? 'Wrong user name or password, or the account may not log in here.'
           : err.retryAfterSeconds !== undefined
-            ? `${err.message}. Try again in ${Math.ceil(err.retryAfterSeconds / 60)} min.`
+            ? `${err.message}. Try again in ${waitText(err.retryAfterSeconds)}.`
             : err.message;
       this.loginPage(req, res, err.httpStatus, message, username, true);
     }
@@ -996,4 +997,9 @@ function groupNotice(query: URLSearchParams): string | null {
   if (saved !== null) return `Group ${saved} saved.`;
   if (deleted !== null) return `Group ${deleted} deleted.`;
   return null;
+}
+
+/** A wait as the login page says it: seconds below a minute, else whole minutes (rounded up). */
+function waitText(seconds: number): string {
+  return seconds < 60 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`;
 }

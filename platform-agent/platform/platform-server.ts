@@ -294,7 +294,7 @@ export class PlatformServer {
 
   private context(req: IncomingMessage): RequestContext {
     const ip = canonicalIp(req.socket.remoteAddress ?? '');
-    return { ip, ipDecision: this.ipGuard.decide(ip) };
+    return { ip, ipDecision: this.ipGuard.decide(ip), internal: this.internalSockets.has(req.socket) };
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -11,6 +11,8 @@ import { RelayError } from '../../shared/errors.js';
 import type { IpDecision } from '../../shared/ip-rules.js';
 import type { PlatformStore, Role, UserRecord } from '../store/store.js';
 import { accountUsable } from './accounts.js';
+import { adminAccountKey, adminAddressKey, adminWaitPolicy } from './admin-waits.js';
+import { isLastUserManager } from './groups.js';
 import { defaultScryptParams, hashPassword, verifyPassword, type ScryptParams } from './passwords.js';
 import { inactivityMs, lockoutPolicy, type SecuritySettings } from './settings.js';
 import { TokenService, type Audience, type TokenClaims, type TokenPair } from './tokens.js';
@@ -23,6 +25,8 @@ export interface LoginAttempt {
   ip: string;
   ipDecision: IpDecision;
   audience: Audience;
+  /** The login arrived on the internal listener (not through the relay). */
+  internal?: boolean;
 }
 
 export interface Identity {
@@ -38,6 +42,7 @@ export type AuthEvent =
   | { event: 'device_locked'; deviceId: string; username: string; until: number }
   | { event: 'user_locked'; username: string; until: number }
   | { event: 'ip_limited'; ip: string }
+  | { event: 'admin_login_delayed'; username: string; ip: string; retryAfterMs: number }
   | { event: 'refresh_reuse'; username: string; family: string };
 
 const secondsUntil = (ms: number, now: number): number => Math.max(1, Math.ceil((ms - now) / 1000));
@@ -77,11 +82,13 @@ export class AuthService {
         throw new RelayError('RELAY_ERR_TOO_MANY_ATTEMPTS', undefined, { retryAfterSeconds: Math.ceil(hit.retryAfterMs / 1000) });
       }
     }
+    const user = await this.store.getUser(a.username);
+    // Administrators have their own rule, whichever route they log in on (growing waits, no lock).
+    if (a.requireRole === 'admin' || user?.role === 'admin') return this.checkAdmin(a, user, settings);
     const device = await this.store.getDevice(a.deviceId);
     if (device?.lockedUntil != null && device.lockedUntil > now)
       throw new RelayError('RELAY_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(device.lockedUntil, now) });
 
-    const user = await this.store.getUser(a.username);
     const passwordOk = await verifyPassword(a.password, user?.passwordHash ?? (await this.dummyHash));
     const roleOk = !a.requireRole || user?.role === a.requireRole;
     const deviceLocked = (until: number): RelayError =>
@@ -99,6 +106,39 @@ export class AuthService {
     if (result.deviceLockedNow && result.deviceLockedUntil !== null)
       this.onEvent({ event: 'device_locked', deviceId: a.deviceId, username: a.username, until: result.deviceLockedUntil });
     if (result.userLockedUntil !== null) this.onEvent({ event: 'user_locked', username: a.username, until: result.userLockedUntil });
+    throw new RelayError('RELAY_ERR_INVALID_CREDENTIALS');
+  }
+
+  /**
+   * The administrators' rule (security/admin-waits.ts): the attempt is counted per address and per
+   * account name before the password is looked at; one made during a wait gets
+   * RELAY_ERR_TOO_MANY_ATTEMPTS with its retry-after and no password check. Devices are recorded
+   * but never counted or locked, nor is the account. The last administrator who can manage users
+   * has no per-account wait on the internal listener: however many guesses arrive through the
+   * relay, that administrator can still log in from inside (the per-address wait still applies).
+   */
+  private async checkAdmin(
+    a: Omit<LoginAttempt, 'audience'> & { requireRole?: Role },
+    user: UserRecord | null,
+    settings: SecuritySettings,
+  ): Promise<UserRecord> {
+    const exempt = a.internal === true && user !== null && (await isLastUserManager(this.store, this.clock.now(), user.username));
+    const keys = [adminAddressKey(a.ip), ...(exempt ? [] : [adminAccountKey(a.username)])];
+    const hit = await this.store.hitAdminLogin(keys, this.clock.now(), adminWaitPolicy);
+    if (!hit.allowed) {
+      this.onEvent({ event: 'admin_login_delayed', username: a.username, ip: a.ip, retryAfterMs: hit.retryAfterMs });
+      throw new RelayError('RELAY_ERR_TOO_MANY_ATTEMPTS', 'too many failed administrator logins; wait before trying again', {
+        retryAfterSeconds: Math.max(1, Math.ceil(hit.retryAfterMs / 1000)),
+      });
+    }
+    const passwordOk = await verifyPassword(a.password, user?.passwordHash ?? (await this.dummyHash));
+    const roleOk = !a.requireRole || user?.role === a.requireRole;
+    if (user && passwordOk && roleOk && accountUsable(user, settings, this.clock.now())) {
+      await this.store.clearAdminLogin(keys);
+      await this.store.recordLoginSuccess(a.deviceId, user.username, this.clock.now());
+      return user;
+    }
+    this.onEvent({ event: 'login_failed', username: a.username, deviceId: a.deviceId, ip: a.ip });
     throw new RelayError('RELAY_ERR_INVALID_CREDENTIALS');
   }
 

@@ -95,6 +95,19 @@ export async function userManagersAfter(
   return count;
 }
 
+/**
+ * Is `username` the last administrator who can manage users: an admin holding `admin.users`
+ * (its own lock aside) while no other administrator could manage users? That one may never be
+ * locked out of the internal listener or expired.
+ */
+export async function isLastUserManager(store: PlatformStore, now: number, username: string): Promise<boolean> {
+  const user = await store.getUser(username);
+  if (!user || user.role !== 'admin') return false;
+  const group = user.group === null ? null : await store.getGroup(user.group);
+  if (!userOperations(user, group).has('admin.users')) return false;
+  return (await userManagersAfter(store, now, { user: { username, after: null } })) === 0;
+}
+
 const noUserManager = (): RelayError => new RelayError('RELAY_ERR_LAST_ADMIN');
 
 /**

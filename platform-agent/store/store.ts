@@ -8,6 +8,7 @@
  */
 import { DAY_MS } from '../../shared/clock.js';
 import type { LockoutPolicy, SecuritySettings } from '../security/settings.js';
+import type { AdminWaitPolicy } from '../security/admin-waits.js';
 
 export type Role = 'mobile' | 'external' | 'admin';
 export const ROLES: readonly Role[] = ['mobile', 'external', 'admin'];
@@ -169,6 +170,15 @@ export interface PlatformStore {
   // login limits and lockout
   /** Counts one login attempt from `ip` if fewer than `limit` happened in the last `windowMs`; else says when one frees up. */
   hitIpAttempt(ip: string, now: number, windowMs: number, limit: number): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  /**
+   * An administrator's login attempt, counted atomically under every key (address, account): when
+   * any key is still waiting, refused without counting (retry after the longest wait); otherwise
+   * counted as a failure in advance — so that guesses sent at once meet the wait too — with the
+   * wait the policy gives, until `clearAdminLogin` on success.
+   */
+  hitAdminLogin(keys: readonly string[], now: number, policy: AdminWaitPolicy): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  /** Forgets the failures counted under `keys` (a successful login). */
+  clearAdminLogin(keys: readonly string[]): Promise<void>;
   getDevice(deviceId: string): Promise<DeviceRecord | null>;
   /** Every device, or those whose last login was `username`'s; ordered by user name, then device id. */
   listDevices(filter?: { username?: string }): Promise<DeviceRecord[]>;

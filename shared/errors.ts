@@ -100,7 +100,7 @@ const catalog = {
   RELAY_ERR_USER_NOT_FOUND: { message: 'no such user', httpStatus: 404 },
   RELAY_ERR_DEVICE_NOT_FOUND: { message: 'no such device', httpStatus: 404 },
   RELAY_ERR_LAST_ADMIN: {
-    message: 'the last administrator who can manage users cannot be removed, demoted, locked or lose admin.users',
+    message: 'the last administrator who can manage users cannot be removed, demoted, locked, expired or lose admin.users',
     httpStatus: 409,
   },
   RELAY_ERR_GROUP_EXISTS: { message: 'a user group with that name already exists', httpStatus: 409 },

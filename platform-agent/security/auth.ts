@@ -12,7 +12,7 @@ import type { IpDecision } from '../../shared/ip-rules.js';
 import type { PlatformStore, Role, UserRecord } from '../store/store.js';
 import { accountUsable } from './accounts.js';
 import { adminAccountKey, adminAddressKey, adminWaitPolicy } from './admin-waits.js';
-import { isLastUserManager } from './groups.js';
+import { isLastUserManager, validityWaived } from './groups.js';
 import { defaultScryptParams, hashPassword, verifyPassword, type ScryptParams } from './passwords.js';
 import { inactivityMs, lockoutPolicy, type SecuritySettings } from './settings.js';
 import { TokenService, type Audience, type TokenClaims, type TokenPair } from './tokens.js';
@@ -95,7 +95,7 @@ export class AuthService {
       new RelayError('RELAY_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(until, this.clock.now()) });
     // Guesses sent at once all pass the lock check above while their scrypt runs; the store decides
     // again, atomically, so that once the device is locked no outcome (right or wrong) is revealed.
-    if (user && passwordOk && roleOk && accountUsable(user, settings, this.clock.now())) {
+    if (user && passwordOk && roleOk && (await this.usable(user, settings))) {
       if (await this.store.recordLoginSuccess(a.deviceId, user.username, this.clock.now())) return user;
       const locked = await this.store.getDevice(a.deviceId);
       throw deviceLocked(locked?.lockedUntil ?? this.clock.now());
@@ -133,7 +133,7 @@ export class AuthService {
     }
     const passwordOk = await verifyPassword(a.password, user?.passwordHash ?? (await this.dummyHash));
     const roleOk = !a.requireRole || user?.role === a.requireRole;
-    if (user && passwordOk && roleOk && accountUsable(user, settings, this.clock.now())) {
+    if (user && passwordOk && roleOk && (await this.usable(user, settings))) {
       await this.store.clearAdminLogin(keys);
       await this.store.recordLoginSuccess(a.deviceId, user.username, this.clock.now());
       return user;
@@ -149,12 +149,17 @@ export class AuthService {
     return this.tokens.login({ username: user.username, role: user.role, deviceId: a.deviceId, audience: a.audience });
   }
 
+  /** Unlocked and valid now; the last administrator who can manage users is never expired (security/groups.ts). */
+  private async usable(user: UserRecord, settings: SecuritySettings): Promise<boolean> {
+    const now = this.clock.now();
+    return accountUsable(user, settings, now) || (await validityWaived(this.store, user, now));
+  }
+
   /** The account behind a token must still exist, be unlocked and valid, and hold the token's role. */
   private async usableUser(claims: TokenClaims): Promise<UserRecord> {
     const user = await this.store.getUser(claims.sub);
     const settings = await this.settings();
-    if (!user || user.role !== claims.role || !accountUsable(user, settings, this.clock.now()))
-      throw new RelayError('RELAY_ERR_INVALID_TOKEN');
+    if (!user || user.role !== claims.role || !(await this.usable(user, settings))) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
     return user;
   }
 

@@ -5,6 +5,7 @@
 import { hostname } from 'node:os';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { parseAllowedHosts } from '../shared/allowed-hosts.js';
 import { checkCertificatePair, normalizeFingerprint, type PemPair } from '../shared/certs.js';
 import { configError, RelayError } from '../shared/errors.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
@@ -132,6 +133,7 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
     ...(backend ? { backend } : {}),
     ...(argv.backendCa ? { backendCa: readOptionFile('backend-ca', String(argv.backendCa)) } : {}),
     adminThroughRelay: adminThroughRelay(argv, logger),
+    listenAllowedHosts: parseAllowedHosts('listen-allowed-hosts', argv.listenAllowedHosts),
     ...(internalTls ? { internalTls } : {}),
   });
   if (listen) {
@@ -315,6 +317,11 @@ const cli = yargs(hideBin(process.argv))
           describe: 'PEM certificate (and chain) for HTTPS on --listen (default: a self-signed one made in <data>/tls)',
         })
         .option('listen-key', { type: 'string', describe: 'PEM key of --listen-cert' })
+        .option('listen-allowed-hosts', {
+          type: 'string',
+          describe:
+            'host names the internal listener answers besides its address (comma-separated); any other Host gets 421 (DNS rebinding)',
+        })
         .option('admin-through-relay', {
           type: 'boolean',
           default: false,

@@ -17,6 +17,7 @@ import { fingerprintSha256, loadOrCreateSelfSigned, type PemPair } from '../../s
 import { systemClock, type Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
+import { HostCheck } from '../../shared/allowed-hosts.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
@@ -63,6 +64,12 @@ export interface PlatformServerOptions {
   adminThroughRelay?: boolean;
   /** An internal connection that sends nothing is closed after this long. Default `defaults.headersTimeoutMs`. */
   firstByteTimeoutMs?: number;
+  /**
+   * Host names the internal listener answers besides the address it is bound to (and, on
+   * loopback, `localhost`, `127.0.0.1`, `[::1]`): `--listen-allowed-hosts`. Any other Host gets
+   * 421 (shared/allowed-hosts.ts). Tunnel streams are not checked: their Host is the public name.
+   */
+  listenAllowedHosts?: readonly string[];
 }
 
 const INTERNAL_TLS_NAME = 'internal';
@@ -92,6 +99,9 @@ export class PlatformServer {
   /** Connections of the internal listener: only they see the control panel, never tunnel streams. */
   private readonly internalSockets = new WeakSet<object>();
   private readonly listeners: net.Server[] = [];
+  /** The Host check of each internal listener, by the port it is bound to (a TLS socket has its connection's local port). */
+  private readonly hostChecks = new Map<number, HostCheck>();
+  private readonly listenAllowedHosts: readonly string[];
   private readonly pruneTimer: NodeJS.Timeout;
   private readonly dataDir: string;
   private internalTls: PemPair | undefined;
@@ -110,6 +120,7 @@ export class PlatformServer {
     this.internalTls = opts.internalTls;
     this.firstByteTimeoutMs = opts.firstByteTimeoutMs ?? defaults.headersTimeoutMs;
     this.adminThroughRelay = opts.adminThroughRelay ?? false;
+    this.listenAllowedHosts = opts.listenAllowedHosts ?? [];
     this.store = opts.store ?? new SqliteStore(opts.dataDir);
     const scrypt = opts.scrypt ?? defaultScryptParams;
     this.auth = new AuthService(this.store, this.clock, (e) => this.onAuthEvent(e), scrypt);
@@ -186,7 +197,9 @@ export class PlatformServer {
       });
     });
     this.listeners.push(listener);
-    return listener.address() as AddressInfo;
+    const address = listener.address() as AddressInfo;
+    this.hostChecks.set(address.port, new HostCheck(host, this.listenAllowedHosts));
+    return address;
   }
 
   /** Waits for a connection's first byte, then hands the connection (byte put back) to the HTTP or the HTTPS server. */
@@ -315,6 +328,12 @@ export class PlatformServer {
       ),
     );
     try {
+      // DNS rebinding: a page whose name points at the internal address must not reach the control panel.
+      if (ctx.internal) {
+        const hostCheck = this.hostChecks.get(req.socket.localPort ?? -1);
+        if (!hostCheck) throw new RelayError('RELAY_ERR_MISDIRECTED');
+        hostCheck.check(req);
+      }
       if (ctx.ipDecision === 'blacklisted') throw new RelayError('RELAY_ERR_IP_BLOCKED');
       if (!(await this.route(req, res, path, ctx))) throw new RelayError('RELAY_ERR_NOT_FOUND');
     } catch (err) {

@@ -18,7 +18,7 @@ import type { RequestContext } from '../platform/auth-routes.js';
 import { cookie, readBody } from '../platform/http-io.js';
 import { userView, type Accounts } from '../security/accounts.js';
 import type { AuthService } from '../security/auth.js';
-import type { Groups, Operation } from '../security/groups.js';
+import { waivedAdmin, type Groups, type Operation } from '../security/groups.js';
 import { applySettingsPatch, saveSettingsChange } from '../security/settings.js';
 import type { TokenClaims } from '../security/tokens.js';
 import type { PlatformStore } from '../store/store.js';
@@ -691,7 +691,8 @@ export class ConsoleRoutes {
   private async usersPage(res: ServerResponse, session: Session, q: string, notice: string | null): Promise<void> {
     const now = this.clock.now();
     const { settings } = await this.store.getSettings();
-    const users = (await this.store.listUsers()).map((u) => userView(u, settings, now));
+    const waived = await waivedAdmin(this.store, now);
+    const users = (await this.store.listUsers()).map((u) => userView(u, settings, now, waived));
     const body = usersPage({
       users: filterUsers(users, q),
       q,
@@ -730,7 +731,7 @@ export class ConsoleRoutes {
     let values = emptyUserValues();
     if (username !== null) {
       const record = await this.accounts.get(username);
-      const view = userView(record, settings, this.clock.now());
+      const view = userView(record, settings, this.clock.now(), await waivedAdmin(this.store, this.clock.now()));
       user = { record, view };
       values = userValuesFromRecord(record, view.locked_for_security_reasons);
     }

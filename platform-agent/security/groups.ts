@@ -118,13 +118,18 @@ export async function isLastUserManager(store: PlatformStore, now: number, usern
  */
 export async function validityWaived(store: PlatformStore, user: UserRecord, now: number): Promise<boolean> {
   if (user.role !== 'admin' || userLockActive(user, now)) return false;
+  return (await waivedAdmin(store, now)) === user.username;
+}
+
+/** The administrator whose validity is waived now (see validityWaived), or null while one who can manage users is valid. */
+export async function waivedAdmin(store: PlatformStore, now: number): Promise<string | null> {
   const { settings } = await store.getSettings();
   let last: { user: UserRecord; end: number } | null = null;
   for (const candidate of await store.listUsers()) {
     if (candidate.role !== 'admin' || userLockActive(candidate, now)) continue;
     const group = candidate.group === null ? null : await store.getGroup(candidate.group);
     if (!userOperations(candidate, group).has('admin.users')) continue;
-    if (accountActive(candidate, settings, now)) return false;
+    if (accountActive(candidate, settings, now)) return null;
     const window = accountWindow(candidate, settings);
     const end = window.from !== null && window.from > now ? Infinity : (window.until ?? Infinity);
     const later =
@@ -135,7 +140,7 @@ export async function validityWaived(store: PlatformStore, user: UserRecord, now
           (candidate.createdAt === last.user.createdAt && candidate.username < last.user.username)));
     if (later) last = { user: candidate, end };
   }
-  return last !== null && last.user.username === user.username;
+  return last?.user.username ?? null;
 }
 
 const noUserManager = (): RelayError => new RelayError('RELAY_ERR_LAST_ADMIN');

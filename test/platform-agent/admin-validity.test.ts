@@ -87,7 +87,12 @@ describe('account validity for administrators', () => {
     await setGlobalValidity(30);
     clock.advance(31 * DAY_MS);
     // Both ran out at the same moment (a tie goes to the older account, then the name): admin is the last one and stays usable.
-    expect((await call('GET', '/admin/api/v1/users', undefined, await admin())).status).toBe(200);
+    const users = await call('GET', '/admin/api/v1/users', undefined, await admin());
+    expect(users.status).toBe(200);
+    // Shown as what it is: active, and why; ops as expired.
+    const status = Object.fromEntries((json(users).users as { username: string; status: string }[]).map((u) => [u.username, u.status]));
+    expect(status.admin).toBe('Active: the last administrator who can manage users is never expired');
+    expect(status.ops).toMatch(/^Expired on /);
     expect(json(await login('ops', OPS_PASSWORD)).error).toBe('invalid_credentials');
   });
 

@@ -16,7 +16,7 @@ import { systemClock } from '../shared/clock.js';
 import { defaults } from '../shared/defaults.js';
 import { RelayError } from '../shared/errors.js';
 import { Accounts, checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/accounts.js';
-import { Groups, OPERATIONS, type GroupView } from './security/groups.js';
+import { Groups, OPERATIONS, waivedAdmin, type GroupView } from './security/groups.js';
 import { applySettingsPatch, lockoutPolicy, patchFromAssignments, saveSettingsChange, type SecuritySettings } from './security/settings.js';
 import { DB_FILE, SqliteStore } from './store/sqlite-store.js';
 import { ROLES, type DeviceRecord, type UserRecord } from './store/store.js';
@@ -174,7 +174,8 @@ async function requireUser(ctx: Ctx, username: string): Promise<UserRecord> {
 }
 
 async function printUser(ctx: Ctx, user: UserRecord): Promise<void> {
-  const view = userView(user, (await ctx.store.getSettings()).settings, systemClock.now());
+  const now = systemClock.now();
+  const view = userView(user, (await ctx.store.getSettings()).settings, now, await waivedAdmin(ctx.store, now));
   if (ctx.json) printJson(view);
   else print(keyValues(view));
 }
@@ -221,7 +222,8 @@ const userRow = (v: UserView): string[] => [v.username, v.role, v.group ?? '-', 
 async function userList(ctx: Ctx): Promise<void> {
   const { settings } = await ctx.store.getSettings();
   const now = systemClock.now();
-  const views = (await ctx.store.listUsers()).map((user) => userView(user, settings, now));
+  const waived = await waivedAdmin(ctx.store, now);
+  const views = (await ctx.store.listUsers()).map((user) => userView(user, settings, now, waived));
   if (ctx.json) printJson(views);
   else if (views.length === 0) print('no users');
   else print(table(['USERNAME', 'ROLE', 'GROUP', 'STATUS'], views.map(userRow)));

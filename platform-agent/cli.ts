@@ -5,6 +5,7 @@
 import { hostname } from 'node:os';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { parseAllowedHosts } from '../shared/allowed-hosts.js';
 import { checkCertificatePair, normalizeFingerprint, type PemPair } from '../shared/certs.js';
 import { configError, RelayError } from '../shared/errors.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
@@ -107,6 +108,20 @@ function listenTls(argv: Args): PemPair | undefined {
   return pair;
 }
 
+/**
+ * `--admin-through-relay`, or its old name `--console-through-relay` (deprecated: it always
+ * covered the admin API too, so the name said less than the option does; still accepted, with a
+ * warning).
+ */
+function adminThroughRelay(argv: Args, logger: Logger): boolean {
+  if (argv.consoleThroughRelay === true)
+    logger.warn(
+      { event: 'deprecated_option', option: '--console-through-relay', use: '--admin-through-relay' },
+      '--console-through-relay is deprecated: use --admin-through-relay (it serves the control panel and the admin API through the relay)',
+    );
+  return argv.adminThroughRelay === true || argv.consoleThroughRelay === true;
+}
+
 /** Opens the built-in platform server and its internal listener. */
 async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer> {
   const listen = listenAddress(argv.listen);
@@ -117,7 +132,8 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
     logger,
     ...(backend ? { backend } : {}),
     ...(argv.backendCa ? { backendCa: readOptionFile('backend-ca', String(argv.backendCa)) } : {}),
-    consoleThroughRelay: argv.consoleThroughRelay === true,
+    adminThroughRelay: adminThroughRelay(argv, logger),
+    listenAllowedHosts: parseAllowedHosts('listen-allowed-hosts', argv.listenAllowedHosts),
     ...(internalTls ? { internalTls } : {}),
   });
   if (listen) {
@@ -169,8 +185,13 @@ async function start(argv: Args): Promise<void> {
   try {
     const upstream = argv.upstream === undefined ? undefined : httpUrl('upstream', argv.upstream);
     if (upstream && argv.sampleApp) throw new RelayError('RELAY_ERR_CONFIG', '--upstream and --sample-app exclude each other');
-    for (const option of ['backend', 'console-through-relay'] as const) {
-      const given = option === 'backend' ? argv.backend !== undefined : argv.consoleThroughRelay === true;
+    for (const option of ['backend', 'admin-through-relay', 'console-through-relay'] as const) {
+      const given =
+        option === 'backend'
+          ? argv.backend !== undefined
+          : option === 'admin-through-relay'
+            ? argv.adminThroughRelay === true
+            : argv.consoleThroughRelay === true;
       if ((upstream || argv.sampleApp) && given)
         throw new RelayError(
           'RELAY_ERR_CONFIG',
@@ -296,10 +317,21 @@ const cli = yargs(hideBin(process.argv))
           describe: 'PEM certificate (and chain) for HTTPS on --listen (default: a self-signed one made in <data>/tls)',
         })
         .option('listen-key', { type: 'string', describe: 'PEM key of --listen-cert' })
+        .option('listen-allowed-hosts', {
+          type: 'string',
+          describe:
+            'host names the internal listener answers besides its address (comma-separated); any other Host gets 421 (DNS rebinding)',
+        })
+        .option('admin-through-relay', {
+          type: 'boolean',
+          default: false,
+          describe: 'also serve the control panel and the admin API to clients through the relay (default: the internal listener only)',
+        })
         .option('console-through-relay', {
           type: 'boolean',
           default: false,
-          describe: 'also serve the control panel to clients through the relay (default: the internal listener only)',
+          deprecated: 'use --admin-through-relay',
+          describe: 'old name of --admin-through-relay',
         })
         .option('backend', { type: 'string', describe: 'backend app for authenticated /api/ requests, http(s)://host:port' })
         .option('backend-ca', { type: 'string', describe: 'PEM CA for an https backend' })

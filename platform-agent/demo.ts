@@ -111,9 +111,16 @@ process.stdout.write(
   [
     '',
     'Running: relay (DMZ side) + platform agent with the platform server (data in ' + argv.data + ').',
-    'Log in as the administrator (password printed above on first start), create a mobile user, log in as it:',
-    `  curl -k https://localhost:${argv.httpsPort}/admin/api/v1/auth/login -H 'content-type: application/json' -d '{"username":"admin","password":"<password>"}'`,
-    `  curl -k https://localhost:${argv.httpsPort}/admin/api/v1/users -H 'authorization: Bearer <admin access_token>' -H 'content-type: application/json' -d '{"username":"alice","password":"<8+ characters>","role":"mobile"}'`,
+    argv.listen === 'off'
+      ? 'The admin API and the control panel are served on the internal listener only: start without --listen off to use them.'
+      : 'Log in as the administrator (password printed above on first start) on the internal listener, create a mobile user:',
+    ...(argv.listen === 'off'
+      ? []
+      : [
+          `  curl http://${argv.listen}/admin/api/v1/auth/login -H 'content-type: application/json' -d '{"username":"admin","password":"<password>"}'`,
+          `  curl http://${argv.listen}/admin/api/v1/users -H 'authorization: Bearer <admin access_token>' -H 'content-type: application/json' -d '{"username":"alice","password":"<8+ characters>","role":"mobile"}'`,
+        ]),
+    'Log in as the mobile user through the relay, and call the API:',
     `  curl -k https://localhost:${argv.httpsPort}/api/v1/auth/login -H 'x-device-id: phone-1' -H 'content-type: application/json' -d '{"username":"alice","password":"<password>"}'`,
     `  curl -k https://localhost:${argv.httpsPort}/api/v1/me -H 'authorization: Bearer <access_token>'`,
     argv.listen === 'off' ? '' : `Inside the network the platform server also answers on http://${argv.listen}/`,

@@ -5,6 +5,7 @@
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { parseAllowedHosts } from '../shared/allowed-hosts.js';
 import { fingerprintSha256, loadOrCreateSelfSigned } from '../shared/certs.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
 import { exitWithConfigError, intOption, onShutdownSignals, portOption, readOptionFile, resolveSecret } from '../shared/config.js';
@@ -131,9 +132,13 @@ function platformPorts(value: unknown): PlatformPort[] {
   });
 }
 
-function adminAddress(argv: Args): { host: string; port: number } | null {
+function adminAddress(argv: Args): { host: string; port: number; allowedHosts: string[] } | null {
   if (String(argv.adminPort) === 'off') return null;
-  return { host: String(argv.adminHost), port: portOption('admin-port', Number(argv.adminPort)) };
+  return {
+    host: String(argv.adminHost),
+    port: portOption('admin-port', Number(argv.adminPort)),
+    allowedHosts: parseAllowedHosts('admin-allowed-hosts', argv.adminAllowedHosts),
+  };
 }
 
 function edgeLimits(argv: Args): EdgeLimits {
@@ -256,6 +261,10 @@ const cli = yargs(hideBin(process.argv))
           type: 'string',
           default: String(defaults.adminPort),
           describe: 'admin listener port (/healthz /readyz /metrics /status), or off',
+        })
+        .option('admin-allowed-hosts', {
+          type: 'string',
+          describe: 'host names the admin listener answers besides its address (comma-separated); any other Host gets 421 (DNS rebinding)',
         })
         .option('connect-wait-ms', {
           type: 'number',

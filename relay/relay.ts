@@ -51,8 +51,8 @@ export interface RelayConfig {
   defaultPlatform: string;
   /** More mobile ports, each for one platform (`--platform-port courier=https:10561`). */
   platformPorts: PlatformPort[];
-  /** Admin listener (health, metrics, status); null turns it off. */
-  admin: { host: string; port: number } | null;
+  /** Admin listener (health, metrics, status); null turns it off. `allowedHosts`: names it answers besides its address (DNS rebinding). */
+  admin: { host: string; port: number; allowedHosts?: readonly string[] } | null;
   connectWaitMs: number;
   retryAfterSeconds: number;
   streamIdleTimeoutMs: number;
@@ -147,6 +147,7 @@ export class Relay {
       ? new AdminServer({
           host: config.admin.host,
           port: config.admin.port,
+          ...(config.admin.allowedHosts ? { allowedHosts: config.admin.allowedHosts } : {}),
           metrics: this.metrics,
           status: {
             platforms: () => this.platforms(),

@@ -165,6 +165,19 @@ export const defaults = Object.freeze({
   platformMaxJsonBodyBytes: 64 * 1024,
   /** Time a backend request (`--backend`) may take before 502. */
   backendTimeoutMs: 60_000,
+
+  // ---- administrators' logins: growing waits, never a lock (Keycloak's brute-force detection) ----
+  // Counted per address and per account name. After `adminLoginFreeFailures` failures in a row a
+  // login must wait `adminLoginFirstWaitMs`, doubled with each further failure up to
+  // `adminLoginMaxWaitMs`; `adminLoginFailureResetMs` without a failure forgets the count.
+  /** Failed administrator logins allowed before the first wait. */
+  adminLoginFreeFailures: 3,
+  /** The first wait, after `adminLoginFreeFailures` failures. */
+  adminLoginFirstWaitMs: 1_000,
+  /** The longest wait, however many failures. */
+  adminLoginMaxWaitMs: 15 * 60_000,
+  /** A failure count is forgotten this long after its last failure. */
+  adminLoginFailureResetMs: 12 * 3_600_000,
 });
 
 export type Defaults = typeof defaults;

@@ -66,6 +66,8 @@ const catalog = {
   RELAY_ERR_RATE_LIMITED: { message: 'too many requests from this address; try again later', httpStatus: 429 },
   RELAY_ERR_TUNNEL_BUSY: { message: 'the relay is at capacity; try again later', httpStatus: 503 },
   RELAY_ERR_BAD_REQUEST: { message: 'the request is not valid HTTP/1.1', httpStatus: 400 },
+  // local listeners (relay admin, platform internal): a Host they are not bound to nor configured for (DNS rebinding)
+  RELAY_ERR_MISDIRECTED: { message: 'this listener does not serve that host name', httpStatus: 421 },
   RELAY_ERR_HEADER_TOO_LARGE: { message: 'the request head is too large', httpStatus: 431 },
   RELAY_ERR_REQUEST_TIMEOUT: { message: 'the request did not arrive in time', httpStatus: 408 },
   RELAY_ERR_BODY_TOO_SLOW: { message: 'the request body arrived too slowly', httpStatus: 408 },
@@ -105,7 +107,7 @@ const catalog = {
   RELAY_ERR_USER_NOT_FOUND: { message: 'no such user', httpStatus: 404 },
   RELAY_ERR_DEVICE_NOT_FOUND: { message: 'no such device', httpStatus: 404 },
   RELAY_ERR_LAST_ADMIN: {
-    message: 'the last administrator who can manage users cannot be removed, demoted, locked or lose admin.users',
+    message: 'the last administrator who can manage users cannot be removed, demoted, locked, expired or lose admin.users',
     httpStatus: 409,
   },
   RELAY_ERR_GROUP_EXISTS: { message: 'a user group with that name already exists', httpStatus: 409 },

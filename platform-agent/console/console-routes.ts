@@ -18,7 +18,7 @@ import type { RequestContext } from '../platform/auth-routes.js';
 import { cookie, readBody } from '../platform/http-io.js';
 import { userView, type Accounts } from '../security/accounts.js';
 import type { AuthService } from '../security/auth.js';
-import type { Groups, Operation } from '../security/groups.js';
+import { waivedAdmin, type Groups, type Operation } from '../security/groups.js';
 import { applySettingsPatch, saveSettingsChange } from '../security/settings.js';
 import type { TokenClaims } from '../security/tokens.js';
 import type { PlatformStore } from '../store/store.js';
@@ -449,6 +449,7 @@ export class ConsoleRoutes {
         ip: ctx.ip,
         ipDecision: ctx.ipDecision,
         audience: 'admin',
+        ...(ctx.internal === true ? { internal: true } : {}),
       });
       redirect(res, this.draftPage(req) ?? '/console/settings/security', {
         'set-cookie': [this.cookieHeader(req, SESSION_COOKIE, pair.access_token), this.cookieHeader(req, LOGIN_COOKIE, '', 0)],
@@ -459,7 +460,7 @@ export class ConsoleRoutes {
         err.code === 'RELAY_ERR_INVALID_CREDENTIALS'
           ? 'Wrong user name or password, or the account may not log in here.'
           : err.retryAfterSeconds !== undefined
-            ? `${err.message}. Try again in ${Math.ceil(err.retryAfterSeconds / 60)} min.`
+            ? `${err.message}. Try again in ${waitText(err.retryAfterSeconds)}.`
             : err.message;
       this.loginPage(req, res, err.httpStatus, message, username, true);
     }
@@ -690,7 +691,8 @@ export class ConsoleRoutes {
   private async usersPage(res: ServerResponse, session: Session, q: string, notice: string | null): Promise<void> {
     const now = this.clock.now();
     const { settings } = await this.store.getSettings();
-    const users = (await this.store.listUsers()).map((u) => userView(u, settings, now));
+    const waived = await waivedAdmin(this.store, now);
+    const users = (await this.store.listUsers()).map((u) => userView(u, settings, now, waived));
     const body = usersPage({
       users: filterUsers(users, q),
       q,
@@ -729,7 +731,7 @@ export class ConsoleRoutes {
     let values = emptyUserValues();
     if (username !== null) {
       const record = await this.accounts.get(username);
-      const view = userView(record, settings, this.clock.now());
+      const view = userView(record, settings, this.clock.now(), await waivedAdmin(this.store, this.clock.now()));
       user = { record, view };
       values = userValuesFromRecord(record, view.locked_for_security_reasons);
     }
@@ -996,4 +998,9 @@ function groupNotice(query: URLSearchParams): string | null {
   if (saved !== null) return `Group ${saved} saved.`;
   if (deleted !== null) return `Group ${deleted} deleted.`;
   return null;
+}
+
+/** A wait as the login page says it: seconds below a minute, else whole minutes (rounded up). */
+function waitText(seconds: number): string {
+  return seconds < 60 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`;
 }

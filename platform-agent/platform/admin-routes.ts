@@ -14,12 +14,12 @@ import type { IpRule } from '../../shared/ip-rules.js';
 import type { RelayConnection } from '../relay-connection.js';
 import type { Logger } from '../../shared/logger.js';
 import type { Accounts } from '../security/accounts.js';
-import { userView } from '../security/accounts.js';
+import { userView, type UserView } from '../security/accounts.js';
 import type { AuthService } from '../security/auth.js';
-import { OPERATIONS, type Groups, type Operation } from '../security/groups.js';
+import { OPERATIONS, waivedAdmin, type Groups, type Operation } from '../security/groups.js';
 import { applySettingsPatch, saveSettingsChange } from '../security/settings.js';
 import type { TokenClaims } from '../security/tokens.js';
-import type { DeviceRecord, PlatformStore } from '../store/store.js';
+import type { DeviceRecord, PlatformStore, UserRecord } from '../store/store.js';
 import type { AuthRoutes, RequestContext } from './auth-routes.js';
 import { bearerToken, readJson, sendJson, sendNoContent } from './http-io.js';
 import { IP_LISTS, type IpGuard, type IpListName, type IpListSummary } from './ip-guard.js';
@@ -142,27 +142,29 @@ export class AdminRoutes {
     if (collection === 'groups') return this.handleGroups(req, res, method, id, who);
     const { settings } = await this.store.getSettings();
     if (collection === 'users') {
+      const view = async (u: UserRecord): Promise<UserView> => userView(u, settings, now, await waivedAdmin(this.store, now));
       if (id === undefined) {
         if (method === 'GET') {
-          sendJson(res, 200, { users: (await this.store.listUsers()).map((u) => userView(u, settings, now)) });
+          const waived = await waivedAdmin(this.store, now);
+          sendJson(res, 200, { users: (await this.store.listUsers()).map((u) => userView(u, settings, now, waived)) });
           return true;
         }
         if (method !== 'POST') throw methodNotAllowed(['GET', 'POST']);
         const body = await readJson(req);
         const user = await this.accounts.create(body as never);
         this.logger.info({ event: 'user_created', username: user.username, role: user.role, by: who.sub }, 'user created');
-        sendJson(res, 201, userView(user, settings, now), { location: `${ADMIN_PREFIX}users/${encodeURIComponent(user.username)}` });
+        sendJson(res, 201, await view(user), { location: `${ADMIN_PREFIX}users/${encodeURIComponent(user.username)}` });
         return true;
       }
       if (method === 'GET') {
-        sendJson(res, 200, userView(await this.accounts.get(id), settings, now));
+        sendJson(res, 200, await view(await this.accounts.get(id)));
         return true;
       }
       if (method === 'PATCH') {
         const body = await readJson(req);
         const user = await this.accounts.update(id, body);
         this.logger.info({ event: 'user_changed', username: id, fields: Object.keys(body), by: who.sub }, 'user changed');
-        sendJson(res, 200, userView(user, settings, now));
+        sendJson(res, 200, await view(user));
         return true;
       }
       if (method === 'DELETE') {

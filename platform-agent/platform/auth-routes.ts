@@ -15,6 +15,8 @@ export interface RequestContext {
   /** The client's address: from the tunnel's OPEN metadata, or the internal socket. */
   ip: string;
   ipDecision: IpDecision;
+  /** The request arrived on the internal listener (not through the relay). */
+  internal?: boolean;
 }
 
 export interface ApiIdentity {
@@ -71,6 +73,7 @@ export class AuthRoutes {
       ip: ctx.ip,
       ipDecision: ctx.ipDecision,
       audience,
+      ...(ctx.internal === true ? { internal: true } : {}),
     });
     sendJson(res, 200, pair);
   }

@@ -17,6 +17,7 @@ import { fingerprintSha256, loadOrCreateSelfSigned, type PemPair } from '../../s
 import { systemClock, type Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
+import { HostCheck } from '../../shared/allowed-hosts.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
@@ -55,10 +56,20 @@ export interface PlatformServerOptions {
    * `<dataDir>/tls/` (internal.crt, internal.key) the first time a TLS client connects.
    */
   internalTls?: PemPair;
-  /** Also serve the control panel to tunnel streams (clients through the relay). Default false: internal listener only. */
-  consoleThroughRelay?: boolean;
+  /**
+   * Also serve the administrators' surfaces, the control panel (`/console/`) and the admin API
+   * (`/admin/api/`), to tunnel streams (clients through the relay). Default false: the internal
+   * listener only, and a tunnel stream gets the 404 of a path that does not exist.
+   */
+  adminThroughRelay?: boolean;
   /** An internal connection that sends nothing is closed after this long. Default `defaults.headersTimeoutMs`. */
   firstByteTimeoutMs?: number;
+  /**
+   * Host names the internal listener answers besides the address it is bound to (and, on
+   * loopback, `localhost`, `127.0.0.1`, `[::1]`): `--listen-allowed-hosts`. Any other Host gets
+   * 421 (shared/allowed-hosts.ts). Tunnel streams are not checked: their Host is the public name.
+   */
+  listenAllowedHosts?: readonly string[];
 }
 
 const INTERNAL_TLS_NAME = 'internal';
@@ -88,13 +99,16 @@ export class PlatformServer {
   /** Connections of the internal listener: only they see the control panel, never tunnel streams. */
   private readonly internalSockets = new WeakSet<object>();
   private readonly listeners: net.Server[] = [];
+  /** The Host check of each internal listener, by the port it is bound to (a TLS socket has its connection's local port). */
+  private readonly hostChecks = new Map<number, HostCheck>();
+  private readonly listenAllowedHosts: readonly string[];
   private readonly pruneTimer: NodeJS.Timeout;
   private readonly dataDir: string;
   private internalTls: PemPair | undefined;
   /** The relay connection the agent manages, shown and changed in the control panel and the admin API. */
   private relayConnection: RelayConnection | null = null;
   private readonly firstByteTimeoutMs: number;
-  private readonly consoleThroughRelay: boolean;
+  private readonly adminThroughRelay: boolean;
   /** HTTP and HTTPS server objects behind the internal listeners (one handler; they never listen themselves). */
   private internalHttp: http.Server | null = null;
   private internalHttps: https.Server | null = null;
@@ -105,7 +119,8 @@ export class PlatformServer {
     this.dataDir = opts.dataDir;
     this.internalTls = opts.internalTls;
     this.firstByteTimeoutMs = opts.firstByteTimeoutMs ?? defaults.headersTimeoutMs;
-    this.consoleThroughRelay = opts.consoleThroughRelay ?? false;
+    this.adminThroughRelay = opts.adminThroughRelay ?? false;
+    this.listenAllowedHosts = opts.listenAllowedHosts ?? [];
     this.store = opts.store ?? new SqliteStore(opts.dataDir);
     const scrypt = opts.scrypt ?? defaultScryptParams;
     this.auth = new AuthService(this.store, this.clock, (e) => this.onAuthEvent(e), scrypt);
@@ -206,7 +221,9 @@ export class PlatformServer {
       });
     });
     this.listeners.push(listener);
-    return listener.address() as AddressInfo;
+    const address = listener.address() as AddressInfo;
+    this.hostChecks.set(address.port, new HostCheck(host, this.listenAllowedHosts));
+    return address;
   }
 
   /** Waits for a connection's first byte, then hands the connection (byte put back) to the HTTP or the HTTPS server. */
@@ -314,7 +331,7 @@ export class PlatformServer {
 
   private context(req: IncomingMessage): RequestContext {
     const ip = canonicalIp(req.socket.remoteAddress ?? '');
-    return { ip, ipDecision: this.ipGuard.decide(ip) };
+    return { ip, ipDecision: this.ipGuard.decide(ip), internal: this.internalSockets.has(req.socket) };
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -335,6 +352,12 @@ export class PlatformServer {
       ),
     );
     try {
+      // DNS rebinding: a page whose name points at the internal address must not reach the control panel.
+      if (ctx.internal) {
+        const hostCheck = this.hostChecks.get(req.socket.localPort ?? -1);
+        if (!hostCheck) throw new RelayError('RELAY_ERR_MISDIRECTED');
+        hostCheck.check(req);
+      }
       if (ctx.ipDecision === 'blacklisted') throw new RelayError('RELAY_ERR_IP_BLOCKED');
       if (!(await this.route(req, res, path, ctx))) throw new RelayError('RELAY_ERR_NOT_FOUND');
     } catch (err) {
@@ -352,12 +375,18 @@ export class PlatformServer {
     const isApi = path === '/api' || path.startsWith('/api/');
     const internal = this.internalSockets.has(req.socket);
     const isConsole = path === '/console' || path.startsWith('/console/');
-    // The control panel: on the internal listener, and through the relay only when the operator said so.
-    const consoleServed = isConsole && (internal || this.consoleThroughRelay);
-    if ((isApi || consoleServed) && !isTls(req.socket)) {
+    const isAdminApi = path === '/admin/api' || path.startsWith('/admin/api/');
+    // The administrators' surfaces: on the internal listener, and through the relay only when the
+    // operator said so. Otherwise a tunnel stream gets what a path that does not exist gets.
+    const adminServed = (isConsole || isAdminApi) && (internal || this.adminThroughRelay);
+    if ((isConsole || isAdminApi) && !adminServed) return false;
+    if ((isApi || adminServed) && !isTls(req.socket)) {
       const { https: encryption } = (await this.store.getSettings()).settings;
       if (isApi && encryption.api) throw new RelayError('RELAY_ERR_HTTPS_REQUIRED');
-      if (consoleServed && encryption.control_panel) {
+      if (adminServed && encryption.control_panel) {
+        // An API client is told, not redirected (a redirected POST would resend its password in the clear first).
+        if (isAdminApi)
+          throw new RelayError('RELAY_ERR_HTTPS_REQUIRED', 'the admin API is served over HTTPS only (HTTPS for the Control Panel is on)');
         // The relay's HTTP and HTTPS ports differ: no same-port redirect for a tunnel stream.
         if (!internal)
           throw new RelayError('RELAY_ERR_HTTPS_REQUIRED', "the control panel is served over HTTPS only; use the relay's HTTPS port");
@@ -383,7 +412,7 @@ export class PlatformServer {
         await this.authRoutes.logout(req, res, 'api');
         return true;
     }
-    if (isConsole) return consoleServed && this.consoleRoutes.handle(req, res, path, ctx);
+    if (isConsole) return this.consoleRoutes.handle(req, res, path, ctx);
     if (!isApi) return false;
     const who = await this.authRoutes.identify(req, ctx);
     if (path === '/api/v1/me') {

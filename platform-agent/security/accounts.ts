@@ -114,12 +114,18 @@ export interface UserView {
   status: string;
 }
 
-export function userView(user: UserRecord, settings: SecuritySettings, now: number): UserView {
+/**
+ * A user as the admin API, the control panel and the CLI show it. `waived`: the administrator
+ * whose validity is waived now (security/groups.ts `waivedAdmin`): shown as active, saying why.
+ */
+export function userView(user: UserRecord, settings: SecuritySettings, now: number, waived: string | null = null): UserView {
   const locked = userLockActive(user, now);
   const window = accountWindow(user, settings);
   let status = 'Active';
   if (locked)
     status = user.lockedUntil === null ? 'Locked until an administrator unlocks it' : `Locked until ${formatUtc(user.lockedUntil)}`;
+  else if (waived === user.username && !accountActive(user, settings, now))
+    status = 'Active: the last administrator who can manage users is never expired';
   else if (window.from !== null && now < window.from) status = `Not valid before ${formatUtc(window.from)}`;
   else if (window.until !== null && now >= window.until) status = `Expired on ${formatUtc(window.until)}`;
   return {

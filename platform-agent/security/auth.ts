@@ -12,6 +12,8 @@ import { RelayError } from '../../shared/errors.js';
 import type { IpDecision } from '../../shared/ip-rules.js';
 import type { PlatformStore, Role, UserRecord } from '../store/store.js';
 import { accountActive, accountUsable } from './accounts.js';
+import { adminAccountKey, adminAddressKey, adminWaitPolicy } from './admin-waits.js';
+import { isLastUserManager, validityWaived } from './groups.js';
 import { nameKey } from './names.js';
 import { defaultScryptParams, hashPassword, verifyPassword, type ScryptParams } from './passwords.js';
 import { inactivityMs, lockoutPolicy, type SecuritySettings } from './settings.js';
@@ -24,6 +26,8 @@ export interface LoginAttempt {
   /** The client's address as the relay saw it (tunnel OPEN metadata), or the internal socket's. */
   ip: string;
   ipDecision: IpDecision;
+  /** The login arrived on the internal listener (not through the relay). */
+  internal?: boolean;
   audience: Audience;
 }
 
@@ -40,6 +44,7 @@ export type AuthEvent =
   | { event: 'device_locked'; deviceId: string; username: string; until: number }
   | { event: 'user_locked'; username: string; until: number }
   | { event: 'ip_limited'; ip: string }
+  | { event: 'admin_login_delayed'; username: string; ip: string; retryAfterMs: number }
   | { event: 'refresh_reuse'; username: string; family: string };
 
 /** The config document holding the key of the wrong-password hashes (smart lockout). */
@@ -92,6 +97,8 @@ export class AuthService {
       attemptId = hit.attemptId;
     }
     const user = await this.store.getLoginUser(a.username);
+    // Administrators have their own rule, whichever route they log in on (growing waits, no lock).
+    if (a.requireRole === 'admin' || user?.role === 'admin') return this.checkAdmin(a, user, settings, attemptId);
     // The (user, device) rows of a name that is no account are keyed by the name's key.
     const who = user?.username ?? nameKey(a.username);
     const lockedUntil = await this.store.deviceLockedUntil(a.deviceId, who, now);
@@ -102,8 +109,7 @@ export class AuthService {
     const roleOk = !a.requireRole || user?.role === a.requireRole;
     const deviceLocked = (until: number): RelayError =>
       new RelayError('RELAY_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(until, this.clock.now()) });
-    const usable =
-      user !== null && (accountUsable(user, settings, this.clock.now()) || (await this.smartExempt(user, a.deviceId, settings)));
+    const usable = user !== null && ((await this.usable(user, settings)) || (await this.smartExempt(user, a.deviceId, settings)));
     // Guesses sent at once all pass the lock check above while their scrypt runs; the store decides
     // again, atomically, so that once the device is locked no outcome (right or wrong) is revealed.
     if (user && passwordOk && roleOk && usable) {
@@ -154,6 +160,47 @@ export class AuthService {
       .digest('base64url');
   }
 
+  /**
+   * The administrators' rule (security/admin-waits.ts): the attempt is counted per address and per
+   * account name before the password is looked at; one made during a wait gets
+   * RELAY_ERR_TOO_MANY_ATTEMPTS with its retry-after and no password check. Devices are recorded
+   * but never counted or locked, nor is the account. The last administrator who can manage users
+   * has no per-account wait on the internal listener: however many guesses arrive through the
+   * relay, that administrator can still log in from inside (the per-address wait still applies).
+   */
+  private async checkAdmin(
+    a: Omit<LoginAttempt, 'audience'> & { requireRole?: Role },
+    user: UserRecord | null,
+    settings: SecuritySettings,
+    attemptId: number | null,
+  ): Promise<UserRecord> {
+    const exempt = a.internal === true && user !== null && (await isLastUserManager(this.store, this.clock.now(), user.username));
+    const keys = [adminAddressKey(a.ip), ...(exempt ? [] : [adminAccountKey(user?.username ?? nameKey(a.username))])];
+    const hit = await this.store.hitAdminLogin(keys, this.clock.now(), adminWaitPolicy);
+    if (!hit.allowed) {
+      this.onEvent({ event: 'admin_login_delayed', username: a.username, ip: a.ip, retryAfterMs: hit.retryAfterMs });
+      throw new RelayError('RELAY_ERR_TOO_MANY_ATTEMPTS', 'too many failed administrator logins; wait before trying again', {
+        retryAfterSeconds: Math.max(1, Math.ceil(hit.retryAfterMs / 1000)),
+      });
+    }
+    const passwordOk = await verifyPassword(a.password, user?.passwordHash ?? (await this.dummyHash));
+    const roleOk = !a.requireRole || user?.role === a.requireRole;
+    if (user && passwordOk && roleOk && (await this.usable(user, settings))) {
+      await this.store.clearAdminLogin(keys);
+      await this.store.recordLoginSuccess(a.deviceId, user.username, this.clock.now());
+      if (attemptId !== null) await this.store.releaseIpAttempt(attemptId);
+      return user;
+    }
+    this.onEvent({ event: 'login_failed', username: a.username, deviceId: a.deviceId, ip: a.ip });
+    throw new RelayError('RELAY_ERR_INVALID_CREDENTIALS');
+  }
+
+  /** Unlocked and valid now; the last administrator who can manage users is never expired (security/groups.ts). */
+  private async usable(user: UserRecord, settings: SecuritySettings): Promise<boolean> {
+    const now = this.clock.now();
+    return accountUsable(user, settings, now) || (await validityWaived(this.store, user, now));
+  }
+
   /** `POST …/auth/login`: the rules, then a new token pair. Administrators log in with audience 'admin' and must have that role. */
   async login(a: LoginAttempt): Promise<TokenPair> {
     const user = await this.checkCredentials({ ...a, ...(a.audience === 'admin' ? { requireRole: 'admin' as const } : {}) });
@@ -166,7 +213,7 @@ export class AuthService {
     const user = await this.store.getLoginUser(claims.sub);
     const settings = await this.settings();
     if (!user || user.role !== claims.role) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
-    if (!accountUsable(user, settings, this.clock.now()) && !(await this.smartExempt(user, claims.did, settings)))
+    if (!(await this.usable(user, settings)) && !(await this.smartExempt(user, claims.did, settings)))
       throw new RelayError('RELAY_ERR_INVALID_TOKEN');
     return user;
   }

@@ -8,7 +8,7 @@
 import type { Clock } from '../../shared/clock.js';
 import { RelayError } from '../../shared/errors.js';
 import { ROLES, type GroupPatch, type GroupRecord, type PlatformStore, type Role, type UserRecord } from '../store/store.js';
-import { checkDescription, checkName, checkRole, invalid } from './accounts.js';
+import { accountActive, accountWindow, checkDescription, checkName, checkRole, invalid, userLockActive } from './accounts.js';
 
 interface OperationSpec {
   name: string;
@@ -74,8 +74,8 @@ export function userOperations(user: UserRecord, group: GroupRecord | null): Set
 }
 
 /**
- * Administrators who could still manage users (admin role, no security lock in force, `admin.users`
- * among their operations) once `change` is applied: a user changed or deleted (`after` null), or a
+ * Administrators who could still manage users (admin role, no security lock in force, account
+ * valid now, `admin.users` among their operations) once `change` is applied: a user changed or deleted (`after` null), or a
  * group changed. Zero means the HTTP API would have nobody left to manage accounts.
  */
 export async function userManagersAfter(
@@ -84,15 +84,63 @@ export async function userManagersAfter(
   change: { user?: { username: string; after: UserRecord | null }; group?: GroupRecord },
 ): Promise<number> {
   let count = 0;
+  const { settings } = await store.getSettings();
   for (const current of await store.listUsers()) {
     const user = change.user && change.user.username === current.username ? change.user.after : current;
     if (!user || user.role !== 'admin') continue;
-    if (user.lockedForSecurityReasons && (user.lockedUntil === null || user.lockedUntil > now)) continue;
+    if (userLockActive(user, now) || !accountActive(user, settings, now)) continue;
     const group =
       user.group === null ? null : change.group && change.group.name === user.group ? change.group : await store.getGroup(user.group);
     if (userOperations(user, group).has('admin.users')) count++;
   }
   return count;
+}
+
+/**
+ * Is `username` the last administrator who can manage users: an admin holding `admin.users`
+ * (its own lock aside) while no other administrator could manage users? That one may never be
+ * locked out of the internal listener or expired.
+ */
+export async function isLastUserManager(store: PlatformStore, now: number, username: string): Promise<boolean> {
+  const user = await store.getUser(username);
+  if (!user || user.role !== 'admin') return false;
+  const group = user.group === null ? null : await store.getGroup(user.group);
+  if (!userOperations(user, group).has('admin.users')) return false;
+  return (await userManagersAfter(store, now, { user: { username, after: null } })) === 0;
+}
+
+/**
+ * Is account validity waived for `user`? Only while no administrator who can manage users (no
+ * lock in force) is valid, and then for exactly one of them: the last one, the one whose validity
+ * ended last (not yet begun counts as later; ties: the oldest account, then the name). So the last
+ * administrator is never expired, by its own dates or by the global `account_validity_days`,
+ * while every other administrator's validity applies.
+ */
+export async function validityWaived(store: PlatformStore, user: UserRecord, now: number): Promise<boolean> {
+  if (user.role !== 'admin' || userLockActive(user, now)) return false;
+  return (await waivedAdmin(store, now)) === user.username;
+}
+
+/** The administrator whose validity is waived now (see validityWaived), or null while one who can manage users is valid. */
+export async function waivedAdmin(store: PlatformStore, now: number): Promise<string | null> {
+  const { settings } = await store.getSettings();
+  let last: { user: UserRecord; end: number } | null = null;
+  for (const candidate of await store.listUsers()) {
+    if (candidate.role !== 'admin' || userLockActive(candidate, now)) continue;
+    const group = candidate.group === null ? null : await store.getGroup(candidate.group);
+    if (!userOperations(candidate, group).has('admin.users')) continue;
+    if (accountActive(candidate, settings, now)) return null;
+    const window = accountWindow(candidate, settings);
+    const end = window.from !== null && window.from > now ? Infinity : (window.until ?? Infinity);
+    const later =
+      last === null ||
+      end > last.end ||
+      (end === last.end &&
+        (candidate.createdAt < last.user.createdAt ||
+          (candidate.createdAt === last.user.createdAt && candidate.username < last.user.username)));
+    if (later) last = { user: candidate, end };
+  }
+  return last?.user.username ?? null;
 }
 
 const noUserManager = (): RelayError => new RelayError('RELAY_ERR_LAST_ADMIN');

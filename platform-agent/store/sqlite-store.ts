@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { RelayError } from '../../shared/errors.js';
 import { nameKey } from '../security/names.js';
+import { adminWaitMs, adminWaitPolicy, type AdminWaitPolicy } from '../security/admin-waits.js';
 import { cloneSettings, defaultSettings, lockoutPolicy, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
 import {
   DEVICE_RETENTION_MS,
@@ -145,6 +146,16 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE groups ADD COLUMN name_key TEXT;
   UPDATE groups SET name_key = name_key(name);
   CREATE INDEX groups_name_key ON groups (name_key);
+  `,
+  // 6: administrators' failed logins, counted per key ("ip:<address>", "user:<name>"); the wait
+  // each key is in ends at wait_until. Administrators are slowed down, never locked.
+  `
+  CREATE TABLE admin_login_failures (
+    key TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    last_failure_at INTEGER NOT NULL,
+    wait_until INTEGER NOT NULL
+  );
   `,
 ];
 
@@ -720,6 +731,35 @@ export class SqliteStore implements PlatformStore {
     );
   }
 
+
+  async hitAdminLogin(keys: readonly string[], now: number, policy: AdminWaitPolicy): Promise<{ allowed: boolean; retryAfterMs: number }> {
+    return this.tx(() => {
+      const rows = keys.map((key) => {
+        const row = this.sql('SELECT failures, last_failure_at, wait_until FROM admin_login_failures WHERE key = ?').get(key) as
+          { failures: number; last_failure_at: number; wait_until: number } | undefined;
+        return { key, row: row && now - row.last_failure_at < policy.failureResetMs ? row : undefined };
+      });
+      const waitUntil = Math.max(0, ...rows.map(({ row }) => row?.wait_until ?? 0));
+      // A refused attempt is not counted: waiting out the wait is all it takes.
+      if (waitUntil > now) return { allowed: false, retryAfterMs: waitUntil - now };
+      for (const { key, row } of rows) {
+        const failures = (row?.failures ?? 0) + 1;
+        this.sql(
+          `INSERT INTO admin_login_failures (key, failures, last_failure_at, wait_until) VALUES (?, ?, ?, ?)
+             ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
+               wait_until = excluded.wait_until`,
+        ).run(key, failures, now, now + adminWaitMs(failures, policy));
+      }
+      return { allowed: true, retryAfterMs: 0 };
+    });
+  }
+
+  async clearAdminLogin(keys: readonly string[]): Promise<void> {
+    this.tx(() => {
+      for (const key of keys) this.sql('DELETE FROM admin_login_failures WHERE key = ?').run(key);
+    });
+  }
+
   /** The device's own row: last login, and a device-wide lock from before migration 4. */
   private readDeviceRow(deviceId: string): DeviceRecord | null {
     const row = this.sql('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceRow | undefined;
@@ -986,6 +1026,10 @@ export class SqliteStore implements PlatformStore {
       ).changes;
       n += this.sql('DELETE FROM mobile_tokens WHERE expires_at <= ?').run(now).changes;
       n += this.sql('DELETE FROM ip_attempts WHERE at <= ? - 3600000').run(now).changes;
+      n += this.sql('DELETE FROM admin_login_failures WHERE last_failure_at <= ? AND wait_until <= ?').run(
+        now - adminWaitPolicy.failureResetMs,
+        now,
+      ).changes;
       // The longest session idle timeout is one day (mobile_session_idle_minutes <= 1440).
       n += this.sql('DELETE FROM mobile_sessions WHERE last_seen_at <= ? - 86400000').run(now).changes;
       // A failure counts until failureResetMs after the last one (up to a year): such a device stays however long ago it was seen.

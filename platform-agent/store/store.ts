@@ -8,6 +8,7 @@
  */
 import { DAY_MS } from '../../shared/clock.js';
 import type { LockoutPolicy, SecuritySettings } from '../security/settings.js';
+import type { AdminWaitPolicy } from '../security/admin-waits.js';
 
 export type Role = 'mobile' | 'external' | 'admin';
 export const ROLES: readonly Role[] = ['mobile', 'external', 'admin'];
@@ -221,6 +222,15 @@ export interface PlatformStore {
   ): Promise<{ allowed: boolean; retryAfterMs: number; attemptId: number }>;
   /** Gives back a reservation of `hitIpAttempt` (the login succeeded). */
   releaseIpAttempt(attemptId: number): Promise<void>;
+  /**
+   * An administrator's login attempt, counted atomically under every key (address, account): when
+   * any key is still waiting, refused without counting (retry after the longest wait); otherwise
+   * counted as a failure in advance — so that guesses sent at once meet the wait too — with the
+   * wait the policy gives, until `clearAdminLogin` on success.
+   */
+  hitAdminLogin(keys: readonly string[], now: number, policy: AdminWaitPolicy): Promise<{ allowed: boolean; retryAfterMs: number }>;
+  /** Forgets the failures counted under `keys` (a successful login). */
+  clearAdminLogin(keys: readonly string[]): Promise<void>;
   getDevice(deviceId: string): Promise<DeviceRecord | null>;
   /** Every device, or those whose last login was `username`'s; ordered by user name, then device id. */
   listDevices(filter?: { username?: string }): Promise<DeviceRecord[]>;

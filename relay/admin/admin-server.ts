@@ -11,8 +11,10 @@
  */
 import { readFileSync } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import { isIP, type AddressInfo, type Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { systemClock, type Clock } from '../../shared/clock.js';
+import { HostCheck, isLoopbackHost } from '../../shared/allowed-hosts.js';
+import { describeError, publicCode, RelayError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { AgentConnection } from '../tunnel/tunnel-registry.js';
 import type { RelayMetrics } from './metrics.js';
@@ -67,6 +69,11 @@ export interface AdminServerOptions {
   version?: string;
   /** Uptime is counted from when the server is constructed, on this clock. */
   clock?: Clock;
+  /**
+   * Host names it answers besides the address it is bound to (and, on loopback, `localhost`,
+   * `127.0.0.1`, `[::1]`): `--admin-allowed-hosts`. Any other Host gets 421 (shared/allowed-hosts.ts).
+   */
+  allowedHosts?: readonly string[];
 }
 
 export const ADMIN_DEFAULT_HOST = '127.0.0.1';
@@ -90,13 +97,7 @@ export function agentStatus(conn: AgentConnection): AgentStatus {
   };
 }
 
-/** `127.0.0.0/8`, `::1`, `localhost` (and IPv4-mapped loopback). */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  if (h === 'localhost' || h === '::1') return true;
-  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
-  return isIP(v4) === 4 && v4.startsWith('127.');
-}
+export { isLoopbackHost };
 
 /** Builds the /status body from a status source (pure; exported for tests and `relay status`). */
 export function buildStatus(source: StatusSource, uptimeSeconds: number, version: string): RelayStatus {
@@ -117,9 +118,11 @@ export class AdminServer {
   private readonly startedAt: number;
   private readonly version: string;
   private readonly sockets = new Set<Socket>();
+  private readonly hostCheck: HostCheck;
 
   constructor(options: AdminServerOptions) {
     this.options = options;
+    this.hostCheck = new HostCheck(options.host ?? ADMIN_DEFAULT_HOST, options.allowedHosts);
     this.clock = options.clock ?? systemClock;
     this.startedAt = this.clock.now();
     this.version = options.version ?? packageVersion();
@@ -179,6 +182,21 @@ export class AdminServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?', 1)[0];
+    // DNS rebinding: a page whose name points at this address must not read /status or /metrics.
+    try {
+      this.hostCheck.check(req);
+    } catch (err) {
+      const code = (err as RelayError).code;
+      sendJson(
+        res,
+        describeError(code).httpStatus ?? 400,
+        { error: publicCode(code), message: (err as RelayError).message },
+        {
+          connection: 'close',
+        },
+      );
+      return;
+    }
     // HEAD is GET without a body (RFC 9110 §9.3.2); Node leaves the body out by itself.
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       sendJson(res, 405, { error: 'method_not_allowed', message: 'only GET is served here' }, { allow: 'GET, HEAD', connection: 'close' });

@@ -172,16 +172,18 @@ describe('platform-agent user …', () => {
     }
   });
 
-  it('refuses to delete, demote or lock the last administrator, and deletes other users', async () => {
+  it('refuses to delete, demote, lock or expire the last administrator, and deletes other users', async () => {
     for (const args of [
       ['user', 'delete', 'root-admin'],
       ['user', 'set', 'root-admin', '--role', 'mobile'],
       ['user', 'lock', 'root-admin'],
+      ['user', 'set', 'root-admin', '--valid-until', '2020-01-01'],
+      ['user', 'set', 'root-admin', '--valid-from', '2999-01-01'],
     ]) {
       const r = await cli(args);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr).toBe(
-        'platform-agent: the last administrator who can manage users cannot be removed, demoted, locked or lose admin.users\n',
+        'platform-agent: the last administrator who can manage users cannot be removed, demoted, locked, expired or lose admin.users\n',
       );
     }
     expect(await cliJson(['user', 'show', 'root-admin'])).toMatchObject({ role: 'admin', locked_for_security_reasons: false });

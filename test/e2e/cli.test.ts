@@ -100,6 +100,21 @@ describe('start-up errors name the option and the fix', () => {
     expect(lone.stderr.join('\n')).toMatch(/--cert and --key go together/);
   });
 
+  it('the relay answers only its own names on the admin port, plus --admin-allowed-hosts, and refuses a bad entry', async () => {
+    const bad = run(RELAY, ['start', '--admin-allowed-hosts', 'ok.example,bad host'], { RELAY_AGENT_TOKEN: TOKEN });
+    expect(await bad.exited).toBe(2);
+    expect(bad.stderr.join('\n')).toMatch(/--admin-allowed-hosts: .*"bad host" is not a host name/);
+    const { relay, ports } = await startRelayProcess(['--admin-allowed-hosts', 'status.dmz.example']);
+    const adminPort = (ports as unknown as { adminPort: number }).adminPort;
+    const status = (host: string): Promise<number> =>
+      request(`http://127.0.0.1:${adminPort}/status`, { headers: { host } }).then((r) => r.status);
+    expect(await status('evil.example')).toBe(421);
+    expect(await status('status.dmz.example')).toBe(200);
+    expect(await status(`127.0.0.1:${adminPort}`)).toBe(200);
+    relay.child.kill('SIGTERM');
+    expect(await relay.exited).toBe(0);
+  });
+
   it('the agent refuses a malformed fingerprint, a ws:// relay, --backend without the platform server, and a bad --listen', async () => {
     const fp = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--relay-fingerprint', 'abc', '--sample-app'], {
       PLATFORM_AGENT_TOKEN: TOKEN,
@@ -119,6 +134,16 @@ describe('start-up errors name the option and the fix', () => {
     });
     expect(await panel.exited).toBe(2);
     expect(panel.stderr.join('\n')).toMatch(/--console-through-relay belongs to the built-in platform server/);
+    const admin = run(AGENT, ['start', '--relay', 'wss://localhost:1', '--sample-app', '--admin-through-relay'], {
+      PLATFORM_AGENT_TOKEN: TOKEN,
+    });
+    expect(await admin.exited).toBe(2);
+    expect(admin.stderr.join('\n')).toMatch(/--admin-through-relay belongs to the built-in platform server/);
+    const hosts = run(AGENT, ['start', '--listen', '127.0.0.1:0', '--listen-allowed-hosts', 'under_score.example'], {
+      PLATFORM_AGENT_TOKEN: '',
+    });
+    expect(await hosts.exited).toBe(2);
+    expect(hosts.stderr.join('\n')).toMatch(/--listen-allowed-hosts: .*"under_score.example" is not a host name/);
     const noRelay = run(AGENT, ['start', '--sample-app'], { PLATFORM_AGENT_TOKEN: TOKEN });
     expect(await noRelay.exited).toBe(2);
     expect(noRelay.stderr.join('\n')).toMatch(/--relay: give at least one relay/);

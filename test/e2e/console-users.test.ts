@@ -248,7 +248,7 @@ describe.skipIf(!hasChromium)('control panel: users in Chromium', () => {
     expect((await world.apiLogin('erin', 'correct-horse-1', 'phone-1')).status).toBe(401);
   });
 
-  it('refuses, in words, to demote or delete the last administrator', async () => {
+  it('refuses, in words, to demote, expire or delete the last administrator', async () => {
     await openUser('admin');
     await page.getByLabel('Role').selectOption({ label: 'Mobile user' });
     await page.getByRole('button', { name: 'Save user' }).click();
@@ -256,7 +256,7 @@ describe.skipIf(!hasChromium)('control panel: users in Chromium', () => {
     await expect
       .poll(() => alert.innerText())
       .toBe(
-        'User admin was not saved: the last administrator who can manage users cannot be removed, demoted, locked or lose admin.users.',
+        'User admin was not saved: the last administrator who can manage users cannot be removed, demoted, locked, expired or lose admin.users.',
       );
     expect(await page.getByLabel('Role').inputValue()).toBe('mobile');
     await world.shot('users-last-admin');
@@ -266,6 +266,12 @@ describe.skipIf(!hasChromium)('control panel: users in Chromium', () => {
     await page.getByRole('button', { name: 'Delete user admin' }).click();
     await expect.poll(() => alert.innerText()).toMatch(/^User admin was not deleted: the last administrator/);
     expect(await world.server.store.getUser('admin')).not.toBeNull();
+
+    await page.goto(`${base}/console/users/admin/edit`);
+    await page.getByLabel('Account valid until').fill('2020-01-01');
+    await page.getByRole('button', { name: 'Save user' }).click();
+    await expect.poll(() => alert.innerText()).toMatch(/^User admin was not saved: the last administrator .* expired/);
+    expect((await world.server.store.getUser('admin'))?.validUntil).toBeNull();
     // Still logged in.
     await page.goto(`${base}/console/users`);
     expect(page.url()).toBe(`${base}/console/users`);

@@ -39,19 +39,24 @@ describe('platform server behind the relay', () => {
     expect(JSON.stringify(first.agent.lines)).not.toContain(password!);
     expect(JSON.stringify(first.agent.lines)).not.toContain(TOKEN);
 
-    const adminLogin = await post(`${edge}/admin/api/v1/auth/login`, { username: 'admin', password });
+    // The admin API is not served through the relay: the answer of a path that does not exist.
+    const outside = await post(`${edge}/admin/api/v1/auth/login`, { username: 'admin', password });
+    expect(outside.status).toBe(404);
+    expect(body(outside).error).toBe('not_found');
+    expect(body(await request(`${edge}/admin/api/v1/users`))).toEqual(body(await request(`${edge}/no/such/path`)));
+    const adminLogin = await post(`${first.internal}/admin/api/v1/auth/login`, { username: 'admin', password });
     expect(adminLogin.status).toBe(200);
     const admin = { authorization: `Bearer ${String(body(adminLogin).access_token)}` };
     // Every login here comes from 127.0.0.1: give the address more than the default 10 a minute.
-    const limit = await request(`${edge}/admin/api/v1/settings/security`, {
+    const limit = await request(`${first.internal}/admin/api/v1/settings/security`, {
       method: 'PATCH',
       headers: { ...admin, 'content-type': 'application/json' },
       body: JSON.stringify({ ip_login_attempts_per_minute: 100 }),
     });
     expect(limit.status).toBe(200);
-    expect((await post(`${edge}/admin/api/v1/users`, { username: 'mia', password: 'mobile-secret-1', role: 'mobile' }, admin)).status).toBe(
-      201,
-    );
+    expect(
+      (await post(`${first.internal}/admin/api/v1/users`, { username: 'mia', password: 'mobile-secret-1', role: 'mobile' }, admin)).status,
+    ).toBe(201);
 
     // Log in through the relay and use the token.
     const login = await post(`${edge}/api/v1/auth/login`, { username: 'mia', password: 'mobile-secret-1' }, { 'x-device-id': 'mia-phone' });
@@ -119,7 +124,8 @@ describe('platform server behind the relay', () => {
 
       // No --relay, no --token, no PLATFORM_AGENT_TOKEN: the stored settings are used.
       const env = { PLATFORM_AGENT_TOKEN: '' };
-      const second = run(AGENT, ['start', '--data', data, '--listen', '127.0.0.1:0'], env);
+      // --admin-through-relay: this platform's administrators may also use the admin API from outside.
+      const second = run(AGENT, ['start', '--data', data, '--listen', '127.0.0.1:0', '--admin-through-relay'], env);
       await second.waitFor((l) => l.event === 'tunnel_connected');
       const internal = `http://127.0.0.1:${String((await second.waitFor((l) => l.event === 'platform_listening')).port)}`;
       expect(second.lines.some((l) => l.event === 'relay_setting_overridden')).toBe(false);
@@ -150,6 +156,25 @@ describe('platform server behind the relay', () => {
       expect((await request(`${edge}/healthz`)).status).toBe(200);
       second.child.kill('SIGTERM');
       expect(await second.exited).toBe(0);
+    } finally {
+      rmSync(data, { recursive: true, force: true });
+    }
+  });
+
+  it('still takes the old name --console-through-relay for --admin-through-relay, with a warning', async () => {
+    const { ports } = await startRelayProcess();
+    const data = mkdtempSync(join(tmpdir(), 'platform-old-option-'));
+    try {
+      const agent = await startAgentProcess(ports.tunnelPort, ['--data', data, '--listen', 'off', '--console-through-relay']);
+      expect(await agent.waitFor((l) => l.event === 'deprecated_option')).toMatchObject({
+        option: '--console-through-relay',
+        use: '--admin-through-relay',
+      });
+      const password = /password: (\S+)/.exec(agent.stderr.join('\n'))?.[1];
+      const login = await post(`https://localhost:${ports.httpsPort}/admin/api/v1/auth/login`, { username: 'admin', password });
+      expect(login.status).toBe(200);
+      agent.child.kill('SIGTERM');
+      expect(await agent.exited).toBe(0);
     } finally {
       rmSync(data, { recursive: true, force: true });
     }

@@ -88,9 +88,9 @@ describe('internal listener: HTTP and HTTPS on one port, Encryption switches', (
     expect((await request(`https://127.0.0.1:${port}/console/login`)).status).toBe(200);
     // The API is not affected by the Control Panel switch.
     expect((await request(`http://127.0.0.1:${port}/api/v1/me`)).status).toBe(401);
-    // A Host that is not a host name is not echoed into a redirect.
+    // A Host that is not this listener's (here not even a host name) is refused before any redirect echoes it.
     const evil = await request(`http://127.0.0.1:${port}/console/login`, { headers: { host: 'evil.example/@x' } });
-    expect(evil.status).toBe(400);
+    expect(evil.status).toBe(421);
     expect(evil.headers.location).toBeUndefined();
     await encryption({ control_panel: false });
     expect((await request(`http://127.0.0.1:${port}/console/login`)).status).toBe(200);
@@ -122,7 +122,7 @@ describe('internal listener: HTTP and HTTPS on one port, Encryption switches', (
     }
   });
 
-  it('serves the control panel to tunnel streams only with consoleThroughRelay, and then over HTTPS only when the switch says so', async () => {
+  it('serves the control panel to tunnel streams only with adminThroughRelay, and then over HTTPS only when the switch says so', async () => {
     const tunnelGet = async (viaTls: boolean, target: PlatformServer): Promise<number> => {
       const tunnel = net.createServer((socket) => {
         (socket as unknown as { meta: { tls: boolean } }).meta = { tls: viaTls };
@@ -144,7 +144,7 @@ describe('internal listener: HTTP and HTTPS on one port, Encryption switches', (
       dataDir: otherDir,
       logger: testLogger(),
       clock,
-      consoleThroughRelay: true,
+      adminThroughRelay: true,
     });
     try {
       expect(await tunnelGet(false, other)).toBe(200);

@@ -8,6 +8,7 @@ import { RelayError } from '../../../shared/errors.js';
 import { cloneSettings, defaultSettings, lockoutPolicy, type SecuritySettings } from '../../../platform-agent/security/settings.js';
 import { DB_FILE, MIGRATIONS, SqliteStore } from '../../../platform-agent/store/sqlite-store.js';
 import { DEVICE_RETENTION_MS, type FamilyRecord, type GroupRecord, type UserRecord } from '../../../platform-agent/store/store.js';
+import { adminWaitPolicy } from '../../../platform-agent/security/admin-waits.js';
 import { userRecord } from '../../fixtures/records.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
@@ -363,6 +364,31 @@ describe('SqliteStore: atomic counters', () => {
     expect(await store.unlockDevice('d1')).toBe(true);
     expect(await store.getDevice('d1')).toMatchObject({ failures: 0, lockedAt: null, lockedUntil: null });
     expect(await store.unlockDevice('never-seen')).toBe(false);
+  });
+});
+
+describe("SqliteStore: administrators' login waits", () => {
+  it('counts attempts under every key through two connections, refuses during the wait, and keeps the counts across reopening', async () => {
+    const a = openStore();
+    const b = openStore();
+    const keys = ['ip:127.0.0.2', 'user:admin'];
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).hitAdminLogin(keys, T0, adminWaitPolicy)));
+    expect(results.filter((r) => r.allowed)).toHaveLength(3);
+    for (const r of results.filter((r) => !r.allowed)) expect(r.retryAfterMs).toBe(1_000);
+    await a.close();
+    await b.close();
+    const c = openStore();
+    // One key alone still waits: the account's wait holds for a login from another address.
+    expect(await c.hitAdminLogin(['ip:127.0.0.3', 'user:admin'], T0 + 500, adminWaitPolicy)).toEqual({ allowed: false, retryAfterMs: 500 });
+    await c.clearAdminLogin(['user:admin']);
+    expect((await c.hitAdminLogin(['ip:127.0.0.3', 'user:admin'], T0 + 500, adminWaitPolicy)).allowed).toBe(true);
+  });
+
+  it('prunes a count once its reset time has passed without a failure', async () => {
+    const store = openStore();
+    await store.hitAdminLogin(['user:x'], T0, adminWaitPolicy);
+    expect(await store.prune(T0 + adminWaitPolicy.failureResetMs - 1)).toBe(0);
+    expect(await store.prune(T0 + adminWaitPolicy.failureResetMs)).toBe(1);
   });
 });
 

@@ -146,6 +146,7 @@ function edgeLimits(argv: Args): EdgeLimits {
     requestBufferBytes: intOption('request-buffer-bytes', argv.requestBufferBytes, 0, 16 * 1024 * 1024),
     minBodyBytesPerSecond: intOption('min-body-bytes-per-second', argv.minBodyBytesPerSecond, 0, 1024 * 1024 * 1024),
     bodyRateGraceMs: intOption('body-rate-grace-ms', argv.bodyRateGraceMs, 0, 600_000),
+    allowUnderscoreHeaders: argv.allowUnderscoreHeaders === true,
     maxConnectionsPerIp: intOption('max-connections-per-ip', argv.maxConnectionsPerIp, 0, 1_000_000),
     maxRequestsPerSecondPerIp: intOption('max-requests-per-second-per-ip', argv.maxRequestsPerSecondPerIp, 0, 1_000_000),
     requestBurstPerIp: intOption('requests-burst-per-ip', argv.requestsBurstPerIp, 0, 10_000_000),
@@ -312,6 +313,11 @@ const cli = yargs(hideBin(process.argv))
           type: 'number',
           default: defaults.bodyRateGraceMs,
           describe: 'time a request body gets before its rate is checked',
+        })
+        .option('allow-underscore-headers', {
+          type: 'boolean',
+          default: defaults.allowUnderscoreHeaders,
+          describe: "forward request header names holding '_' (nginx's underscores_in_headers); off: they are dropped",
         })
         .option('max-connections-per-ip', {
           type: 'number',

@@ -94,6 +94,13 @@ export const defaults = Object.freeze({
   /** Time a request body gets before its rate is checked. */
   bodyRateGraceMs: 5_000,
   /**
+   * Forward request header names that hold `_` (nginx's `underscores_in_headers`). Off: they are
+   * dropped, since CGI-style backends (and frameworks that map headers to `HTTP_*` variables)
+   * read `X_Forwarded_For` and `X-Forwarded-For` as one, so a client could forge a field the
+   * relay strips by spelling it with underscores.
+   */
+  allowUnderscoreHeaders: false,
+  /**
    * Concurrent mobile connections from one client (an IPv4 address or an IPv6 /64, see
    * relay/edge/client-limits.ts); past it a new connection is refused
    * (HTTP: a canned 503 too_many_connections; HTTPS: reset before TLS). 0 = no limit.

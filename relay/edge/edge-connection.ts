@@ -892,12 +892,13 @@ export class EdgeConnection {
   private requestHead(head: RequestHead, upgrade: boolean): string {
     const f = head.fields;
     const listed = head.connection;
+    const dropUnderscores = !this.fwd.limits.allowUnderscoreHeaders;
     let out = `${head.method} ${head.target} HTTP/1.${head.minor}\r\n`;
     for (let i = 0; i < f.length; i += 2) {
       const name = f[i]!;
       // nginx's default: names with an underscore are dropped (underscores_in_headers off), since
       // CGI-style backends read X_Forwarded_For and X-Forwarded-For as one
-      if (name.includes('_')) continue;
+      if (dropUnderscores && name.includes('_')) continue;
       const lower = name.toLowerCase();
       if (DROP_REQUEST.has(lower)) continue;
       if (listed.length > 0 && listed.includes(lower) && !KEEP_ALWAYS.has(lower)) continue;

@@ -34,6 +34,8 @@ export interface ForwardLimits {
   /** A body slower than this, after the grace, is cut with 408; 0 = no minimum. */
   minBodyBytesPerSecond: number;
   bodyRateGraceMs: number;
+  /** Forward request header names holding `_` (nginx's `underscores_in_headers`); else they are dropped. */
+  allowUnderscoreHeaders: boolean;
 }
 
 export interface ForwarderOptions {

@@ -41,6 +41,8 @@ export interface EdgeLimits {
   minBodyBytesPerSecond: number;
   /** Time a body gets before its rate is checked, ms. */
   bodyRateGraceMs: number;
+  /** Forward request header names holding `_` (nginx's `underscores_in_headers`); else they are dropped. */
+  allowUnderscoreHeaders: boolean;
   /** Concurrent connections per client address; 0 = no limit. */
   maxConnectionsPerIp: number;
   /** Requests per second per client address (token bucket); 0 = no limit. */
@@ -62,6 +64,7 @@ export function defaultEdgeLimits(): EdgeLimits {
     requestBufferBytes: defaults.requestBufferBytes,
     minBodyBytesPerSecond: defaults.minBodyBytesPerSecond,
     bodyRateGraceMs: defaults.bodyRateGraceMs,
+    allowUnderscoreHeaders: defaults.allowUnderscoreHeaders,
     maxConnectionsPerIp: defaults.maxConnectionsPerIp,
     maxRequestsPerSecondPerIp: defaults.maxRequestsPerSecondPerIp,
     requestBurstPerIp: defaults.requestBurstPerIp,

@@ -413,6 +413,45 @@ describe('gateway and mobile authenticators', () => {
     }
   });
 
+  it('drops header names with an underscore before the backend, so no spelling of a trusted field gets through', async () => {
+    const seen: string[][] = [];
+    // raw: records the header names and values as they came on the wire
+    const backend = http.createServer((req, res) => {
+      seen.push(req.rawHeaders);
+      res.end('ok');
+    });
+    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+    try {
+      await server.close();
+      await open({ backend: new URL(`http://127.0.0.1:${(backend.address() as AddressInfo).port}`) });
+      await addUser('alice');
+      const pair = json(await login('alice', 'correct-horse-1'));
+      const r = await call('GET', '/api/v1/orders', undefined, {
+        ...bearer(pair.access_token),
+        'X-Platform-User': 'admin',
+        X_Platform_User: 'admin',
+        X_Platform_Role: 'admin',
+        'X-Forwarded-For': '127.0.0.1',
+        X_Forwarded_For: '6.6.6.6',
+        'X-Real-IP': '127.0.0.1',
+        X_Real_IP: '6.6.6.6',
+        Custom_Header: 'v',
+      });
+      expect(r.status).toBe(200);
+      const raw = seen[0]!;
+      const names = raw.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+      expect(names.filter((n) => n.includes('_'))).toEqual([]);
+      const values = (name: string): string[] => raw.filter((_, i) => i % 2 === 1 && raw[i - 1]!.toLowerCase() === name);
+      expect(values('x-platform-user')).toEqual(['alice']);
+      expect(values('x-platform-role')).toEqual(['mobile']);
+      // the dashed forwarding fields are the relay's on tunnel connections: they pass as they came
+      expect(values('x-forwarded-for')).toEqual(['127.0.0.1']);
+      expect(values('x-real-ip')).toEqual(['127.0.0.1']);
+    } finally {
+      backend.close();
+    }
+  });
+
   it('honours Authorization: Mobile only when enabled, then returns a session cookie and a twx-mobile-token', async () => {
     whitelistLoopback();
     await addUser('alice');

@@ -148,6 +148,7 @@ function edgeLimits(argv: Args): EdgeLimits {
     bodyRateGraceMs: intOption('body-rate-grace-ms', argv.bodyRateGraceMs, 0, 600_000),
     allowUnderscoreHeaders: argv.allowUnderscoreHeaders === true,
     maxConnectionsPerIp: intOption('max-connections-per-ip', argv.maxConnectionsPerIp, 0, 1_000_000),
+    maxStreamSharePerIpPercent: intOption('max-stream-share-per-ip', argv.maxStreamSharePerIp, 0, 100),
     maxRequestsPerSecondPerIp: intOption('max-requests-per-second-per-ip', argv.maxRequestsPerSecondPerIp, 0, 1_000_000),
     requestBurstPerIp: intOption('requests-burst-per-ip', argv.requestsBurstPerIp, 0, 10_000_000),
     maxTrackedIps: intOption('max-tracked-ips', argv.maxTrackedIps, 1, 10_000_000),
@@ -323,6 +324,12 @@ const cli = yargs(hideBin(process.argv))
           type: 'number',
           default: defaults.maxConnectionsPerIp,
           describe: 'concurrent connections per client address (HTTP: 503, HTTPS: reset past it); 0 = no limit; whitelisted exempt',
+        })
+        .option('max-stream-share-per-ip', {
+          type: 'number',
+          default: defaults.maxStreamSharePerIpPercent,
+          describe:
+            "percent of its platform's tunnel streams one client may hold (past it: waits, then 503 tunnel_busy); 0 = no limit; whitelisted exempt",
         })
         .option('max-requests-per-second-per-ip', {
           type: 'number',

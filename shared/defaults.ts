@@ -109,6 +109,14 @@ export const defaults = Object.freeze({
    */
   maxConnectionsPerIp: 1024,
   /**
+   * Share of its platform's tunnel stream capacity (the platform's live agent connections times
+   * maxStreamsPerConnection) one client may hold at once, percent; past it the client's request
+   * waits for one of its streams to close (up to connectWaitMs), then gets 503 tunnel_busy, while
+   * other clients are served. 0 = no limit. Whitelisted addresses are exempt. With the defaults
+   * (2 agent connections of 1024 streams) one address holds at most 512 streams.
+   */
+  maxStreamSharePerIpPercent: 25,
+  /**
    * Requests (and WebSocket upgrades) per second from one client, a token bucket; past it
    * 429 rate_limited with Retry-After. 0 = no limit (the default: the right value depends on how
    * many devices share an address). Whitelisted addresses are exempt.

@@ -26,7 +26,7 @@ import type { Socket } from 'node:net';
 import { RelayError, type ErrorCode } from '../../shared/errors.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
-import type { AgentConnection } from '../tunnel/tunnel-registry.js';
+import type { OpenedStream } from '../tunnel/tunnel-registry.js';
 import { errorParts, rawCatalogResponse } from './error-response.js';
 import type { EdgeRejectReason } from './edge-stats.js';
 import type { ExchangeRecord, Forwarder } from './forwarder.js';
@@ -358,18 +358,28 @@ export class EdgeConnection {
       this.failRequest('RELAY_ERR_DRAINING', 'draining');
       return;
     }
-    const conn = this.fwd.pick(this.platform);
-    if (conn) {
-      this.attach(conn, ex);
+    let opened: OpenedStream | null;
+    try {
+      opened = this.fwd.openStream(this.platform, this.meta);
+    } catch (err) {
+      this.failRequest(this.fwd.streamErrorCode(err), null);
+      return;
+    }
+    if (opened) {
+      this.attach(opened, ex);
       return;
     }
     this.acquiring = true;
     this.updateReading();
-    this.fwd.acquire(this.platform).then(
-      (c) => {
+    this.fwd.acquireStream(this.platform, this.meta).then(
+      (o) => {
         this.acquiring = false;
-        if (this.ex !== ex || this.socket.destroyed) return;
-        this.attach(c, ex);
+        if (this.ex !== ex || this.socket.destroyed) {
+          o.stream.on('error', noop);
+          o.stream.destroy();
+          return;
+        }
+        this.attach(o, ex);
         this.updateReading();
       },
       (err: unknown) => {
@@ -381,14 +391,7 @@ export class EdgeConnection {
     );
   }
 
-  private attach(conn: AgentConnection, ex: Exchange): void {
-    let stream: MuxStream;
-    try {
-      stream = conn.session.openStream(this.meta);
-    } catch (err) {
-      this.failRequest(this.fwd.streamErrorCode(err), null);
-      return;
-    }
+  private attach({ conn, stream }: OpenedStream, ex: Exchange): void {
     this.stream = stream;
     this.agentId = conn.id;
     stream.on('data', this.onStreamData);

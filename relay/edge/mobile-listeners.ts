@@ -45,6 +45,8 @@ export interface EdgeLimits {
   allowUnderscoreHeaders: boolean;
   /** Concurrent connections per client address; 0 = no limit. */
   maxConnectionsPerIp: number;
+  /** Share of the platform's tunnel streams one client may hold, percent; 0 = no limit. */
+  maxStreamSharePerIpPercent: number;
   /** Requests per second per client address (token bucket); 0 = no limit. */
   maxRequestsPerSecondPerIp: number;
   /** Bucket size of that rate; 0 = twice the rate. */
@@ -66,6 +68,7 @@ export function defaultEdgeLimits(): EdgeLimits {
     bodyRateGraceMs: defaults.bodyRateGraceMs,
     allowUnderscoreHeaders: defaults.allowUnderscoreHeaders,
     maxConnectionsPerIp: defaults.maxConnectionsPerIp,
+    maxStreamSharePerIpPercent: defaults.maxStreamSharePerIpPercent,
     maxRequestsPerSecondPerIp: defaults.maxRequestsPerSecondPerIp,
     requestBurstPerIp: defaults.requestBurstPerIp,
     maxTrackedIps: defaults.maxTrackedIps,

@@ -4,12 +4,13 @@
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DAY_MS, MINUTE_MS, ManualClock } from '../../shared/clock.js';
-import { PlatformServer } from '../../platform-agent/platform/platform-server.js';
+import { pino } from 'pino';
+import { PlatformServer, routePath } from '../../platform-agent/platform/platform-server.js';
 import { bearer, json, jsonRequest, testLogger, type Reply } from '../fixtures/harness.js';
 
 const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
@@ -351,6 +352,66 @@ describe('admin API', () => {
     expect(json(big).error).toBe('body_too_large');
     // The server is still fine.
     expect((await call('GET', '/healthz')).status).toBe(200);
+  });
+});
+
+describe('request paths', () => {
+  /** One request with the target exactly as given (no URL parser in between). */
+  function raw(target: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+    const port = new URL(base).port;
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(Number(port), '127.0.0.1', () => {
+        const extra = Object.entries(headers)
+          .map(([k, v]) => `${k}: ${v}\r\n`)
+          .join('');
+        socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\n${extra}Connection: close\r\n\r\n`);
+      });
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+      socket.on('error', reject);
+      socket.on('close', () =>
+        resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) }),
+      );
+    });
+  }
+
+  it('answers 400 bad_request, not 500, to malformed percent-encoding in admin API, console and other paths', async () => {
+    const admin = bearer(await adminToken());
+    for (const target of [
+      '/admin/api/v1/users/%E0%A4%A',
+      '/admin/api/v1/groups/%ZZ',
+      '/%ZZ',
+      '/console/%ZZ',
+      '/console/users/%E0%A4%A',
+      '/api/v1/%C0',
+    ]) {
+      const r = await raw(target, admin);
+      expect(r.status, target).toBe(400);
+      expect((JSON.parse(r.body) as { error: string }).error, target).toBe('bad_request');
+    }
+    // well-formed encoding still reaches the route
+    expect((await raw('/admin/api/v1/users/%61dmin', admin)).status).toBe(200);
+  });
+
+  it('merges runs of slashes once, and logs the path it served', async () => {
+    const lines: string[] = [];
+    await server.close();
+    server = new PlatformServer({
+      dataDir: dir,
+      logger: pino({ level: 'debug' }, { write: (line: string) => lines.push(line) }),
+      clock,
+      scrypt: FAST_SCRYPT,
+    });
+    const { port } = await server.listen('127.0.0.1', 0);
+    base = `http://127.0.0.1:${port}`;
+    const admin = bearer(await adminToken());
+    const r = await raw('//admin/api/v1//users?x=1', admin);
+    expect(r.status).toBe(200);
+    const logged = lines.map((l) => JSON.parse(l) as { event?: string; path?: string }).filter((l) => l.event === 'request');
+    expect(logged.map((l) => l.path)).toContain('/admin/api/v1/users');
+    expect(logged.some((l) => (l.path ?? '').includes('//'))).toBe(false);
+    expect(routePath('//a///b?c=//d')).toEqual({ path: '/a/b', malformed: false });
+    expect(routePath('/a/%E0%A4%A')).toEqual({ path: '/a/%E0%A4%A', malformed: true });
   });
 });
 

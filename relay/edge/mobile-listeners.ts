@@ -91,6 +91,7 @@ export interface MobileListenersOptions {
 const tableFullLogIntervalMs = 60_000;
 
 const noop = (): void => {};
+const destroySocket = (_err: Error, socket: { destroy(): void }): void => socket.destroy();
 
 export class MobileListeners {
   /** Plain HTTP: connections go to the forwarder as they are accepted. */
@@ -134,8 +135,11 @@ export class MobileListeners {
       },
       (socket) => this.forwarder.handleConnection(socket, true),
     );
-    // a failed handshake (timeout, bad record, a scanner) costs nothing more: Node destroys it
-    this.https.on('tlsClientError', noop);
+    // A failed handshake (timeout, bad record, a scanner) is closed here: Node (20) only emits
+    // 'tlsClientError' and leaves the socket open — a handshake timeout, with no listener or
+    // with a listener that does nothing, left an idle connection (its OpenSSL state, buffers
+    // and file descriptor) held until the client closed it.
+    this.https.on('tlsClientError', destroySocket);
     for (const server of [this.http, this.https]) {
       const plain = server === this.http;
       gateConnections(server, (socket) => this.admit(socket, plain));

@@ -100,6 +100,8 @@ export class TunnelEndpoint {
       noDelay: true,
       headersTimeout: 10_000,
       requestTimeout: 15_000,
+      // a handshake gets the time of a head (tls's default is 120 s)
+      handshakeTimeout: 10_000,
     });
     this.server.on('request', (_req, res) => {
       res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' }).end('tunnel endpoint: WebSocket upgrade required\n');
@@ -113,6 +115,8 @@ export class TunnelEndpoint {
     this.server.on('upgrade', this.onUpgrade);
     this.server.on('tlsClientError', (err, socket) => {
       options.logger.debug({ event: 'tunnel_tls_error', remote: socket.remoteAddress, err: err.message }, 'tunnel TLS handshake failed');
+      // Node only emits this: a timed-out or failed handshake would stay open until the peer closed it
+      socket.destroy();
     });
   }
 

@@ -147,6 +147,7 @@ function edgeLimits(argv: Args): EdgeLimits {
     minBodyBytesPerSecond: intOption('min-body-bytes-per-second', argv.minBodyBytesPerSecond, 0, 1024 * 1024 * 1024),
     bodyRateGraceMs: intOption('body-rate-grace-ms', argv.bodyRateGraceMs, 0, 600_000),
     allowUnderscoreHeaders: argv.allowUnderscoreHeaders === true,
+    maxConnections: intOption('max-connections', argv.maxConnections, 0, 10_000_000),
     maxConnectionsPerIp: intOption('max-connections-per-ip', argv.maxConnectionsPerIp, 0, 1_000_000),
     maxStreamSharePerIpPercent: intOption('max-stream-share-per-ip', argv.maxStreamSharePerIp, 0, 100),
     maxRequestsPerSecondPerIp: intOption('max-requests-per-second-per-ip', argv.maxRequestsPerSecondPerIp, 0, 1_000_000),
@@ -319,6 +320,12 @@ const cli = yargs(hideBin(process.argv))
           type: 'boolean',
           default: defaults.allowUnderscoreHeaders,
           describe: "forward request header names holding '_' (nginx's underscores_in_headers); off: they are dropped",
+        })
+        .option('max-connections', {
+          type: 'number',
+          default: defaults.maxConnections,
+          describe:
+            'mobile connections the relay holds at once, all clients together (reset past it, before TLS); 0 = no limit; whitelisted exempt',
         })
         .option('max-connections-per-ip', {
           type: 'number',

@@ -109,6 +109,14 @@ export const defaults = Object.freeze({
    */
   maxConnectionsPerIp: 1024,
   /**
+   * Mobile connections the relay holds at once, all clients together; past it a new connection
+   * is reset at accept, before TLS (whitelisted addresses are exempt). Bounds the native memory
+   * a flood from many addresses can take: an open TLS connection holds ~30 KiB of OpenSSL state,
+   * and what floods leave in the heap levels off at a multiple of the most held at once
+   * (README "Memory under floods"). 0 = no limit.
+   */
+  maxConnections: 16_384,
+  /**
    * Share of its platform's tunnel stream capacity (the platform's live agent connections times
    * maxStreamsPerConnection) one client may hold at once, percent; past it the client's request
    * waits for one of its streams to close (up to connectWaitMs), then gets 503 tunnel_busy, while

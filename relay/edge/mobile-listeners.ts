@@ -5,7 +5,8 @@
  * enforces every per-request limit and timeout.
  *
  * Order of the checks, cheapest and earliest first:
- *   1. TCP accepted: IP rules (drop: reset), then the per-IP connection limit — before TLS, so a
+ *   1. TCP accepted: IP rules (drop: reset), the relay's connection limit (reset), then the
+ *      per-IP connection limit — before TLS, so a
  *      refused client costs no handshake and no parser.
  *   2. Request head parsed: the per-IP request rate (429), then a declared body size (413).
  *   3. Body streaming: a chunked body is counted (413), a body slower than the minimum rate is
@@ -43,6 +44,8 @@ export interface EdgeLimits {
   bodyRateGraceMs: number;
   /** Forward request header names holding `_` (nginx's `underscores_in_headers`); else they are dropped. */
   allowUnderscoreHeaders: boolean;
+  /** Concurrent mobile connections of the whole relay (whitelisted exempt); 0 = no limit. */
+  maxConnections: number;
   /** Concurrent connections per client address; 0 = no limit. */
   maxConnectionsPerIp: number;
   /** Share of the platform's tunnel streams one client may hold, percent; 0 = no limit. */
@@ -67,6 +70,7 @@ export function defaultEdgeLimits(): EdgeLimits {
     minBodyBytesPerSecond: defaults.minBodyBytesPerSecond,
     bodyRateGraceMs: defaults.bodyRateGraceMs,
     allowUnderscoreHeaders: defaults.allowUnderscoreHeaders,
+    maxConnections: defaults.maxConnections,
     maxConnectionsPerIp: defaults.maxConnectionsPerIp,
     maxStreamSharePerIpPercent: defaults.maxStreamSharePerIpPercent,
     maxRequestsPerSecondPerIp: defaults.maxRequestsPerSecondPerIp,
@@ -103,6 +107,7 @@ export class MobileListeners {
   private readonly sockets = new Map<Socket, string>();
   private readonly extra: net.Server[] = [];
   private readonly forwarder: Forwarder;
+  private readonly maxConnections: number;
   private readonly ipFilter: IpFilter | undefined;
   private readonly stats: EdgeStats;
   private readonly logger: Logger;
@@ -111,6 +116,7 @@ export class MobileListeners {
   constructor(options: MobileListenersOptions) {
     const { limits } = options;
     this.forwarder = options.forwarder;
+    this.maxConnections = limits.maxConnections;
     this.ipFilter = options.ipFilter;
     this.stats = options.stats;
     this.logger = options.logger;
@@ -239,6 +245,12 @@ export class MobileListeners {
     const verdict = this.ipFilter?.check(ip) ?? 'allow';
     if (verdict === 'ip_blacklist' || verdict === 'ip_not_whitelisted') {
       this.drop(socket, ip, verdict);
+      return false;
+    }
+    if (verdict === 'allow' && this.maxConnections > 0 && this.sockets.size >= this.maxConnections) {
+      this.stats.reject('max_connections');
+      this.logger.debug({ event: 'edge_reject', reason: 'max_connections', client: ip }, 'the relay holds --max-connections connections');
+      reset(socket);
       return false;
     }
     let counted = false;

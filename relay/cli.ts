@@ -151,7 +151,10 @@ function edgeLimits(argv: Args): EdgeLimits {
     requestBufferBytes: intOption('request-buffer-bytes', argv.requestBufferBytes, 0, 16 * 1024 * 1024),
     minBodyBytesPerSecond: intOption('min-body-bytes-per-second', argv.minBodyBytesPerSecond, 0, 1024 * 1024 * 1024),
     bodyRateGraceMs: intOption('body-rate-grace-ms', argv.bodyRateGraceMs, 0, 600_000),
+    allowUnderscoreHeaders: argv.allowUnderscoreHeaders === true,
+    maxConnections: intOption('max-connections', argv.maxConnections, 0, 10_000_000),
     maxConnectionsPerIp: intOption('max-connections-per-ip', argv.maxConnectionsPerIp, 0, 1_000_000),
+    maxStreamSharePerIpPercent: intOption('max-stream-share-per-ip', argv.maxStreamSharePerIp, 0, 100),
     maxRequestsPerSecondPerIp: intOption('max-requests-per-second-per-ip', argv.maxRequestsPerSecondPerIp, 0, 1_000_000),
     requestBurstPerIp: intOption('requests-burst-per-ip', argv.requestsBurstPerIp, 0, 10_000_000),
     maxTrackedIps: intOption('max-tracked-ips', argv.maxTrackedIps, 1, 10_000_000),
@@ -322,10 +325,27 @@ const cli = yargs(hideBin(process.argv))
           default: defaults.bodyRateGraceMs,
           describe: 'time a request body gets before its rate is checked',
         })
+        .option('allow-underscore-headers', {
+          type: 'boolean',
+          default: defaults.allowUnderscoreHeaders,
+          describe: "forward request header names holding '_' (nginx's underscores_in_headers); off: they are dropped",
+        })
+        .option('max-connections', {
+          type: 'number',
+          default: defaults.maxConnections,
+          describe:
+            'mobile connections the relay holds at once, all clients together (reset past it, before TLS); 0 = no limit; whitelisted exempt',
+        })
         .option('max-connections-per-ip', {
           type: 'number',
           default: defaults.maxConnectionsPerIp,
           describe: 'concurrent connections per client address (HTTP: 503, HTTPS: reset past it); 0 = no limit; whitelisted exempt',
+        })
+        .option('max-stream-share-per-ip', {
+          type: 'number',
+          default: defaults.maxStreamSharePerIpPercent,
+          describe:
+            "percent of its platform's tunnel streams one client may hold (past it: waits, then 503 tunnel_busy); 0 = no limit; whitelisted exempt",
         })
         .option('max-requests-per-second-per-ip', {
           type: 'number',

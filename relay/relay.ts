@@ -105,7 +105,7 @@ export interface RelayPorts {
 }
 
 export class Relay {
-  readonly registry = new TunnelRegistry();
+  readonly registry: TunnelRegistry;
   readonly tunnel: TunnelEndpoint;
   readonly edge: MobileListeners;
   /** Connections and requests the edge turned away, by reason; `onReject` feeds metrics. */
@@ -126,6 +126,10 @@ export class Relay {
     this.config = config;
     this.logger = logger;
     this.credentials = this.credentialSet(config.credentials);
+    this.registry = new TunnelRegistry({
+      maxStreamsPerConnection: config.mux.maxStreamsPerConnection ?? defaults.maxStreamsPerConnection,
+      maxStreamSharePercent: config.limits.maxStreamSharePerIpPercent,
+    });
     this.metrics = new RelayMetrics({ platforms: this.platforms() });
     this.tunnel = new TunnelEndpoint({
       tls: config.tls,
@@ -168,6 +172,7 @@ export class Relay {
       retryAfterSeconds: config.retryAfterSeconds,
       stats: this.edgeStats,
       takeRequestToken: (ip) => this.edge.takeRequestToken(ip),
+      isExempt: (ip) => this.ipFilter.active && this.ipFilter.isWhitelisted(ip),
     });
     const { whitelistFile, blacklistFile, whitelistOnly, pollIntervalMs, maxFileBytes } = config.ipRules;
     this.ipFilter = new IpFilter({

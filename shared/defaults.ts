@@ -107,6 +107,13 @@ export const defaults = Object.freeze({
   /** Time a request body gets before its rate is checked. */
   bodyRateGraceMs: 5_000,
   /**
+   * Forward request header names that hold `_` (nginx's `underscores_in_headers`). Off: they are
+   * dropped, since CGI-style backends (and frameworks that map headers to `HTTP_*` variables)
+   * read `X_Forwarded_For` and `X-Forwarded-For` as one, so a client could forge a field the
+   * relay strips by spelling it with underscores.
+   */
+  allowUnderscoreHeaders: false,
+  /**
    * Concurrent mobile connections from one client (an IPv4 address or an IPv6 /64, see
    * relay/edge/client-limits.ts); past it a new connection is refused
    * (HTTP: a canned 503 too_many_connections; HTTPS: reset before TLS). 0 = no limit.
@@ -114,6 +121,22 @@ export const defaults = Object.freeze({
    * site's NAT, carrier NAT), yet one address cannot hold the relay's connections alone.
    */
   maxConnectionsPerIp: 1024,
+  /**
+   * Mobile connections the relay holds at once, all clients together; past it a new connection
+   * is reset at accept, before TLS (whitelisted addresses are exempt). Bounds the native memory
+   * a flood from many addresses can take: an open TLS connection holds ~30 KiB of OpenSSL state,
+   * and what floods leave in the heap levels off at a multiple of the most held at once
+   * (README "Memory under floods"). 0 = no limit.
+   */
+  maxConnections: 16_384,
+  /**
+   * Share of its platform's tunnel stream capacity (the platform's live agent connections times
+   * maxStreamsPerConnection) one client may hold at once, percent; past it the client's request
+   * waits for one of its streams to close (up to connectWaitMs), then gets 503 tunnel_busy, while
+   * other clients are served. 0 = no limit. Whitelisted addresses are exempt. With the defaults
+   * (2 agent connections of 1024 streams) one address holds at most 512 streams.
+   */
+  maxStreamSharePerIpPercent: 25,
   /**
    * Requests (and WebSocket upgrades) per second from one client, a token bucket; past it
    * 429 rate_limited with Retry-After. 0 = no limit (the default: the right value depends on how

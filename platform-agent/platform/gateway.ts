@@ -3,7 +3,10 @@
  * backend application (`--backend <url>`) with `http-proxy`, naming the verified caller in
  * `X-Platform-User` / `X-Platform-Role` / `X-Platform-Device` / `X-Platform-Client-Ip`. Any
  * `X-Platform-*` header a client sent is removed first, and so are its credentials (the backend
- * trusts the identity headers, so it never needs them).
+ * trusts the identity headers, so it never needs them), and every header whose name holds `_`
+ * (as the relay does by default, nginx's `underscores_in_headers off`): a CGI-style backend reads
+ * `X_Platform_User` as `X-Platform-User`, so an underscore spelling could forge an identity header
+ * — and that includes requests that reach this server without the relay (its internal listener).
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
@@ -68,7 +71,8 @@ export class Gateway {
   }
 
   forward(req: IncomingMessage, res: ServerResponse, who: ApiIdentity, ctx: RequestContext): void {
-    for (const name of Object.keys(req.headers)) if (name.startsWith('x-platform-')) delete req.headers[name];
+    // http-proxy sends req.headers (names in lower case), so deleting here drops them upstream
+    for (const name of Object.keys(req.headers)) if (name.startsWith('x-platform-') || name.includes('_')) delete req.headers[name];
     for (const name of CREDENTIAL_HEADERS) delete req.headers[name];
     req.headers[IDENTITY_HEADERS.user] = who.username;
     req.headers[IDENTITY_HEADERS.role] = who.role;

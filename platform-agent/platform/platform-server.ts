@@ -337,7 +337,7 @@ export class PlatformServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
     const ctx = this.context(req);
-    const path = (req.url ?? '/').split('?', 1)[0]!;
+    const { path, malformed } = routePath(req.url);
     res.once('finish', () =>
       this.logger.debug(
         {
@@ -359,6 +359,7 @@ export class PlatformServer {
         hostCheck.check(req);
       }
       if (ctx.ipDecision === 'blacklisted') throw new RelayError('RELAY_ERR_IP_BLOCKED');
+      if (malformed) throw new RelayError('RELAY_ERR_BAD_REQUEST', 'malformed percent-encoding in the path');
       if (!(await this.route(req, res, path, ctx))) throw new RelayError('RELAY_ERR_NOT_FOUND');
     } catch (err) {
       if (!(err instanceof RelayError)) this.logger.error({ event: 'request_failed', path, err: (err as Error).stack }, 'request failed');
@@ -442,6 +443,23 @@ export class PlatformServer {
     this.internalHttps?.closeAllConnections();
     this.server.closeAllConnections();
     await this.store.close();
+  }
+}
+
+/**
+ * The path every route and the request log see, made once from the request target: the query
+ * cut off and runs of `/` merged (`//admin/api/v1/users` is `/admin/api/v1/users`, served and
+ * logged as such). `malformed` when its percent-encoding does not decode (`%ZZ`, a truncated or
+ * invalid UTF-8 sequence): the request gets 400 bad_request before any route, so a route's own
+ * decoding of a segment cannot fail.
+ */
+export function routePath(url: string | undefined): { path: string; malformed: boolean } {
+  const path = (url ?? '/').split('?', 1)[0]!.replace(/\/{2,}/g, '/');
+  try {
+    decodeURIComponent(path);
+    return { path, malformed: false };
+  } catch {
+    return { path, malformed: true };
   }
 }
 

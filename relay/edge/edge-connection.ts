@@ -26,7 +26,7 @@ import type { Socket } from 'node:net';
 import { RelayError, type ErrorCode } from '../../shared/errors.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
-import type { AgentConnection } from '../tunnel/tunnel-registry.js';
+import type { OpenedStream } from '../tunnel/tunnel-registry.js';
 import { errorParts, rawCatalogResponse } from './error-response.js';
 import type { EdgeRejectReason } from './edge-stats.js';
 import type { ExchangeRecord, Forwarder } from './forwarder.js';
@@ -358,18 +358,28 @@ export class EdgeConnection {
       this.failRequest('RELAY_ERR_DRAINING', 'draining');
       return;
     }
-    const conn = this.fwd.pick(this.platform);
-    if (conn) {
-      this.attach(conn, ex);
+    let opened: OpenedStream | null;
+    try {
+      opened = this.fwd.openStream(this.platform, this.meta);
+    } catch (err) {
+      this.failRequest(this.fwd.streamErrorCode(err), null);
+      return;
+    }
+    if (opened) {
+      this.attach(opened, ex);
       return;
     }
     this.acquiring = true;
     this.updateReading();
-    this.fwd.acquire(this.platform).then(
-      (c) => {
+    this.fwd.acquireStream(this.platform, this.meta).then(
+      (o) => {
         this.acquiring = false;
-        if (this.ex !== ex || this.socket.destroyed) return;
-        this.attach(c, ex);
+        if (this.ex !== ex || this.socket.destroyed) {
+          o.stream.on('error', noop);
+          o.stream.destroy();
+          return;
+        }
+        this.attach(o, ex);
         this.updateReading();
       },
       (err: unknown) => {
@@ -381,14 +391,7 @@ export class EdgeConnection {
     );
   }
 
-  private attach(conn: AgentConnection, ex: Exchange): void {
-    let stream: MuxStream;
-    try {
-      stream = conn.session.openStream(this.meta);
-    } catch (err) {
-      this.failRequest(this.fwd.streamErrorCode(err), null);
-      return;
-    }
+  private attach({ conn, stream }: OpenedStream, ex: Exchange): void {
     this.stream = stream;
     this.agentId = conn.id;
     stream.on('data', this.onStreamData);
@@ -892,12 +895,13 @@ export class EdgeConnection {
   private requestHead(head: RequestHead, upgrade: boolean): string {
     const f = head.fields;
     const listed = head.connection;
+    const dropUnderscores = !this.fwd.limits.allowUnderscoreHeaders;
     let out = `${head.method} ${head.target} HTTP/1.${head.minor}\r\n`;
     for (let i = 0; i < f.length; i += 2) {
       const name = f[i]!;
       // nginx's default: names with an underscore are dropped (underscores_in_headers off), since
       // CGI-style backends read X_Forwarded_For and X-Forwarded-For as one
-      if (name.includes('_')) continue;
+      if (dropUnderscores && name.includes('_')) continue;
       const lower = name.toLowerCase();
       if (DROP_REQUEST.has(lower)) continue;
       if (listed.length > 0 && listed.includes(lower) && !KEEP_ALWAYS.has(lower)) continue;

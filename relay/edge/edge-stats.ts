@@ -11,6 +11,8 @@ export const edgeRejectReasons = [
   'ip_not_whitelisted',
   /** the address has `maxConnectionsPerIp` connections open, or the per-IP table is full */
   'per_ip_connections',
+  /** the relay has `maxConnections` mobile connections open (connection reset before TLS/HTTP) */
+  'max_connections',
   /** the address used up its request bucket (429) */
   'per_ip_rate',
   /** a request the strict parser or the edge's checks refused (400, 417, 501, 505) */

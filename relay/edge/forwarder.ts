@@ -16,7 +16,8 @@ import type { Logger } from '../../shared/logger.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import type { RelayMetrics } from '../admin/metrics.js';
 import { DEFAULT_PLATFORM } from '../tunnel/agent-credentials.js';
-import type { AgentConnection, TunnelRegistry } from '../tunnel/tunnel-registry.js';
+import type { OpenedStream, TunnelRegistry } from '../tunnel/tunnel-registry.js';
+import { clientKey } from './client-limits.js';
 import { EdgeConnection } from './edge-connection.js';
 import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
 
@@ -34,6 +35,8 @@ export interface ForwardLimits {
   /** A body slower than this, after the grace, is cut with 408; 0 = no minimum. */
   minBodyBytesPerSecond: number;
   bodyRateGraceMs: number;
+  /** Forward request header names holding `_` (nginx's `underscores_in_headers`); else they are dropped. */
+  allowUnderscoreHeaders: boolean;
 }
 
 export interface ForwarderOptions {
@@ -49,6 +52,8 @@ export interface ForwarderOptions {
   platformForPort?: (listenerPort: number) => string;
   /** 0 when a request from `ip` may go on, else seconds for Retry-After (the per-IP bucket). */
   takeRequestToken?: (ip: string) => number;
+  /** True for a client exempt from the per-client share of tunnel streams (whitelisted). */
+  isExempt?: (ip: string) => boolean;
   metrics?: RelayMetrics;
 }
 
@@ -116,13 +121,21 @@ export class Forwarder {
     this.startSweep();
   }
 
-  /** The platform's usable agent connection now, or null (then {@link acquire} waits for one). */
-  pick(platform: string): AgentConnection | null {
-    return this.options.registry.pick(platform);
+  /**
+   * A tunnel stream for a mobile connection now, or null (then {@link acquireStream} waits for
+   * one): null too when its client holds its share of the platform's streams.
+   */
+  openStream(platform: string, meta: OpenMetadata): OpenedStream | null {
+    return this.options.registry.openStream(platform, this.streamClient(meta.clientIp), meta);
   }
 
-  acquire(platform: string): Promise<AgentConnection> {
-    return this.options.registry.acquire(this.options.connectWaitMs, platform);
+  acquireStream(platform: string, meta: OpenMetadata): Promise<OpenedStream> {
+    return this.options.registry.acquireStream(this.options.connectWaitMs, platform, this.streamClient(meta.clientIp), meta);
+  }
+
+  /** The key a client's streams are counted under (as the per-IP limits: IPv4, or IPv6 /64); null when exempt. */
+  private streamClient(ip: string): string | null {
+    return this.options.isExempt?.(ip) ? null : clientKey(ip);
   }
 
   /** Counts a refusal (stats, metrics) and logs it at debug. */

@@ -5,7 +5,8 @@
  * enforces every per-request limit and timeout.
  *
  * Order of the checks, cheapest and earliest first:
- *   1. TCP accepted: IP rules (drop: reset), then the per-IP connection limit — before TLS, so a
+ *   1. TCP accepted: IP rules (drop: reset), the relay's connection limit (reset), then the
+ *      per-IP connection limit — before TLS, so a
  *      refused client costs no handshake and no parser.
  *   2. Request head parsed: the per-IP request rate (429), then a declared body size (413).
  *   3. Body streaming: a chunked body is counted (413), a body slower than the minimum rate is
@@ -41,8 +42,14 @@ export interface EdgeLimits {
   minBodyBytesPerSecond: number;
   /** Time a body gets before its rate is checked, ms. */
   bodyRateGraceMs: number;
+  /** Forward request header names holding `_` (nginx's `underscores_in_headers`); else they are dropped. */
+  allowUnderscoreHeaders: boolean;
+  /** Concurrent mobile connections of the whole relay (whitelisted exempt); 0 = no limit. */
+  maxConnections: number;
   /** Concurrent connections per client address; 0 = no limit. */
   maxConnectionsPerIp: number;
+  /** Share of the platform's tunnel streams one client may hold, percent; 0 = no limit. */
+  maxStreamSharePerIpPercent: number;
   /** Requests per second per client address (token bucket); 0 = no limit. */
   maxRequestsPerSecondPerIp: number;
   /** Bucket size of that rate; 0 = twice the rate. */
@@ -62,7 +69,10 @@ export function defaultEdgeLimits(): EdgeLimits {
     requestBufferBytes: defaults.requestBufferBytes,
     minBodyBytesPerSecond: defaults.minBodyBytesPerSecond,
     bodyRateGraceMs: defaults.bodyRateGraceMs,
+    allowUnderscoreHeaders: defaults.allowUnderscoreHeaders,
+    maxConnections: defaults.maxConnections,
     maxConnectionsPerIp: defaults.maxConnectionsPerIp,
+    maxStreamSharePerIpPercent: defaults.maxStreamSharePerIpPercent,
     maxRequestsPerSecondPerIp: defaults.maxRequestsPerSecondPerIp,
     requestBurstPerIp: defaults.requestBurstPerIp,
     maxTrackedIps: defaults.maxTrackedIps,
@@ -85,6 +95,7 @@ export interface MobileListenersOptions {
 const tableFullLogIntervalMs = 60_000;
 
 const noop = (): void => {};
+const destroySocket = (_err: Error, socket: { destroy(): void }): void => socket.destroy();
 
 export class MobileListeners {
   /** Plain HTTP: connections go to the forwarder as they are accepted. */
@@ -96,6 +107,7 @@ export class MobileListeners {
   private readonly sockets = new Map<Socket, string>();
   private readonly extra: net.Server[] = [];
   private readonly forwarder: Forwarder;
+  private readonly maxConnections: number;
   private readonly ipFilter: IpFilter | undefined;
   private readonly stats: EdgeStats;
   private readonly logger: Logger;
@@ -104,6 +116,7 @@ export class MobileListeners {
   constructor(options: MobileListenersOptions) {
     const { limits } = options;
     this.forwarder = options.forwarder;
+    this.maxConnections = limits.maxConnections;
     this.ipFilter = options.ipFilter;
     this.stats = options.stats;
     this.logger = options.logger;
@@ -128,8 +141,11 @@ export class MobileListeners {
       },
       (socket) => this.forwarder.handleConnection(socket, true),
     );
-    // a failed handshake (timeout, bad record, a scanner) costs nothing more: Node destroys it
-    this.https.on('tlsClientError', noop);
+    // A failed handshake (timeout, bad record, a scanner) is closed here: Node (20) only emits
+    // 'tlsClientError' and leaves the socket open — a handshake timeout, with no listener or
+    // with a listener that does nothing, left an idle connection (its OpenSSL state, buffers
+    // and file descriptor) held until the client closed it.
+    this.https.on('tlsClientError', destroySocket);
     for (const server of [this.http, this.https]) {
       const plain = server === this.http;
       gateConnections(server, (socket) => this.admit(socket, plain));
@@ -229,6 +245,12 @@ export class MobileListeners {
     const verdict = this.ipFilter?.check(ip) ?? 'allow';
     if (verdict === 'ip_blacklist' || verdict === 'ip_not_whitelisted') {
       this.drop(socket, ip, verdict);
+      return false;
+    }
+    if (verdict === 'allow' && this.maxConnections > 0 && this.sockets.size >= this.maxConnections) {
+      this.stats.reject('max_connections');
+      this.logger.debug({ event: 'edge_reject', reason: 'max_connections', client: ip }, 'the relay holds --max-connections connections');
+      reset(socket);
       return false;
     }
     let counted = false;

@@ -4,7 +4,8 @@
  * stored SHA-256 hashes; the relay keeps no token in clear) and, with `--agent-ca`, a client
  * certificate signed by that CA. The credential that matched names the platform the connection
  * serves. A refused upgrade gets a bare HTTP 401; an address with too many refusals in a minute
- * gets 429 without any check, and every refusal is logged.
+ * gets 429 for every upgrade that does not carry a valid credential (a valid one always passes:
+ * it is checked first), and every refusal is logged.
  */
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
@@ -32,7 +33,7 @@ export interface TunnelEndpointOptions {
   logger: Logger;
   mux?: Omit<SessionOptions, 'role' | 'onStream'>;
   maxMessageBytes?: number;
-  /** Refused upgrades one address may make per minute before it gets 429 without a check. */
+  /** Refused upgrades one address may make per minute before its failed upgrades get 429 (a valid credential still passes). */
   authFailuresPerMinute?: number;
   clock?: Clock;
   /** Told of every refused upgrade (metrics). */
@@ -99,6 +100,8 @@ export class TunnelEndpoint {
       noDelay: true,
       headersTimeout: 10_000,
       requestTimeout: 15_000,
+      // a handshake gets the time of a head (tls's default is 120 s)
+      handshakeTimeout: 10_000,
     });
     this.server.on('request', (_req, res) => {
       res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' }).end('tunnel endpoint: WebSocket upgrade required\n');
@@ -112,6 +115,8 @@ export class TunnelEndpoint {
     this.server.on('upgrade', this.onUpgrade);
     this.server.on('tlsClientError', (err, socket) => {
       options.logger.debug({ event: 'tunnel_tls_error', remote: socket.remoteAddress, err: err.message }, 'tunnel TLS handshake failed');
+      // Node only emits this: a timed-out or failed handshake would stay open until the peer closed it
+      socket.destroy();
     });
   }
 
@@ -143,13 +148,19 @@ export class TunnelEndpoint {
     const remote = socket.remoteAddress ?? 'unknown';
     const ip = canonicalIp(remote);
     socket.on('error', () => socket.destroy());
-    if (this.failures.blocked(ip)) {
+    // The credential is checked before the refusal limit, so that a valid one always passes: an
+    // agent sharing an address (a NAT, a proxy) with a scanner, or one whose operator mistyped
+    // the token a few times, is never locked out by the failures of others. The check costs a
+    // SHA-256 and a constant-time compare per credential, no more than writing the 429, so the
+    // limit is one on guesses (a limited address learns nothing from a wrong token but 429), not
+    // on CPU.
+    const cred = this.authenticate(req, socket);
+    if (typeof cred === 'string' && this.failures.blocked(ip)) {
       this.options.onAuthFailure?.('rate_limited');
       logger.warn({ event: 'tunnel_auth_limited', remote }, 'agent tunnel upgrade refused: too many failed attempts from this address');
       socket.end('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
-    const cred = this.authenticate(req, socket);
     if (typeof cred === 'string') {
       this.failures.fail(ip);
       this.options.onAuthFailure?.(this.options.agentCa && !(socket as TLSSocket).authorized ? 'bad_certificate' : 'bad_token');

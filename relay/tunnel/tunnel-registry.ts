@@ -2,11 +2,34 @@
  * The agent connections, by platform. A new stream for a platform goes to that platform's
  * usable connection with the fewest open streams; a request that finds none waits (bounded)
  * for one to register.
+ *
+ * Streams are also counted per client (the key the edge gives: an IPv4 address or an IPv6 /64):
+ * one client may hold at most a share of its platform's stream capacity (the platform's live
+ * connections times maxStreamsPerConnection), so that no one address can take every stream and
+ * starve the others. Past its share a client's request waits like one that finds every
+ * connection full, and gets tunnel_busy after the same wait. The table holds only clients with a
+ * stream open, so it never has more entries than there are open streams.
  */
 import { EventEmitter } from 'node:events';
+import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
+import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import type { MuxSession } from '../../shared/mux/session.js';
+import type { MuxStream } from '../../shared/mux/stream.js';
 import { DEFAULT_PLATFORM } from './agent-credentials.js';
+
+export interface TunnelRegistryOptions {
+  /** Streams the relay opens per agent connection (its mux setting): the unit of a platform's capacity. */
+  maxStreamsPerConnection?: number;
+  /** Share of a platform's stream capacity one client may hold, percent; 0 = no limit. */
+  maxStreamSharePercent?: number;
+}
+
+/** A stream opened for a client, and the agent connection it is on. */
+export interface OpenedStream {
+  conn: AgentConnection;
+  stream: MuxStream;
+}
 
 export interface AgentConnection {
   /** Unique per connection, e.g. `agent-7f3a#3`. */
@@ -24,6 +47,16 @@ export interface AgentConnection {
 export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; removed: [AgentConnection] }> {
   private readonly connections = new Set<AgentConnection>();
   private waiters = new Set<() => void>();
+  private readonly maxStreamsPerConnection: number;
+  private readonly sharePercent: number;
+  /** Open streams per platform and client (`platform\nclient`); an entry only while > 0. */
+  private readonly clientStreams = new Map<string, number>();
+
+  constructor(options: TunnelRegistryOptions = {}) {
+    super();
+    this.maxStreamsPerConnection = options.maxStreamsPerConnection ?? defaults.maxStreamsPerConnection;
+    this.sharePercent = options.maxStreamSharePercent ?? 0;
+  }
 
   add(conn: AgentConnection): void {
     this.connections.add(conn);
@@ -83,6 +116,83 @@ export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; rem
         resolve(conn);
       };
       this.waiters.add(check);
+    });
+  }
+
+  /**
+   * Streams one client may hold on the platform now: its share of the live connections'
+   * capacity, at least 1 while any is live; Infinity without a share limit.
+   */
+  streamShare(platform = DEFAULT_PLATFORM): number {
+    if (this.sharePercent === 0) return Infinity;
+    let live = 0;
+    for (const conn of this.connections) if (conn.platform === platform && !conn.session.isClosed && !conn.session.draining) live++;
+    return Math.max(1, Math.floor((live * this.maxStreamsPerConnection * this.sharePercent) / 100));
+  }
+
+  /** Streams the client holds on the platform. */
+  clientStreamCount(client: string, platform = DEFAULT_PLATFORM): number {
+    return this.clientStreams.get(`${platform}\n${client}`) ?? 0;
+  }
+
+  /**
+   * Opens a stream for `client` on the platform's least busy usable connection now, or returns
+   * null when there is none or the client holds its share. `client` null: not counted (a
+   * whitelisted address). Throws what `openStream` throws.
+   */
+  openStream(platform: string, client: string | null, meta: OpenMetadata): OpenedStream | null {
+    if (client !== null && this.sharePercent > 0 && this.clientStreamCount(client, platform) >= this.streamShare(platform)) return null;
+    const conn = this.pick(platform);
+    if (!conn) return null;
+    const stream = conn.session.openStream(meta);
+    if (client !== null && this.sharePercent > 0) this.countStream(`${platform}\n${client}`, stream);
+    return { conn, stream };
+  }
+
+  /**
+   * {@link openStream}, waiting up to `waitMs` for a connection to register, to free a stream, or
+   * for the client to close one of its own; then rejects as {@link acquire} does.
+   */
+  acquireStream(waitMs: number, platform: string, client: string | null, meta: OpenMetadata): Promise<OpenedStream> {
+    try {
+      const now = this.openStream(platform, client, meta);
+      if (now) return Promise.resolve(now);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    if (waitMs <= 0) return Promise.reject(this.unavailable(platform));
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(this.unavailable(platform));
+      }, waitMs);
+      const check = (): void => {
+        try {
+          const opened = this.openStream(platform, client, meta);
+          if (!opened) return;
+          done();
+          resolve(opened);
+        } catch (err) {
+          done();
+          reject(err as Error);
+        }
+      };
+      this.waiters.add(check);
+    });
+  }
+
+  private countStream(key: string, stream: MuxStream): void {
+    this.clientStreams.set(key, (this.clientStreams.get(key) ?? 0) + 1);
+    stream.once('close', () => {
+      const left = (this.clientStreams.get(key) ?? 1) - 1;
+      if (left > 0) this.clientStreams.set(key, left);
+      else this.clientStreams.delete(key);
+      // a request of this client waiting past its share may go now
+      this.wakeWaiters();
     });
   }
 

@@ -4,12 +4,13 @@
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DAY_MS, MINUTE_MS, ManualClock } from '../../shared/clock.js';
-import { PlatformServer } from '../../platform-agent/platform/platform-server.js';
+import { pino } from 'pino';
+import { PlatformServer, routePath } from '../../platform-agent/platform/platform-server.js';
 import { bearer, json, jsonRequest, testLogger, type Reply } from '../fixtures/harness.js';
 
 const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
@@ -354,6 +355,66 @@ describe('admin API', () => {
   });
 });
 
+describe('request paths', () => {
+  /** One request with the target exactly as given (no URL parser in between). */
+  function raw(target: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+    const port = new URL(base).port;
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(Number(port), '127.0.0.1', () => {
+        const extra = Object.entries(headers)
+          .map(([k, v]) => `${k}: ${v}\r\n`)
+          .join('');
+        socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\n${extra}Connection: close\r\n\r\n`);
+      });
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+      socket.on('error', reject);
+      socket.on('close', () =>
+        resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) }),
+      );
+    });
+  }
+
+  it('answers 400 bad_request, not 500, to malformed percent-encoding in admin API, console and other paths', async () => {
+    const admin = bearer(await adminToken());
+    for (const target of [
+      '/admin/api/v1/users/%E0%A4%A',
+      '/admin/api/v1/groups/%ZZ',
+      '/%ZZ',
+      '/console/%ZZ',
+      '/console/users/%E0%A4%A',
+      '/api/v1/%C0',
+    ]) {
+      const r = await raw(target, admin);
+      expect(r.status, target).toBe(400);
+      expect((JSON.parse(r.body) as { error: string }).error, target).toBe('bad_request');
+    }
+    // well-formed encoding still reaches the route
+    expect((await raw('/admin/api/v1/users/%61dmin', admin)).status).toBe(200);
+  });
+
+  it('merges runs of slashes once, and logs the path it served', async () => {
+    const lines: string[] = [];
+    await server.close();
+    server = new PlatformServer({
+      dataDir: dir,
+      logger: pino({ level: 'debug' }, { write: (line: string) => lines.push(line) }),
+      clock,
+      scrypt: FAST_SCRYPT,
+    });
+    const { port } = await server.listen('127.0.0.1', 0);
+    base = `http://127.0.0.1:${port}`;
+    const admin = bearer(await adminToken());
+    const r = await raw('//admin/api/v1//users?x=1', admin);
+    expect(r.status).toBe(200);
+    const logged = lines.map((l) => JSON.parse(l) as { event?: string; path?: string }).filter((l) => l.event === 'request');
+    expect(logged.map((l) => l.path)).toContain('/admin/api/v1/users');
+    expect(logged.some((l) => (l.path ?? '').includes('//'))).toBe(false);
+    expect(routePath('//a///b?c=//d')).toEqual({ path: '/a/b', malformed: false });
+    expect(routePath('/a/%E0%A4%A')).toEqual({ path: '/a/%E0%A4%A', malformed: true });
+  });
+});
+
 describe('gateway and mobile authenticators', () => {
   it("keeps both the session cookie and the backend's own cookie on a forwarded answer", async () => {
     const backend = http.createServer((_req, res) => {
@@ -408,6 +469,45 @@ describe('gateway and mobile authenticators', () => {
         'x-platform-client-ip': '127.0.0.1',
       });
       expect(seen[0]!.authorization).toBeUndefined();
+    } finally {
+      backend.close();
+    }
+  });
+
+  it('drops header names with an underscore before the backend, so no spelling of a trusted field gets through', async () => {
+    const seen: string[][] = [];
+    // raw: records the header names and values as they came on the wire
+    const backend = http.createServer((req, res) => {
+      seen.push(req.rawHeaders);
+      res.end('ok');
+    });
+    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+    try {
+      await server.close();
+      await open({ backend: new URL(`http://127.0.0.1:${(backend.address() as AddressInfo).port}`) });
+      await addUser('alice');
+      const pair = json(await login('alice', 'correct-horse-1'));
+      const r = await call('GET', '/api/v1/orders', undefined, {
+        ...bearer(pair.access_token),
+        'X-Platform-User': 'admin',
+        X_Platform_User: 'admin',
+        X_Platform_Role: 'admin',
+        'X-Forwarded-For': '127.0.0.1',
+        X_Forwarded_For: '6.6.6.6',
+        'X-Real-IP': '127.0.0.1',
+        X_Real_IP: '6.6.6.6',
+        Custom_Header: 'v',
+      });
+      expect(r.status).toBe(200);
+      const raw = seen[0]!;
+      const names = raw.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+      expect(names.filter((n) => n.includes('_'))).toEqual([]);
+      const values = (name: string): string[] => raw.filter((_, i) => i % 2 === 1 && raw[i - 1]!.toLowerCase() === name);
+      expect(values('x-platform-user')).toEqual(['alice']);
+      expect(values('x-platform-role')).toEqual(['mobile']);
+      // the dashed forwarding fields are the relay's on tunnel connections: they pass as they came
+      expect(values('x-forwarded-for')).toEqual(['127.0.0.1']);
+      expect(values('x-real-ip')).toEqual(['127.0.0.1']);
     } finally {
       backend.close();
     }

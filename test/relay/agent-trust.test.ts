@@ -88,16 +88,18 @@ describe('agent credentials', () => {
     expect(() => parseCredentials([line, line])).toThrow(/appears twice/);
   });
 
-  it('answers 401 to a bad token and 429 once an address has failed 10 times in a minute', async () => {
+  it('answers 401 to a bad token and 429 once an address has failed 10 times in a minute, yet the right token always passes', async () => {
     const clock = new ManualClock();
     const good = createToken('good', 'default');
     const { port } = await endpoint(new CredentialSet(parseCredentials([good.line])), { clock, authFailuresPerMinute: 10 });
     for (let i = 0; i < 10; i++) expect(await upgrade(port, 'wrong-token-0123456789')).toBe(401);
     expect(await upgrade(port, 'wrong-token-0123456789')).toBe(429);
-    // Even the right token waits out the window: the check is skipped entirely.
-    expect(await upgrade(port, good.token)).toBe(429);
-    clock.advance(60_000);
+    // The credential is checked first: the right token passes from a limited address…
     expect(await upgrade(port, good.token)).toBe(101);
+    // …and does not lift the limit for guesses
+    expect(await upgrade(port, 'wrong-token-0123456789')).toBe(429);
+    clock.advance(60_000);
+    expect(await upgrade(port, 'wrong-token-0123456789')).toBe(401);
   });
 
   it('relay token create prints the token once and the line to store', async () => {

@@ -131,6 +131,37 @@ describe('request heads the relay forwards (RFC 9112 §§ 2, 3, 5)', () => {
     );
   });
 
+  // both spellings of each field a platform trusts: the relay's forwarding fields, and the
+  // identity the platform's gateway adds for backends
+  const TRUSTED_BOTH_SPELLINGS =
+    'X-Forwarded-For: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\n' +
+    'X-Platform-User: admin\r\nX_Platform_User: admin\r\n';
+
+  it('drops the underscore spelling of every trusted field, and the relay strips the forwarding ones', async () => {
+    await forwards(
+      `GET / HTTP/1.1\r\nHost: x\r\n${TRUSTED_BOTH_SPELLINGS}\r\n`,
+      // X-Platform-User crosses the relay: the platform's gateway replaces it (test/platform-agent)
+      `GET / HTTP/1.1\r\nHost: x\r\nX-Platform-User: admin\r\n${xf('x')}\r\n`,
+    );
+  });
+
+  it('with allowUnderscoreHeaders forwards names with an underscore, and still strips the forgeable dashed ones', async () => {
+    const open = await startPipeRig({ allowUnderscoreHeaders: true });
+    try {
+      const client = await open.client();
+      client.write(`GET / HTTP/1.1\r\nHost: x\r\n${TRUSTED_BOTH_SPELLINGS}Custom_Header: v\r\n\r\n`);
+      const up = await open.upstream.nth(0);
+      const port = open.relay.ports!.httpPort;
+      const expected =
+        'GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\nX-Platform-User: admin\r\n' +
+        'X_Platform_User: admin\r\nCustom_Header: v\r\n' +
+        `X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ${port}\r\nX-Forwarded-Host: x\r\n\r\n`;
+      expect(await up.receive(expected.length)).toBe(expected);
+    } finally {
+      await open.stop();
+    }
+  });
+
   it('drops the fields a Connection header lists, but never Host or Content-Length', async () => {
     await forwards(
       'POST /c HTTP/1.1\r\nConnection: foo, Host, content-length, BAR\r\nHost: x\r\nFoo: 1\r\nbar: 2\r\nBaz: 3\r\nContent-Length: 3\r\n\r\nabc',

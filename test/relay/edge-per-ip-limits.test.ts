@@ -178,3 +178,31 @@ describe('max requests per second per client IP', () => {
     expect(limited.headers.connection).toBe('close');
   });
 });
+
+describe("the relay's connection limit, all clients together", () => {
+  it('resets a connection past --max-connections before TLS, whatever its address, exempts the whitelist, and admits again once one closes', async () => {
+    const relay = await relayWith({ maxConnections: 3, maxConnectionsPerIp: 0 });
+    try {
+      const open = (localAddress: string): Promise<net.Socket> =>
+        new Promise((resolve) => {
+          const socket = net.connect({ port: relay.ports!.httpPort, host: '127.0.0.1', localAddress }, () => resolve(socket));
+          socket.on('error', () => {});
+        });
+      const held = [await open('127.0.0.2'), await open('127.0.0.2'), await open('127.0.0.1')];
+      await vi.waitFor(() => expect(relay.edge.connectionCount).toBe(3), { timeout: 5_000 });
+      const work = workCounter(relay.edge);
+      // a fourth, from an address that holds nothing yet: reset before TLS
+      expect(await tlsHandshake(relay.ports!.httpsPort, '127.0.0.1', '127.0.0.1')).toBe('ECONNRESET');
+      expect(work).toEqual({ secure: 0, tlsErrors: 0, requests: 0 });
+      expect(relay.edgeStats.rejected.max_connections).toBe(1);
+      // the whitelisted 127.0.0.3 is exempt
+      expect(await tlsHandshake(relay.ports!.httpsPort, '127.0.0.1', '127.0.0.3')).toBe('secure');
+      held[0]!.destroy();
+      await vi.waitFor(() => expect(relay.edge.connectionCount).toBe(2), { timeout: 5_000 });
+      expect(await tlsHandshake(relay.ports!.httpsPort, '127.0.0.1', '127.0.0.2')).toBe('secure');
+      for (const s of held) s.destroy();
+    } finally {
+      await relay.stop(100);
+    }
+  });
+});

@@ -1,14 +1,21 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import os from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { PlatformAgent } from '../../platform-agent/agent.js';
+import { defaultEdgeLimits } from '../../relay/edge/mobile-listeners.js';
 import type { Relay } from '../../relay/relay.js';
 import { json, request, startAgent, startRelay } from '../fixtures/harness.js';
+
+const noShare = (): ReturnType<typeof defaultEdgeLimits> => ({ ...defaultEdgeLimits(), maxStreamSharePerIpPercent: 0 });
 
 describe('max concurrent streams per tunnel connection', () => {
   let relay: Relay;
   let agent: PlatformAgent;
   beforeAll(async () => {
-    relay = await startRelay({ mux: { maxStreamsPerConnection: 2 }, connectWaitMs: 300, retryAfterSeconds: 7 });
+    // every client here is 127.0.0.1: no per-client share, the connection's limit alone
+    relay = await startRelay({ mux: { maxStreamsPerConnection: 2 }, connectWaitMs: 300, retryAfterSeconds: 7, limits: noShare() });
     agent = await startAgent(relay, { connections: 1 });
   });
   afterAll(async () => {
@@ -56,7 +63,7 @@ describe('max concurrent streams per tunnel connection', () => {
 
 describe('a request waiting for a full tunnel connection', () => {
   it('is served as soon as a stream frees, not after the whole wait', async () => {
-    const relay = await startRelay({ mux: { maxStreamsPerConnection: 1 }, connectWaitMs: 60_000 });
+    const relay = await startRelay({ mux: { maxStreamsPerConnection: 1 }, connectWaitMs: 60_000, limits: noShare() });
     const agent = await startAgent(relay, { connections: 1 });
     try {
       const holder = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -72,5 +79,96 @@ describe('a request waiting for a full tunnel connection', () => {
       await agent.stop(100);
       await relay.stop(100);
     }
+  });
+});
+
+describe("one client's share of its platform's tunnel streams", () => {
+  const HOG = '127.0.0.2';
+  const BYSTANDER = '127.0.0.3';
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!();
+  });
+
+  /** A relay with 2 agent connections of 4 streams (capacity 8), a share of 25 %: 2 streams per client. */
+  async function rig(overrides: Parameters<typeof startRelay>[0] = {}, connectWaitMs = 400): Promise<Relay> {
+    const relay = await startRelay({
+      mux: { maxStreamsPerConnection: 4 },
+      connectWaitMs,
+      limits: { ...defaultEdgeLimits(), maxStreamSharePerIpPercent: 25 },
+      ...overrides,
+    });
+    const agent = await startAgent(relay, { connections: 2 }, 2);
+    cleanups.push(() => relay.stop(100));
+    cleanups.push(() => agent.stop(100));
+    return relay;
+  }
+  const url = (relay: Relay, path = '/hello'): string => `http://127.0.0.1:${relay.ports!.httpPort}${path}`;
+  const keptAlive = (): http.Agent => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    cleanups.push(() => agent.destroy());
+    return agent;
+  };
+  const totalStreams = (relay: Relay): number => relay.registry.list().reduce((n, c) => n + c.session.streamCount, 0);
+
+  it('a client holding its share waits, then gets 503 tunnel_busy, while a bystander from another address is served', async () => {
+    const relay = await rig();
+    expect(relay.registry.streamShare()).toBe(2);
+    const held = [keptAlive(), keptAlive()];
+    for (const agent of held) expect((await request(url(relay), { agent, localAddress: HOG })).status).toBe(200);
+    expect(relay.registry.clientStreamCount(HOG)).toBe(2);
+
+    const started = Date.now();
+    const third = request(url(relay), { agent: false, localAddress: HOG });
+    await vi.waitFor(() => expect(relay.registry.waitingCount).toBe(1), { timeout: 4_000 });
+    // 6 streams are free: the bystander is served at once, the hog's request still waits
+    const bystanderAt = Date.now();
+    const bystander = await request(url(relay), { agent: false, localAddress: BYSTANDER });
+    expect(bystander.status).toBe(200);
+    expect(Date.now() - bystanderAt).toBeLessThan(3_000);
+    expect(relay.registry.waitingCount).toBe(1);
+
+    const busy = await third;
+    expect(busy.status).toBe(503);
+    expect(json(busy).error).toBe('tunnel_busy');
+    // it waited --connect-wait-ms (400), not much less and not forever
+    expect(Date.now() - started).toBeGreaterThanOrEqual(350);
+    expect(relay.registry.clientStreamCount(HOG)).toBe(2);
+    expect(totalStreams(relay)).toBe(2);
+  });
+
+  it("a waiting request of the client is served as soon as one of the client's own streams closes", async () => {
+    const relay = await rig({}, 60_000);
+    const held = [keptAlive(), keptAlive()];
+    for (const agent of held) expect((await request(url(relay), { agent, localAddress: HOG })).status).toBe(200);
+    const waiting = request(url(relay), { agent: false, localAddress: HOG });
+    await vi.waitFor(() => expect(relay.registry.waitingCount).toBe(1), { timeout: 4_000 });
+    held[0]!.destroy();
+    // woken by its own stream's close (no connection was full: no 'capacity' event), not by the 60 s deadline
+    expect((await waiting).status).toBe(200);
+    await vi.waitFor(() => expect(relay.registry.clientStreamCount(HOG)).toBe(1), { timeout: 4_000 });
+  });
+
+  it('keeps no entry for a client once its streams are closed', async () => {
+    const relay = await rig();
+    const agent = keptAlive();
+    expect((await request(url(relay), { agent, localAddress: BYSTANDER })).status).toBe(200);
+    expect(relay.registry.clientStreamCount(BYSTANDER)).toBe(1);
+    agent.destroy();
+    await vi.waitFor(() => expect(relay.registry.clientStreamCount(BYSTANDER)).toBe(0), { timeout: 4_000 });
+    expect(totalStreams(relay)).toBe(0);
+  });
+
+  it('exempts a whitelisted address', async () => {
+    const dir = mkdtempSync(join(os.tmpdir(), 'stream-share-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'whitelist.dat'), `${HOG}\n`);
+    const relay = await rig({
+      ipRules: { whitelistFile: join(dir, 'whitelist.dat'), whitelistOnly: false, pollIntervalMs: 60_000, maxFileBytes: 1 << 20 },
+    });
+    const held = [keptAlive(), keptAlive(), keptAlive()];
+    for (const agent of held) expect((await request(url(relay), { agent, localAddress: HOG })).status).toBe(200);
+    expect(totalStreams(relay)).toBe(3);
+    expect(relay.registry.clientStreamCount(HOG)).toBe(0);
   });
 });

@@ -186,6 +186,23 @@ describe('tunnel authentication and trust', () => {
     expect(relay.registry.size).toBe(0);
   });
 
+  it('an address past the refusal limit gets 429 for bad tokens, yet a real agent from it with the right token connects', async () => {
+    const relay = await relayUp();
+    const port = relay.ports!.tunnelPort;
+    const bad = { authorization: 'Bearer wrong-token-0123456789' };
+    // 10 refusals a minute from 127.0.0.1, then the limit: 429 for a wrong token
+    for (let i = 0; i < 10; i++) expect((await rawTunnel(port, bad)).status).toBe(401);
+    expect((await rawTunnel(port, bad)).status).toBe(429);
+    expect((await rawTunnel(port, {})).status).toBe(429);
+    // the right token from the same address is checked first and always passes
+    const agent = await agentUp(relay, { connections: 1 });
+    expect(agent.connectedCount).toBe(1);
+    expect(relay.registry.list()[0]!.remoteAddress).toMatch(/127\.0\.0\.1$/);
+    expect((await request(`http://127.0.0.1:${relay.ports!.httpPort}/hello`)).status).toBe(200);
+    // and the limit still holds for guesses
+    expect((await rawTunnel(port, bad)).status).toBe(429);
+  });
+
   it('an agent with a rejected token backs off instead of retrying in a hot loop', async () => {
     const relay = await relayUp();
     const agent = await agentUp(

@@ -375,10 +375,10 @@ describe.skipIf(!hasChromium)('control panel: users in Chromium', () => {
       expect((await world.server.store.getUser('erin'))?.role).toBe('mobile');
     });
 
-    it('answers 404 for an unknown user or a broken name, and sends GET of a delete path to the user’s page', async () => {
+    it('answers 404 for an unknown user, 400 for a name with broken percent-encoding, and sends GET of a delete path to the user’s page', async () => {
       const cookie = await sessionCookie();
       expect((await request(`${base}/console/users/nobody/edit`, { headers: { cookie } })).status).toBe(404);
-      expect((await request(`${base}/console/users/%E0%A4%A/edit`, { headers: { cookie } })).status).toBe(404);
+      expect((await request(`${base}/console/users/%E0%A4%A/edit`, { headers: { cookie } })).status).toBe(400);
       const get = await request(`${base}/console/users/admin/delete`, { headers: { cookie } });
       expect(get.status).toBe(303);
       expect(get.headers.location).toBe('/console/users/admin/edit');

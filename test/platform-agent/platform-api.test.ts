@@ -364,7 +364,7 @@ describe('request paths', () => {
         const extra = Object.entries(headers)
           .map(([k, v]) => `${k}: ${v}\r\n`)
           .join('');
-        socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\n${extra}Connection: close\r\n\r\n`);
+        socket.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n${extra}Connection: close\r\n\r\n`);
       });
       let text = '';
       socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));

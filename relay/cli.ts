@@ -13,7 +13,7 @@ import { defaults } from '../shared/defaults.js';
 import { configError, RelayError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
 import { registerCertCommands } from './cert-cli.js';
-import type { EdgeLimits } from './edge/mobile-listeners.js';
+import type { EdgeLimits } from './edge/edge-limits.js';
 import { Relay, relayConfig, type PlatformPort, type RelayIpRules } from './relay.js';
 import { registerStatusCommand } from './status-cli.js';
 import { CertReloader } from './tls/cert-reloader.js';

@@ -19,25 +19,8 @@ import { DEFAULT_PLATFORM } from '../tunnel/agent-credentials.js';
 import type { OpenedStream, TunnelRegistry } from '../tunnel/tunnel-registry.js';
 import { clientKey } from './client-limits.js';
 import { EdgeConnection } from './edge-connection.js';
+import type { ForwardLimits } from './edge-limits.js';
 import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
-
-/** What the forwarder enforces per connection and per exchange (see shared/defaults.ts). */
-export interface ForwardLimits {
-  maxHeaderBytes: number;
-  headersTimeoutMs: number;
-  /** 0 = none. */
-  requestTimeoutMs: number;
-  keepAliveTimeoutMs: number;
-  /** 0 = no limit. */
-  maxBodyBytes: number;
-  /** A body up to this size is read whole before a tunnel stream is opened. */
-  requestBufferBytes: number;
-  /** A body slower than this, after the grace, is cut with 408; 0 = no minimum. */
-  minBodyBytesPerSecond: number;
-  bodyRateGraceMs: number;
-  /** Forward request header names holding `_` (nginx's `underscores_in_headers`); else they are dropped. */
-  allowUnderscoreHeaders: boolean;
-}
 
 export interface ForwarderOptions {
   registry: TunnelRegistry;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { PlatformAgent } from '../../platform-agent/agent.js';
-import { defaultEdgeLimits } from '../../relay/edge/mobile-listeners.js';
+import { defaultEdgeLimits } from '../../relay/edge/edge-limits.js';
 import type { Relay } from '../../relay/relay.js';
 import { ManualClock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';

@@ -5,7 +5,7 @@
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { defaultEdgeLimits } from '../../relay/edge/mobile-listeners.js';
+import { defaultEdgeLimits } from '../../relay/edge/edge-limits.js';
 import type { Relay } from '../../relay/relay.js';
 import { startRelay } from '../fixtures/harness.js';
 

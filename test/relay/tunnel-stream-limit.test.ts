@@ -4,7 +4,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { PlatformAgent } from '../../platform-agent/agent.js';
-import { defaultEdgeLimits } from '../../relay/edge/mobile-listeners.js';
+import { defaultEdgeLimits } from '../../relay/edge/edge-limits.js';
 import type { Relay } from '../../relay/relay.js';
 import { json, request, startAgent, startRelay } from '../fixtures/harness.js';
 

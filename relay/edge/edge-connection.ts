@@ -23,13 +23,14 @@
  *   the client's connection.
  */
 import type { Socket } from 'node:net';
+import type { Logger } from '../../shared/logger.js';
 import { RelayError, type ErrorCode } from '../../shared/errors.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import type { OpenedStream } from '../tunnel/tunnel-registry.js';
 import { errorParts, rawCatalogResponse } from './error-response.js';
+import type { ForwardLimits } from './edge-limits.js';
 import type { EdgeRejectReason } from './edge-stats.js';
-import type { ExchangeRecord, Forwarder } from './forwarder.js';
 import {
   ChunkedReader,
   HeadReader,
@@ -39,6 +40,38 @@ import {
   type RequestHead,
   type ResponseHead,
 } from './http1.js';
+
+/** What one exchange leaves for the log line and the metrics. */
+export interface ExchangeRecord {
+  method: string;
+  target: string;
+  status: number;
+  bytesIn: number;
+  bytesOut: number;
+  startedAt: number;
+  aborted: boolean;
+}
+
+/** What a connection needs from the forwarder that holds its kind (forwarder.ts). */
+export interface ConnectionHost {
+  readonly limits: ForwardLimits;
+  /** `Keep-Alive: timeout=N` line for kept connections ('' when they have no idle timeout). */
+  readonly keepAliveHeader: string;
+  readonly draining: boolean;
+  readonly logger: Logger;
+  readonly retryAfterSeconds: number;
+  /** 0 = none. */
+  readonly streamIdleTimeoutMs: number;
+  /** Request heads parsed since start. */
+  requestCount: number;
+  /** 0 when a request from `ip` may go on, else seconds for Retry-After. */
+  takeRequestToken(ip: string): number;
+  openStream(platform: string, meta: OpenMetadata): OpenedStream | null;
+  acquireStream(platform: string, meta: OpenMetadata): Promise<OpenedStream>;
+  reject(reason: EdgeRejectReason, client: string, detail?: string): void;
+  record(conn: EdgeConnection, ex: ExchangeRecord): void;
+  streamErrorCode(err: unknown): ErrorCode;
+}
 
 const enum State {
   Idle,
@@ -123,7 +156,7 @@ export class EdgeConnection {
   readonly platform: string;
   /** The agent connection of the last stream opened (for request logs). */
   agentId: string | null = null;
-  private readonly fwd: Forwarder;
+  private readonly fwd: ConnectionHost;
   private state = State.Head;
   private buf: Buffer = EMPTY;
   private ex: Exchange | null = null;
@@ -139,7 +172,7 @@ export class EdgeConnection {
   /** When the current phase's deadline started (performance.now ms). */
   private since: number;
 
-  constructor(fwd: Forwarder, socket: Socket, meta: OpenMetadata, platform: string) {
+  constructor(fwd: ConnectionHost, socket: Socket, meta: OpenMetadata, platform: string) {
     this.fwd = fwd;
     this.socket = socket;
     this.meta = meta;
@@ -208,7 +241,7 @@ export class EdgeConnection {
     const now = performance.now();
     fwd.requestCount++;
     const hasBody = head.chunked || head.contentLength > 0;
-    const retryAfter = fwd.options.takeRequestToken?.(this.meta.clientIp) ?? 0;
+    const retryAfter = fwd.takeRequestToken(this.meta.clientIp);
     if (retryAfter > 0) {
       // A body is not read: close rather than read it to keep the connection. Pipelined requests
       // behind a refused one are not read either (they would be refused in turn).
@@ -631,7 +664,7 @@ export class EdgeConnection {
   private switchProtocols(ex: Exchange, head: string, rest: Buffer): void {
     ex.status = 101;
     ex.headersSent = true;
-    this.fwd.options.logger.info(
+    this.fwd.logger.info(
       {
         event: 'upgrade',
         method: ex.method,
@@ -745,14 +778,14 @@ export class EdgeConnection {
       return;
     }
     if (reason) this.fwd.reject(reason, this.meta.clientIp, detail);
-    else this.fwd.options.logger.debug({ event: 'forward_error', code, detail, client: this.meta.clientIp }, 'forwarding failed');
+    else this.fwd.logger.debug({ event: 'forward_error', code, detail, client: this.meta.clientIp }, 'forwarding failed');
     ex.status = errorParts(code).status;
     ex.aborted = !ex.bodyDone;
     this.fwd.record(this, ex);
     this.ex = null;
     this.dropStream();
     const headers: Record<string, string | number> = {};
-    if (ex.status === 503) headers['retry-after'] = this.fwd.options.retryAfterSeconds;
+    if (ex.status === 503) headers['retry-after'] = this.fwd.retryAfterSeconds;
     this.answerError(code, headers, true);
   }
 
@@ -777,7 +810,7 @@ export class EdgeConnection {
   }
 
   private badResponse(ex: Exchange, detail: string): void {
-    this.fwd.options.logger.warn(
+    this.fwd.logger.warn(
       { event: 'bad_response', detail, client: this.meta.clientIp, agent: this.agentId, path: ex.target.split('?')[0]!.slice(0, 512) },
       'the platform sent a response the relay cannot frame',
     );
@@ -883,7 +916,7 @@ export class EdgeConnection {
   }
 
   private checkUpstream(ex: Exchange, now: number): void {
-    const idle = this.fwd.options.streamIdleTimeoutMs;
+    const idle = this.fwd.streamIdleTimeoutMs;
     if (idle > 0 && !ex.pending && now - ex.upstreamAt >= idle) {
       this.failExchange(ex, 'RELAY_ERR_UPSTREAM_TIMEOUT', 'the platform was silent for the stream idle timeout');
     }

@@ -18,7 +18,7 @@ import type { RelayMetrics } from '../admin/metrics.js';
 import { DEFAULT_PLATFORM } from '../tunnel/agent-credentials.js';
 import type { OpenedStream, TunnelRegistry } from '../tunnel/tunnel-registry.js';
 import { clientKey } from './client-limits.js';
-import { EdgeConnection } from './edge-connection.js';
+import { EdgeConnection, type ConnectionHost, type ExchangeRecord } from './edge-connection.js';
 import type { ForwardLimits } from './edge-limits.js';
 import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
 
@@ -40,17 +40,6 @@ export interface ForwarderOptions {
   metrics?: RelayMetrics;
 }
 
-/** What one exchange leaves for the log line and the metrics. */
-export interface ExchangeRecord {
-  method: string;
-  target: string;
-  status: number;
-  bytesIn: number;
-  bytesOut: number;
-  startedAt: number;
-  aborted: boolean;
-}
-
 /** The client address in canonical form (`::ffff:1.2.3.4` -> `1.2.3.4`), `unknown` if none. */
 export function normalizeIp(ip: string | undefined): string {
   return ip ? canonicalIp(ip) : 'unknown';
@@ -63,7 +52,7 @@ export function pathOf(url: string | undefined): string {
   return (q === -1 ? url : url.slice(0, q)).slice(0, 512);
 }
 
-export class Forwarder {
+export class Forwarder implements ConnectionHost {
   readonly options: ForwarderOptions;
   readonly limits: ForwardLimits;
   /** `Keep-Alive: timeout=N` for responses on kept-alive connections. */
@@ -79,6 +68,22 @@ export class Forwarder {
     this.limits = options.limits;
     const idle = options.limits.keepAliveTimeoutMs;
     this.keepAliveHeader = idle > 0 ? `Keep-Alive: timeout=${Math.max(1, Math.floor(idle / 1000))}\r\n` : '';
+  }
+
+  get logger(): Logger {
+    return this.options.logger;
+  }
+
+  get retryAfterSeconds(): number {
+    return this.options.retryAfterSeconds;
+  }
+
+  get streamIdleTimeoutMs(): number {
+    return this.options.streamIdleTimeoutMs;
+  }
+
+  takeRequestToken(ip: string): number {
+    return this.options.takeRequestToken?.(ip) ?? 0;
   }
 
   get draining(): boolean {

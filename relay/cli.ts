@@ -5,7 +5,7 @@
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { fingerprintSha256, loadOrCreateSelfSigned } from '../shared/certs.js';
+import { fingerprintSha256, readPemPairFiles } from '../shared/certs.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
 import { exitWithConfigError, intOption, onShutdownSignals, portOption, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
@@ -40,7 +40,7 @@ async function start(argv: Args): Promise<void> {
             env: 'RELAY_AGENT_TOKEN',
             minLength: 16,
           });
-    const tls = tlsFiles(argv, logger);
+    const tls = await tlsFiles(argv, logger);
     certs = new CertReloader({ ...tls, logger, onReload: (cert, key) => relay?.setCertificate(cert, key) });
     const limits = edgeLimits(argv);
     const config = relayConfig({
@@ -181,7 +181,7 @@ function ipRules(argv: Args): RelayIpRules {
 }
 
 /** The certificate and key files (watched for changes by CertReloader). */
-function tlsFiles(argv: Args, logger: ReturnType<typeof createLogger>): { certFile: string; keyFile: string } {
+async function tlsFiles(argv: Args, logger: ReturnType<typeof createLogger>): Promise<{ certFile: string; keyFile: string }> {
   const certFile = argv.cert as string | undefined;
   const keyFile = argv.key as string | undefined;
   if (certFile || keyFile) {
@@ -193,7 +193,15 @@ function tlsFiles(argv: Args, logger: ReturnType<typeof createLogger>): { certFi
     return { certFile, keyFile };
   }
   const dir = String(argv.certsDir);
-  const pair = loadOrCreateSelfSigned(dir, { commonName: 'dmz-relay', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1', '::1'] });
+  // node-forge (~4 MiB of RSS) is loaded only to make a pair: a relay whose files exist never loads it.
+  const existing = readPemPairFiles(dir);
+  const pair = existing
+    ? { ...existing, generated: false }
+    : (await import('../shared/cert-making.js')).loadOrCreateSelfSigned(dir, {
+        commonName: 'dmz-relay',
+        dnsNames: ['localhost'],
+        ipAddresses: ['127.0.0.1', '::1'],
+      });
   const fingerprint = fingerprintSha256(pair.cert);
   if (pair.generated) {
     logger.warn(

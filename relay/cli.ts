@@ -76,7 +76,8 @@ async function start(argv: Args): Promise<void> {
   const running = relay;
   const ports = await running.start();
   logger.info(
-    { event: 'relay_ready' },
+    // execArgv: whether the Node flags of node-flags.ts are in force (the relay bin runs without them)
+    { event: 'relay_ready', execArgv: process.execArgv },
     `mobile clients: http://<host>:${ports.httpPort}/  https://<host>:${ports.httpsPort}/ ; agents: wss://<host>:${ports.tunnelPort}` +
       (ports.adminPort !== null ? ` ; admin: http://127.0.0.1:${ports.adminPort}/status` : ''),
   );

@@ -21,6 +21,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { relayNodeFlags } from '../../relay/node-flags.js';
 import { fingerprintSha256 } from '../../shared/certs.js';
 import { patternChunks } from '../../platform-agent/sample-app.js';
 import { canConnect } from '../../shared/net-probe.js';
@@ -54,8 +55,15 @@ interface Child {
 
 const children: Child[] = [];
 
-function spawnNode(name: string, script: string, args: string[], env: NodeJS.ProcessEnv, stdout: 'pipe' | 'ignore' | number): Child {
-  const proc = spawn(process.execPath, [join(DIST, script), ...args], {
+function spawnNode(
+  name: string,
+  script: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  stdout: 'pipe' | 'ignore' | number,
+  nodeFlags: readonly string[] = [],
+): Child {
+  const proc = spawn(process.execPath, [...nodeFlags, join(DIST, script), ...args], {
     stdio: ['ignore', stdout, 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -431,6 +439,8 @@ async function main(): Promise<void> {
       ],
       { RELAY_AGENT_TOKEN: token },
       relayLogFd ?? 'ignore',
+      // as the systemd unit and npm run relay start it
+      relayNodeFlags,
     );
     await waitForTcp(tunnelPort, 30_000, relay);
     const certFile = join(tmp, 'relay.crt');
@@ -584,7 +594,7 @@ function renderTable(r: Results): string {
     ...rows.map(line),
     '',
     `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}), Node ${process.version}, ${os.platform()} ${os.release()}; ` +
-      `wrk ${SECONDS} s per run after ${WARMUP_SECONDS} s warm-up (c=1: -t1 -c1, c=64: -t2 -c64); relay log level info (stdout to ${process.env.BENCH_RELAY_LOG ? process.env.BENCH_RELAY_LOG : '/dev/null'}); agent --connections 2; all on 127.0.0.1. ` +
+      `wrk ${SECONDS} s per run after ${WARMUP_SECONDS} s warm-up (c=1: -t1 -c1, c=64: -t2 -c64); relay log level info (stdout to ${process.env.BENCH_RELAY_LOG ? process.env.BENCH_RELAY_LOG : '/dev/null'}), node ${relayNodeFlags.join(' ')}; agent --connections 2; all on 127.0.0.1. ` +
       `"Node one hop" is test/bench/node-proxy.ts: http-proxy with a keep-alive agent straight to the upstream, no tunnel, no agent, no logs — the ceiling of the relay's HTTP stack here, not a target.`,
     '',
   ].join('\n');

@@ -2,7 +2,9 @@
  * `relay cert …`: make a private CA with the relay's server certificate (`init`), client
  * certificates for agents (`issue-agent`), import a certificate from a trusted authority
  * (`import`, PKCS#12 or PEM with its chain) and describe one (`show`). The certificate work lives
- * in `shared/certs.ts`; this file owns the files in `--dir` and what the operator reads.
+ * in `shared/certs.ts` (reading, checking) and `cert-issuing.ts` (the CA, PKCS#12: node-forge,
+ * loaded only when a command needs it, since the `relay` CLI registers these commands for
+ * `relay start` too); this file owns the files in `--dir` and what the operator reads.
  *
  * Output goes through a {@link CertCliIo}, so the commands run in-process in tests. A failed
  * operation prints one line `relay: <message>` and sets exit code 1; a bad option value exit code 2
@@ -15,14 +17,10 @@ import type { Argv } from 'yargs';
 import {
   certError,
   certPolicy,
-  createCertificateAuthority,
   defaultServerSans,
   describeCertificate,
-  issueClientCertificate,
-  issueServerCertificate,
   parseCertificateChain,
   parsePemBundle,
-  parsePkcs12,
   parseSubjectAltNames,
   withCommonName,
   type CertificateBundle,
@@ -216,6 +214,7 @@ export async function certInit(options: CertInitOptions, io: CertCliIo): Promise
   refuseOverwrite(paths, options.force, 'overwrite it (the old CA then issues nothing more)');
   const sans = options.sans ? withCommonName(options.commonName, options.sans) : defaultServerSans(options.commonName);
   const now = io.now();
+  const { createCertificateAuthority, issueServerCertificate } = await import('./cert-issuing.js');
   const ca = await createCertificateAuthority({ commonName: `${options.commonName.slice(0, maxCommonNameChars - 3)} CA`, now });
   const relay = await issueServerCertificate(ca, { commonName: options.commonName, sans, now });
   ensureDir(dir);
@@ -264,6 +263,7 @@ export async function certIssueAgent(options: CertIssueAgentOptions, io: CertCli
   refuseOverwrite([certFile, keyFile], options.force, 'replace it');
   const ca = { cert: readText(caCertFile), key: readText(caKeyFile) };
   const now = io.now();
+  const { issueClientCertificate } = await import('./cert-issuing.js');
   const agent = await issueClientCertificate(ca, { commonName: name, days: options.days, now });
   writeFileAtomic(keyFile, agent.key, keyMode);
   writeFileAtomic(certFile, agent.cert, certMode);
@@ -317,11 +317,12 @@ function importOptions(argv: Record<string, unknown>): CertImportOptions {
  * `parsePkcs12`, `parsePemBundle`), then writes `relay.crt` (leaf and chain) and `relay.key`
  * (unencrypted, 0600) into the folder. A relay watching those files picks them up.
  */
-export function certImport(options: CertImportOptions, io: CertCliIo): CertificateBundle {
+export async function certImport(options: CertImportOptions, io: CertCliIo): Promise<CertificateBundle> {
   const passphrase = options.passphraseFile === undefined ? undefined : readPassphrase(options.passphraseFile);
   const now = io.now();
   let bundle: CertificateBundle;
   if (options.pfx !== undefined) {
+    const { parsePkcs12 } = await import('./cert-issuing.js');
     bundle = parsePkcs12(readBytes(options.pfx), passphrase ?? '', { now });
   } else {
     bundle = parsePemBundle(readText(options.cert!), readText(options.key!), { passphrase, now });

@@ -18,6 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
+import { relayNodeFlags } from '../../relay/node-flags.js';
 import { fingerprintSha256 } from '../../shared/certs.js';
 import { patternChunks } from '../../platform-agent/sample-app.js';
 import { download, mibPerSecond, upload } from './bulk.js';
@@ -90,6 +91,8 @@ async function startRelayAndAgent(
     ],
     { RELAY_AGENT_TOKEN: token },
     relayLogFd ?? 'ignore',
+    // as the systemd unit and `npm run relay` start it
+    relayNodeFlags,
   );
   await waitForTcp(tunnelPort, 30_000, relay);
   const certFile = join(tmp, 'relay.crt');

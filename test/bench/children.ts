@@ -63,8 +63,15 @@ export function spawnChild(
 }
 
 /** Spawns one of this project's compiled scripts (relative to {@link DIST}) with the running Node. */
-export function spawnNode(name: string, script: string, args: string[], env: NodeJS.ProcessEnv, stdout: 'pipe' | 'ignore' | number): Child {
-  return spawnChild(name, process.execPath, [join(DIST, script), ...args], { env, stdout });
+export function spawnNode(
+  name: string,
+  script: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  stdout: 'pipe' | 'ignore' | number,
+  nodeFlags: readonly string[] = [],
+): Child {
+  return spawnChild(name, process.execPath, [...nodeFlags, join(DIST, script), ...args], { env, stdout });
 }
 
 /** Registers a short-lived helper process so that {@link stopAll} kills it too. */

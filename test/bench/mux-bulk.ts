@@ -22,7 +22,7 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { WebSocket, WebSocketServer } from 'ws';
-import { generateSelfSigned } from '../../shared/certs.js';
+import { generateSelfSigned } from '../../shared/cert-making.js';
 import type { MuxSession as MuxSessionClass } from '../../shared/mux/session.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, describe, expect, it } from 'vitest';
-import { defaultServerSans, fingerprintSha256, issueServerCertificate } from '../../shared/certs.js';
+import { issueServerCertificate } from '../../relay/cert-issuing.js';
+import { defaultServerSans, fingerprintSha256 } from '../../shared/certs.js';
 import { TOKEN } from '../fixtures/harness.js';
 import { AGENT, RELAY, run } from '../fixtures/processes.js';
 

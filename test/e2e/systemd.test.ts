@@ -17,7 +17,7 @@ describe.skipIf(!hasTool)('systemd units', () => {
   it.each(UNITS)('%s verifies cleanly', (unit) => {
     const text = readFileSync(unit, 'utf8');
     // The unit's script must be one this build produces.
-    const script = /ExecStart=\S+ \/opt\/dmz-relay\/(\S+)/.exec(text)?.[1];
+    const script = /ExecStart=\S+(?: --\S+)* \/opt\/dmz-relay\/(\S+)/.exec(text)?.[1];
     expect(script).toBeDefined();
     expect(existsSync(join(process.cwd(), script!))).toBe(true);
     expect(text).toMatch(/^NoNewPrivileges=yes$/m);

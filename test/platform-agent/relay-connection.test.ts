@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../shared/clock.js';
 import { RelayError } from '../../shared/errors.js';
 import { pino } from 'pino';
-import { createCertificateAuthority } from '../../shared/certs.js';
+import { createCertificateAuthority } from '../../relay/cert-issuing.js';
 import type { Logger } from '../../shared/logger.js';
 import { agentConfig } from '../../platform-agent/agent.js';
 import { PlatformServer } from '../../platform-agent/platform/platform-server.js';

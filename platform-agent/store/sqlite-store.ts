@@ -731,7 +731,6 @@ export class SqliteStore implements PlatformStore {
     );
   }
 
-
   async hitAdminLogin(keys: readonly string[], now: number, policy: AdminWaitPolicy): Promise<{ allowed: boolean; retryAfterMs: number }> {
     return this.tx(() => {
       const rows = keys.map((key) => {

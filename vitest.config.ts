@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    exclude: ['test/bench/**', 'node_modules/**', 'dist/**'],
+    exclude: ['test/bench/**', 'test/load/**', 'node_modules/**', 'dist/**'],
     globalSetup: ['test/fixtures/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,

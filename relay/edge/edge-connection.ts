@@ -102,7 +102,9 @@ const LINGER_MS = 2_000;
 /** A released stream whose platform side does not end within this long is reset. */
 const RELEASE_WAIT_MS = 5_000;
 /** Tries of one request on streams the agent refused (RST refused) before 503 tunnel_busy. */
-const MAX_ATTEMPTS = 3;
+const MAX_ATTEMPTS = 5;
+/** Wait before the second retry, doubled for each after it (50, 100, 200 ms). */
+const RETRY_BASE_MS = 50;
 
 /** Request fields never forwarded: hop-by-hop (RFC 9110 §7.6.1), answered here, or forgeable. */
 const DROP_REQUEST = new Set([
@@ -793,8 +795,25 @@ export class EdgeConnection {
     ex.pendingBytes = ex.replayBytes;
     ex.replay = null;
     this.responseReader.reset();
-    this.maybeDispatch();
+    if (ex.attempts === 1) {
+      // most often the agent's GOAWAY raced our OPEN: that connection is no longer picked
+      this.maybeDispatch();
+      this.updateReading();
+      return;
+    }
+    // refused again (the agent's stream limit is below ours): wait a little, as for a full one
+    this.acquiring = true;
     this.updateReading();
+    const timer = setTimeout(
+      () => {
+        this.acquiring = false;
+        if (this.ex !== ex || this.socket.destroyed) return;
+        this.maybeDispatch();
+        this.updateReading();
+      },
+      RETRY_BASE_MS << (ex.attempts - 2),
+    );
+    timer.unref();
   }
 
   private readonly onStreamGoaway = (): void => {

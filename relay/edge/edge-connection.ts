@@ -24,12 +24,12 @@
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../../shared/logger.js';
-import { RelayError, type ErrorCode } from '../../shared/errors.js';
+import { RelayError, ResetCode, type ErrorCode } from '../../shared/errors.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import type { OpenedStream } from '../tunnel/tunnel-registry.js';
 import { errorParts, rawCatalogResponse } from './error-response.js';
-import type { ForwardLimits } from './edge-limits.js';
+import { DRAIN_IDLE_MS, STREAM_RELEASE_MS, type ForwardLimits } from './edge-limits.js';
 import type { EdgeRejectReason } from './edge-stats.js';
 import {
   ChunkedReader,
@@ -58,6 +58,8 @@ export interface ConnectionHost {
   /** `Keep-Alive: timeout=N` line for kept connections ('' when they have no idle timeout). */
   readonly keepAliveHeader: string;
   readonly draining: boolean;
+  /** performance.now() when the drain started (meaningful while `draining`). */
+  readonly drainStartedAt: number;
   readonly logger: Logger;
   readonly retryAfterSeconds: number;
   /** 0 = none. */
@@ -97,6 +99,12 @@ const CRLF = Buffer.from('\r\n', 'latin1');
 const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 /** A refused client's remaining bytes are read and dropped this long before the socket is cut. */
 const LINGER_MS = 2_000;
+/** A released stream whose platform side does not end within this long is reset. */
+const RELEASE_WAIT_MS = 5_000;
+/** Tries of one request on streams the agent refused (RST refused) before 503 tunnel_busy. */
+const MAX_ATTEMPTS = 5;
+/** Wait before the second retry, doubled for each after it (50, 100, 200 ms). */
+const RETRY_BASE_MS = 50;
 
 /** Request fields never forwarded: hop-by-hop (RFC 9110 §7.6.1), answered here, or forgeable. */
 const DROP_REQUEST = new Set([
@@ -136,6 +144,15 @@ interface Exchange extends ExchangeRecord {
   /** Head and body bytes held until the stream is opened. */
   pending: Buffer[] | null;
   pendingBytes: number;
+  /**
+   * What was sent on the stream, kept until the platform's first response byte so that a
+   * stream the agent refuses (it never reached the platform) can be retried on another; null
+   * once the response started or the body outgrew `requestBufferBytes` (no retry then).
+   */
+  replay: Buffer[] | null;
+  replayBytes: number;
+  /** Streams tried for this request. */
+  attempts: number;
   /** Body rate: bytes since `rateStart` (restarted after each pause of ours). */
   rateStart: number;
   rateBytes: number;
@@ -282,6 +299,9 @@ export class EdgeConnection {
       bodyDone: !hasBody,
       pending: [Buffer.from(this.requestHead(head, upgrade), 'latin1')],
       pendingBytes: 0,
+      replay: null,
+      replayBytes: 0,
+      attempts: 0,
       rateStart: now,
       rateBytes: 0,
       upstreamAt: now,
@@ -368,6 +388,13 @@ export class EdgeConnection {
       return;
     }
     ex.upstreamAt = performance.now();
+    const replay = ex.replay;
+    if (replay) {
+      if (ex.replayBytes + piece.length <= this.fwd.limits.requestBufferBytes) {
+        replay.push(piece);
+        ex.replayBytes += piece.length;
+      } else ex.replay = null;
+    }
     this.writeStream(piece);
   }
 
@@ -380,17 +407,15 @@ export class EdgeConnection {
     if (stream && (stream.destroyed || !stream.writable || stream.draining)) {
       // its agent connection is going away (or the platform closed it): the next request goes
       // to a new stream, on another connection
-      this.dropStream();
+      this.releaseStream();
       stream = null;
     }
     if (stream) {
       this.sendPending(ex);
       return;
     }
-    if (this.fwd.draining) {
-      this.failRequest('RELAY_ERR_DRAINING', 'draining');
-      return;
-    }
+    // While the relay drains, a request read is still forwarded (its response says
+    // `Connection: close`) as long as a tunnel stream can be had; else a 503 with Retry-After.
     let opened: OpenedStream | null;
     try {
       opened = this.fwd.openStream(this.platform, this.meta);
@@ -432,6 +457,7 @@ export class EdgeConnection {
     stream.on('drain', this.onStreamDrain);
     stream.on('error', this.onStreamError);
     stream.on('close', this.onStreamClose);
+    stream.on('goaway', this.onStreamGoaway);
     this.sendPending(ex);
   }
 
@@ -439,6 +465,9 @@ export class EdgeConnection {
   private sendPending(ex: Exchange): void {
     const pending = ex.pending!;
     ex.pending = null;
+    ex.attempts++;
+    ex.replay = ex.pendingBytes <= this.fwd.limits.requestBufferBytes ? pending : null;
+    ex.replayBytes = ex.pendingBytes;
     ex.upstreamAt = performance.now();
     this.writeStream(pending.length === 1 ? pending[0]! : Buffer.concat(pending));
   }
@@ -512,6 +541,7 @@ export class EdgeConnection {
       return;
     }
     ex.upstreamAt = performance.now();
+    ex.replay = null; // the platform has the request: never sent again
     if (ex.res) this.responseBody(ex, chunk, 0);
     else this.responseHead(ex, chunk, 0);
   };
@@ -652,6 +682,8 @@ export class EdgeConnection {
     }
     this.state = State.Idle;
     this.since = performance.now();
+    // its agent connection is going away: let go of the stream now, so the agent's drain ends
+    if (this.stream?.draining) this.releaseStream();
     const pipelined = this.buf;
     if (pipelined.length > 0) {
       this.buf = EMPTY;
@@ -717,6 +749,12 @@ export class EdgeConnection {
       return;
     }
     if (!ex || ex.pending) return; // 'close' follows and forgets the stream
+    if (ex.replay && (err as RelayError & { resetCode?: number }).resetCode === ResetCode.refused) {
+      // the agent refused the stream (its GOAWAY raced our OPEN, or its stream limit): the
+      // request never reached the platform, so it goes again on another stream
+      this.retry(ex);
+      return;
+    }
     if (ex.headersSent) {
       this.cut(ex);
       return;
@@ -741,10 +779,52 @@ export class EdgeConnection {
     }
   };
 
-  /** Lets go of the stream (reset if still open); a later request opens a new one. */
-  private dropStream(): void {
+  /** A refused stream's request, sent again (what was sent is in `replay`), or 503 tunnel_busy. */
+  private retry(ex: Exchange): void {
+    const replay = ex.replay!;
+    this.detachStream();
+    if (ex.attempts >= MAX_ATTEMPTS) {
+      this.failExchange(ex, 'RELAY_ERR_TUNNEL_BUSY', `stream refused ${ex.attempts} times`);
+      return;
+    }
+    this.fwd.logger.debug(
+      { event: 'stream_refused', attempt: ex.attempts, client: this.meta.clientIp, agent: this.agentId },
+      'stream refused, retrying',
+    );
+    ex.pending = replay;
+    ex.pendingBytes = ex.replayBytes;
+    ex.replay = null;
+    this.responseReader.reset();
+    if (ex.attempts === 1) {
+      // most often the agent's GOAWAY raced our OPEN: that connection is no longer picked
+      this.maybeDispatch();
+      this.updateReading();
+      return;
+    }
+    // refused again (the agent's stream limit is below ours): wait a little, as for a full one
+    this.acquiring = true;
+    this.updateReading();
+    const timer = setTimeout(
+      () => {
+        this.acquiring = false;
+        if (this.ex !== ex || this.socket.destroyed) return;
+        this.maybeDispatch();
+        this.updateReading();
+      },
+      RETRY_BASE_MS << (ex.attempts - 2),
+    );
+    timer.unref();
+  }
+
+  private readonly onStreamGoaway = (): void => {
+    // idle: let go now; busy: after the response (finish)
+    if (this.state === State.Idle) this.releaseStream();
+  };
+
+  /** Takes our handlers off the current stream and forgets it; it is the caller's to end. */
+  private detachStream(): MuxStream | null {
     const stream = this.stream;
-    if (!stream) return;
+    if (!stream) return null;
     this.stream = null;
     this.streamBlocked = false;
     stream.off('data', this.onStreamData);
@@ -752,9 +832,36 @@ export class EdgeConnection {
     stream.off('drain', this.onStreamDrain);
     stream.off('error', this.onStreamError);
     stream.off('close', this.onStreamClose);
+    stream.off('goaway', this.onStreamGoaway);
     stream.on('error', noop);
+    return stream;
+  }
+
+  /** Lets go of the stream (reset if still open); a later request opens a new one. */
+  private dropStream(): void {
+    const stream = this.detachStream();
+    if (!stream) return;
     if (stream.readableEnded && stream.writable) stream.end();
     else stream.destroy();
+  }
+
+  /**
+   * Lets go of an idle stream gracefully: FIN, and the platform's own FIN ends it (its server
+   * closes a kept-alive connection whose client ended); reset only if it does not follow.
+   */
+  private releaseStream(): void {
+    const stream = this.detachStream();
+    if (!stream || stream.destroyed) return;
+    if (!stream.writable) {
+      stream.destroy();
+      return;
+    }
+    stream.resume(); // whatever still comes is dropped, so that its end is seen
+    stream.end();
+    if (stream.readableEnded) return;
+    const timer = setTimeout(() => stream.destroy(), RELEASE_WAIT_MS);
+    timer.unref();
+    stream.once('close', () => clearTimeout(timer));
   }
 
   // ---------------------------------------------------------------- errors and closing
@@ -826,7 +933,9 @@ export class EdgeConnection {
     this.state = State.Closing;
     this.since = performance.now();
     this.buf = EMPTY;
-    this.dropStream();
+    // an idle stream ends gracefully (the agent's drain need not wait for it); one mid-exchange is reset
+    if (this.ex) this.dropStream();
+    else this.releaseStream();
     this.socket.end();
     this.updateReading();
   }
@@ -863,24 +972,36 @@ export class EdgeConnection {
       ex.aborted = true;
       this.fwd.record(this, ex);
       this.ex = null;
-    }
-    this.dropStream();
+      this.dropStream();
+    } else this.releaseStream();
     this.state = State.Closing;
   };
 
-  /** The relay drains: idle connections close now, busy ones after their response. */
-  onDrain(): void {
-    if (this.state === State.Idle) this.closeGracefully();
-  }
+  /**
+   * The relay drains: busy connections close after their response (`Connection: close`), idle
+   * ones once idle for the drain-idle time (tick), so that a request already on its way when the
+   * drain started is answered rather than met by a FIN.
+   */
+  onDrain(): void {}
 
   /** Deadlines, checked by the forwarder's sweep every fraction of a second. */
   tick(now: number): void {
     const limits = this.fwd.limits;
     const elapsed = now - this.since;
     switch (this.state) {
-      case State.Idle:
-        if (limits.keepAliveTimeoutMs > 0 && elapsed >= limits.keepAliveTimeoutMs) this.closeGracefully();
+      case State.Idle: {
+        if (limits.keepAliveTimeoutMs > 0 && elapsed >= limits.keepAliveTimeoutMs) {
+          this.closeGracefully();
+          return;
+        }
+        if (this.fwd.draining && now - Math.max(this.since, this.fwd.drainStartedAt) >= (limits.drainIdleMs ?? DRAIN_IDLE_MS)) {
+          this.closeGracefully();
+          return;
+        }
+        const release = limits.streamReleaseMs ?? STREAM_RELEASE_MS;
+        if (this.stream && ((release > 0 && elapsed >= release) || this.stream.draining)) this.releaseStream();
         return;
+      }
       case State.Head:
         if (elapsed >= limits.headersTimeoutMs) this.refuse('RELAY_ERR_REQUEST_TIMEOUT', 'request_timeout', 'request head too slow');
         return;

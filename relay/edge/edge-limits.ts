@@ -36,7 +36,24 @@ export interface EdgeLimits {
   requestBurstPerIp: number;
   /** Client addresses tracked at once by the per-IP limits. */
   maxTrackedIps: number;
+  /**
+   * An idle keep-alive connection lets go of its tunnel stream (FIN, gracefully) after this long,
+   * ms, so that idle devices hold no stream; the next request opens a new one. Default
+   * {@link STREAM_RELEASE_MS}; 0 = keep the stream for the whole keep-alive.
+   */
+  streamReleaseMs?: number;
+  /** While the relay drains, a connection idle this long is closed, ms. Default {@link DRAIN_IDLE_MS}. */
+  drainIdleMs?: number;
 }
+
+/** Idle time after which a kept-alive mobile connection releases its tunnel stream, ms. */
+export const STREAM_RELEASE_MS = 1_000;
+/**
+ * While draining, a kept-alive connection is closed once idle this long, ms: long enough for a
+ * client's next request, sent just after a response, to arrive and be answered (with
+ * `Connection: close`) rather than race a FIN.
+ */
+export const DRAIN_IDLE_MS = 300;
 
 /** Every edge limit at its default (shared/defaults.ts). */
 export function defaultEdgeLimits(): EdgeLimits {
@@ -71,4 +88,6 @@ export type ForwardLimits = Pick<
   | 'minBodyBytesPerSecond'
   | 'bodyRateGraceMs'
   | 'allowUnderscoreHeaders'
+  | 'streamReleaseMs'
+  | 'drainIdleMs'
 >;

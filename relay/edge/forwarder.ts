@@ -19,7 +19,7 @@ import { DEFAULT_PLATFORM } from '../tunnel/agent-credentials.js';
 import type { OpenedStream, TunnelRegistry } from '../tunnel/tunnel-registry.js';
 import { clientKey } from './client-limits.js';
 import { EdgeConnection, type ConnectionHost, type ExchangeRecord } from './edge-connection.js';
-import type { ForwardLimits } from './edge-limits.js';
+import { DRAIN_IDLE_MS, STREAM_RELEASE_MS, type ForwardLimits } from './edge-limits.js';
 import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
 
 export interface ForwarderOptions {
@@ -62,6 +62,7 @@ export class Forwarder implements ConnectionHost {
   private readonly connections = new Set<EdgeConnection>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private drainingNow = false;
+  private drainStart = 0;
 
   constructor(options: ForwarderOptions) {
     this.options = options;
@@ -88,6 +89,10 @@ export class Forwarder implements ConnectionHost {
 
   get draining(): boolean {
     return this.drainingNow;
+  }
+
+  get drainStartedAt(): number {
+    return this.drainStart;
   }
 
   get connectionCount(): number {
@@ -170,9 +175,15 @@ export class Forwarder implements ConnectionHost {
         case 'RELAY_ERR_GOAWAY':
           return 'RELAY_ERR_AGENT_LOST';
         case 'RELAY_ERR_STREAM_RESET':
-          return (err as RelayError & { resetCode?: number }).resetCode === ResetCode.timeout
-            ? 'RELAY_ERR_UPSTREAM_TIMEOUT'
-            : 'RELAY_ERR_UPSTREAM';
+          switch ((err as RelayError & { resetCode?: number }).resetCode) {
+            case ResetCode.timeout:
+              return 'RELAY_ERR_UPSTREAM_TIMEOUT';
+            case ResetCode.refused:
+              // the agent took no more streams (limit or going away): busy, never a 502
+              return 'RELAY_ERR_TUNNEL_BUSY';
+            default:
+              return 'RELAY_ERR_UPSTREAM';
+          }
         default:
           return 'RELAY_ERR_UPSTREAM';
       }
@@ -181,12 +192,16 @@ export class Forwarder implements ConnectionHost {
   }
 
   /**
-   * Drain: idle connections are closed now, busy ones after their response (which says
-   * `Connection: close`); no new tunnel stream is opened for a request read from here on.
+   * Drain: busy connections close after their response (which says `Connection: close`), idle
+   * ones once idle for the drain-idle time; a request read from here on is still forwarded while
+   * a tunnel stream can be had, its response saying `Connection: close`. The sweep runs faster.
    */
   startDrain(): void {
     this.drainingNow = true;
+    this.drainStart = performance.now();
     for (const conn of this.connections) conn.onDrain();
+    this.close();
+    this.startSweep();
   }
 
   /** Cuts every connection still open. */
@@ -206,10 +221,15 @@ export class Forwarder implements ConnectionHost {
    */
   private startSweep(): void {
     if (this.sweepTimer) return;
-    const interval = Math.max(
-      50,
-      Math.min(1_000, Math.floor(Math.min(this.limits.headersTimeoutMs, this.limits.keepAliveTimeoutMs || Infinity) / 4)),
+    const limits = this.limits;
+    const release = limits.streamReleaseMs ?? STREAM_RELEASE_MS;
+    const shortest = Math.min(
+      limits.headersTimeoutMs,
+      limits.keepAliveTimeoutMs || Infinity,
+      release || Infinity,
+      this.drainingNow ? (limits.drainIdleMs ?? DRAIN_IDLE_MS) : Infinity,
     );
+    const interval = Math.max(this.drainingNow ? 25 : 50, Math.min(1_000, Math.floor(shortest / 4)));
     this.sweepTimer = setInterval(() => {
       if (this.connections.size === 0) {
         this.close();

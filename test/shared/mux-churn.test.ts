@@ -74,8 +74,15 @@ function finish(stream: MuxStream, rand: () => number): void {
   } else if (r < 0.65) {
     stream.write(Buffer.alloc(512));
     later(rand, () => stream.destroy());
-  } else if (r < 0.8) {
+  } else if (r < 0.72) {
     stream.destroy();
+  } else if (r < 0.78) {
+    // as http does with a socket it is done with: end, destroy once finished
+    stream.write(Buffer.alloc(64));
+    stream.destroySoon();
+  } else if (r < 0.84) {
+    // an idle timer that resets the stream
+    stream.setTimeout(1, () => stream.destroy());
   } else {
     // half close, then reset a moment later
     stream.end(Buffer.from('x'));
@@ -130,7 +137,7 @@ async function churn(
 }
 
 describe('MuxSession: stream slots under churn', () => {
-  for (const seed of [1, 2, 3]) {
+  for (const seed of [1, 2, 3, 4, 5]) {
     it(`the acceptor never refuses an OPEN the opener's usable allowed (seed ${seed}, limit 8, 2,000 streams)`, async () => {
       const r = await churn(seed, 2_000, { opener: 8, acceptor: 8 });
       expect(r).toEqual({ refused: 0, other: 0 });

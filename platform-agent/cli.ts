@@ -11,6 +11,7 @@ import { configError, RelayError } from '../shared/errors.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
 import { exitWithConfigError, intOption, onShutdownSignals, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
+import { MAX_STREAMS_LIMIT } from '../shared/mux/session.js';
 import { systemClock } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { registerAdminCommands } from './admin-cli.js';
@@ -215,7 +216,10 @@ async function start(argv: Args): Promise<void> {
       reconnectMinMs: intOption('reconnect-min-ms', argv.reconnectMinMs, 10, 600_000),
       reconnectMaxMs: intOption('reconnect-max-ms', argv.reconnectMaxMs, 10, 3_600_000),
       drainTimeoutMs: drainMs(),
-      mux: muxOptions(argv),
+      mux: {
+        ...muxOptions(argv),
+        maxStreamsPerConnection: intOption('max-streams-per-connection', argv.maxStreamsPerConnection, 1, MAX_STREAMS_LIMIT),
+      },
     });
     if (config.reconnectMaxMs < config.reconnectMinMs)
       throw configError('reconnect-max-ms', config.reconnectMaxMs, `must be at least --reconnect-min-ms (${config.reconnectMinMs})`);
@@ -297,6 +301,12 @@ const cli = yargs(hideBin(process.argv))
           type: 'boolean',
           default: false,
           describe: 'do not verify the relay certificate (testing only; logged as a warning)',
+        })
+        .option('max-streams-per-connection', {
+          type: 'number',
+          default: defaults.maxStreamsPerConnection,
+          describe:
+            'concurrent streams per tunnel connection this agent accepts; told to the relay, which opens no more than the lower of its own and this',
         })
         .option('connections', {
           type: 'number',

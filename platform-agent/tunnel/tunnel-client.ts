@@ -9,7 +9,7 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
 import { RelayError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { MuxSession, type SessionOptions } from '../../shared/mux/session.js';
+import { MuxSession, maxStreamsHeader, type SessionOptions } from '../../shared/mux/session.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { Backoff } from './backoff.js';
 import { verifiedTlsConnector, type RelayTrust } from './tls-connect.js';
@@ -116,7 +116,7 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
     if (this.stopped) return;
     const { url, token, agentId, logger } = this.options;
     const ws = new WebSocket(url, {
-      headers: { authorization: `Bearer ${token}`, 'x-agent-id': agentId },
+      headers: { authorization: `Bearer ${token}`, 'x-agent-id': agentId, ...maxStreamsHeader(this.options.mux) },
       perMessageDeflate: false,
       maxPayload: this.options.maxMessageBytes,
       handshakeTimeout: this.options.connectTimeoutMs,

@@ -16,7 +16,7 @@ import { systemClock, type Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
-import { MuxSession, type SessionOptions } from '../../shared/mux/session.js';
+import { MAX_STREAMS_HEADER, MuxSession, parseMaxStreamsHeader, type SessionOptions } from '../../shared/mux/session.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
 import { CredentialSet, hashToken, type AgentCredential } from './agent-credentials.js';
 import type { TunnelRegistry } from './tunnel-registry.js';
@@ -169,9 +169,17 @@ export class TunnelEndpoint {
       return;
     }
     const agentId = sanitizeId(req.headers['x-agent-id']);
+    // The agent's own stream limit: the relay opens min(its own, the agent's) on this connection.
+    // No header (an older agent): the relay's own limit. A malformed one is ignored (logged), not
+    // refused: the agent's refusals of streams past its limit are then the same as without it.
+    const header = req.headers[MAX_STREAMS_HEADER];
+    const peerMaxStreams = parseMaxStreamsHeader(header);
+    if (header !== undefined && peerMaxStreams === null) {
+      logger.warn({ event: 'tunnel_bad_header', remote, header: MAX_STREAMS_HEADER }, `ignoring a malformed ${MAX_STREAMS_HEADER} header`);
+    }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const id = `${agentId}#${++connectionCounter}`;
-      const session = new MuxSession(ws, { ...this.options.mux, role: 'server' });
+      const session = new MuxSession(ws, { ...this.options.mux, role: 'server', ...(peerMaxStreams ? { peerMaxStreams } : {}) });
       const conn = { id, agentId, credential: cred.id, platform: cred.platform, remoteAddress: remote, since: new Date(), session };
       logger.info(
         { event: 'tunnel_connected', conn: id, agent: agentId, credential: cred.id, platform: cred.platform, remote },

@@ -34,7 +34,13 @@ export interface SessionOptions {
   maxOpenMetadataBytes?: number;
   batchTargetBytes?: number;
   connectionHighWaterMarkBytes?: number;
+  /** Streams this side takes from the peer at once; an OPEN past it is refused with RST. */
   maxStreamsPerConnection?: number;
+  /**
+   * The peer's own limit, when it stated one (the agent does in its upgrade request,
+   * X-Mux-Max-Streams): this side opens no more than min(own, peer's) streams. Unset: own only.
+   */
+  peerMaxStreams?: number;
   pingIntervalMs?: number;
   /** Accepts streams the peer opens; without it every OPEN is refused. */
   onStream?: (stream: MuxStream) => void;
@@ -51,6 +57,30 @@ export interface SessionEvents {
 }
 
 const noop = (): void => {};
+
+/**
+ * The upgrade request header in which the agent states the streams it accepts per connection
+ * (its --max-streams-per-connection); the relay then opens at most min(its own, this). An agent
+ * that sends none (older than the header) is held to the relay's own limit.
+ */
+export const MAX_STREAMS_HEADER = 'x-mux-max-streams';
+/** Largest stream limit either side can be configured with (and the largest the header may state). */
+export const MAX_STREAMS_LIMIT = 1_000_000;
+
+/** The upgrade request header stating this side's stream limit (the agent sends it). */
+export function maxStreamsHeader(options: Pick<SessionOptions, 'maxStreamsPerConnection'>): Record<string, string> {
+  return { [MAX_STREAMS_HEADER]: String(options.maxStreamsPerConnection ?? defaults.maxStreamsPerConnection) };
+}
+
+/**
+ * A MAX_STREAMS_HEADER value: decimal digits only, 1..MAX_STREAMS_LIMIT; anything else (a list,
+ * a sign, spaces, a leading zero, out of range) is null, and the caller ignores it.
+ */
+export function parseMaxStreamsHeader(value: string | string[] | undefined): number | null {
+  if (typeof value !== 'string' || !/^[1-9][0-9]{0,6}$/.test(value)) return null;
+  const n = Number(value);
+  return n <= MAX_STREAMS_LIMIT ? n : null;
+}
 
 /**
  * The credit round trip streams grow their windows against is the least one seen in this long
@@ -91,7 +121,10 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
   private readonly limits: DecodeLimits;
   private readonly batchTarget: number;
   private readonly highWater: number;
-  private readonly maxStreams: number;
+  /** What this side accepts (maxStreamsPerConnection). */
+  private readonly ownMaxStreams: number;
+  /** What the peer said it accepts (Infinity: it said nothing). */
+  private peerMaxStreams = Infinity;
   private readonly onStream: ((stream: MuxStream) => void) | undefined;
 
   private readonly streams = new Map<number, MuxStream>();
@@ -132,7 +165,8 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     };
     this.batchTarget = options.batchTargetBytes ?? defaults.batchTargetBytes;
     this.highWater = options.connectionHighWaterMarkBytes ?? defaults.connectionHighWaterMarkBytes;
-    this.maxStreams = options.maxStreamsPerConnection ?? defaults.maxStreamsPerConnection;
+    this.ownMaxStreams = options.maxStreamsPerConnection ?? defaults.maxStreamsPerConnection;
+    if (options.peerMaxStreams !== undefined) this.setPeerMaxStreams(options.peerMaxStreams);
     this.onStream = options.onStream;
     this.nextLocalId = this.role === 'server' ? 2 : 1;
 
@@ -151,6 +185,20 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
   /** Open streams on this connection. */
   get streamCount(): number {
     return this.streams.size;
+  }
+
+  /**
+   * The stream limit of this connection: min(this side's maxStreamsPerConnection, the peer's
+   * stated limit). `usable` opens no more than this; capacity math should use it too.
+   */
+  get maxStreams(): number {
+    return Math.min(this.ownMaxStreams, this.peerMaxStreams);
+  }
+
+  /** The peer's stated stream limit (a positive integer); this side then opens at most min(own, it). */
+  setPeerMaxStreams(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 1) throw new RelayError('RELAY_ERR_CONFIG', `peer stream limit ${n} is not a positive integer`);
+    this.peerMaxStreams = n;
   }
 
   /** True while new streams may be opened here. */
@@ -418,7 +466,7 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     if (id <= this.highestRemoteId) throw new RelayError('RELAY_ERR_STREAM_DUPLICATE', `OPEN for stream ${id} reuses an id`);
     this.highestRemoteId = id;
     const meta = decodeOpenMetadata(frame.payload);
-    if (!this.onStream || this.goingAway || this.streams.size >= this.maxStreams) {
+    if (!this.onStream || this.goingAway || this.streams.size >= this.ownMaxStreams) {
       this.batch.push(FrameType.RST, id, null, ResetCode.refused);
       this.scheduleFlush();
       return;

@@ -72,6 +72,10 @@ export interface TakenData {
   doneWhenWritten: boolean;
 }
 
+function onIdleTimer(stream: MuxStream): void {
+  stream.idleTimerFired();
+}
+
 export class MuxStream extends Duplex {
   readonly id: number;
   readonly meta: OpenMetadata;
@@ -374,13 +378,17 @@ export class MuxStream extends Duplex {
     this.idleMs = ms;
     this.clearIdleTimer();
     if (ms > 0 && !this.destroyed) {
-      this.idleTimer = setTimeout(() => {
-        this.idleTimer = null;
-        this.emit('timeout');
-      }, ms);
+      // one module-level callback for every stream (the stream as its argument), not a closure each
+      this.idleTimer = setTimeout(onIdleTimer, ms, this);
       this.idleTimer.unref();
     }
     return this;
+  }
+
+  /** The idle timer fired (onIdleTimer). */
+  idleTimerFired(): void {
+    this.idleTimer = null;
+    this.emit('timeout');
   }
 
   private touch(): void {

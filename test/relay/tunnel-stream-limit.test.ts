@@ -172,3 +172,47 @@ describe("one client's share of its platform's tunnel streams", () => {
     expect(relay.registry.clientStreamCount(HOG)).toBe(0);
   });
 });
+
+describe('relay and agent stream limits that disagree (the agent states its own in X-Mux-Max-Streams)', () => {
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!();
+  });
+
+  /** Holds `n` kept-alive mobile connections, each its own tunnel stream; then one more request. */
+  async function holdThenOneMore(
+    relayLimit: number,
+    agentLimit: number,
+    held: number,
+  ): Promise<{ status: number; error: unknown; max: number }> {
+    const relay = await startRelay({ mux: { maxStreamsPerConnection: relayLimit }, connectWaitMs: 200, limits: noShare() });
+    cleanups.push(() => relay.stop(100));
+    const agent = await startAgent(relay, { connections: 1, mux: { maxStreamsPerConnection: agentLimit } });
+    cleanups.push(() => agent.stop(100));
+    const url = `http://127.0.0.1:${relay.ports!.httpPort}/hello`;
+    for (let i = 0; i < held; i++) {
+      const client = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      cleanups.push(() => client.destroy());
+      expect((await request(url, { agent: client })).status).toBe(200);
+    }
+    const session = relay.registry.list()[0]!.session;
+    expect(session.streamCount).toBe(held);
+    const reply = await request(url, { agent: false });
+    return { status: reply.status, error: reply.status === 200 ? null : json(reply).error, max: session.maxStreams };
+  }
+
+  it('an agent with a lower limit than the relay: the relay keeps to it (503 tunnel_busy past it, never 502)', async () => {
+    const r = await holdThenOneMore(4, 2, 2);
+    expect(r).toEqual({ status: 503, error: 'tunnel_busy', max: 2 });
+  });
+
+  it('an agent with a higher limit than the relay: the relay keeps to its own', async () => {
+    const r = await holdThenOneMore(2, 4, 2);
+    expect(r).toEqual({ status: 503, error: 'tunnel_busy', max: 2 });
+  });
+
+  it('below both limits a request is served', async () => {
+    const r = await holdThenOneMore(4, 3, 2);
+    expect(r).toEqual({ status: 200, error: null, max: 3 });
+  });
+});

@@ -377,7 +377,7 @@ const cli = yargs(hideBin(process.argv))
         .option('max-streams-per-connection', {
           type: 'number',
           default: defaults.maxStreamsPerConnection,
-          describe: 'concurrent streams per agent connection (503 tunnel_busy when every one is full)',
+          describe: "concurrent streams per agent connection, or the agent's own limit if lower (503 tunnel_busy when every one is full)",
         })
         .option('whitelist', {
           type: 'string',

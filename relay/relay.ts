@@ -128,7 +128,6 @@ export class Relay {
     this.logger = logger;
     this.credentials = this.credentialSet(config.credentials);
     this.registry = new TunnelRegistry({
-      maxStreamsPerConnection: config.mux.maxStreamsPerConnection ?? defaults.maxStreamsPerConnection,
       maxStreamSharePercent: config.limits.maxStreamSharePerIpPercent,
     });
     this.metrics = new RelayMetrics({ platforms: this.platforms() });

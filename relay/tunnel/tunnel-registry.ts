@@ -5,13 +5,12 @@
  *
  * Streams are also counted per client (the key the edge gives: an IPv4 address or an IPv6 /64):
  * one client may hold at most a share of its platform's stream capacity (the platform's live
- * connections times maxStreamsPerConnection), so that no one address can take every stream and
+ * connections' stream limits, each the lower of the relay's and the agent's), so that no one address can take every stream and
  * starve the others. Past its share a client's request waits like one that finds every
  * connection full, and gets tunnel_busy after the same wait. The table holds only clients with a
  * stream open, so it never has more entries than there are open streams.
  */
 import { EventEmitter } from 'node:events';
-import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import type { MuxSession } from '../../shared/mux/session.js';
@@ -19,8 +18,6 @@ import type { MuxStream } from '../../shared/mux/stream.js';
 import { DEFAULT_PLATFORM } from './agent-credentials.js';
 
 export interface TunnelRegistryOptions {
-  /** Streams the relay opens per agent connection (its mux setting): the unit of a platform's capacity. */
-  maxStreamsPerConnection?: number;
   /** Share of a platform's stream capacity one client may hold, percent; 0 = no limit. */
   maxStreamSharePercent?: number;
 }
@@ -47,14 +44,12 @@ export interface AgentConnection {
 export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; removed: [AgentConnection] }> {
   private readonly connections = new Set<AgentConnection>();
   private waiters = new Set<() => void>();
-  private readonly maxStreamsPerConnection: number;
   private readonly sharePercent: number;
   /** Open streams per platform and client (`platform\nclient`); an entry only while > 0. */
   private readonly clientStreams = new Map<string, number>();
 
   constructor(options: TunnelRegistryOptions = {}) {
     super();
-    this.maxStreamsPerConnection = options.maxStreamsPerConnection ?? defaults.maxStreamsPerConnection;
     this.sharePercent = options.maxStreamSharePercent ?? 0;
   }
 
@@ -125,9 +120,12 @@ export class TunnelRegistry extends EventEmitter<{ added: [AgentConnection]; rem
    */
   streamShare(platform = DEFAULT_PLATFORM): number {
     if (this.sharePercent === 0) return Infinity;
-    let live = 0;
-    for (const conn of this.connections) if (conn.platform === platform && !conn.session.isClosed && !conn.session.draining) live++;
-    return Math.max(1, Math.floor((live * this.maxStreamsPerConnection * this.sharePercent) / 100));
+    let capacity = 0;
+    for (const conn of this.connections) {
+      // each connection carries what both ends agreed on (the agent may state a lower limit)
+      if (conn.platform === platform && !conn.session.isClosed && !conn.session.draining) capacity += conn.session.maxStreams;
+    }
+    return Math.max(1, Math.floor((capacity * this.sharePercent) / 100));
   }
 
   /** Streams the client holds on the platform. */

@@ -31,6 +31,7 @@ export interface AgentConfig {
   reconnectMinMs: number;
   reconnectMaxMs: number;
   reconnectStableMs: number;
+  reconnectUnreachableMaxMs: number;
   connectTimeoutMs: number;
   drainTimeoutMs: number;
   maxMessageBytes: number;
@@ -44,6 +45,7 @@ export function agentConfig(required: Pick<AgentConfig, 'relays' | 'token' | 'tr
     reconnectMinMs: defaults.reconnectMinMs,
     reconnectMaxMs: defaults.reconnectMaxMs,
     reconnectStableMs: defaults.reconnectStableMs,
+    reconnectUnreachableMaxMs: defaults.reconnectUnreachableMaxMs,
     connectTimeoutMs: defaults.connectTimeoutMs,
     drainTimeoutMs: defaults.drainTimeoutMs,
     maxMessageBytes: defaults.maxMessageBytes,
@@ -84,6 +86,7 @@ export class PlatformAgent {
           reconnectMinMs: config.reconnectMinMs,
           reconnectMaxMs: config.reconnectMaxMs,
           reconnectStableMs: config.reconnectStableMs,
+          reconnectUnreachableMaxMs: config.reconnectUnreachableMaxMs,
           connectTimeoutMs: config.connectTimeoutMs,
           maxMessageBytes: config.maxMessageBytes,
           mux: config.mux,

@@ -215,6 +215,8 @@ async function start(argv: Args): Promise<void> {
       ...(argv.upstreamCa ? { upstreamCa: readOptionFile('upstream-ca', String(argv.upstreamCa)) } : {}),
       reconnectMinMs: intOption('reconnect-min-ms', argv.reconnectMinMs, 10, 600_000),
       reconnectMaxMs: intOption('reconnect-max-ms', argv.reconnectMaxMs, 10, 3_600_000),
+      reconnectUnreachableMaxMs: intOption('reconnect-unreachable-max-ms', argv.reconnectUnreachableMaxMs, 10, 3_600_000),
+      reconnectStableMs: intOption('reconnect-stable-ms', argv.reconnectStableMs, 0, 3_600_000),
       drainTimeoutMs: drainMs(),
       mux: {
         ...muxOptions(argv),
@@ -223,6 +225,12 @@ async function start(argv: Args): Promise<void> {
     });
     if (config.reconnectMaxMs < config.reconnectMinMs)
       throw configError('reconnect-max-ms', config.reconnectMaxMs, `must be at least --reconnect-min-ms (${config.reconnectMinMs})`);
+    if (config.reconnectUnreachableMaxMs < config.reconnectMinMs)
+      throw configError(
+        'reconnect-unreachable-max-ms',
+        config.reconnectUnreachableMaxMs,
+        `must be at least --reconnect-min-ms (${config.reconnectMinMs})`,
+      );
     if (!trust.ca && !trust.fingerprint && !trust.insecure && relays) {
       logger.info(
         { event: 'tls_system_ca' },
@@ -357,7 +365,21 @@ const cli = yargs(hideBin(process.argv))
         })
         .option('agent-id', { type: 'string', default: hostname(), describe: 'name the relay shows for this agent' })
         .option('reconnect-min-ms', { type: 'number', default: defaults.reconnectMinMs, describe: 'first reconnect delay ceiling' })
-        .option('reconnect-max-ms', { type: 'number', default: defaults.reconnectMaxMs, describe: 'largest reconnect delay' })
+        .option('reconnect-max-ms', {
+          type: 'number',
+          default: defaults.reconnectMaxMs,
+          describe: 'largest reconnect delay when the relay answers and refuses (HTTP 401/429/5xx, certificate)',
+        })
+        .option('reconnect-unreachable-max-ms', {
+          type: 'number',
+          default: defaults.reconnectUnreachableMaxMs,
+          describe: 'largest reconnect delay while the relay does not answer (refused, reset, timeout)',
+        })
+        .option('reconnect-stable-ms', {
+          type: 'number',
+          default: defaults.reconnectStableMs,
+          describe: 'a connection dropped sooner than this after its upgrade counts as a failure',
+        })
         .option('drain-timeout-ms', {
           type: 'number',
           default: defaults.drainTimeoutMs,

@@ -265,17 +265,20 @@ export class Relay {
   }
 
   /**
-   * Graceful stop: no new mobile connections, in-flight requests get up to `drainMs` to finish,
-   * then agent connections are closed with "going away" (they reconnect elsewhere or later).
+   * Graceful stop: no new agent connections (the tunnel listener closes first, so an agent that
+   * reconnects at once does not land here), no new mobile connections, in-flight requests get up
+   * to `drainMs` to finish, then agent connections are closed with "going away" (they reconnect
+   * at once, to the relay that replaces this one).
    */
   async stop(drainMs = this.config.drainTimeoutMs): Promise<void> {
     this.draining = true;
+    const tunnelClosed = this.tunnel.stopAccepting();
     this.logger.info({ event: 'relay_draining', connections: this.edge.connectionCount, drainMs }, 'relay draining');
     await this.edge.drain(drainMs);
     this.ipFilter.close();
     this.forwarder.close();
     this.registry.closeAll(CloseCode.goingAway, 'relay shutting down');
-    await this.tunnel.close();
+    await Promise.all([tunnelClosed, this.tunnel.close()]);
     await this.admin?.close();
     this.logger.info({ event: 'relay_stopped' }, 'relay stopped');
   }

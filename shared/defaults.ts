@@ -181,9 +181,16 @@ export const defaults = Object.freeze({
   // ---- platform agent ----
   connectionsPerRelay: 2,
   reconnectMinMs: 250,
+  /** Ceiling of the long backoff: the relay answered and refused (HTTP 401/429/5xx, certificate check). */
   reconnectMaxMs: 30_000,
-  /** A connection that stayed up this long resets the backoff. */
-  reconnectStableMs: 10_000,
+  /** Ceiling while the relay does not answer (refused, reset, timeout): a refused SYN costs nothing, a restarted relay gets its agents back within a second. */
+  reconnectUnreachableMaxMs: 500,
+  /**
+   * A connection that ends unplanned sooner than this after its upgrade counts as a failure (one
+   * such in a row after another doubles the delay): a relay that accepts and drops at once is not
+   * retried in a hot loop. Longer ones, and every planned close (GOAWAY, 1001), reset the backoff.
+   */
+  reconnectStableMs: 500,
   /** Time allowed for the TLS handshake and upgrade to the relay. */
   connectTimeoutMs: 10_000,
   /** Keep-alive timeout of servers run inside the agent; above the relay's keepAliveTimeoutMs. */

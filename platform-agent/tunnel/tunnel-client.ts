@@ -1,8 +1,12 @@
 /**
  * The agent's side of the tunnel to one relay: keeps `connections` WebSocket connections open,
  * each a mux session whose incoming streams go to `onStream`. Dropped connections come back
- * with exponential backoff and full jitter; a rejected token is logged as such and retried
- * with the same backoff, never in a hot loop.
+ * by the rules of `backoff.ts`: at once (0–100 ms jitter) when the relay said it was going away
+ * (GOAWAY, close 1001), every ≤ `reconnectUnreachableMaxMs` while the relay does not answer
+ * (refused, reset, timeout: a restarting relay), and with the long exponential backoff when it
+ * answers and refuses (HTTP 401/429/5xx, certificate check); a rejected token is logged as such
+ * and never retried in a hot loop. While down, the first failure is a warning, each retry a
+ * debug line, and a summary warning comes at most every {@link RETRY_SUMMARY_MS}.
  */
 import { EventEmitter } from 'node:events';
 import type { ClientRequest, IncomingMessage } from 'node:http';
@@ -11,7 +15,7 @@ import { RelayError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { MuxSession, maxStreamsHeader, type SessionOptions } from '../../shared/mux/session.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
-import { Backoff } from './backoff.js';
+import { Backoff, type FailureKind } from './backoff.js';
 import { verifiedTlsConnector, type RelayTrust } from './tls-connect.js';
 
 export interface TunnelClientOptions {
@@ -24,6 +28,8 @@ export interface TunnelClientOptions {
   reconnectMinMs: number;
   reconnectMaxMs: number;
   reconnectStableMs: number;
+  /** Ceiling of the backoff while the relay does not answer (refused, reset, timeout); default `reconnectMaxMs`. */
+  reconnectUnreachableMaxMs?: number;
   connectTimeoutMs: number;
   maxMessageBytes: number;
   mux: Omit<SessionOptions, 'role' | 'onStream'>;
@@ -52,6 +58,34 @@ interface Slot {
   lastError: string | null;
   lastErrorAt: Date | null;
   timer: NodeJS.Timeout | null;
+  /** Failed attempts since the slot was last connected (or since the relay said it was going away). */
+  failures: number;
+  downSince: number | null;
+  lastSummaryAt: number;
+}
+
+/** While a connection stays down, a summary warning at most this often (the retries themselves log at debug). */
+export const RETRY_SUMMARY_MS = 30_000;
+
+/** Error codes of an attempt nobody answered: the relay is down or restarting, not refusing. */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'EAI_AGAIN',
+]);
+
+function failureKind(err: Error & { code?: string }): FailureKind {
+  if (err.code && UNREACHABLE_CODES.has(err.code)) return 'unreachable';
+  // ws's handshake timeout and the TLS connector's timeout carry no code
+  if (!err.code && /timed out|socket hang up/i.test(err.message)) return 'unreachable';
+  return 'refused';
 }
 
 // Masking protects browsers' intermediaries from cache poisoning (RFC 6455 §10.3); the agent
@@ -76,6 +110,7 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
         minMs: options.reconnectMinMs,
         maxMs: options.reconnectMaxMs,
         stableMs: options.reconnectStableMs,
+        unreachableMaxMs: options.reconnectUnreachableMaxMs ?? options.reconnectMaxMs,
         ...(options.random ? { random: options.random } : {}),
       }),
       session: null,
@@ -84,6 +119,9 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
       lastError: null,
       lastErrorAt: null,
       timer: null,
+      failures: 0,
+      downSince: null,
+      lastSummaryAt: 0,
     }));
   }
 
@@ -126,30 +164,33 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
     });
     slot.ws = ws;
     let settled = false;
-    const failed = (reason: string, fields: Record<string, unknown> = {}): void => {
+    const failed = (kind: FailureKind, reason: string, fields: Record<string, unknown> = {}): void => {
       if (settled) return;
       settled = true;
       slot.ws = null;
       slot.lastError = reason;
       slot.lastErrorAt = new Date();
       ws.terminate();
-      this.scheduleReconnect(slot, reason, fields);
+      if (!this.stopped) this.scheduleReconnect(slot, slot.backoff.next(kind), reason, { kind, ...fields });
     };
     ws.once('unexpected-response', (req: ClientRequest, res: IncomingMessage) => {
       req.destroy();
       if (res.statusCode === 401) {
         const err = new RelayError('RELAY_ERR_TUNNEL_AUTH');
-        logger.error(
+        // an error the first time; while it keeps being refused, the retry summary says so
+        logger[slot.failures === 0 ? 'error' : 'debug'](
           { event: 'tunnel_auth_rejected', relay: url, code: err.code },
           "the relay rejected the agent token (HTTP 401): check --token / PLATFORM_AGENT_TOKEN against the relay's --agent-token",
         );
-        failed('token rejected (HTTP 401)', { status: 401 });
+        failed('refused', 'token rejected (HTTP 401)', { status: 401 });
       } else {
-        failed(`relay answered HTTP ${res.statusCode} to the upgrade`, { status: res.statusCode });
+        // 503 is what a relay that is draining (or a front not ready yet) answers: retried like a relay that is down
+        const kind = res.statusCode === 503 ? 'unreachable' : 'refused';
+        failed(kind, `relay answered HTTP ${res.statusCode} to the upgrade`, { status: res.statusCode });
       }
     });
-    ws.on('error', (err: Error & { code?: string }) => failed(err.message, { code: err.code }));
-    ws.once('close', () => failed('connection closed during the handshake'));
+    ws.on('error', (err: Error & { code?: string }) => failed(failureKind(err), err.message, { code: err.code }));
+    ws.once('close', () => failed('unreachable', 'connection closed during the handshake'));
     ws.once('open', () => {
       if (settled) return;
       settled = true;
@@ -158,32 +199,72 @@ export class TunnelClient extends EventEmitter<{ connected: [number]; disconnect
       const session = new MuxSession(ws, { ...this.options.mux, role: 'client', onStream: this.options.onStream });
       slot.session = session;
       slot.since = new Date();
-      logger.info({ event: 'tunnel_connected', relay: url, slot: slot.index }, 'connected to relay');
+      slot.backoff.connected();
+      const retried = slot.failures > 0 ? { attempts: slot.failures, downMs: Date.now() - (slot.downSince ?? Date.now()) } : {};
+      slot.failures = 0;
+      slot.downSince = null;
+      logger.info({ event: 'tunnel_connected', relay: url, slot: slot.index, ...retried }, 'connected to relay');
       this.emit('connected', slot.index);
+      let goAway = false;
+      session.once('goaway', () => {
+        goAway = true;
+      });
       session.once('close', (err) => {
         const upMs = Date.now() - (slot.since?.getTime() ?? Date.now());
         slot.session = null;
         slot.ws = null;
         slot.since = null;
-        slot.backoff.connectionEnded(upMs);
-        const reason = err ? `${err.code}: ${err.message}` : 'closed by relay';
+        // the relay said it is going away (a restart, a drain): planned, not a failure
+        const planned = goAway || session.peerCloseCode === 1001;
+        const delayMs = slot.backoff.connectionEnded(upMs, planned);
+        const reason = err ? `${err.code}: ${err.message}` : planned ? 'relay going away' : 'closed by relay';
         if (!this.stopped) {
           slot.lastError = reason;
           slot.lastErrorAt = new Date();
         }
         this.emit('disconnected', slot.index, reason);
-        this.scheduleReconnect(slot, reason, { upMs });
+        if (this.stopped) return;
+        if (planned) {
+          logger.info(
+            { event: 'tunnel_retry', relay: url, slot: slot.index, delayMs, reason, upMs, planned: true },
+            `relay connection closed (${reason}); reconnecting in ${delayMs} ms`,
+          );
+          this.retryIn(slot, delayMs);
+        } else {
+          this.scheduleReconnect(slot, delayMs, reason, { upMs });
+        }
       });
     });
   }
 
-  private scheduleReconnect(slot: Slot, reason: string, fields: Record<string, unknown>): void {
+  /**
+   * A failure (or an unplanned drop): retry after `delayMs`. The first failure since the slot was
+   * up is a warning; later ones are debug lines, with a summary warning every RETRY_SUMMARY_MS.
+   */
+  private scheduleReconnect(slot: Slot, delayMs: number, reason: string, fields: Record<string, unknown>): void {
     if (this.stopped) return;
-    const delayMs = slot.backoff.next();
-    this.options.logger.warn(
-      { event: 'tunnel_retry', relay: this.options.url, slot: slot.index, delayMs, reason, ...fields },
-      `relay connection down (${reason}); retrying in ${delayMs} ms`,
-    );
+    const { logger, url } = this.options;
+    const now = Date.now();
+    slot.failures++;
+    const line = { event: 'tunnel_retry', relay: url, slot: slot.index, delayMs, reason, attempts: slot.failures, ...fields };
+    if (slot.failures === 1) {
+      slot.downSince = now;
+      slot.lastSummaryAt = now;
+      logger.warn(line, `relay connection down (${reason}); retrying in ${delayMs} ms (further retries are logged at debug level)`);
+    } else if (now - slot.lastSummaryAt >= RETRY_SUMMARY_MS) {
+      slot.lastSummaryAt = now;
+      const downMs = now - (slot.downSince ?? now);
+      logger.warn(
+        { event: 'tunnel_still_retrying', relay: url, slot: slot.index, attempts: slot.failures, downMs, lastError: reason },
+        `relay connection still down after ${Math.round(downMs / 1000)} s: still retrying, ${slot.failures} attempts, last error: ${reason}`,
+      );
+    } else {
+      logger.debug(line, `relay connection down (${reason}); retrying in ${delayMs} ms`);
+    }
+    this.retryIn(slot, delayMs);
+  }
+
+  private retryIn(slot: Slot, delayMs: number): void {
     slot.timer = setTimeout(() => {
       slot.timer = null;
       this.connect(slot);

@@ -86,6 +86,8 @@ export class TunnelEndpoint {
   private readonly options: TunnelEndpointOptions;
   private readonly failures: FailureLimiter;
   private readonly credentials: () => CredentialSet;
+  private accepting = true;
+  private listenerClosed: Promise<void> | null = null;
 
   constructor(options: TunnelEndpointOptions) {
     this.options = options;
@@ -148,6 +150,11 @@ export class TunnelEndpoint {
     const remote = socket.remoteAddress ?? 'unknown';
     const ip = canonicalIp(remote);
     socket.on('error', () => socket.destroy());
+    if (!this.accepting) {
+      // draining: the agent retries at once and lands on the relay that replaces this one
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
     // The credential is checked before the refusal limit, so that a valid one always passes: an
     // agent sharing an address (a NAT, a proxy) with a scanner, or one whose operator mistyped
     // the token a few times, is never locked out by the failures of others. The check costs a
@@ -205,11 +212,21 @@ export class TunnelEndpoint {
     });
   }
 
+  /**
+   * Start of a drain: the listener closes (new agents get "connection refused", which they retry
+   * within half a second) and upgrades on connections already open get 503. Agent sessions
+   * already upgraded stay up.
+   */
+  stopAccepting(): Promise<void> {
+    this.accepting = false;
+    this.listenerClosed ??= new Promise((resolve) => this.server.close(() => resolve()));
+    return this.listenerClosed;
+  }
+
   close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-    });
+    const closed = this.stopAccepting();
+    this.server.closeAllConnections();
+    return closed;
   }
 }
 

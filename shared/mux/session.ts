@@ -139,6 +139,8 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
   private goingAway = false;
   /** The peer sent GOAWAY: open no new streams here. */
   remoteGoingAway = false;
+  /** The WebSocket close code the peer sent (1001: it is going away), null until the peer closed. */
+  peerCloseCode: number | null = null;
   private pingTimer: NodeJS.Timeout | null = null;
   private awaitingPong = false;
   private pingSentAt = 0;
@@ -508,6 +510,7 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
 
   private readonly onWsClose = (code: number, reason: Buffer): void => {
     if (this.closed) return;
+    this.peerCloseCode = code;
     const text = reason.toString();
     const err =
       code === CloseCode.normal || code === CloseCode.goingAway || code === 1005 /* no status: a plain close */

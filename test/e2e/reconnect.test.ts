@@ -6,10 +6,9 @@
  * the token is not retried in a hot loop.
  */
 import net from 'node:net';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TOKEN, certsDir, relayFingerprint } from '../fixtures/harness.js';
-import { AGENT, RELAY, run, type Proc } from '../fixtures/processes.js';
+import { TOKEN } from '../fixtures/harness.js';
+import { agentProcess, startRelayProcess, type Proc } from '../fixtures/processes.js';
 
 const CONNECTIONS = 2;
 /** Relay ready → all agent connections back. The target is 1 s; the old backoff took 7–27 s. */
@@ -28,43 +27,10 @@ function freePort(): Promise<number> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function startRelay(tunnelPort: number, token = TOKEN): Promise<{ relay: Proc; startedAt: number }> {
-  const relay = run(
-    RELAY,
-    ['start', '--host', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--admin-port', '0'].concat([
-      '--tunnel-port',
-      String(tunnelPort),
-      '--cert',
-      join(certsDir(), 'relay.crt'),
-      '--key',
-      join(certsDir(), 'relay.key'),
-      '--drain-timeout-ms',
-      '300',
-    ]),
-    { RELAY_AGENT_TOKEN: token },
-  );
-  const started = await relay.waitFor((l) => l.event === 'relay_started');
-  return { relay, startedAt: Number(started.time) };
-}
+const startRelay = (tunnelPort: number, token = TOKEN): Promise<{ relay: Proc; startedAt: number }> =>
+  startRelayProcess([], { tunnelPort, token, drainMs: 300 });
 
-function startAgent(tunnelPort: number): Proc {
-  return run(
-    AGENT,
-    [
-      'start',
-      '--relay',
-      `wss://localhost:${tunnelPort}`,
-      '--relay-fingerprint',
-      relayFingerprint(),
-      '--connections',
-      String(CONNECTIONS),
-      '--sample-app',
-      '--drain-timeout-ms',
-      '500',
-    ],
-    { PLATFORM_AGENT_TOKEN: TOKEN },
-  );
-}
+const startAgent = (tunnelPort: number): Proc => agentProcess(tunnelPort, ['--sample-app'], { connections: CONNECTIONS, drainMs: 500 });
 
 const connectedLines = (agent: Proc): Record<string, unknown>[] => agent.lines.filter((l) => l.event === 'tunnel_connected');
 
@@ -113,11 +79,7 @@ describe('reconnect after relay restarts', () => {
   it('a relay that refuses the token is retried with backoff, not in a hot loop, and not logged per retry', async () => {
     const port = await freePort();
     const { relay } = await startRelay(port, 'some-other-token-0123456789');
-    const agent = run(
-      AGENT,
-      ['start', '--relay', `wss://localhost:${port}`, '--relay-fingerprint', relayFingerprint(), '--connections', '1', '--sample-app'],
-      { PLATFORM_AGENT_TOKEN: TOKEN },
-    );
+    const agent = agentProcess(port, ['--sample-app']);
     await agent.waitFor((l) => l.event === 'tunnel_auth_rejected');
     await sleep(3_000);
     const refusals = relay.lines.filter((l) => l.event === 'tunnel_auth_failed' || l.event === 'tunnel_auth_limited').length;

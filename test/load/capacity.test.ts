@@ -10,8 +10,8 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { relayNodeFlags } from '../../relay/node-flags.js';
-import { TOKEN, relayFingerprint } from '../fixtures/harness.js';
-import { AGENT, run, startRelayProcess, type Proc } from '../fixtures/processes.js';
+import { defaults } from '../../shared/defaults.js';
+import { agentProcess, startRelayProcess, type Proc } from '../fixtures/processes.js';
 import { closeFleet, openFleet, round, rssOf, type Device } from './fleet.js';
 
 const DEVICES = 10_000;
@@ -34,14 +34,8 @@ afterEach(async () => {
 async function system(): Promise<{ relay: Proc; agent: Proc; httpPort: number }> {
   // Devices idle for a minute between rounds keep their connections; per address the relay
   // admits 1,024 (its default), and the fleet uses 1,000 an address.
-  const { relay, ports } = await startRelayProcess(['--keep-alive-timeout-ms', '120000'], relayNodeFlags);
-  const agent = run(
-    AGENT,
-    ['start', '--relay', `wss://localhost:${ports.tunnelPort}`, '--relay-fingerprint', relayFingerprint(), '--sample-app'],
-    {
-      PLATFORM_AGENT_TOKEN: TOKEN,
-    },
-  );
+  const { relay, ports } = await startRelayProcess(['--keep-alive-timeout-ms', '120000'], { nodeFlags: relayNodeFlags });
+  const agent = agentProcess(ports.tunnelPort, ['--sample-app'], { connections: defaults.connectionsPerRelay });
   for (let i = 0; i < 2; i++) await agent.waitFor((l) => l.event === 'tunnel_connected' && l.slot === i);
   return { relay, agent, httpPort: ports.httpPort };
 }

@@ -14,12 +14,12 @@ import { defaults } from '../shared/defaults.js';
 import { MAX_STREAMS_LIMIT } from '../shared/mux/session.js';
 import { systemClock } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/logger.js';
-import { registerAdminCommands } from './admin-cli.js';
-import { PlatformAgent, agentConfig } from './agent.js';
-import { PlatformServer } from './platform/platform-server.js';
-import { RelayConnection } from './relay-connection.js';
-import { MIN_TOKEN_CHARS, relayUrlProblem, type RelayFlags } from './relay-settings.js';
-import type { RelayTrust } from './tunnel/tls-connect.js';
+import { registerAdminCommands } from './server/admin-cli.js';
+import { PlatformAgent, agentConfig } from './agent/agent.js';
+import { PlatformServer } from './server/platform-server.js';
+import { RelayConnection } from './agent/relay-connection.js';
+import { MIN_TOKEN_CHARS, relayUrlProblem, type RelayFlags } from './server/relay-settings.js';
+import type { RelayTrust } from './agent/tls-connect.js';
 
 type Args = Record<string, unknown>;
 

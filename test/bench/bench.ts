@@ -20,7 +20,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { relayNodeFlags } from '../../relay/node-flags.js';
 import { fingerprintSha256 } from '../../shared/certs.js';
-import { patternChunks } from '../../platform-agent/sample-app.js';
+import { patternChunks } from '../../platform-agent/agent/sample-app.js';
 import { download, mibPerSecond, upload } from './bulk.js';
 import {
   type Child,

@@ -3,7 +3,7 @@
  * `{"port":N}` on one stdout line once listening. Stops on SIGTERM/SIGINT.
  */
 import type { AddressInfo } from 'node:net';
-import { createSampleApp } from '../../platform-agent/sample-app.js';
+import { createSampleApp } from '../../platform-agent/agent/sample-app.js';
 
 const server = createSampleApp();
 server.listen(0, '127.0.0.1', () => {

@@ -8,9 +8,9 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyPassword } from '../../platform-agent/security/passwords.js';
-import { lockoutPolicy } from '../../platform-agent/security/settings.js';
-import { SqliteStore } from '../../platform-agent/store/sqlite-store.js';
+import { verifyPassword } from '../../platform-agent/server/security/passwords.js';
+import { lockoutPolicy } from '../../platform-agent/server/security/settings.js';
+import { SqliteStore } from '../../platform-agent/server/store/sqlite-store.js';
 import { AGENT } from '../fixtures/processes.js';
 
 const ADMIN_PASSWORD = 'first-admin-Pa55word';
@@ -61,7 +61,7 @@ async function withStore<T>(fn: (store: SqliteStore) => Promise<T>): Promise<T> 
 }
 
 beforeAll(() => {
-  if (!existsSync(join(process.cwd(), 'dist/platform-agent/admin-cli.js')))
+  if (!existsSync(join(process.cwd(), 'dist/platform-agent/server/admin-cli.js')))
     throw new Error('dist/ has no admin-cli.js: run `npm run build` first (`npm test` does)');
   dataDir = mkdtempSync(join(tmpdir(), 'platform-admin-cli-'));
 });

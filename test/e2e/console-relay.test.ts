@@ -5,10 +5,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { MINUTE_MS } from '../../shared/clock.js';
-import { agentConfig } from '../../platform-agent/agent.js';
-import { RelayConnection } from '../../platform-agent/relay-connection.js';
-import type { RelayFlags } from '../../platform-agent/relay-settings.js';
-import { applySettingsPatch, saveSettingsChange } from '../../platform-agent/security/settings.js';
+import { agentConfig } from '../../platform-agent/agent/agent.js';
+import { RelayConnection } from '../../platform-agent/agent/relay-connection.js';
+import type { RelayFlags } from '../../platform-agent/server/relay-settings.js';
+import { applySettingsPatch, saveSettingsChange } from '../../platform-agent/server/security/settings.js';
 import type { Relay } from '../../relay/relay.js';
 import { hasChromium, openConsoleWorld, useChromium, type ConsoleWorld } from '../fixtures/browser.js';
 import { json, relayFingerprint, request, startRelay, testLogger, TOKEN } from '../fixtures/harness.js';

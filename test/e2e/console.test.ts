@@ -11,7 +11,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MINUTE_MS, type ManualClock } from '../../shared/clock.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
-import type { PlatformServer } from '../../platform-agent/platform/platform-server.js';
+import type { PlatformServer } from '../../platform-agent/server/platform-server.js';
 import { hasChromium, openConsoleWorld, useChromium, type ConsoleWorld } from '../fixtures/browser.js';
 import { request } from '../fixtures/harness.js';
 

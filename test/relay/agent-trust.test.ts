@@ -10,7 +10,7 @@ import { CredentialSet, createToken, parseCredentials } from '../../relay/tunnel
 import { TunnelEndpoint } from '../../relay/tunnel/tunnel-endpoint.js';
 import { TunnelRegistry } from '../../relay/tunnel/tunnel-registry.js';
 import { registerTokenCommands } from '../../relay/token-cli.js';
-import type { PlatformAgent } from '../../platform-agent/agent.js';
+import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import { relayTls, startAgent, testLogger } from '../fixtures/harness.js';
 import { thrownCode } from '../fixtures/error-code.js';
 

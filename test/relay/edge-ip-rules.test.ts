@@ -3,7 +3,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import type { PlatformAgent } from '../../platform-agent/agent.js';
+import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import type { Relay, RelayIpRules } from '../../relay/relay.js';
 import { defaults } from '../../shared/defaults.js';
 import { startAgent, startRelay } from '../fixtures/harness.js';

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { PlatformAgent } from '../../platform-agent/agent.js';
+import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import { defaultEdgeLimits } from '../../relay/edge/edge-limits.js';
 import type { Relay } from '../../relay/relay.js';
 import { json, request, startAgent, startRelay } from '../fixtures/harness.js';

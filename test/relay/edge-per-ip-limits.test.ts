@@ -4,7 +4,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { PlatformAgent } from '../../platform-agent/agent.js';
+import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import { defaultEdgeLimits } from '../../relay/edge/edge-limits.js';
 import type { Relay } from '../../relay/relay.js';
 import { ManualClock } from '../../shared/clock.js';

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { patternChunks, patternSha256 } from '../../platform-agent/sample-app.js';
-import type { PlatformAgent } from '../../platform-agent/agent.js';
+import { patternChunks, patternSha256 } from '../../platform-agent/agent/sample-app.js';
+import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import type { Relay } from '../../relay/relay.js';
 import { json, request, startAgent, startRelay } from '../fixtures/harness.js';
 

@@ -7,7 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createCertificateAuthority, issueClientCertificate } from '../../relay/cert-issuing.js';
-import type { PlatformAgent } from '../../platform-agent/agent.js';
+import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import type { Relay } from '../../relay/relay.js';
 import { createToken, parseCredentials } from '../../relay/tunnel/agent-credentials.js';
 import { json, relayFingerprint, request, startAgent, startRelay } from '../fixtures/harness.js';

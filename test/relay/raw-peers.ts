@@ -6,7 +6,7 @@
  */
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import type { PlatformAgent } from '../../platform-agent/agent.js';
+import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import { defaultEdgeLimits, type EdgeLimits } from '../../relay/edge/edge-limits.js';
 import type { Relay } from '../../relay/relay.js';
 import { startAgent, startRelay } from '../fixtures/harness.js';

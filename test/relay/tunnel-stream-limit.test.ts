@@ -3,7 +3,7 @@ import http from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { PlatformAgent } from '../../platform-agent/agent.js';
+import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import { defaultEdgeLimits } from '../../relay/edge/edge-limits.js';
 import type { Relay } from '../../relay/relay.js';
 import { json, request, startAgent, startRelay } from '../fixtures/harness.js';

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { encodeFrame, FrameType } from '../../shared/mux/frame-codec.js';
-import type { AgentConfig, PlatformAgent } from '../../platform-agent/agent.js';
+import type { AgentConfig, PlatformAgent } from '../../platform-agent/agent/agent.js';
 import type { Relay } from '../../relay/relay.js';
 import { TOKEN, json, relayFingerprint, relayTls, request, startAgent, startRelay, until } from '../fixtures/harness.js';
 

@@ -15,11 +15,13 @@ import { MAX_STREAMS_LIMIT } from '../shared/mux/session.js';
 import { systemClock } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { registerAdminCommands } from './server/admin-cli.js';
-import { PlatformAgent, agentConfig } from './agent/agent.js';
+import { PlatformAgent, agentConfig, type StreamTarget } from './agent/agent.js';
 import { PlatformServer } from './server/platform-server.js';
 import { RelayConnection } from './agent/relay-connection.js';
 import { MIN_TOKEN_CHARS, relayUrlProblem, type RelayFlags } from './server/relay-settings.js';
+import { sampleAppTarget } from './agent/sample-app.js';
 import type { RelayTrust } from './agent/tls-connect.js';
+import { upstreamTarget } from './agent/upstream-pipe.js';
 
 type Args = Record<string, unknown>;
 
@@ -205,14 +207,13 @@ async function start(argv: Args): Promise<void> {
     const relays = builtIn && argv.relay === undefined ? undefined : relayUrls(argv.relay);
     const connections = argv.connections === undefined ? undefined : intOption('connections', argv.connections, 1, 64);
     const trust = trustOptions(argv, logger);
+    const upstreamCa = argv.upstreamCa ? readOptionFile('upstream-ca', String(argv.upstreamCa)) : undefined;
     const config = agentConfig({
       relays: relays ?? [],
       token: token ?? '',
       trust,
       agentId: String(argv.agentId),
       connections: connections ?? defaults.connectionsPerRelay,
-      ...(upstream ? { upstream } : argv.sampleApp ? { sampleApp: true } : {}),
-      ...(argv.upstreamCa ? { upstreamCa: readOptionFile('upstream-ca', String(argv.upstreamCa)) } : {}),
       reconnectMinMs: intOption('reconnect-min-ms', argv.reconnectMinMs, 10, 600_000),
       reconnectMaxMs: intOption('reconnect-max-ms', argv.reconnectMaxMs, 10, 3_600_000),
       reconnectUnreachableMaxMs: intOption('reconnect-unreachable-max-ms', argv.reconnectUnreachableMaxMs, 10, 3_600_000),
@@ -248,14 +249,15 @@ async function start(argv: Args): Promise<void> {
         ...(connections !== undefined ? { connections } : {}),
       };
       relay = new RelayConnection({
-        platform,
+        target: platform.streamTarget,
+        store: platform.store,
         logger,
         clock: systemClock,
         flags,
         flagTrust: { ...(trust.insecure ? { insecure: true } : {}), ...(trust.clientCert ? { clientCert: trust.clientCert } : {}) },
         agent: config,
       });
-      platform.attachRelayConnection(relay);
+      platform.attachRelayControl(relay);
       await relay.load();
       if (listenAddress(argv.listen) === null && !relay.effective().enabled)
         throw new RelayError(
@@ -265,7 +267,10 @@ async function start(argv: Args): Promise<void> {
       await firstAdmin(platform, argv);
       relay.start();
     } else {
-      agent = new PlatformAgent(config, logger);
+      const target: StreamTarget = upstream
+        ? upstreamTarget({ url: upstream, ...(upstreamCa ? { ca: upstreamCa } : {}), logger })
+        : sampleAppTarget();
+      agent = new PlatformAgent({ ...config, target }, logger);
     }
   } catch (err) {
     await platform?.close();

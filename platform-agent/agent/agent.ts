@@ -1,19 +1,26 @@
 /**
- * Wires the platform agent: one TunnelClient per relay, and what each incoming stream is handed
- * to: the built-in platform server (the default), an external platform server (`--upstream`,
- * pipe mode), or the sample app (`--sample-app`, a demo).
+ * The platform agent: one TunnelClient per relay, each incoming stream handed to one target —
+ * the built-in platform server (the default), an external platform server (`--upstream`, pipe
+ * mode, upstream-pipe.ts) or the sample app (`--sample-app`, a demo, sample-app.ts). The caller
+ * (cli.ts, demo.ts) picks the target; the agent knows nothing of what serves the streams.
  */
-import type http from 'node:http';
 import { hostname } from 'node:os';
 import { defaults } from '../../shared/defaults.js';
 import type { Logger } from '../../shared/logger.js';
 import type { SessionOptions } from '../../shared/mux/session.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
-import type { PlatformServer } from '../server/platform-server.js';
-import { createSampleApp, SAMPLE_APP_NAME } from './sample-app.js';
 import { TunnelClient } from './tunnel-client.js';
 import type { RelayTrust } from './tls-connect.js';
-import { createUpstreamPipe } from './upstream-pipe.js';
+
+/** What serves the streams that come through the tunnel. */
+export interface StreamTarget {
+  /** What the agent serves, for its log. */
+  readonly name: string;
+  /** Takes one stream: a Duplex whose remote address is the mobile client's (OPEN metadata). */
+  onStream(stream: MuxStream): void;
+  /** Called once the agent has drained (the sample app closes its idle connections). */
+  close?(): void;
+}
 
 export interface AgentConfig {
   relays: string[];
@@ -21,13 +28,8 @@ export interface AgentConfig {
   agentId: string;
   trust: RelayTrust;
   connections: number;
-  /** The built-in platform server (opened by the caller, who also closes it). */
-  platform?: PlatformServer;
-  /** External platform server (pipe mode). */
-  upstream?: URL;
-  upstreamCa?: string;
-  upstreamInsecure?: boolean;
-  sampleApp?: boolean;
+  /** Where each stream goes (opened and closed by the caller). */
+  target: StreamTarget;
   reconnectMinMs: number;
   reconnectMaxMs: number;
   reconnectStableMs: number;
@@ -38,7 +40,10 @@ export interface AgentConfig {
   mux: Omit<SessionOptions, 'role' | 'onStream'>;
 }
 
-export function agentConfig(required: Pick<AgentConfig, 'relays' | 'token' | 'trust'> & Partial<AgentConfig>): AgentConfig {
+/** The defaults with what is given on top; the target may come later (the built-in platform server's, once it is open). */
+export function agentConfig<T extends Pick<AgentConfig, 'relays' | 'token' | 'trust'> & Partial<AgentConfig>>(
+  required: T,
+): Omit<AgentConfig, 'target'> & T {
   return {
     agentId: hostname(),
     connections: defaults.connectionsPerRelay,
@@ -56,25 +61,13 @@ export function agentConfig(required: Pick<AgentConfig, 'relays' | 'token' | 'tr
 
 export class PlatformAgent {
   readonly clients: TunnelClient[];
-  private readonly sampleServer: http.Server | null = null;
+  private readonly target: StreamTarget;
   private readonly logger: Logger;
 
   constructor(config: AgentConfig, logger: Logger) {
     this.logger = logger;
-    let onStream: (stream: MuxStream) => void;
-    if (config.platform) {
-      const platform = config.platform;
-      onStream = (stream) => platform.handleStream(stream);
-    } else if (config.upstream) {
-      onStream = createUpstreamPipe({ url: config.upstream, ca: config.upstreamCa, insecure: config.upstreamInsecure, logger });
-    } else if (config.sampleApp) {
-      const server = createSampleApp();
-      this.sampleServer = server;
-      // The stream stands in for a socket; its address is the mobile client's, from OPEN.
-      onStream = (stream) => server.emit('connection', stream);
-    } else {
-      throw new Error('the agent needs a platform server, --upstream <url> or --sample-app');
-    }
+    this.target = config.target;
+    const onStream = (stream: MuxStream): void => config.target.onStream(stream);
     this.clients = config.relays.map(
       (url) =>
         new TunnelClient({
@@ -94,7 +87,7 @@ export class PlatformAgent {
           logger,
         }),
     );
-    const target = config.platform ? 'platform server' : config.upstream ? config.upstream.origin : SAMPLE_APP_NAME;
+    const target = config.target.name;
     logger.info({ event: 'agent_configured', relays: config.relays, connections: config.connections, target }, `serving ${target}`);
   }
 
@@ -119,7 +112,7 @@ export class PlatformAgent {
   async stop(timeoutMs: number): Promise<void> {
     this.logger.info({ event: 'agent_draining', drainMs: timeoutMs }, 'agent draining');
     await Promise.all(this.clients.map((c) => c.drain(timeoutMs)));
-    this.sampleServer?.closeAllConnections();
+    this.target.close?.();
     this.logger.info({ event: 'agent_stopped' }, 'agent stopped');
   }
 }

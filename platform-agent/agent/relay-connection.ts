@@ -1,13 +1,15 @@
 /**
- * The platform's relay connection at run time: reads the stored settings (relay-settings.ts),
- * lets command-line flags seed or override them, and starts, restarts or stops the tunnel
- * (a PlatformAgent serving the built-in platform server) when an administrator changes them —
- * no process restart.
+ * The platform's relay connection at run time: reads the stored settings
+ * (server/relay-settings.ts) from the platform's store, lets command-line flags seed or override
+ * them, and starts, restarts or stops the tunnel (a PlatformAgent serving the given target, the
+ * built-in platform server) when an administrator changes them — no process restart. It is the
+ * server's RelayControl (server/relay-control.ts): the control panel and the admin API show and
+ * change it through that port.
  */
 import type { Clock } from '../../shared/clock.js';
 import type { Logger } from '../../shared/logger.js';
-import { PlatformAgent, type AgentConfig } from './agent.js';
-import type { PlatformServer } from '../server/platform-server.js';
+import { PlatformAgent, type AgentConfig, type StreamTarget } from './agent.js';
+import type { RelayConnectionStatus, RelayConnectionView, RelayControl, RelaySettingsStore, RelayState } from '../server/relay-control.js';
 import {
   applyRelayPatch,
   defaultRelayConnection,
@@ -23,7 +25,10 @@ import {
 import type { RelayTrust } from './tls-connect.js';
 
 export interface RelayConnectionOptions {
-  platform: PlatformServer;
+  /** Where the tunnel's streams go (the built-in platform server). */
+  target: StreamTarget;
+  /** Where the settings are kept (the platform's store). */
+  store: RelaySettingsStore;
   logger: Logger;
   clock: Clock;
   /** What the command line gave: each field wins over the stored one for this run. */
@@ -31,29 +36,10 @@ export interface RelayConnectionOptions {
   /** Trust that only flags can give: `--insecure`, `--client-cert`/`--client-key`. */
   flagTrust?: Pick<RelayTrust, 'insecure' | 'clientCert'>;
   /** The rest of the agent's configuration (agent id, backoff, mux, drain time). */
-  agent: Omit<AgentConfig, 'relays' | 'token' | 'trust' | 'connections' | 'platform' | 'upstream' | 'sampleApp'>;
+  agent: Omit<AgentConfig, 'relays' | 'token' | 'trust' | 'connections' | 'target'>;
 }
 
-/** One relay as the page and the API show it. */
-export interface RelayState {
-  url: string;
-  /** Tunnel connections up, of `connections`. */
-  connected: number;
-  connections: number;
-  /** When the oldest connection now up came up. */
-  since: string | null;
-  lastError: string | null;
-  lastErrorAt: string | null;
-}
-
-export interface RelayConnectionStatus {
-  enabled: boolean;
-  /** off, connecting (none up yet), connected (all up) or degraded (some up). */
-  state: 'off' | 'connecting' | 'connected' | 'degraded';
-  relays: RelayState[];
-}
-
-export class RelayConnection {
+export class RelayConnection implements RelayControl {
   private stored: RelayConnectionSettings = { ...defaultRelayConnection };
   private agent: PlatformAgent | null = null;
   /** Agents replaced or turned off, finishing their in-flight streams. */
@@ -74,12 +60,12 @@ export class RelayConnection {
 
   /** The first half of `open`: loads (or seeds) the settings and logs the overrides; starts nothing. */
   async load(): Promise<void> {
-    const { platform, flags, logger, clock } = this.options;
-    const saved = storedRelayConnection(await platform.store.getConfig(RELAY_CONFIG_KEY));
+    const { store, flags, logger, clock } = this.options;
+    const saved = storedRelayConnection(await store.getConfig(RELAY_CONFIG_KEY));
     if (saved) this.stored = saved;
     else if (flags.relays !== undefined) {
       this.stored = { ...defaultRelayConnection, ...flags, enabled: true };
-      await platform.store.putConfig(RELAY_CONFIG_KEY, this.stored, clock.now());
+      await store.putConfig(RELAY_CONFIG_KEY, this.stored, clock.now());
       logger.info(
         { event: 'relay_settings_seeded', fields: Object.keys(flags) },
         'relay connection settings saved from the command line (first start); change them in the control panel',
@@ -125,13 +111,7 @@ export class RelayConnection {
   }
 
   /** For the API: stored settings without the token, what the flags override, and the live state. */
-  view(): {
-    settings: ReturnType<typeof relaySettingsView>;
-    effective: ReturnType<typeof relaySettingsView>;
-    flags: RelayFlagField[];
-    overridden_by_flags: RelayFlagField[];
-    status: RelayConnectionStatus;
-  } {
+  view(): RelayConnectionView {
     return {
       settings: relaySettingsView(this.stored),
       effective: relaySettingsView(this.effective()),
@@ -152,7 +132,7 @@ export class RelayConnection {
       (k) => JSON.stringify(next[k]) !== JSON.stringify(this.stored[k]),
     );
     if (changed.length === 0) return { changed };
-    await this.options.platform.store.putConfig(RELAY_CONFIG_KEY, next, this.options.clock.now());
+    await this.options.store.putConfig(RELAY_CONFIG_KEY, next, this.options.clock.now());
     this.stored = next;
     this.options.logger.info(
       { event: 'relay_settings_changed', fields: changed, enabled: next.enabled, by, via },
@@ -183,7 +163,7 @@ export class RelayConnection {
     if (s.relay_ca) trust.ca = s.relay_ca;
     if (s.relay_fingerprint) trust.fingerprint = s.relay_fingerprint;
     this.agent = new PlatformAgent(
-      { ...this.options.agent, relays: s.relays, token: s.token, trust, connections: s.connections, platform: this.options.platform },
+      { ...this.options.agent, relays: s.relays, token: s.token, trust, connections: s.connections, target: this.options.target },
       this.options.logger,
     );
     this.agent.start();

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { WebSocketServer } from 'ws';
 import { defaults } from '../../shared/defaults.js';
+import type { StreamTarget } from './agent.js';
 
 export const SAMPLE_APP_NAME = 'sample app (demo, not the platform server)';
 
@@ -46,6 +47,12 @@ export function patternSha256(total: number, seed = 'relay'): string {
 }
 
 const MAX_DOWNLOAD_BYTES = 1024 * 1024 * 1024;
+
+/** `--sample-app`: the agent's target that serves each stream with the sample app (the stream stands in for a socket). */
+export function sampleAppTarget(): StreamTarget {
+  const server = createSampleApp();
+  return { name: SAMPLE_APP_NAME, onStream: (stream) => server.emit('connection', stream), close: () => server.closeAllConnections() };
+}
 
 export function createSampleApp(): http.Server {
   const server = http.createServer({ keepAliveTimeout: defaults.platformKeepAliveTimeoutMs, noDelay: true }, route);

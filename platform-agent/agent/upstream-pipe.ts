@@ -8,24 +8,28 @@ import tls from 'node:tls';
 import { ResetCode } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
+import type { StreamTarget } from './agent.js';
 
 export interface UpstreamOptions {
   url: URL;
   /** PEM CA for an https upstream (default: the system's CAs). */
   ca?: string;
-  /** Skip verification of an https upstream. */
-  insecure?: boolean;
   logger: Logger;
 }
 
-export function createUpstreamPipe(options: UpstreamOptions): (stream: MuxStream) => void {
+/** `--upstream`: the agent's target that pipes each stream to the external server. */
+export function upstreamTarget(options: UpstreamOptions): StreamTarget {
+  return { name: options.url.origin, onStream: createUpstreamPipe(options) };
+}
+
+function createUpstreamPipe(options: UpstreamOptions): (stream: MuxStream) => void {
   const { url, logger } = options;
   const secure = url.protocol === 'https:';
   const host = url.hostname.replace(/^\[|\]$/g, '');
   const port = Number(url.port || (secure ? 443 : 80));
   return (stream) => {
     const socket = secure
-      ? tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ca: options.ca, rejectUnauthorized: !options.insecure })
+      ? tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ca: options.ca })
       : net.connect({ host, port });
     socket.setNoDelay(true);
     socket.on('error', (err: NodeJS.ErrnoException) => {

@@ -8,6 +8,7 @@
  * stderr); 2 bad usage (the yargs `.fail` handler of cli.ts).
  */
 import { existsSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
@@ -15,9 +16,12 @@ import type { Argv } from 'yargs';
 import { systemClock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
-import { Accounts, checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/accounts.js';
+import { createFileLogger } from '../../shared/logger.js';
+import { Accounts } from './security/accounts.js';
+import { checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/account-rules.js';
 import { Groups, OPERATIONS, waivedAdmin, type GroupView } from './security/groups.js';
-import { applySettingsPatch, lockoutPolicy, patchFromAssignments, saveSettingsChange, type SecuritySettings } from './security/settings.js';
+import { lockoutPolicy, patchFromAssignments, type SecuritySettings } from './security/settings.js';
+import { SettingsService } from './security/settings-service.js';
 import { DB_FILE, SqliteStore } from './store/sqlite-store.js';
 import { ROLES, type DeviceRecord, type UserRecord } from './store/store.js';
 
@@ -478,28 +482,23 @@ function deviceCommands(y: Argv): Argv {
 
 // ------------------------------------------------------------- settings
 
-/** Leaves as `lockout.device_failures`-style names, the names `settings set` takes. */
-function flatten(value: unknown, prefix = '', out: Record<string, unknown> = {}): Record<string, unknown> {
-  if (typeof value === 'object' && value !== null && !Array.isArray(value))
-    for (const [key, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${key}` : key, out);
-  else out[prefix] = value;
-  return out;
-}
+/** Where `settings set` writes its audit line (`settings_changed`, as the server logs it), in the data folder. */
+export const CLI_AUDIT_FILE = 'cli-audit.log';
 
-function settingsDiff(before: SecuritySettings, after: SecuritySettings): { setting: string; from: unknown; to: unknown }[] {
-  const [a, b] = [flatten(before), flatten(after)];
-  return Object.keys(b)
-    .filter((key) => JSON.stringify(a[key]) !== JSON.stringify(b[key]))
-    .map((key) => ({ setting: key, from: a[key], to: b[key] }));
+/** Who ran the command, for the audit line. */
+function osUser(): string {
+  try {
+    return `${userInfo().username} (cli)`;
+  } catch {
+    return `uid ${process.getuid?.() ?? '?'} (cli)`;
+  }
 }
 
 async function settingsSet(ctx: Ctx, argv: Args): Promise<void> {
-  const { settings: current } = await ctx.store.getSettings();
-  const change = applySettingsPatch(current, patchFromAssignments((argv.assignments as unknown[]).map(String)));
-  const changed = settingsDiff(current, change.next);
-  if (changed.length > 0) {
-    await saveSettingsChange(ctx.store, change, systemClock.now());
-  }
+  const audit = createFileLogger({ name: 'platform-agent' }, join(String(argv.data), CLI_AUDIT_FILE));
+  const service = new SettingsService(ctx.store, systemClock, audit);
+  const change = await service.update(patchFromAssignments((argv.assignments as unknown[]).map(String)), osUser(), 'cli');
+  const { changed } = change;
   const tokensInvalidated = changed.length > 0 && change.invalidatesTokens;
   const locksRecalculated = changed.length > 0 && change.recalculatesLocks;
   if (ctx.json) return printJson({ changed, tokens_invalidated: tokensInvalidated, locks_recalculated: locksRecalculated });

@@ -25,11 +25,12 @@ import { tlsServerDefaults } from '../../shared/tls-options.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { ConsoleRoutes } from './console/console-routes.js';
 import { HOST_HEADER } from './console/html.js';
-import type { RelayConnection } from '../agent/relay-connection.js';
+import type { RelayControl } from './relay-control.js';
 import { Accounts } from './security/accounts.js';
 import { AuthService, type AuthEvent } from './security/auth.js';
 import { Groups } from './security/groups.js';
 import { MobileAuthenticators } from './security/mobile-auth.js';
+import { SettingsService } from './security/settings-service.js';
 import { defaultScryptParams, generatePassword, type ScryptParams } from './security/passwords.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { PlatformStore } from './store/store.js';
@@ -89,6 +90,7 @@ export class PlatformServer {
   readonly store: PlatformStore;
   readonly accounts: Accounts;
   readonly groups: Groups;
+  readonly settings: SettingsService;
   readonly auth: AuthService;
   readonly ipGuard: IpGuard;
   private readonly clock: Clock;
@@ -107,7 +109,7 @@ export class PlatformServer {
   private readonly dataDir: string;
   private internalTls: PemPair | undefined;
   /** The relay connection the agent manages, shown and changed in the control panel and the admin API. */
-  private relayConnection: RelayConnection | null = null;
+  private relayControl: RelayControl | null = null;
   private readonly firstByteTimeoutMs: number;
   private readonly adminThroughRelay: boolean;
   /** HTTP and HTTPS server objects behind the internal listeners (one handler; they never listen themselves). */
@@ -127,6 +129,7 @@ export class PlatformServer {
     this.auth = new AuthService(this.store, this.clock, (e) => this.onAuthEvent(e), scrypt);
     this.accounts = new Accounts(this.store, this.clock, scrypt);
     this.groups = new Groups(this.store, this.clock);
+    this.settings = new SettingsService(this.store, this.clock, this.logger);
     const mobile = new MobileAuthenticators(this.store, this.auth, this.clock);
     this.authRoutes = new AuthRoutes(this.auth, mobile, (req) => isTls(req.socket));
     this.ipGuard = new IpGuard({
@@ -139,24 +142,26 @@ export class PlatformServer {
       this.auth,
       this.accounts,
       this.groups,
+      this.settings,
       this.authRoutes,
       this.clock,
       this.logger,
       this.ipGuard,
-      () => this.relayConnection,
+      () => this.relayControl,
     );
     this.consoleRoutes = new ConsoleRoutes(
       this.store,
       this.auth,
       this.accounts,
       this.groups,
+      this.settings,
       this.clock,
       this.logger,
       {
         secure: (req) => isTls(req.socket),
         tlsFingerprint: (create) =>
           create || this.internalTls || existsSync(this.tlsFiles().certFile) ? this.internalTlsFingerprint() : null,
-        relay: () => this.relayConnection,
+        relay: () => this.relayControl,
       },
       this.ipGuard,
     );
@@ -205,6 +210,9 @@ export class PlatformServer {
   handleStream(stream: MuxStream): void {
     this.server.emit('connection', stream);
   }
+
+  /** The server as the agent's stream target (agent/agent.ts StreamTarget). */
+  readonly streamTarget = { name: 'platform server', onStream: (stream: MuxStream): void => this.handleStream(stream) };
 
   /**
    * Also listens on an internal address for clients and administrators inside the network. One
@@ -280,12 +288,8 @@ export class PlatformServer {
   }
 
   /** Lets the control panel and the admin API show and change the relay connection (the agent's CLI attaches it). */
-  attachRelayConnection(relay: RelayConnection): void {
-    this.relayConnection = relay;
-  }
-
-  get relay(): RelayConnection | null {
-    return this.relayConnection;
+  attachRelayControl(relay: RelayControl): void {
+    this.relayControl = relay;
   }
 
   private tlsFiles(): { dir: string; certFile: string } {

@@ -8,7 +8,6 @@ import { MINUTE_MS } from '../../shared/clock.js';
 import { agentConfig } from '../../platform-agent/agent/agent.js';
 import { RelayConnection } from '../../platform-agent/agent/relay-connection.js';
 import type { RelayFlags } from '../../platform-agent/server/relay-settings.js';
-import { applySettingsPatch, saveSettingsChange } from '../../platform-agent/server/security/settings.js';
 import type { Relay } from '../../relay/relay.js';
 import { hasChromium, openConsoleWorld, useChromium, type ConsoleWorld } from '../fixtures/browser.js';
 import { json, relayFingerprint, request, startRelay, testLogger, TOKEN } from '../fixtures/harness.js';
@@ -32,13 +31,14 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
     relay = await startRelay({ connectWaitMs: 200 });
     const w = await openConsoleWorld(browser());
     connection = new RelayConnection({
-      platform: w.server,
+      target: w.server.streamTarget,
+      store: w.server.store,
       logger: testLogger(),
       clock: w.clock,
       flags: flags(`wss://localhost:${relay.ports!.tunnelPort}`),
       agent: agentConfig({ relays: [], token: '', trust: {}, reconnectMinMs: 20, reconnectMaxMs: 200, drainTimeoutMs: 500 }),
     });
-    w.server.attachRelayConnection(connection);
+    w.server.attachRelayControl(connection);
     await connection.open();
     world = w;
     return w;
@@ -170,8 +170,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
   it('keeps a half-filled form across a session expiry and gives it back after the login (passwords excepted)', async () => {
     const w = (world = await openConsoleWorld(browser()));
     const { page, base, server, clock } = w;
-    const { settings } = await server.store.getSettings();
-    await saveSettingsChange(server.store, applySettingsPatch(settings, { admin_inactivity_timeout: '00:30' }), clock.now());
+    await server.settings.update({ admin_inactivity_timeout: '00:30' }, 'test', 'api');
     await w.logIn();
     await page.goto(`${base}/console/users/new`);
     await page.getByLabel('User name', { exact: true }).fill('dora');
@@ -202,8 +201,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
   it('keeps a Settings → Security form too, and never one posted without the session it was made for', async () => {
     const w = (world = await openConsoleWorld(browser()));
     const { page, base, server, clock } = w;
-    const { settings } = await server.store.getSettings();
-    await saveSettingsChange(server.store, applySettingsPatch(settings, { admin_inactivity_timeout: '00:30' }), clock.now());
+    await server.settings.update({ admin_inactivity_timeout: '00:30' }, 'test', 'api');
     await w.logIn();
     await page.getByLabel('Failures before a device lock').fill('7');
     clock.advance(31 * MINUTE_MS);

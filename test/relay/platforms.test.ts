@@ -10,7 +10,7 @@ import { createCertificateAuthority, issueClientCertificate } from '../../relay/
 import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import type { Relay } from '../../relay/relay.js';
 import { createToken, parseCredentials } from '../../relay/tunnel/agent-credentials.js';
-import { json, relayFingerprint, request, startAgent, startRelay } from '../fixtures/harness.js';
+import { json, pipeTo, relayFingerprint, request, startAgent, startRelay } from '../fixtures/harness.js';
 
 const cleanup: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
@@ -51,8 +51,8 @@ describe('several platforms', () => {
       connectWaitMs: 100,
       admin: { host: '127.0.0.1', port: 0 },
     });
-    await agent(relay, { token: courier.token, upstream: await upstream('courier') });
-    await agent(relay, { token: base.token, upstream: await upstream('base') });
+    await agent(relay, { token: courier.token, target: pipeTo(await upstream('courier')) });
+    await agent(relay, { token: base.token, target: pipeTo(await upstream('base')) });
     const [basePort, shopPort] = relay.ports!.platformPorts.map((p) => p.port);
 
     expect(json(await request(`https://127.0.0.1:${relay.ports!.httpsPort}/x`)).platform).toBe('courier');
@@ -79,8 +79,8 @@ describe('several platforms', () => {
     const a = createToken('a', 'courier');
     const b = createToken('b', 'courier');
     const relay = await relayWith({ credentials: parseCredentials([a.line, b.line]), defaultPlatform: 'courier' });
-    const first = await agent(relay, { token: a.token, upstream: await upstream('courier') });
-    await agent(relay, { token: b.token, upstream: await upstream('courier') });
+    const first = await agent(relay, { token: a.token, target: pipeTo(await upstream('courier')) });
+    await agent(relay, { token: b.token, target: pipeTo(await upstream('courier')) });
     await vi.waitFor(() => expect(relay.registry.size).toBe(4));
     await first.stop(0);
     for (let i = 0; i < 10; i++) expect((await request(`http://127.0.0.1:${relay.ports!.httpPort}/r${i}`)).status).toBe(200);

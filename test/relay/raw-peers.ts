@@ -9,7 +9,7 @@ import tls from 'node:tls';
 import type { PlatformAgent } from '../../platform-agent/agent/agent.js';
 import { defaultEdgeLimits, type EdgeLimits } from '../../relay/edge/edge-limits.js';
 import type { Relay } from '../../relay/relay.js';
-import { startAgent, startRelay } from '../fixtures/harness.js';
+import { pipeTo, startAgent, startRelay } from '../fixtures/harness.js';
 
 /** One end of a raw connection: every read kept in order, writes as given. */
 export class RawConn {
@@ -201,7 +201,7 @@ export interface PipeRig {
 export async function startPipeRig(limits: Partial<EdgeLimits> = {}): Promise<PipeRig> {
   const upstream = await RawUpstream.start();
   const relay = await startRelay({ limits: { ...defaultEdgeLimits(), ...limits } });
-  const agent = await startAgent(relay, { sampleApp: false, upstream: upstream.url, connections: 1 });
+  const agent = await startAgent(relay, { target: pipeTo(upstream.url), connections: 1 });
   const clients: RawConn[] = [];
   return {
     relay,

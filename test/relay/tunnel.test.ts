@@ -6,7 +6,7 @@ import { WebSocket } from 'ws';
 import { encodeFrame, FrameType } from '../../shared/mux/frame-codec.js';
 import type { AgentConfig, PlatformAgent } from '../../platform-agent/agent/agent.js';
 import type { Relay } from '../../relay/relay.js';
-import { TOKEN, json, relayFingerprint, relayTls, request, startAgent, startRelay, until } from '../fixtures/harness.js';
+import { TOKEN, json, pipeTo, relayFingerprint, relayTls, request, startAgent, startRelay, until } from '../fixtures/harness.js';
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -304,7 +304,7 @@ describe('pipe mode to an external upstream', () => {
         }),
     );
     const relay = await relayUp();
-    await agentUp(relay, { sampleApp: false, upstream: new URL(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`) });
+    await agentUp(relay, { target: pipeTo(new URL(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`)) });
 
     const clientA = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const clientB = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -328,7 +328,7 @@ describe('pipe mode to an external upstream', () => {
     const port = (closed.address() as AddressInfo).port;
     await new Promise((r) => closed.close(r));
     const relay = await relayUp();
-    await agentUp(relay, { sampleApp: false, upstream: new URL(`http://127.0.0.1:${port}`) });
+    await agentUp(relay, { target: pipeTo(new URL(`http://127.0.0.1:${port}`)) });
     const reply = await request(`http://127.0.0.1:${relay.ports!.httpPort}/x`);
     expect(reply.status).toBe(502);
     expect(json(reply).error).toBe('upstream');

@@ -16,13 +16,14 @@ import type { IpRuleLineError } from '../../../shared/ip-rule-files.js';
 import type { Logger } from '../../../shared/logger.js';
 import type { RequestContext } from '../http/auth-routes.js';
 import { cookie, readBody } from '../http/http-io.js';
-import { userView, type Accounts } from '../security/accounts.js';
+import { type Accounts } from '../security/accounts.js';
+import { userView } from '../security/account-rules.js';
 import type { AuthService } from '../security/auth.js';
 import { waivedAdmin, type Groups, type Operation } from '../security/groups.js';
-import { applySettingsPatch, saveSettingsChange } from '../security/settings.js';
+import type { SettingsService } from '../security/settings-service.js';
 import type { TokenClaims } from '../security/tokens.js';
 import type { PlatformStore } from '../store/store.js';
-import type { RelayConnection } from '../../agent/relay-connection.js';
+import type { RelayControl } from '../relay-control.js';
 import { csrfInput, esc, HOST_HEADER, page, redirect, sendCss, sendHtml } from './html.js';
 import { relayPatchFromForm, relaySection, relayValuesFromForm, relayValuesFromSettings, type RelayFormValues } from './relay-section.js';
 import {
@@ -124,7 +125,7 @@ export interface ConsoleHost {
   /** SHA-256 fingerprint of the internal HTTPS certificate; with `create`, made now when there is none. */
   tlsFingerprint(create: boolean): string | null;
   /** The relay connection this process manages, if any (the agent attaches it). */
-  relay(): RelayConnection | null;
+  relay(): RelayControl | null;
 }
 
 /** What the Settings → Security page shows besides the stored settings. */
@@ -157,6 +158,7 @@ export class ConsoleRoutes {
     private readonly auth: AuthService,
     private readonly accounts: Accounts,
     private readonly groups: Groups,
+    private readonly settings: SettingsService,
     private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly host: ConsoleHost,
@@ -523,10 +525,9 @@ export class ConsoleRoutes {
   private async saveSettings(req: IncomingMessage, res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
     const values = valuesFromForm(form);
     const again = (error: FieldError): Promise<void> => this.settingsPage(res, session, 400, { values, error });
-    const { settings } = await this.store.getSettings();
     let change;
     try {
-      change = applySettingsPatch(settings, patchFromValues(values));
+      change = await this.settings.check(patchFromValues(values));
     } catch (err) {
       const field = err instanceof RelayError ? err.details?.field : undefined;
       if (typeof field !== 'string') throw err;
@@ -538,17 +539,7 @@ export class ConsoleRoutes {
       return;
     }
     if (change.next.https.api || change.next.https.control_panel) this.host.tlsFingerprint(true); // the certificate exists before the first TLS client
-    await saveSettingsChange(this.store, change, this.clock.now());
-    this.logger.info(
-      {
-        event: 'settings_changed',
-        by: session.claims.sub,
-        via: 'console',
-        invalidatedTokens: change.invalidatesTokens,
-        recalculatedLocks: change.recalculatesLocks,
-      },
-      'security settings changed',
-    );
+    await this.settings.save(change, session.claims.sub, 'console');
     const endCookie = { 'set-cookie': this.cookieHeader(req, SESSION_COOKIE, '', 0) };
     if (change.invalidatesTokens) redirect(res, '/console/login?m=tokens', endCookie);
     else if (change.next.https.control_panel && !this.host.secure(req)) {

@@ -4,7 +4,7 @@
  * "Active"); an "Unlock" button per locked device, and a search box on user name or device id.
  */
 import { DAY_MS } from '../../../shared/clock.js';
-import { formatUtc } from '../security/accounts.js';
+import { formatUtc } from '../security/account-rules.js';
 import { DEVICE_RETENTION_MS, type DeviceRecord } from '../store/store.js';
 import { csrfInput, esc } from './html.js';
 import { userHref } from './users-page.js';

@@ -4,7 +4,7 @@
  * form turned back into a relay-settings patch. A field set by a command-line flag is shown
  * read-only with the flag's name: the flag wins for this run (relay-settings.ts).
  */
-import type { RelayConnectionStatus } from '../../agent/relay-connection.js';
+import type { RelayConnectionStatus } from '../relay-control.js';
 import { FLAG_OF, type RelayConnectionSettings, type RelayFlagField } from '../relay-settings.js';
 import { csrfInput, esc } from './html.js';
 import type { FieldError } from './security-page.js';

@@ -8,7 +8,7 @@
  * error names the input it belongs to.
  */
 import { DAY_MS } from '../../../shared/clock.js';
-import { formatUtc, type NewUser, type UserView } from '../security/accounts.js';
+import { formatUtc, type NewUser, type UserView } from '../security/account-rules.js';
 import type { GroupView } from '../security/groups.js';
 import { ROLES, type UserRecord } from '../store/store.js';
 import { ROLE_LABELS } from './groups-page.js';

@@ -4,7 +4,7 @@
  * unchecking it and saving unlocks the user. Each name links to the user's page (user-page.ts);
  * "New user" leads to the create form.
  */
-import type { UserView } from '../security/accounts.js';
+import type { UserView } from '../security/account-rules.js';
 import { ROLE_LABELS } from './groups-page.js';
 import { csrfInput, esc } from './html.js';
 

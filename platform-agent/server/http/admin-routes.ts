@@ -11,13 +11,13 @@ import type { Clock } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
 import { lineErrors } from '../../../shared/ip-rule-files.js';
 import type { IpRule } from '../../../shared/ip-rules.js';
-import type { RelayConnection } from '../../agent/relay-connection.js';
+import type { RelayControl } from '../relay-control.js';
 import type { Logger } from '../../../shared/logger.js';
 import type { Accounts } from '../security/accounts.js';
-import { userView, type UserView } from '../security/accounts.js';
+import { userView, type UserView } from '../security/account-rules.js';
 import type { AuthService } from '../security/auth.js';
 import { OPERATIONS, waivedAdmin, type Groups, type Operation } from '../security/groups.js';
-import { applySettingsPatch, saveSettingsChange } from '../security/settings.js';
+import type { SettingsService } from '../security/settings-service.js';
 import type { TokenClaims } from '../security/tokens.js';
 import type { DeviceRecord, PlatformStore, UserRecord } from '../store/store.js';
 import type { AuthRoutes, RequestContext } from './auth-routes.js';
@@ -60,12 +60,13 @@ export class AdminRoutes {
     private readonly auth: AuthService,
     private readonly accounts: Accounts,
     private readonly groups: Groups,
+    private readonly settings: SettingsService,
     private readonly authRoutes: AuthRoutes,
     private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly ipGuard: IpGuard,
     /** The relay connection the agent manages, if any. */
-    private readonly relay: () => RelayConnection | null,
+    private readonly relay: () => RelayControl | null,
   ) {}
 
   private async admin(req: IncomingMessage): Promise<TokenClaims> {
@@ -101,18 +102,7 @@ export class AdminRoutes {
     if (path === 'settings/security') {
       if (method === 'GET') return this.sendSettings(res);
       if (method !== 'PATCH') throw methodNotAllowed(['GET', 'PATCH']);
-      const { settings } = await this.store.getSettings();
-      const change = applySettingsPatch(settings, await readJson(req));
-      await saveSettingsChange(this.store, change, now);
-      this.logger.info(
-        {
-          event: 'settings_changed',
-          by: who.sub,
-          invalidatedTokens: change.invalidatesTokens,
-          recalculatedLocks: change.recalculatesLocks,
-        },
-        'security settings changed',
-      );
+      await this.settings.update(await readJson(req), who.sub, 'api');
       return this.sendSettings(res);
     }
     if (path === 'settings/security/rotate-signing-key') {
@@ -284,7 +274,7 @@ export class AdminRoutes {
   }
 
   private async sendSettings(res: ServerResponse): Promise<true> {
-    const { settings } = await this.store.getSettings();
+    const { settings } = await this.settings.get();
     sendJson(res, 200, settings);
     return true;
   }

@@ -11,7 +11,7 @@ import { MINUTE_MS } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
 import type { IpDecision } from '../../../shared/ip-rules.js';
 import type { PlatformStore, Role, UserRecord } from '../store/store.js';
-import { accountActive, accountUsable } from './accounts.js';
+import { accountActive, accountUsable } from './account-rules.js';
 import { adminAccountKey, adminAddressKey, adminWaitPolicy } from './admin-waits.js';
 import { isLastUserManager, validityWaived } from './groups.js';
 import { nameKey } from './names.js';

@@ -8,7 +8,7 @@
 import type { Clock } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
 import { ROLES, type GroupPatch, type GroupRecord, type PlatformStore, type Role, type UserRecord } from '../store/store.js';
-import { accountActive, accountWindow, checkDescription, checkName, checkRole, invalid, userLockActive } from './accounts.js';
+import { accountActive, accountWindow, checkDescription, checkName, checkRole, invalid, userLockActive } from './account-rules.js';
 
 interface OperationSpec {
   name: string;

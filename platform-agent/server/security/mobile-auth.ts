@@ -15,7 +15,7 @@ import { MINUTE_MS } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
 import type { IpDecision } from '../../../shared/ip-rules.js';
 import type { PlatformStore, Role } from '../store/store.js';
-import { accountUsable } from './accounts.js';
+import { accountUsable } from './account-rules.js';
 import type { AuthService } from './auth.js';
 import type { SecuritySettings } from './settings.js';
 import { sha256 } from './tokens.js';

@@ -5,7 +5,6 @@
  */
 import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
-import type { PlatformStore, StoredSettings } from '../store/store.js';
 
 export interface Validity {
   days: number;
@@ -248,15 +247,6 @@ export function applySettingsPatch(current: SecuritySettings, patch: unknown): S
     recalculatesLocks:
       s.lockout.device_lock_minutes !== current.lockout.device_lock_minutes || s.lockout.user_lock_days !== current.lockout.user_lock_days,
   };
-}
-
-/** Saves a change with what it implies: every token voided, locks in force recalculated. */
-export function saveSettingsChange(store: PlatformStore, change: SettingsChange, now: number): Promise<StoredSettings> {
-  return store.saveSettings(change.next, {
-    invalidateTokens: change.invalidatesTokens,
-    recalculateLocks: change.recalculatesLocks ? lockoutPolicy(change.next) : null,
-    now,
-  });
 }
 
 /**

@@ -144,13 +144,14 @@ describe('relay connection at run time, against a real relay', () => {
 
   async function open(flags: RelayFlags, server = platform): Promise<RelayConnection> {
     const c = new RelayConnection({
-      platform: server,
+      target: server.streamTarget,
+      store: server.store,
       logger: log.logger,
       clock,
       flags,
       agent: agentConfig({ relays: [], token: '', trust: {}, reconnectMinMs: 20, reconnectMaxMs: 200, drainTimeoutMs: 500 }),
     });
-    server.attachRelayConnection(c);
+    server.attachRelayControl(c);
     await c.open();
     return c;
   }

@@ -49,13 +49,14 @@ async function open(adminThroughRelay = false): Promise<void> {
 async function withRelay(): Promise<string> {
   relay = await startRelay({ connectWaitMs: 200 });
   connection = new RelayConnection({
-    platform: server,
+    target: server.streamTarget,
+    store: server.store,
     logger: testLogger(),
     clock,
     flags: { relays: [`wss://localhost:${relay.ports!.tunnelPort}`], token: TOKEN, relay_fingerprint: relayFingerprint(), connections: 1 },
     agent: agentConfig({ relays: [], token: '', trust: {}, reconnectMinMs: 20, reconnectMaxMs: 200, drainTimeoutMs: 500 }),
   });
-  server.attachRelayConnection(connection);
+  server.attachRelayControl(connection);
   await connection.open();
   await until(() => relay!.registry.list().length === 1);
   return `http://127.0.0.1:${relay.ports!.httpPort}`;

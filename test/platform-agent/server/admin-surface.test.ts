@@ -12,7 +12,6 @@ import { ManualClock } from '../../../shared/clock.js';
 import { agentConfig } from '../../../platform-agent/agent/agent.js';
 import { PlatformServer, type PlatformServerOptions } from '../../../platform-agent/server/platform-server.js';
 import { RelayConnection } from '../../../platform-agent/agent/relay-connection.js';
-import { applySettingsPatch, saveSettingsChange } from '../../../platform-agent/server/security/settings.js';
 import type { Relay } from '../../../relay/relay.js';
 import { bearer, json, jsonRequest, relayFingerprint, startRelay, testLogger, TOKEN, until, type Reply } from '../../fixtures/harness.js';
 
@@ -49,13 +48,14 @@ async function openWorld(extra: Partial<PlatformServerOptions> = {}): Promise<Wo
   const password = (await platform.ensureAdmin())!.password;
   const { port } = await platform.listen('127.0.0.1', 0);
   const connection = new RelayConnection({
-    platform,
+    target: platform.streamTarget,
+    store: platform.store,
     logger: testLogger(),
     clock,
     flags: { relays: [`wss://localhost:${relay.ports!.tunnelPort}`], token: TOKEN, relay_fingerprint: relayFingerprint(), connections: 1 },
     agent: agentConfig({ relays: [], token: '', trust: {}, reconnectMinMs: 20, reconnectMaxMs: 200, drainTimeoutMs: 500 }),
   });
-  platform.attachRelayConnection(connection);
+  platform.attachRelayControl(connection);
   await connection.open();
   await until(() => relay.registry.list().length === 1);
   const world: World = {
@@ -75,8 +75,7 @@ const adminLogin = (base: string, password: string): Promise<Reply> =>
   jsonRequest(`${base}/admin/api/v1/auth/login`, 'POST', { username: 'admin', password });
 
 async function httpsForControlPanel(w: World): Promise<void> {
-  const { settings } = await w.platform.store.getSettings();
-  await saveSettingsChange(w.platform.store, applySettingsPatch(settings, { https: { control_panel: true } }), Date.now());
+  await w.platform.settings.update({ https: { control_panel: true } }, 'test', 'api');
 }
 
 describe('the admin API stays inside', () => {

@@ -94,7 +94,8 @@ describe('internal listener: Host check (DNS rebinding)', () => {
     await open('127.0.0.1');
     relay = await startRelay({ connectWaitMs: 200 });
     connection = new RelayConnection({
-      platform: server,
+      target: server.streamTarget,
+      store: server.store,
       logger: testLogger(),
       clock: new ManualClock(),
       flags: {
@@ -105,7 +106,7 @@ describe('internal listener: Host check (DNS rebinding)', () => {
       },
       agent: agentConfig({ relays: [], token: '', trust: {}, reconnectMinMs: 20, reconnectMaxMs: 200, drainTimeoutMs: 500 }),
     });
-    server.attachRelayConnection(connection);
+    server.attachRelayControl(connection);
     await connection.open();
     await until(() => relay!.registry.list().length === 1);
     // It reaches the platform server (401: no token), not a Host check.

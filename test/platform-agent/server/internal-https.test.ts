@@ -13,7 +13,6 @@ import { ManualClock } from '../../../shared/clock.js';
 import { fingerprintSha256 } from '../../../shared/certs.js';
 import type { MuxStream } from '../../../shared/mux/stream.js';
 import { PlatformServer } from '../../../platform-agent/server/platform-server.js';
-import { applySettingsPatch, saveSettingsChange } from '../../../platform-agent/server/security/settings.js';
 import { json, relayTls, request, testLogger, type Reply } from '../../fixtures/harness.js';
 
 const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
@@ -42,8 +41,7 @@ describe('internal listener: HTTP and HTTPS on one port, Encryption switches', (
   });
 
   async function encryption(patch: { api?: boolean; control_panel?: boolean }): Promise<void> {
-    const { settings } = await server.store.getSettings();
-    await saveSettingsChange(server.store, applySettingsPatch(settings, { https: patch }), clock.now());
+    await server.settings.update({ https: patch }, 'test', 'api');
   }
 
   it('serves plain HTTP and TLS on the same port, with a self-signed certificate made once in <data>/tls', async () => {
@@ -148,8 +146,7 @@ describe('internal listener: HTTP and HTTPS on one port, Encryption switches', (
     });
     try {
       expect(await tunnelGet(false, other)).toBe(200);
-      const { settings } = await other.store.getSettings();
-      await saveSettingsChange(other.store, applySettingsPatch(settings, { https: { control_panel: true } }), clock.now());
+      await other.settings.update({ https: { control_panel: true } }, 'test', 'api');
       expect(await tunnelGet(false, other)).toBe(403);
       expect(await tunnelGet(true, other)).toBe(200);
     } finally {

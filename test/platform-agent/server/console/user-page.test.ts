@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatUtc } from '../../../../platform-agent/server/security/accounts.js';
+import { formatUtc } from '../../../../platform-agent/server/security/account-rules.js';
 import {
   fieldMessage,
   formFields,

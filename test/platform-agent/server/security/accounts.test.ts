@@ -8,7 +8,7 @@ import {
   parseDate,
   userLockActive,
   userView,
-} from '../../../../platform-agent/server/security/accounts.js';
+} from '../../../../platform-agent/server/security/account-rules.js';
 import { verifyPassword } from '../../../../platform-agent/server/security/passwords.js';
 import { cloneSettings, defaultSettings, type SecuritySettings } from '../../../../platform-agent/server/security/settings.js';
 import type { UserRecord } from '../../../../platform-agent/server/store/store.js';

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../../../shared/clock.js';
-import { userView } from '../../../../platform-agent/server/security/accounts.js';
+import { userView } from '../../../../platform-agent/server/security/account-rules.js';
 import { DB_FILE } from '../../../../platform-agent/server/store/sqlite-store.js';
 import { PASSWORD, rejectsWith, useSecurityEnv, WRONG_PASSWORD } from './fixtures.js';
 

@@ -1,7 +1,9 @@
 /**
  * The error catalog. Every error the relay or the agent raises on purpose has a stable `code`
  * (never reused once retired), a default message, and where it applies an HTTP status or a
- * WebSocket close code. Tests assert on `code`, never on message text.
+ * WebSocket close code. Tests assert on `code`, never on message text. `RELAY_ERR_*` are the
+ * relay's, the tunnel's and those both processes raise; `PLATFORM_ERR_*` are the platform
+ * server's own. A client sees either without its prefix (`no_agent`, `invalid_credentials`).
  */
 
 /** WebSocket close codes used on the tunnel (RFC 6455 §7.4; 4000-4999 are ours). */
@@ -83,38 +85,8 @@ const catalog = {
   // configuration
   RELAY_ERR_CONFIG: { message: 'invalid configuration' },
 
-  // platform server HTTP API: clients see the code without the prefix (`invalid_credentials`)
-  RELAY_ERR_DEVICE_ID_REQUIRED: { message: 'the X-Device-Id header is required', httpStatus: 400 },
-  RELAY_ERR_DEVICE_ID_RESERVED: {
-    message: 'this X-Device-Id is a name the server gives its own devices (admin-console@…, mobile@…); choose another',
-    httpStatus: 400,
-  },
-  RELAY_ERR_INVALID_CREDENTIALS: { message: 'invalid username or password', httpStatus: 401 },
-  RELAY_ERR_DEVICE_LOCKED: { message: 'this device is locked after too many failed logins; try again later', httpStatus: 429 },
-  RELAY_ERR_TOO_MANY_ATTEMPTS: { message: 'too many login attempts from this address; try again later', httpStatus: 429 },
-  RELAY_ERR_IP_BLOCKED: { message: 'requests from this address are not allowed', httpStatus: 403 },
-  RELAY_ERR_INVALID_TOKEN: { message: 'the token is missing, invalid, expired or revoked', httpStatus: 401 },
-  RELAY_ERR_SESSION_EXPIRED: { message: 'the session was idle too long; log in again', httpStatus: 401 },
-  RELAY_ERR_AUTHENTICATOR_OFF: { message: 'this authenticator is switched off', httpStatus: 401 },
-  RELAY_ERR_FORBIDDEN: { message: 'this account may not do that', httpStatus: 403 },
-  RELAY_ERR_NOT_FOUND: { message: 'no such resource', httpStatus: 404 },
-  RELAY_ERR_METHOD_NOT_ALLOWED: { message: 'method not allowed on this resource', httpStatus: 405 },
-  RELAY_ERR_INVALID_JSON: { message: 'the request body is not valid JSON', httpStatus: 400 },
+  // raised by code both processes use (the request body limit, shared/ip-rule-files.ts)
   RELAY_ERR_BODY_TOO_LARGE: { message: 'the request body is too large', httpStatus: 413 },
-  RELAY_ERR_INVALID_REQUEST: { message: 'the request is not valid', httpStatus: 400 },
-  RELAY_ERR_INVALID_SETTING: { message: 'a setting is not valid', httpStatus: 400 },
-  RELAY_ERR_USER_EXISTS: { message: 'a user with that name already exists', httpStatus: 409 },
-  RELAY_ERR_USER_NOT_FOUND: { message: 'no such user', httpStatus: 404 },
-  RELAY_ERR_DEVICE_NOT_FOUND: { message: 'no such device', httpStatus: 404 },
-  RELAY_ERR_LAST_ADMIN: {
-    message: 'the last administrator who can manage users cannot be removed, demoted, locked, expired or lose admin.users',
-    httpStatus: 409,
-  },
-  RELAY_ERR_GROUP_EXISTS: { message: 'a user group with that name already exists', httpStatus: 409 },
-  RELAY_ERR_GROUP_NOT_FOUND: { message: 'no such user group', httpStatus: 404 },
-  RELAY_ERR_GROUP_IN_USE: { message: 'the user group still has users', httpStatus: 409 },
-  RELAY_ERR_HTTPS_REQUIRED: { message: 'this API is served over HTTPS only; use https://', httpStatus: 403 },
-  RELAY_ERR_BACKEND: { message: 'the backend application could not be reached', httpStatus: 502 },
   // IP rules saved through the admin API or the control panel (details say which list and why)
   RELAY_ERR_INVALID_IP_RULES: { message: 'the IP rules have lines that are not valid entries; nothing was saved', httpStatus: 400 },
   RELAY_ERR_IP_RULES_TOO_LARGE: { message: 'the IP rules are larger than the file size limit; nothing was saved', httpStatus: 413 },
@@ -123,10 +95,45 @@ const catalog = {
     httpStatus: 409,
   },
   RELAY_ERR_IP_RULES_WRITE: { message: 'the IP rules file could not be written; nothing was changed', httpStatus: 500 },
-  RELAY_ERR_STORE: { message: 'the data folder cannot be used' },
+
+  // platform server (platform-agent/server/): clients see the code without the prefix (`invalid_credentials`)
+  PLATFORM_ERR_DEVICE_ID_REQUIRED: { message: 'the X-Device-Id header is required', httpStatus: 400 },
+  PLATFORM_ERR_DEVICE_ID_RESERVED: {
+    message: 'this X-Device-Id is a name the server gives its own devices (admin-console@…, mobile@…); choose another',
+    httpStatus: 400,
+  },
+  PLATFORM_ERR_INVALID_CREDENTIALS: { message: 'invalid username or password', httpStatus: 401 },
+  PLATFORM_ERR_DEVICE_LOCKED: { message: 'this device is locked after too many failed logins; try again later', httpStatus: 429 },
+  PLATFORM_ERR_TOO_MANY_ATTEMPTS: { message: 'too many login attempts from this address; try again later', httpStatus: 429 },
+  PLATFORM_ERR_IP_BLOCKED: { message: 'requests from this address are not allowed', httpStatus: 403 },
+  PLATFORM_ERR_INVALID_TOKEN: { message: 'the token is missing, invalid, expired or revoked', httpStatus: 401 },
+  PLATFORM_ERR_SESSION_EXPIRED: { message: 'the session was idle too long; log in again', httpStatus: 401 },
+  PLATFORM_ERR_AUTHENTICATOR_OFF: { message: 'this authenticator is switched off', httpStatus: 401 },
+  PLATFORM_ERR_FORBIDDEN: { message: 'this account may not do that', httpStatus: 403 },
+  PLATFORM_ERR_NOT_FOUND: { message: 'no such resource', httpStatus: 404 },
+  PLATFORM_ERR_METHOD_NOT_ALLOWED: { message: 'method not allowed on this resource', httpStatus: 405 },
+  PLATFORM_ERR_INVALID_JSON: { message: 'the request body is not valid JSON', httpStatus: 400 },
+  PLATFORM_ERR_INVALID_REQUEST: { message: 'the request is not valid', httpStatus: 400 },
+  PLATFORM_ERR_INVALID_SETTING: { message: 'a setting is not valid', httpStatus: 400 },
+  PLATFORM_ERR_USER_EXISTS: { message: 'a user with that name already exists', httpStatus: 409 },
+  PLATFORM_ERR_USER_NOT_FOUND: { message: 'no such user', httpStatus: 404 },
+  PLATFORM_ERR_DEVICE_NOT_FOUND: { message: 'no such device', httpStatus: 404 },
+  PLATFORM_ERR_LAST_ADMIN: {
+    message: 'the last administrator who can manage users cannot be removed, demoted, locked, expired or lose admin.users',
+    httpStatus: 409,
+  },
+  PLATFORM_ERR_GROUP_EXISTS: { message: 'a user group with that name already exists', httpStatus: 409 },
+  PLATFORM_ERR_GROUP_NOT_FOUND: { message: 'no such user group', httpStatus: 404 },
+  PLATFORM_ERR_GROUP_IN_USE: { message: 'the user group still has users', httpStatus: 409 },
+  PLATFORM_ERR_HTTPS_REQUIRED: { message: 'this API is served over HTTPS only; use https://', httpStatus: 403 },
+  PLATFORM_ERR_BACKEND: { message: 'the backend application could not be reached', httpStatus: 502 },
+  PLATFORM_ERR_STORE: { message: 'the data folder cannot be used' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof catalog;
+
+/** Every code in the catalog. */
+export const errorCodes: readonly ErrorCode[] = Object.freeze(Object.keys(catalog) as ErrorCode[]);
 
 /** An error with a stable code from the catalog. */
 export class RelayError extends Error {
@@ -159,9 +166,9 @@ export function describeError(code: ErrorCode): ErrorSpec {
   return catalog[code];
 }
 
-/** The code a client sees in a JSON error body: `RELAY_ERR_NO_AGENT` -> `no_agent`. */
+/** The code a client sees in a JSON error body: `RELAY_ERR_NO_AGENT` -> `no_agent`, `PLATFORM_ERR_USER_EXISTS` -> `user_exists`. */
 export function publicCode(code: ErrorCode): string {
-  return code.replace(/^RELAY_ERR_/, '').toLowerCase();
+  return code.replace(/^(RELAY|PLATFORM)_ERR_/, '').toLowerCase();
 }
 
 export function isRelayError(err: unknown): err is RelayError {

@@ -33,7 +33,7 @@ const MAX_PASSWORD_INPUT_BYTES = 4 * 1024;
 // ------------------------------------------------------------- password input
 
 function passwordError(message: string): RelayError {
-  return new RelayError('RELAY_ERR_INVALID_REQUEST', `password: ${message}`, { details: { field: 'password' } });
+  return new RelayError('PLATFORM_ERR_INVALID_REQUEST', `password: ${message}`, { details: { field: 'password' } });
 }
 
 /** One line typed on the terminal with echo off; the prompt goes to stderr so stdout stays clean for --json. */
@@ -132,7 +132,7 @@ interface Ctx {
 function openStore(dir: string, create: boolean): SqliteStore {
   if (!create && !existsSync(join(dir, DB_FILE)))
     throw new RelayError(
-      'RELAY_ERR_STORE',
+      'PLATFORM_ERR_STORE',
       `--data ${dir}: no ${DB_FILE} there; give the platform's data folder (created by "platform-agent start" or "platform-agent user add")`,
     );
   return new SqliteStore(dir);
@@ -173,7 +173,7 @@ function withStoreOptions<T>(y: Argv<T>) {
 
 async function requireUser(ctx: Ctx, username: string): Promise<UserRecord> {
   const user = await ctx.store.getUser(username);
-  if (!user) throw new RelayError('RELAY_ERR_USER_NOT_FOUND', `no such user: ${username}`);
+  if (!user) throw new RelayError('PLATFORM_ERR_USER_NOT_FOUND', `no such user: ${username}`);
   return user;
 }
 
@@ -208,14 +208,14 @@ function groupFields(argv: Args): Record<string, string | null> {
 /** A named group must exist before a password is asked for; whether it suits the role the store checks with the write. */
 async function requireGroupOption(ctx: Ctx, fields: Record<string, string | null>): Promise<void> {
   if (typeof fields.group === 'string' && !(await ctx.store.getGroup(fields.group)))
-    throw new RelayError('RELAY_ERR_INVALID_REQUEST', `group: no such group: ${fields.group}`, { details: { field: 'group' } });
+    throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', `group: no such group: ${fields.group}`, { details: { field: 'group' } });
 }
 
 async function userAdd(ctx: Ctx, argv: Args): Promise<void> {
   const username = checkUsername(String(argv.username));
   const validity = validityFields(argv);
   const grouping = groupFields(argv);
-  if (await ctx.store.getUser(username)) throw new RelayError('RELAY_ERR_USER_EXISTS', `user ${username} already exists`);
+  if (await ctx.store.getUser(username)) throw new RelayError('PLATFORM_ERR_USER_EXISTS', `user ${username} already exists`);
   await requireGroupOption(ctx, grouping);
   const password = await readPassword();
   await printUser(ctx, await ctx.accounts.create({ username, password, role: argv.role, ...validity, ...grouping }));
@@ -452,7 +452,7 @@ async function deviceList(ctx: Ctx, argv: Args): Promise<void> {
 
 async function deviceUnlock(ctx: Ctx, argv: Args): Promise<void> {
   const deviceId = String(argv.deviceId);
-  if (!(await ctx.store.unlockDevice(deviceId))) throw new RelayError('RELAY_ERR_DEVICE_NOT_FOUND', `no such device: ${deviceId}`);
+  if (!(await ctx.store.unlockDevice(deviceId))) throw new RelayError('PLATFORM_ERR_DEVICE_NOT_FOUND', `no such device: ${deviceId}`);
   if (ctx.json) printJson({ unlocked: deviceId });
   else print(`device ${deviceId} unlocked, its failure count cleared`);
 }

@@ -363,9 +363,9 @@ export class PlatformServer {
         if (!hostCheck) throw new RelayError('RELAY_ERR_MISDIRECTED');
         hostCheck.check(req);
       }
-      if (ctx.ipDecision === 'blacklisted') throw new RelayError('RELAY_ERR_IP_BLOCKED');
+      if (ctx.ipDecision === 'blacklisted') throw new RelayError('PLATFORM_ERR_IP_BLOCKED');
       if (malformed) throw new RelayError('RELAY_ERR_BAD_REQUEST', 'malformed percent-encoding in the path');
-      if (!(await this.route(req, res, path, ctx))) throw new RelayError('RELAY_ERR_NOT_FOUND');
+      if (!(await this.route(req, res, path, ctx))) throw new RelayError('PLATFORM_ERR_NOT_FOUND');
     } catch (err) {
       if (!(err instanceof RelayError)) this.logger.error({ event: 'request_failed', path, err: (err as Error).stack }, 'request failed');
       sendError(res, err);
@@ -388,21 +388,21 @@ export class PlatformServer {
     if ((isConsole || isAdminApi) && !adminServed) return false;
     if ((isApi || adminServed) && !isTls(req.socket)) {
       const { https: encryption } = (await this.store.getSettings()).settings;
-      if (isApi && encryption.api) throw new RelayError('RELAY_ERR_HTTPS_REQUIRED');
+      if (isApi && encryption.api) throw new RelayError('PLATFORM_ERR_HTTPS_REQUIRED');
       if (adminServed && encryption.control_panel) {
         // An API client is told, not redirected (a redirected POST would resend its password in the clear first).
         if (isAdminApi)
-          throw new RelayError('RELAY_ERR_HTTPS_REQUIRED', 'the admin API is served over HTTPS only (HTTPS for the Control Panel is on)');
+          throw new RelayError('PLATFORM_ERR_HTTPS_REQUIRED', 'the admin API is served over HTTPS only (HTTPS for the Control Panel is on)');
         // The relay's HTTP and HTTPS ports differ: no same-port redirect for a tunnel stream.
         if (!internal)
-          throw new RelayError('RELAY_ERR_HTTPS_REQUIRED', "the control panel is served over HTTPS only; use the relay's HTTPS port");
+          throw new RelayError('PLATFORM_ERR_HTTPS_REQUIRED', "the control panel is served over HTTPS only; use the relay's HTTPS port");
         redirectToHttps(req, res);
         return true;
       }
     }
     if (path.startsWith(ADMIN_PREFIX)) return this.adminRoutes.handle(req, res, path.slice(ADMIN_PREFIX.length), ctx);
     const post = (): void => {
-      if (method !== 'POST') throw new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'use POST', { details: { allowed: ['POST'] } });
+      if (method !== 'POST') throw new RelayError('PLATFORM_ERR_METHOD_NOT_ALLOWED', 'use POST', { details: { allowed: ['POST'] } });
     };
     switch (path) {
       case '/api/v1/auth/login':
@@ -422,7 +422,7 @@ export class PlatformServer {
     if (!isApi) return false;
     const who = await this.authRoutes.identify(req, ctx);
     if (path === '/api/v1/me') {
-      if (method !== 'GET') throw new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'use GET', { details: { allowed: ['GET'] } });
+      if (method !== 'GET') throw new RelayError('PLATFORM_ERR_METHOD_NOT_ALLOWED', 'use GET', { details: { allowed: ['GET'] } });
       await this.groups.authorize(who.username, 'profile.read');
       await this.authRoutes.me(res, who);
       return true;
@@ -474,7 +474,7 @@ export function routePath(url: string | undefined): { path: string; malformed: b
  */
 function redirectToHttps(req: IncomingMessage, res: ServerResponse): void {
   const host = req.headers.host ?? '';
-  if (!HOST_HEADER.test(host)) throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'the Host header is missing or not a host name');
+  if (!HOST_HEADER.test(host)) throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', 'the Host header is missing or not a host name');
   const location = `https://${host}${req.url ?? '/'}`;
   res.writeHead(308, { location, 'content-length': 0, 'cache-control': 'no-store' });
   res.end();

@@ -58,7 +58,7 @@ export const defaultRelayConnection: Readonly<RelayConnectionSettings> = Object.
 });
 
 function invalid(field: string, message: string): RelayError {
-  return new RelayError('RELAY_ERR_INVALID_SETTING', `${field}: ${message}`, { details: { field } });
+  return new RelayError('PLATFORM_ERR_INVALID_SETTING', `${field}: ${message}`, { details: { field } });
 }
 
 /** What is wrong with a relay tunnel URL, or null when it is a good `wss://` URL. */
@@ -87,7 +87,7 @@ export function storedRelayConnection(value: unknown): RelayConnectionSettings |
 /**
  * Applies a partial update (the admin API's PATCH body, or the page's form) to `current`.
  * `token` absent keeps the token; null clears it — but a change of the relays, the CA or the pin
- * needs the token given again (it would be sent to the new place). Throws RELAY_ERR_INVALID_SETTING
+ * needs the token given again (it would be sent to the new place). Throws PLATFORM_ERR_INVALID_SETTING
  * naming the first bad field; `current` is never changed. Turning the connection on needs a relay and a
  * token (unless `checkEnabled` is false, or the flags supply them: `effective`).
  */

@@ -4,10 +4,11 @@
  * dist/ is current.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_AUDIT_FILE } from '../../platform-agent/server/admin-cli.js';
 import { verifyPassword } from '../../platform-agent/server/security/passwords.js';
 import { lockoutPolicy } from '../../platform-agent/server/security/settings.js';
 import { SqliteStore } from '../../platform-agent/server/store/sqlite-store.js';
@@ -387,6 +388,26 @@ describe('platform-agent settings …', () => {
     const after = await withStore((store) => store.getSettings());
     expect(after.tokenGeneration).toBe(before.tokenGeneration + 1);
     expect(after.settings.api_token_validity).toEqual({ days: 7, hours: 0 });
+  });
+
+  it('writes the audit line the server would, to cli-audit.log in the data folder, and nothing for no change', async () => {
+    const file = join(dataDir, CLI_AUDIT_FILE);
+    const before = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0;
+    expect((await cli(['settings', 'set', 'lockout.user_lock_days=3'])).code).toBe(0);
+    expect((await cli(['settings', 'set', 'lockout.user_lock_days=3'])).stdout).toContain('no change');
+    const lines = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .slice(before)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      event: 'settings_changed',
+      via: 'cli',
+      settings: ['lockout.user_lock_days'],
+      recalculatedLocks: true,
+    });
+    expect(String(lines[0]!.by)).toMatch(/\(cli\)$/);
   });
 
   it('refuses a bad setting with status 1 and a message naming the field, changing nothing', async () => {

@@ -113,7 +113,7 @@ async function readForm(req: IncomingMessage, limit = MAX_FORM_BYTES): Promise<U
   const type = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
   if (type !== 'application/x-www-form-urlencoded') {
     req.resume();
-    throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'expected a form (application/x-www-form-urlencoded)');
+    throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', 'expected a form (application/x-www-form-urlencoded)');
   }
   return new URLSearchParams((await readBody(req, limit)).toString('utf8'));
 }
@@ -459,7 +459,7 @@ export class ConsoleRoutes {
     } catch (err) {
       if (!(err instanceof RelayError) || err.httpStatus === undefined) throw err;
       const message =
-        err.code === 'RELAY_ERR_INVALID_CREDENTIALS'
+        err.code === 'PLATFORM_ERR_INVALID_CREDENTIALS'
           ? 'Wrong user name or password, or the account may not log in here.'
           : err.retryAfterSeconds !== undefined
             ? `${err.message}. Try again in ${waitText(err.retryAfterSeconds)}.`
@@ -504,7 +504,7 @@ export class ConsoleRoutes {
 
   private async saveRelay(res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
     const relay = this.host.relay();
-    if (!relay) throw new RelayError('RELAY_ERR_NOT_FOUND', 'this platform server has no relay connection to manage');
+    if (!relay) throw new RelayError('PLATFORM_ERR_NOT_FOUND', 'this platform server has no relay connection to manage');
     const values = relayValuesFromForm(form);
     try {
       await relay.update(
@@ -758,11 +758,11 @@ export class ConsoleRoutes {
       err.httpStatus === undefined ||
       err.httpStatus === 401 ||
       err.httpStatus === 403 ||
-      err.code === 'RELAY_ERR_USER_NOT_FOUND'
+      err.code === 'PLATFORM_ERR_USER_NOT_FOUND'
     )
       throw err;
     let field = typeof err.details?.field === 'string' ? err.details.field : undefined;
-    if (field === undefined && err.code === 'RELAY_ERR_USER_EXISTS') field = 'username';
+    if (field === undefined && err.code === 'PLATFORM_ERR_USER_EXISTS') field = 'username';
     if (field !== undefined && formFields(username === null).includes(field))
       await this.userPage(res, session, err.httpStatus, username, { ...kept, error: { field, message: fieldMessage(field, err.message) } });
     else await this.userPage(res, session, err.httpStatus, username, { ...kept, alert: `${what}: ${err.message}.` });
@@ -874,7 +874,7 @@ export class ConsoleRoutes {
   ): Promise<void> {
     if (!(err instanceof RelayError) || err.httpStatus === undefined || err.httpStatus === 401 || err.httpStatus === 403) throw err;
     let field = typeof err.details?.field === 'string' ? err.details.field : undefined;
-    if (field === undefined && err.code === 'RELAY_ERR_GROUP_EXISTS') field = 'name';
+    if (field === undefined && err.code === 'PLATFORM_ERR_GROUP_EXISTS') field = 'name';
     const message = sentence(field ? err.message.replace(`${field}: `, '') : err.message);
     const kept = {
       ...(values && form.kind === 'new' ? { newValues: values } : {}),
@@ -926,7 +926,7 @@ export class ConsoleRoutes {
       this.logger.info({ event: 'group_deleted', group: name, by: session.claims.sub, via: 'console' }, 'user group deleted');
       redirect(res, `/console/groups?deleted=${encodeURIComponent(name)}`);
     } catch (err) {
-      if (err instanceof RelayError && err.code === 'RELAY_ERR_GROUP_IN_USE') {
+      if (err instanceof RelayError && err.code === 'PLATFORM_ERR_GROUP_IN_USE') {
         const users = await this.store.countUsersInGroup(name);
         const alert = `Group ${name} cannot be deleted: it still has ${users} ${users === 1 ? 'user' : 'users'}. Move them to another group first.`;
         await this.groupsPage(res, session, 409, { alert });
@@ -945,7 +945,7 @@ export class ConsoleRoutes {
 
   /** Unlocks a device and goes back to the list as it was searched. */
   private async unlockDevice(res: ServerResponse, session: Session, deviceId: string, q: string): Promise<void> {
-    if (!(await this.store.unlockDevice(deviceId))) throw new RelayError('RELAY_ERR_DEVICE_NOT_FOUND');
+    if (!(await this.store.unlockDevice(deviceId))) throw new RelayError('PLATFORM_ERR_DEVICE_NOT_FOUND');
     this.logger.info({ event: 'device_unlocked', deviceId, by: session.claims.sub, via: 'console' }, 'device unlocked');
     redirect(res, `/console/devices?${q ? `q=${encodeURIComponent(q)}&` : ''}unlocked=${encodeURIComponent(deviceId)}`);
   }
@@ -966,7 +966,7 @@ function pathSegment(raw: string): string | null {
 }
 
 function passwordMismatch(): RelayError {
-  return new RelayError('RELAY_ERR_INVALID_REQUEST', PASSWORD_MISMATCH, { details: { field: REPEAT_FIELD } });
+  return new RelayError('PLATFORM_ERR_INVALID_REQUEST', PASSWORD_MISMATCH, { details: { field: REPEAT_FIELD } });
 }
 
 function userNotice(query: URLSearchParams): string | null {

@@ -42,7 +42,7 @@ export function deviceView(d: DeviceRecord, now: number): Record<string, unknown
 }
 
 function methodNotAllowed(allowed: string[]): RelayError {
-  return new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')}`, { details: { allowed } });
+  return new RelayError('PLATFORM_ERR_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')}`, { details: { allowed } });
 }
 
 /** The operation an admin route needs, or null when `path` is no admin route (404). */
@@ -71,7 +71,7 @@ export class AdminRoutes {
 
   private async admin(req: IncomingMessage): Promise<TokenClaims> {
     const token = bearerToken(req);
-    if (!token) throw new RelayError('RELAY_ERR_INVALID_TOKEN', 'an administrator access token is required');
+    if (!token) throw new RelayError('PLATFORM_ERR_INVALID_TOKEN', 'an administrator access token is required');
     return this.auth.authenticate(token, 'admin');
   }
 
@@ -115,7 +115,7 @@ export class AdminRoutes {
     if (path === 'settings/relay') {
       const relay = this.relay();
       if (!relay)
-        throw new RelayError('RELAY_ERR_NOT_FOUND', 'this platform server has no relay connection to manage (it runs without the agent)');
+        throw new RelayError('PLATFORM_ERR_NOT_FOUND', 'this platform server has no relay connection to manage (it runs without the agent)');
       if (method === 'PATCH') await relay.update(await readJson(req), who.sub, 'api');
       else if (method !== 'GET') throw methodNotAllowed(['GET', 'PATCH']);
       sendJson(res, 200, relay.view());
@@ -169,13 +169,13 @@ export class AdminRoutes {
     if (id === undefined) {
       if (method !== 'GET') throw methodNotAllowed(['GET']);
       const user = new URL(req.url ?? '/', 'http://admin.invalid').searchParams.get('user');
-      if (user === '') throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'user: give a user name', { details: { field: 'user' } });
+      if (user === '') throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', 'user: give a user name', { details: { field: 'user' } });
       const devices = await this.store.listDevices(user === null ? {} : { username: user });
       sendJson(res, 200, { devices: devices.map((d) => deviceView(d, now)) });
       return true;
     }
     const device = await this.store.getDevice(id);
-    if (!device) throw new RelayError('RELAY_ERR_DEVICE_NOT_FOUND');
+    if (!device) throw new RelayError('PLATFORM_ERR_DEVICE_NOT_FOUND');
     if (method === 'GET') {
       sendJson(res, 200, deviceView(device, now));
       return true;
@@ -183,7 +183,7 @@ export class AdminRoutes {
     if (method !== 'PATCH') throw methodNotAllowed(['GET', 'PATCH']);
     const body = await readJson(req);
     if (body.locked !== false || Object.keys(body).length !== 1)
-      throw new RelayError('RELAY_ERR_INVALID_REQUEST', 'locked: only {"locked": false} (unlock) is accepted', {
+      throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', 'locked: only {"locked": false} (unlock) is accepted', {
         details: { field: 'locked' },
       });
     await this.store.unlockDevice(id);
@@ -297,7 +297,7 @@ const IP_RULES_FIELDS = new Set(['text', 'confirm_self_block']);
 /** The body of `PUT ip-rules/<list>`. */
 function ipRulesBody(body: Record<string, unknown>): { text: string; confirmSelfBlock: boolean } {
   const invalid = (field: string, message: string): RelayError =>
-    new RelayError('RELAY_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
+    new RelayError('PLATFORM_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
   const unknown = Object.keys(body).find((key) => !IP_RULES_FIELDS.has(key));
   if (unknown !== undefined) throw invalid(unknown, 'unknown field; expected "text" and optionally "confirm_self_block"');
   if (typeof body.text !== 'string') throw invalid('text', 'expected a string: the whole file, one entry a line (empty for an empty list)');

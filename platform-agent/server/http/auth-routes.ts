@@ -47,12 +47,12 @@ export function deviceId(req: IncomingMessage, required: boolean): string | null
   if (v === undefined || v.length > MAX_DEVICE_ID || !/^[\x21-\x7e]+$/.test(v)) {
     if (required)
       throw new RelayError(
-        'RELAY_ERR_DEVICE_ID_REQUIRED',
+        'PLATFORM_ERR_DEVICE_ID_REQUIRED',
         `the X-Device-Id header is required (1-${MAX_DEVICE_ID} visible ASCII characters)`,
       );
     return null;
   }
-  if (RESERVED_DEVICE_ID.test(v)) throw new RelayError('RELAY_ERR_DEVICE_ID_RESERVED');
+  if (RESERVED_DEVICE_ID.test(v)) throw new RelayError('PLATFORM_ERR_DEVICE_ID_RESERVED');
   return v;
 }
 
@@ -85,7 +85,7 @@ export class AuthRoutes {
 
   async logout(req: IncomingMessage, res: ServerResponse, audience: 'api' | 'admin'): Promise<void> {
     const token = bearerToken(req);
-    if (!token) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
+    if (!token) throw new RelayError('PLATFORM_ERR_INVALID_TOKEN');
     await this.auth.logout(await this.auth.authenticate(token, audience));
     sendNoContent(res);
   }
@@ -131,7 +131,7 @@ export class AuthRoutes {
       ipDecision: ctx.ipDecision,
     });
     if (!result)
-      throw new RelayError('RELAY_ERR_INVALID_TOKEN', 'authentication required: a Bearer access token or a mobile authenticator');
+      throw new RelayError('PLATFORM_ERR_INVALID_TOKEN', 'authentication required: a Bearer access token or a mobile authenticator');
     const responseHeaders: Record<string, string> = {};
     if (result.newSessionId) {
       const secure = this.secureCookies(req) ? '; Secure' : '';

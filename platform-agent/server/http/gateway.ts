@@ -65,7 +65,7 @@ export class Gateway {
     });
     this.proxy.on('error', (err, _req, res) => {
       logger.warn({ event: 'backend_error', err: (err as Error).message }, 'backend request failed');
-      if (res instanceof http.ServerResponse) sendError(res, new RelayError('RELAY_ERR_BACKEND'));
+      if (res instanceof http.ServerResponse) sendError(res, new RelayError('PLATFORM_ERR_BACKEND'));
       else res.destroy();
     });
   }

@@ -66,10 +66,10 @@ export async function readJson(req: IncomingMessage, limit = MAX_JSON_BODY_BYTES
   try {
     value = JSON.parse(body.toString('utf8'));
   } catch {
-    throw new RelayError('RELAY_ERR_INVALID_JSON');
+    throw new RelayError('PLATFORM_ERR_INVALID_JSON');
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value))
-    throw new RelayError('RELAY_ERR_INVALID_JSON', 'the request body must be a JSON object');
+    throw new RelayError('PLATFORM_ERR_INVALID_JSON', 'the request body must be a JSON object');
   return value as Record<string, unknown>;
 }
 
@@ -98,7 +98,7 @@ export function header(req: IncomingMessage, name: string): string | undefined {
 export function stringField(body: Record<string, unknown>, field: string, max = 1024): string {
   const v = body[field];
   if (typeof v !== 'string' || v === '' || v.length > max)
-    throw new RelayError('RELAY_ERR_INVALID_REQUEST', `${field}: expected a non-empty string of at most ${max} characters`, {
+    throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', `${field}: expected a non-empty string of at most ${max} characters`, {
       details: { field },
     });
   return v;

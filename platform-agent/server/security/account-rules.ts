@@ -15,9 +15,9 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 /** Longest description of a user or a group, in characters. */
 export const MAX_DESCRIPTION_CHARS = 500;
 
-/** A 400 RELAY_ERR_INVALID_REQUEST naming `field`. */
+/** A 400 PLATFORM_ERR_INVALID_REQUEST naming `field`. */
 export function invalid(field: string, message: string): RelayError {
-  return new RelayError('RELAY_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
+  return new RelayError('PLATFORM_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
 }
 
 /** A user or group name: 1-64 letters, digits and `. _ @ -`, not starting with a sign. */

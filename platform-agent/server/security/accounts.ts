@@ -55,7 +55,7 @@ export class Accounts {
 
   async get(username: string): Promise<UserRecord> {
     const user = await this.store.getUser(username);
-    if (!user) throw new RelayError('RELAY_ERR_USER_NOT_FOUND');
+    if (!user) throw new RelayError('PLATFORM_ERR_USER_NOT_FOUND');
     return user;
   }
 
@@ -109,7 +109,7 @@ export class Accounts {
         lockedUntil: lockDefaultMs === undefined ? null : now + lockDefaultMs,
       });
     }
-    if (!result) throw new RelayError('RELAY_ERR_USER_NOT_FOUND');
+    if (!result) throw new RelayError('PLATFORM_ERR_USER_NOT_FOUND');
     return result;
   }
 

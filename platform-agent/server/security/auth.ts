@@ -2,7 +2,7 @@
  * The login rules, in the order a login meets them: address limits, device lock, password,
  * account state, then the failure bookkeeping (device lock, user lock) or the token pair.
  * Every wrong answer looks the same from outside: unknown user, wrong password, locked user and
- * expired account all fail with RELAY_ERR_INVALID_CREDENTIALS after the same scrypt work.
+ * expired account all fail with PLATFORM_ERR_INVALID_CREDENTIALS after the same scrypt work.
  * Nothing here knows HTTP; routes translate.
  */
 import { createHmac, randomBytes } from 'node:crypto';
@@ -74,7 +74,7 @@ export class AuthService {
 
   /**
    * Checks an attempt against every rule and records its outcome. Returns the user on success;
-   * throws RELAY_ERR_IP_BLOCKED, _TOO_MANY_ATTEMPTS, _DEVICE_LOCKED (with retry-after) or
+   * throws PLATFORM_ERR_IP_BLOCKED, _TOO_MANY_ATTEMPTS, _DEVICE_LOCKED (with retry-after) or
    * _INVALID_CREDENTIALS. Shared by the JSON login and the `Authorization: Mobile` authenticator.
    *
    * The device id is the client's claim: failures and locks count per (user, device), so a client
@@ -86,13 +86,13 @@ export class AuthService {
   async checkCredentials(a: Omit<LoginAttempt, 'audience'> & { requireRole?: Role }): Promise<UserRecord> {
     const now = this.clock.now();
     const settings = await this.settings();
-    if (a.ipDecision === 'blacklisted') throw new RelayError('RELAY_ERR_IP_BLOCKED');
+    if (a.ipDecision === 'blacklisted') throw new RelayError('PLATFORM_ERR_IP_BLOCKED');
     let attemptId: number | null = null;
     if (a.ipDecision !== 'whitelisted') {
       const hit = await this.store.hitIpAttempt(a.ip, now, MINUTE_MS, settings.ip_login_attempts_per_minute);
       if (!hit.allowed) {
         this.onEvent({ event: 'ip_limited', ip: a.ip });
-        throw new RelayError('RELAY_ERR_TOO_MANY_ATTEMPTS', undefined, { retryAfterSeconds: Math.ceil(hit.retryAfterMs / 1000) });
+        throw new RelayError('PLATFORM_ERR_TOO_MANY_ATTEMPTS', undefined, { retryAfterSeconds: Math.ceil(hit.retryAfterMs / 1000) });
       }
       attemptId = hit.attemptId;
     }
@@ -103,12 +103,12 @@ export class AuthService {
     const who = user?.username ?? nameKey(a.username);
     const lockedUntil = await this.store.deviceLockedUntil(a.deviceId, who, now);
     if (lockedUntil !== null)
-      throw new RelayError('RELAY_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(lockedUntil, now) });
+      throw new RelayError('PLATFORM_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(lockedUntil, now) });
 
     const passwordOk = await verifyPassword(a.password, user?.passwordHash ?? (await this.dummyHash));
     const roleOk = !a.requireRole || user?.role === a.requireRole;
     const deviceLocked = (until: number): RelayError =>
-      new RelayError('RELAY_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(until, this.clock.now()) });
+      new RelayError('PLATFORM_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(until, this.clock.now()) });
     const usable = user !== null && ((await this.usable(user, settings)) || (await this.smartExempt(user, a.deviceId, settings)));
     // Guesses sent at once all pass the lock check above while their scrypt runs; the store decides
     // again, atomically, so that once the device is locked no outcome (right or wrong) is revealed.
@@ -128,7 +128,7 @@ export class AuthService {
     if (result.deviceLockedNow && result.deviceLockedUntil !== null)
       this.onEvent({ event: 'device_locked', deviceId: a.deviceId, username: a.username, until: result.deviceLockedUntil });
     if (result.userLockedUntil !== null) this.onEvent({ event: 'user_locked', username: a.username, until: result.userLockedUntil });
-    throw new RelayError('RELAY_ERR_INVALID_CREDENTIALS');
+    throw new RelayError('PLATFORM_ERR_INVALID_CREDENTIALS');
   }
 
   /**
@@ -163,7 +163,7 @@ export class AuthService {
   /**
    * The administrators' rule (security/admin-waits.ts): the attempt is counted per address and per
    * account name before the password is looked at; one made during a wait gets
-   * RELAY_ERR_TOO_MANY_ATTEMPTS with its retry-after and no password check. Devices are recorded
+   * PLATFORM_ERR_TOO_MANY_ATTEMPTS with its retry-after and no password check. Devices are recorded
    * but never counted or locked, nor is the account. The last administrator who can manage users
    * has no per-account wait on the internal listener: however many guesses arrive through the
    * relay, that administrator can still log in from inside (the per-address wait still applies).
@@ -179,7 +179,7 @@ export class AuthService {
     const hit = await this.store.hitAdminLogin(keys, this.clock.now(), adminWaitPolicy);
     if (!hit.allowed) {
       this.onEvent({ event: 'admin_login_delayed', username: a.username, ip: a.ip, retryAfterMs: hit.retryAfterMs });
-      throw new RelayError('RELAY_ERR_TOO_MANY_ATTEMPTS', 'too many failed administrator logins; wait before trying again', {
+      throw new RelayError('PLATFORM_ERR_TOO_MANY_ATTEMPTS', 'too many failed administrator logins; wait before trying again', {
         retryAfterSeconds: Math.max(1, Math.ceil(hit.retryAfterMs / 1000)),
       });
     }
@@ -192,7 +192,7 @@ export class AuthService {
       return user;
     }
     this.onEvent({ event: 'login_failed', username: a.username, deviceId: a.deviceId, ip: a.ip });
-    throw new RelayError('RELAY_ERR_INVALID_CREDENTIALS');
+    throw new RelayError('PLATFORM_ERR_INVALID_CREDENTIALS');
   }
 
   /** Unlocked and valid now; the last administrator who can manage users is never expired (security/groups.ts). */
@@ -212,15 +212,15 @@ export class AuthService {
   private async usableUser(claims: TokenClaims): Promise<UserRecord> {
     const user = await this.store.getLoginUser(claims.sub);
     const settings = await this.settings();
-    if (!user || user.role !== claims.role) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
+    if (!user || user.role !== claims.role) throw new RelayError('PLATFORM_ERR_INVALID_TOKEN');
     if (!(await this.usable(user, settings)) && !(await this.smartExempt(user, claims.did, settings)))
-      throw new RelayError('RELAY_ERR_INVALID_TOKEN');
+      throw new RelayError('PLATFORM_ERR_INVALID_TOKEN');
     return user;
   }
 
   /**
    * Verifies an access token for `audience` and the account behind it. For administrators, also
-   * the inactivity timeout: a token idle longer fails with RELAY_ERR_SESSION_EXPIRED; any use
+   * the inactivity timeout: a token idle longer fails with PLATFORM_ERR_SESSION_EXPIRED; any use
    * moves its family's last activity.
    */
   async authenticate(token: string, audience: Audience): Promise<TokenClaims> {
@@ -230,10 +230,10 @@ export class AuthService {
       const now = this.clock.now();
       const idleMs = inactivityMs((await this.settings()).admin_inactivity_timeout);
       const family = await this.store.getFamily(claims.fam);
-      if (!family) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
+      if (!family) throw new RelayError('PLATFORM_ERR_INVALID_TOKEN');
       if (idleMs !== null && now - family.lastUsedAt > idleMs) {
         await this.store.revokeFamily(claims.fam, now);
-        throw new RelayError('RELAY_ERR_SESSION_EXPIRED');
+        throw new RelayError('PLATFORM_ERR_SESSION_EXPIRED');
       }
       await this.store.touchFamily(claims.fam, now);
     }
@@ -250,13 +250,13 @@ export class AuthService {
           const family = await this.store.getFamily(claims.fam);
           if (idleMs !== null && family && this.clock.now() - family.lastUsedAt > idleMs) {
             await this.store.revokeFamily(claims.fam, this.clock.now());
-            throw new RelayError('RELAY_ERR_SESSION_EXPIRED');
+            throw new RelayError('PLATFORM_ERR_SESSION_EXPIRED');
           }
         }
         return { role: user.role };
       });
     } catch (err) {
-      if ((err as RelayError).code === 'RELAY_ERR_INVALID_TOKEN') await this.noteReuse(refreshToken);
+      if ((err as RelayError).code === 'PLATFORM_ERR_INVALID_TOKEN') await this.noteReuse(refreshToken);
       throw err;
     }
   }

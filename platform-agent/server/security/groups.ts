@@ -49,7 +49,7 @@ export function roleOperations(role: Role): Operation[] {
  */
 export function checkOperations(value: unknown, role: Role): Operation[] {
   if (!Array.isArray(value)) throw invalid('operations', 'expected an array of operation names');
-  if (value.length === 0) throw new RelayError('RELAY_ERR_INVALID_REQUEST', NO_OPERATION_MESSAGE, { details: { field: 'operations' } });
+  if (value.length === 0) throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', NO_OPERATION_MESSAGE, { details: { field: 'operations' } });
   const names = new Set<string>();
   for (const name of value as unknown[]) {
     if (typeof name !== 'string' || !isOperation(name))
@@ -143,10 +143,10 @@ export async function waivedAdmin(store: PlatformStore, now: number): Promise<st
   return last?.user.username ?? null;
 }
 
-const noUserManager = (): RelayError => new RelayError('RELAY_ERR_LAST_ADMIN');
+const noUserManager = (): RelayError => new RelayError('PLATFORM_ERR_LAST_ADMIN');
 
 /**
- * Throws RELAY_ERR_LAST_ADMIN when `change` would take away the last administrator able to manage
+ * Throws PLATFORM_ERR_LAST_ADMIN when `change` would take away the last administrator able to manage
  * users. A change that takes nobody away (a new password for a locked last admin, say) passes.
  */
 export async function keepUserManager(store: PlatformStore, now: number, change: Parameters<typeof userManagersAfter>[2]): Promise<void> {
@@ -211,7 +211,7 @@ export class Groups {
 
   async get(name: string): Promise<GroupRecord> {
     const group = await this.store.getGroup(name);
-    if (!group) throw new RelayError('RELAY_ERR_GROUP_NOT_FOUND', `no such group: ${name}`);
+    if (!group) throw new RelayError('PLATFORM_ERR_GROUP_NOT_FOUND', `no such group: ${name}`);
     return group;
   }
 
@@ -238,21 +238,21 @@ export class Groups {
     if (input.description !== undefined) patch.description = checkDescription(input.description);
     if (cur.role === 'admin') await keepUserManager(this.store, this.clock.now(), { group: { ...cur, ...patch } });
     const next = await this.store.updateGroup(name, patch);
-    if (!next) throw new RelayError('RELAY_ERR_GROUP_NOT_FOUND', `no such group: ${name}`);
+    if (!next) throw new RelayError('PLATFORM_ERR_GROUP_NOT_FOUND', `no such group: ${name}`);
     return next;
   }
 
   /** Deletes a group without users (409 group_in_use otherwise, decided in the store's transaction). */
   async delete(name: string): Promise<void> {
-    if (!(await this.store.deleteGroup(name))) throw new RelayError('RELAY_ERR_GROUP_NOT_FOUND', `no such group: ${name}`);
+    if (!(await this.store.deleteGroup(name))) throw new RelayError('PLATFORM_ERR_GROUP_NOT_FOUND', `no such group: ${name}`);
   }
 
-  /** Throws 403 RELAY_ERR_FORBIDDEN unless `username` may do `operation` now (its group as stored at this moment). */
+  /** Throws 403 PLATFORM_ERR_FORBIDDEN unless `username` may do `operation` now (its group as stored at this moment). */
   async authorize(username: string, operation: Operation): Promise<void> {
     const user = await this.store.getUser(username);
     const group = user?.group ? await this.store.getGroup(user.group) : null;
     if (!user || !userOperations(user, group).has(operation))
-      throw new RelayError('RELAY_ERR_FORBIDDEN', `this account may not do that: it lacks the operation ${operation}`, {
+      throw new RelayError('PLATFORM_ERR_FORBIDDEN', `this account may not do that: it lacks the operation ${operation}`, {
         details: { operation },
       });
   }

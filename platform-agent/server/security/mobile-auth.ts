@@ -94,9 +94,9 @@ export class MobileAuthenticators {
   /**
    * Authenticates a request by session, then token, then Mobile authorization. Returns null when
    * the request carries none of them. A refusal gives its true reason, the same for every
-   * account: RELAY_ERR_AUTHENTICATOR_OFF when the authenticator the credential belongs to is
-   * switched off; RELAY_ERR_SESSION_EXPIRED ("log in again") for a session that is idle, unknown,
-   * void (token generation) or whose token or account can no longer be used; RELAY_ERR_INVALID_TOKEN
+   * account: PLATFORM_ERR_AUTHENTICATOR_OFF when the authenticator the credential belongs to is
+   * switched off; PLATFORM_ERR_SESSION_EXPIRED ("log in again") for a session that is idle, unknown,
+   * void (token generation) or whose token or account can no longer be used; PLATFORM_ERR_INVALID_TOKEN
    * for such a mobile token; the login errors for bad Mobile credentials.
    */
   async authenticate(c: MobileCredentials): Promise<MobileAuthResult | null> {
@@ -111,22 +111,22 @@ export class MobileAuthenticators {
         const enabled = viaToken ? s.mobile_token.enabled : s.mobile_authorization.enabled;
         const user = await this.store.getLoginUser(session.username);
         const tokenOk = !viaToken || (await this.tokenUser(session.tokenHash!, s)) !== null;
-        if (!enabled) sessionRefusal = new RelayError('RELAY_ERR_AUTHENTICATOR_OFF');
+        if (!enabled) sessionRefusal = new RelayError('PLATFORM_ERR_AUTHENTICATOR_OFF');
         else if (tokenOk && user && accountUsable(user, s, now)) return { username: user.username, role: user.role, via: 'session' };
       }
       // A refused session falls through to the credentials sent with it, if any.
     }
     if (c.mobileToken !== undefined) {
-      if (!s.mobile_token.enabled) throw new RelayError('RELAY_ERR_AUTHENTICATOR_OFF');
+      if (!s.mobile_token.enabled) throw new RelayError('PLATFORM_ERR_AUTHENTICATOR_OFF');
       const hash = sha256(c.mobileToken);
       const user = await this.tokenUser(hash, s);
-      if (!user) throw new RelayError('RELAY_ERR_INVALID_TOKEN');
+      if (!user) throw new RelayError('PLATFORM_ERR_INVALID_TOKEN');
       return { ...user, via: 'mobile-token', newSessionId: await this.openSession(user.username, hash) };
     }
     if (c.authorization !== undefined && isMobileAuthorization(c.authorization)) {
-      if (!s.mobile_authorization.enabled) throw new RelayError('RELAY_ERR_AUTHENTICATOR_OFF');
+      if (!s.mobile_authorization.enabled) throw new RelayError('PLATFORM_ERR_AUTHENTICATOR_OFF');
       const creds = decodeMobileAuthorization(c.authorization);
-      if (!creds) throw new RelayError('RELAY_ERR_INVALID_CREDENTIALS');
+      if (!creds) throw new RelayError('PLATFORM_ERR_INVALID_CREDENTIALS');
       // ThingWorx clients send no device id: the login gets one the server derives from the client
       // address (a reserved name no client may claim), so its failures count like any device's.
       const deviceId = c.deviceId ?? mobileDeviceId(c.ip);
@@ -148,7 +148,7 @@ export class MobileAuthenticators {
       };
     }
     // A session that is gone (idle, void, ended with its account's sessions) means: log in again.
-    if (c.sessionId) throw sessionRefusal ?? new RelayError('RELAY_ERR_SESSION_EXPIRED');
+    if (c.sessionId) throw sessionRefusal ?? new RelayError('PLATFORM_ERR_SESSION_EXPIRED');
     return null;
   }
 }

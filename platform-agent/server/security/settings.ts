@@ -134,7 +134,7 @@ export function lockoutPolicy(s: SecuritySettings): LockoutPolicy {
 }
 
 function invalid(field: string, message: string): RelayError {
-  return new RelayError('RELAY_ERR_INVALID_SETTING', `${field}: ${message}`, { details: { field } });
+  return new RelayError('PLATFORM_ERR_INVALID_SETTING', `${field}: ${message}`, { details: { field } });
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -221,7 +221,7 @@ export interface SettingsChange {
 
 /**
  * Applies a partial update (the admin API's PATCH body, or `settings set`) to `current`.
- * Throws RELAY_ERR_INVALID_SETTING (400) naming the first bad field; `current` is never changed.
+ * Throws PLATFORM_ERR_INVALID_SETTING (400) naming the first bad field; `current` is never changed.
  */
 export function applySettingsPatch(current: SecuritySettings, patch: unknown): SettingsChange {
   if (!isObject(patch)) throw invalid('(body)', 'expected a JSON object of settings');

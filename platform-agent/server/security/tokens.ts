@@ -66,7 +66,7 @@ export async function newSigningKey(now: number): Promise<SigningKeyRecord> {
   };
 }
 
-const invalidToken = (): RelayError => new RelayError('RELAY_ERR_INVALID_TOKEN');
+const invalidToken = (): RelayError => new RelayError('PLATFORM_ERR_INVALID_TOKEN');
 
 export class TokenService {
   private key: LoadedKey | null = null;
@@ -165,7 +165,7 @@ export class TokenService {
 
   /**
    * Verifies signature, algorithm, issuer, audience, expiry, type, generation and family. Throws
-   * RELAY_ERR_INVALID_TOKEN for any failure (one code: a client learns nothing about why).
+   * PLATFORM_ERR_INVALID_TOKEN for any failure (one code: a client learns nothing about why).
    */
   async verify(token: string, typ: 'access' | 'refresh', audience: Audience | 'any'): Promise<TokenClaims> {
     const now = this.clock.now();

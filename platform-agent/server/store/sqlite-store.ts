@@ -248,7 +248,7 @@ const toGroup = (r: GroupRow): GroupRecord => ({
 
 /** A validation error on one field, as the accounts rules raise them. */
 const invalidField = (field: string, message: string): RelayError =>
-  new RelayError('RELAY_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
+  new RelayError('PLATFORM_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
 
 const toDevice = (r: DeviceRow): DeviceRecord => ({
   deviceId: r.device_id,
@@ -328,7 +328,7 @@ export class SqliteStore implements PlatformStore {
         this.db = new Database(this.file);
         chmodSync(this.file, 0o600);
       } catch (err) {
-        throw new RelayError('RELAY_ERR_STORE', `--data ${dir}: cannot open ${DB_FILE} there (${(err as Error).message})`, { cause: err });
+        throw new RelayError('PLATFORM_ERR_STORE', `--data ${dir}: cannot open ${DB_FILE} there (${(err as Error).message})`, { cause: err });
       }
     }
     try {
@@ -342,7 +342,7 @@ export class SqliteStore implements PlatformStore {
     } catch (err) {
       this.db.close();
       if (err instanceof RelayError) throw err;
-      throw new RelayError('RELAY_ERR_STORE', `${this.file}: not a usable platform database (${(err as Error).message})`, { cause: err });
+      throw new RelayError('PLATFORM_ERR_STORE', `${this.file}: not a usable platform database (${(err as Error).message})`, { cause: err });
     }
   }
 
@@ -350,7 +350,7 @@ export class SqliteStore implements PlatformStore {
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version > MIGRATIONS.length)
       throw new RelayError(
-        'RELAY_ERR_STORE',
+        'PLATFORM_ERR_STORE',
         `${this.file} has schema version ${version}, newer than this program knows (${MIGRATIONS.length}); run the newer version`,
       );
     for (let v = version; v < MIGRATIONS.length; v++) {
@@ -494,7 +494,7 @@ export class SqliteStore implements PlatformStore {
     this.tx(() => {
       const group = this.checkUserGroup(u.group, u.role, 'group');
       // Unique without regard to case: `Alice` is taken once `alice` exists.
-      if (this.sql('SELECT 1 FROM users WHERE name_key = ?').get(nameKey(u.username))) throw new RelayError('RELAY_ERR_USER_EXISTS');
+      if (this.sql('SELECT 1 FROM users WHERE name_key = ?').get(nameKey(u.username))) throw new RelayError('PLATFORM_ERR_USER_EXISTS');
       try {
         this.sql(
           `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description, name_key)
@@ -514,7 +514,7 @@ export class SqliteStore implements PlatformStore {
           nameKey(u.username),
         );
       } catch (err) {
-        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_USER_EXISTS');
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('PLATFORM_ERR_USER_EXISTS');
         throw err;
       }
     });
@@ -623,7 +623,7 @@ export class SqliteStore implements PlatformStore {
 
   async createGroup(g: GroupRecord): Promise<void> {
     this.tx(() => {
-      if (this.sql('SELECT 1 FROM groups WHERE name_key = ?').get(nameKey(g.name))) throw new RelayError('RELAY_ERR_GROUP_EXISTS');
+      if (this.sql('SELECT 1 FROM groups WHERE name_key = ?').get(nameKey(g.name))) throw new RelayError('PLATFORM_ERR_GROUP_EXISTS');
       try {
         this.sql('INSERT INTO groups (name, role, description, operations, created_at, name_key) VALUES (?, ?, ?, ?, ?, ?)').run(
           g.name,
@@ -634,7 +634,7 @@ export class SqliteStore implements PlatformStore {
           nameKey(g.name),
         );
       } catch (err) {
-        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('RELAY_ERR_GROUP_EXISTS');
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('PLATFORM_ERR_GROUP_EXISTS');
         throw err;
       }
     });
@@ -667,7 +667,7 @@ export class SqliteStore implements PlatformStore {
       const next = { ...cur, ...patch };
       const users = next.role === cur.role ? 0 : this.usersInGroup(name);
       if (users > 0)
-        throw new RelayError('RELAY_ERR_GROUP_IN_USE', `group ${name} has ${users} user(s) with role ${cur.role}: its role cannot change`, {
+        throw new RelayError('PLATFORM_ERR_GROUP_IN_USE', `group ${name} has ${users} user(s) with role ${cur.role}: its role cannot change`, {
           details: { field: 'role' },
         });
       this.sql('UPDATE groups SET role = ?, description = ?, operations = ? WHERE name = ?').run(
@@ -685,7 +685,7 @@ export class SqliteStore implements PlatformStore {
       const name = this.readGroup(given)?.name;
       if (name === undefined) return false;
       const users = this.usersInGroup(name);
-      if (users > 0) throw new RelayError('RELAY_ERR_GROUP_IN_USE', `group ${name} still has ${users} user(s); move or delete them first`);
+      if (users > 0) throw new RelayError('PLATFORM_ERR_GROUP_IN_USE', `group ${name} still has ${users} user(s); move or delete them first`);
       return this.sql('DELETE FROM groups WHERE name = ?').run(name).changes > 0;
     });
   }

@@ -167,7 +167,7 @@ export interface PlatformStore {
 
   // accounts
   /**
-   * Creates a user; 409 RELAY_ERR_USER_EXISTS when a user of the same name without regard to case
+   * Creates a user; 409 PLATFORM_ERR_USER_EXISTS when a user of the same name without regard to case
    * exists. Its group (if any) must exist with the user's role, checked in the same transaction
    * (400 naming `group`); the group's stored name is kept.
    */
@@ -198,13 +198,13 @@ export interface PlatformStore {
   countAdmins(): Promise<number>;
 
   // user groups
-  /** Creates a group (409 RELAY_ERR_GROUP_EXISTS when the name is taken, without regard to case). */
+  /** Creates a group (409 PLATFORM_ERR_GROUP_EXISTS when the name is taken, without regard to case). */
   createGroup(group: GroupRecord): Promise<void>;
   getGroup(name: string): Promise<GroupRecord | null>;
   listGroups(): Promise<GroupRecord[]>;
-  /** Changes a group; a new role is refused (409 RELAY_ERR_GROUP_IN_USE) while the group has users, in the same transaction. */
+  /** Changes a group; a new role is refused (409 PLATFORM_ERR_GROUP_IN_USE) while the group has users, in the same transaction. */
   updateGroup(name: string, patch: GroupPatch): Promise<GroupRecord | null>;
-  /** Deletes a group; refused (409 RELAY_ERR_GROUP_IN_USE) in the same transaction while users remain. False when there was none. */
+  /** Deletes a group; refused (409 PLATFORM_ERR_GROUP_IN_USE) in the same transaction while users remain. False when there was none. */
   deleteGroup(name: string): Promise<boolean>;
   countUsersInGroup(name: string): Promise<number>;
 

@@ -33,10 +33,10 @@ function fieldOf(fn: () => unknown): string {
     fn();
   } catch (err) {
     expect(err).toBeInstanceOf(RelayError);
-    expect((err as RelayError).code).toBe('RELAY_ERR_INVALID_SETTING');
+    expect((err as RelayError).code).toBe('PLATFORM_ERR_INVALID_SETTING');
     return String((err as RelayError).details?.field);
   }
-  throw new Error('expected RELAY_ERR_INVALID_SETTING');
+  throw new Error('expected PLATFORM_ERR_INVALID_SETTING');
 }
 
 describe('relay connection settings: validation', () => {

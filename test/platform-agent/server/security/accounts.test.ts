@@ -104,7 +104,7 @@ describe('accounts: dates', () => {
   });
 
   it.each(['31.12.2026', 'tomorrow', '2026-13-01', '2026-02-30', '2026-04-31', 20261231])('refuses %j, naming the field', (value) => {
-    const err = throwsWith(() => parseDate('account_valid_until', value), 'RELAY_ERR_INVALID_REQUEST');
+    const err = throwsWith(() => parseDate('account_valid_until', value), 'PLATFORM_ERR_INVALID_REQUEST');
     expect(err.details?.field).toBe('account_valid_until');
   });
 });
@@ -134,38 +134,38 @@ describe('accounts: create', () => {
       'account_valid_until',
     ],
   ])('refuses %j, naming %s', async (input, field) => {
-    const err = await rejectsWith(env().accounts.create(input), 'RELAY_ERR_INVALID_REQUEST');
+    const err = await rejectsWith(env().accounts.create(input), 'PLATFORM_ERR_INVALID_REQUEST');
     expect(err.details?.field).toBe(field);
     expect(await env().store.getUser('alice')).toBeNull();
   });
 
   it('refuses a second user with the same name', async () => {
     await env().addUser('alice');
-    await rejectsWith(env().addUser('alice', 'admin'), 'RELAY_ERR_USER_EXISTS');
+    await rejectsWith(env().addUser('alice', 'admin'), 'PLATFORM_ERR_USER_EXISTS');
   });
 });
 
 describe('accounts: update and delete', () => {
   it('refuses unknown fields and a non-boolean lock flag, naming them', async () => {
     await env().addUser('alice');
-    expect((await rejectsWith(env().accounts.update('alice', { locked: true }), 'RELAY_ERR_INVALID_REQUEST')).details?.field).toBe(
+    expect((await rejectsWith(env().accounts.update('alice', { locked: true }), 'PLATFORM_ERR_INVALID_REQUEST')).details?.field).toBe(
       'locked',
     );
     expect(
-      (await rejectsWith(env().accounts.update('alice', { locked_for_security_reasons: 'no' }), 'RELAY_ERR_INVALID_REQUEST')).details
+      (await rejectsWith(env().accounts.update('alice', { locked_for_security_reasons: 'no' }), 'PLATFORM_ERR_INVALID_REQUEST')).details
         ?.field,
     ).toBe('locked_for_security_reasons');
-    await rejectsWith(env().accounts.update('alice', null), 'RELAY_ERR_INVALID_REQUEST');
-    await rejectsWith(env().accounts.update('nobody', { role: 'admin' }), 'RELAY_ERR_USER_NOT_FOUND');
+    await rejectsWith(env().accounts.update('alice', null), 'PLATFORM_ERR_INVALID_REQUEST');
+    await rejectsWith(env().accounts.update('nobody', { role: 'admin' }), 'PLATFORM_ERR_USER_NOT_FOUND');
   });
 
   it('ends the sessions of a user whose password changes, and accepts the new password', async () => {
     await env().addUser('alice');
     const pair = await env().login({ username: 'alice', deviceId: 'd1' });
     await env().accounts.update('alice', { password: 'a brand new secret' });
-    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(pair.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(pair.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     await env().login({ username: 'alice', deviceId: 'd1', password: 'a brand new secret' });
   });
 
@@ -183,9 +183,9 @@ describe('accounts: update and delete', () => {
     const pair = await env().login({ username: 'alice', deviceId: 'd1' });
     const locked = await env().accounts.update('alice', { locked_for_security_reasons: true });
     expect(locked).toMatchObject({ lockedForSecurityReasons: true, lockedAt: env().clock.now(), lockedUntil: null });
-    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     env().clock.advance(365 * DAY_MS);
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     await env().accounts.update('alice', { locked_for_security_reasons: false });
     await env().login({ username: 'alice', deviceId: 'd2' });
   });
@@ -198,13 +198,13 @@ describe('accounts: update and delete', () => {
 
   it('never removes, demotes or locks the last administrator, but allows it once there is another', async () => {
     await env().addUser('root', 'admin');
-    await rejectsWith(env().accounts.update('root', { role: 'mobile' }), 'RELAY_ERR_LAST_ADMIN');
-    await rejectsWith(env().accounts.update('root', { locked_for_security_reasons: true }), 'RELAY_ERR_LAST_ADMIN');
-    await rejectsWith(env().accounts.delete('root'), 'RELAY_ERR_LAST_ADMIN');
+    await rejectsWith(env().accounts.update('root', { role: 'mobile' }), 'PLATFORM_ERR_LAST_ADMIN');
+    await rejectsWith(env().accounts.update('root', { locked_for_security_reasons: true }), 'PLATFORM_ERR_LAST_ADMIN');
+    await rejectsWith(env().accounts.delete('root'), 'PLATFORM_ERR_LAST_ADMIN');
     expect((await env().user('root')).role).toBe('admin');
     await env().addUser('root2', 'admin');
     await env().accounts.update('root', { role: 'external' });
-    await rejectsWith(env().accounts.delete('root2'), 'RELAY_ERR_LAST_ADMIN');
+    await rejectsWith(env().accounts.delete('root2'), 'PLATFORM_ERR_LAST_ADMIN');
     await env().accounts.delete('root');
     expect(await env().store.getUser('root')).toBeNull();
   });
@@ -213,7 +213,7 @@ describe('accounts: update and delete', () => {
     await env().addUser('alice');
     const changed = await env().accounts.update('alice', { account_valid_from: '2026-12-01', account_valid_until: '2027-01-01' });
     expect(changed).toMatchObject({ validFrom: Date.UTC(2026, 11, 1), validUntil: Date.UTC(2027, 0, 1) });
-    await rejectsWith(env().accounts.update('alice', { account_valid_until: '2026-11-30' }), 'RELAY_ERR_INVALID_REQUEST');
+    await rejectsWith(env().accounts.update('alice', { account_valid_until: '2026-11-30' }), 'PLATFORM_ERR_INVALID_REQUEST');
     const cleared = await env().accounts.update('alice', { account_valid_from: null, account_valid_until: null });
     expect(cleared).toMatchObject({ validFrom: null, validUntil: null });
   });
@@ -222,10 +222,10 @@ describe('accounts: update and delete', () => {
     await env().addUser('alice');
     const pair = await env().login({ username: 'alice', deviceId: 'd1' });
     await env().accounts.delete('alice');
-    await rejectsWith(env().accounts.get('alice'), 'RELAY_ERR_USER_NOT_FOUND');
-    await rejectsWith(env().auth.refresh(pair.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().accounts.get('alice'), 'PLATFORM_ERR_USER_NOT_FOUND');
+    await rejectsWith(env().auth.refresh(pair.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
     // The same name again is a new account: the old tokens do not come back to life.
     await env().addUser('alice');
-    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 });

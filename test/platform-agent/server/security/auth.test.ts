@@ -13,7 +13,7 @@ describe('login: success and uniform failures', () => {
     expect(env().events).toContainEqual({ event: 'login_ok', username: 'alice', deviceId: 'phone-1', ip: '203.0.113.7', audience: 'api' });
   });
 
-  it('refuses a wrong password, an unknown user, a locked user and an expired account all with the same RELAY_ERR_INVALID_CREDENTIALS', async () => {
+  it('refuses a wrong password, an unknown user, a locked user and an expired account all with the same PLATFORM_ERR_INVALID_CREDENTIALS', async () => {
     await env().addUser('alice');
     await env().addUser('root', 'admin');
     await env().addUser('locked');
@@ -21,10 +21,10 @@ describe('login: success and uniform failures', () => {
     await env().addUser('expired', 'mobile', { account_valid_until: '2026-11-01' });
 
     const errors = [
-      await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', password: WRONG_PASSWORD }), 'RELAY_ERR_INVALID_CREDENTIALS'),
-      await rejectsWith(env().login({ username: 'nobody', deviceId: 'd2' }), 'RELAY_ERR_INVALID_CREDENTIALS'),
-      await rejectsWith(env().login({ username: 'locked', deviceId: 'd3' }), 'RELAY_ERR_INVALID_CREDENTIALS'),
-      await rejectsWith(env().login({ username: 'expired', deviceId: 'd4' }), 'RELAY_ERR_INVALID_CREDENTIALS'),
+      await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', password: WRONG_PASSWORD }), 'PLATFORM_ERR_INVALID_CREDENTIALS'),
+      await rejectsWith(env().login({ username: 'nobody', deviceId: 'd2' }), 'PLATFORM_ERR_INVALID_CREDENTIALS'),
+      await rejectsWith(env().login({ username: 'locked', deviceId: 'd3' }), 'PLATFORM_ERR_INVALID_CREDENTIALS'),
+      await rejectsWith(env().login({ username: 'expired', deviceId: 'd4' }), 'PLATFORM_ERR_INVALID_CREDENTIALS'),
     ];
     for (const err of errors) {
       expect(err.httpStatus).toBe(401);
@@ -38,8 +38,8 @@ describe('login: success and uniform failures', () => {
     await env().addUser('alice');
     await env().addUser('svc', 'external');
     await env().addUser('root', 'admin');
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', audience: 'admin' }), 'RELAY_ERR_INVALID_CREDENTIALS');
-    await rejectsWith(env().login({ username: 'svc', deviceId: 'd2', audience: 'admin' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', audience: 'admin' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'svc', deviceId: 'd2', audience: 'admin' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     const pair = await env().login({ username: 'root', deviceId: 'd3', audience: 'admin' });
     expect(await env().auth.authenticate(pair.access_token, 'admin')).toMatchObject({ sub: 'root', role: 'admin', aud: 'admin' });
   });
@@ -49,7 +49,7 @@ describe('login: success and uniform failures', () => {
     await env().addUser('root', 'admin');
     const pair = await env().login({ username: 'alice', deviceId: 'd1' });
     await env().accounts.delete('alice');
-    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 });
 
@@ -68,23 +68,23 @@ describe('login: administrator inactivity timeout', () => {
     }
   });
 
-  it('refuses an administrator token idle longer than 30 min with RELAY_ERR_SESSION_EXPIRED, and for good afterwards', async () => {
+  it('refuses an administrator token idle longer than 30 min with PLATFORM_ERR_SESSION_EXPIRED, and for good afterwards', async () => {
     await env().patchSettings({ admin_inactivity_timeout: '00:30' });
     const pair = await adminPair();
     env().clock.advance(10 * MINUTE_MS);
     await env().auth.authenticate(pair.access_token, 'admin');
     env().clock.advance(30 * MINUTE_MS + 1);
-    const err = await rejectsWith(env().auth.authenticate(pair.access_token, 'admin'), 'RELAY_ERR_SESSION_EXPIRED');
+    const err = await rejectsWith(env().auth.authenticate(pair.access_token, 'admin'), 'PLATFORM_ERR_SESSION_EXPIRED');
     expect(err.httpStatus).toBe(401);
-    await rejectsWith(env().auth.authenticate(pair.access_token, 'admin'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(pair.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(pair.access_token, 'admin'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(pair.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it('refuses to refresh an administrator token idle longer than the timeout', async () => {
     await env().patchSettings({ admin_inactivity_timeout: '00:30' });
     const pair = await adminPair();
     env().clock.advance(31 * MINUTE_MS);
-    await rejectsWith(env().auth.refresh(pair.refresh_token), 'RELAY_ERR_SESSION_EXPIRED');
+    await rejectsWith(env().auth.refresh(pair.refresh_token), 'PLATFORM_ERR_SESSION_EXPIRED');
   });
 
   it('counts a refresh as activity', async () => {
@@ -117,7 +117,7 @@ describe('login: account validity', () => {
     env().clock.advance(20 * DAY_MS - MINUTE_MS);
     await env().login({ username: 'early', deviceId: 'd1' });
     env().clock.advance(MINUTE_MS);
-    await rejectsWith(env().login({ username: 'early', deviceId: 'd1' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'early', deviceId: 'd1' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     await env().login({ username: 'late', deviceId: 'd2' });
   });
 
@@ -126,9 +126,9 @@ describe('login: account validity', () => {
     await env().addUser('long', 'mobile', { account_valid_until: '2026-12-31' });
     await env().addUser('short', 'mobile', { account_valid_until: '2026-11-23T18:00:00Z' });
     await env().addUser('later', 'mobile', { account_valid_from: '2026-11-25' });
-    await rejectsWith(env().login({ username: 'later', deviceId: 'd3' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'later', deviceId: 'd3' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     env().clock.advance(6 * HOUR_MS);
-    await rejectsWith(env().login({ username: 'short', deviceId: 'd2' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'short', deviceId: 'd2' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     env().clock.advance(2 * DAY_MS);
     await env().login({ username: 'long', deviceId: 'd1' });
     await env().login({ username: 'later', deviceId: 'd3' });
@@ -141,8 +141,8 @@ describe('login: account validity', () => {
     const pair = await env().login({ username: 'alice', deviceId: 'd1' });
     await env().auth.authenticate(pair.access_token, 'api');
     env().clock.advance(DAY_MS);
-    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(pair.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(pair.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it('takes a per-user expiry set after the login into account for existing tokens', async () => {
@@ -151,7 +151,7 @@ describe('login: account validity', () => {
     await env().accounts.update('alice', { account_valid_until: '2026-11-24T00:00:00Z' });
     await env().auth.authenticate(pair.access_token, 'api');
     env().clock.set(Date.UTC(2026, 10, 24));
-    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 });
 
@@ -160,14 +160,14 @@ describe('login: names without regard to case', () => {
     await env().addUser('Alice');
     const pair = await env().login({ username: 'aLICE', deviceId: 'phone-1' });
     expect((await env().auth.authenticate(pair.access_token, 'api')).sub).toBe('Alice');
-    await rejectsWith(env().addUser('alice'), 'RELAY_ERR_USER_EXISTS');
-    await rejectsWith(env().addUser('ALICE', 'admin'), 'RELAY_ERR_USER_EXISTS');
+    await rejectsWith(env().addUser('alice'), 'PLATFORM_ERR_USER_EXISTS');
+    await rejectsWith(env().addUser('ALICE', 'admin'), 'PLATFORM_ERR_USER_EXISTS');
   });
 
   it('counts failures under any case of the name against one (user, device)', async () => {
     await env().addUser('alice');
     for (const name of ['alice', 'Alice', 'ALICE', 'aLiCe', 'alicE']) await env().fail(1, { username: name, deviceId: 'phone-1' });
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
   });
 
   it('refuses logins to a name two old accounts share (until one is deleted) with the uniform 401, and their tokens', async () => {
@@ -181,10 +181,10 @@ describe('login: names without regard to case', () => {
     ).run();
     db.close();
     for (const name of ['bob', 'Bob', 'BOB']) {
-      const err = await rejectsWith(env().login({ username: name, deviceId: 'phone-2' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+      const err = await rejectsWith(env().login({ username: name, deviceId: 'phone-2' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
       expect(err.message).toBe('invalid username or password');
     }
-    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     await env().store.deleteUser('Bob');
     await env().login({ username: 'BOB', deviceId: 'phone-2' });
   });

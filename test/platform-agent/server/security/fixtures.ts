@@ -7,6 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
 import { afterEach, beforeEach, expect } from 'vitest';
 import { ManualClock } from '../../../../shared/clock.js';
 import { RelayError, type ErrorCode } from '../../../../shared/errors.js';
@@ -14,7 +15,8 @@ import { Accounts } from '../../../../platform-agent/server/security/accounts.js
 import { AuthService, type AuthEvent, type LoginAttempt } from '../../../../platform-agent/server/security/auth.js';
 import { MobileAuthenticators } from '../../../../platform-agent/server/security/mobile-auth.js';
 import type { ScryptParams } from '../../../../platform-agent/server/security/passwords.js';
-import { applySettingsPatch, lockoutPolicy, type SettingsChange } from '../../../../platform-agent/server/security/settings.js';
+import type { SettingsChange } from '../../../../platform-agent/server/security/settings.js';
+import { SettingsService } from '../../../../platform-agent/server/security/settings-service.js';
 import type { TokenPair } from '../../../../platform-agent/server/security/tokens.js';
 import { SqliteStore } from '../../../../platform-agent/server/store/sqlite-store.js';
 import type { Role, UserRecord } from '../../../../platform-agent/server/store/store.js';
@@ -32,6 +34,9 @@ export class SecurityEnv {
   auth!: AuthService;
   accounts!: Accounts;
   mobile!: MobileAuthenticators;
+  settings!: SettingsService;
+  /** The settings service's audit lines (`settings_changed`). */
+  readonly audit: Record<string, unknown>[] = [];
   private ipCount = 0;
 
   constructor(readonly dir: string) {
@@ -43,6 +48,8 @@ export class SecurityEnv {
     this.auth = new AuthService(this.store, this.clock, (e) => this.events.push(e), fastScrypt);
     this.accounts = new Accounts(this.store, this.clock, fastScrypt);
     this.mobile = new MobileAuthenticators(this.store, this.auth, this.clock);
+    const audit = pino({ level: 'info' }, { write: (line: string) => void this.audit.push(JSON.parse(line) as Record<string, unknown>) });
+    this.settings = new SettingsService(this.store, this.clock, audit);
   }
 
   /** Closes the store and opens the same data folder again (a platform restart). */
@@ -81,24 +88,17 @@ export class SecurityEnv {
     return this.auth.login({ password: PASSWORD, ip: this.freshIp(), ipDecision: 'neutral', audience: 'api', ...a });
   }
 
-  /** `n` failed logins (wrong password) on one device, each refused with RELAY_ERR_INVALID_CREDENTIALS. */
+  /** `n` failed logins (wrong password) on one device, each refused with PLATFORM_ERR_INVALID_CREDENTIALS. */
   async fail(n: number, a: Partial<LoginAttempt> & { username: string; deviceId: string }): Promise<void> {
-    for (let i = 0; i < n; i++) await rejectsWith(this.login({ password: WRONG_PASSWORD, ...a }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    for (let i = 0; i < n; i++) await rejectsWith(this.login({ password: WRONG_PASSWORD, ...a }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
   }
 
-  /** Applies a settings patch the way the admin API does: validate, save, invalidate tokens and recalculate locks as the change says. */
-  async patchSettings(patch: unknown): Promise<SettingsChange> {
-    const change = applySettingsPatch((await this.store.getSettings()).settings, patch);
-    await this.store.saveSettings(change.next, {
-      invalidateTokens: change.invalidatesTokens,
-      recalculateLocks: change.recalculatesLocks ? lockoutPolicy(change.next) : null,
-      now: this.clock.now(),
-    });
-    return change;
+  /** Applies a settings patch the way the admin API, the console and the CLI do (security/settings-service.ts). */
+  patchSettings(patch: unknown): Promise<SettingsChange> {
+    return this.settings.update(patch, 'test-admin', 'api');
   }
 }
 
-/** A fresh SecurityEnv for every test of the calling file, disposed after it. */
 export function useSecurityEnv(): () => SecurityEnv {
   let env: SecurityEnv | undefined;
   beforeEach(() => {

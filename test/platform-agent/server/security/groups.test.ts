@@ -35,7 +35,7 @@ describe('groups: the operations catalog', () => {
   });
 
   it('refuses an empty list with the vendor message, naming the field', () => {
-    const err = throwsWith(() => checkOperations([], 'mobile'), 'RELAY_ERR_INVALID_REQUEST');
+    const err = throwsWith(() => checkOperations([], 'mobile'), 'PLATFORM_ERR_INVALID_REQUEST');
     expect(err.message).toBe(NO_OPERATION_MESSAGE);
     expect(NO_OPERATION_MESSAGE).toBe('A user group must have at least one operation');
     expect(err.details).toEqual({ field: 'operations' });
@@ -48,7 +48,7 @@ describe('groups: the operations catalog', () => {
       [[42], 'mobile'],
       [['admin.users'], 'external'],
     ] as const) {
-      const err = throwsWith(() => checkOperations(value, role), 'RELAY_ERR_INVALID_REQUEST');
+      const err = throwsWith(() => checkOperations(value, role), 'PLATFORM_ERR_INVALID_REQUEST');
       expect(err.details).toEqual({ field: 'operations' });
     }
   });
@@ -76,7 +76,7 @@ describe('groups: administration and authorization', () => {
   it('creates a group with validated fields and refuses a duplicate name', async () => {
     const g = await groups().create({ name: 'field-crew', role: 'mobile', operations: ['profile.read', 'api.read'], description: 'crew' });
     expect(g).toMatchObject({ name: 'field-crew', role: 'mobile', operations: ['api.read', 'profile.read'], description: 'crew' });
-    await rejectsWith(groups().create({ name: 'field-crew', role: 'mobile', operations: ['api.read'] }), 'RELAY_ERR_GROUP_EXISTS');
+    await rejectsWith(groups().create({ name: 'field-crew', role: 'mobile', operations: ['api.read'] }), 'PLATFORM_ERR_GROUP_EXISTS');
     for (const [body, field] of [
       [{ name: '-bad', role: 'mobile', operations: ['api.read'] }, 'name'],
       [{ name: 'g', role: 'root', operations: ['api.read'] }, 'role'],
@@ -84,21 +84,21 @@ describe('groups: administration and authorization', () => {
       [{ name: 'g', role: 'mobile', operations: ['api.read'], colour: 'red' }, 'colour'],
       [{ name: 'g', role: 'mobile' }, 'operations'],
     ] as const) {
-      const err = await rejectsWith(groups().create(body), 'RELAY_ERR_INVALID_REQUEST');
+      const err = await rejectsWith(groups().create(body), 'PLATFORM_ERR_INVALID_REQUEST');
       expect(err.details).toEqual({ field });
     }
   });
 
   it('refuses to change a group to no operation, with the vendor message', async () => {
     await groups().create({ name: 'readers', role: 'mobile', operations: ['api.read'] });
-    const err = await rejectsWith(groups().update('readers', { operations: [] }), 'RELAY_ERR_INVALID_REQUEST');
+    const err = await rejectsWith(groups().update('readers', { operations: [] }), 'PLATFORM_ERR_INVALID_REQUEST');
     expect(err.message).toBe(NO_OPERATION_MESSAGE);
     expect((await groups().get('readers')).operations).toEqual(['api.read']);
   });
 
   it('checks kept operations against a new role', async () => {
     await groups().create({ name: 'ops', role: 'admin', operations: ['admin.users'] });
-    const err = await rejectsWith(groups().update('ops', { role: 'mobile' }), 'RELAY_ERR_INVALID_REQUEST');
+    const err = await rejectsWith(groups().update('ops', { role: 'mobile' }), 'PLATFORM_ERR_INVALID_REQUEST');
     expect(err.details).toEqual({ field: 'operations' });
     expect(await groups().update('ops', { role: 'mobile', operations: ['api.read'] })).toMatchObject({ role: 'mobile' });
   });
@@ -109,11 +109,11 @@ describe('groups: administration and authorization', () => {
     expect(alice.group).toBe('readers');
     const err = await rejectsWith(
       env().accounts.create({ username: 'bob', password: 'correct horse', role: 'external', group: 'readers' }),
-      'RELAY_ERR_INVALID_REQUEST',
+      'PLATFORM_ERR_INVALID_REQUEST',
     );
     expect(err.details).toEqual({ field: 'group' });
-    await rejectsWith(groups().delete('readers'), 'RELAY_ERR_GROUP_IN_USE');
-    await rejectsWith(groups().delete('nobody'), 'RELAY_ERR_GROUP_NOT_FOUND');
+    await rejectsWith(groups().delete('readers'), 'PLATFORM_ERR_GROUP_IN_USE');
+    await rejectsWith(groups().delete('nobody'), 'PLATFORM_ERR_GROUP_NOT_FOUND');
     await env().accounts.update('alice', { group: null, description: 'moved out' });
     await groups().delete('readers');
   });
@@ -123,15 +123,15 @@ describe('groups: administration and authorization', () => {
     await env().accounts.create({ username: 'alice', password: 'correct horse', role: 'mobile', group: 'readers' });
     await env().addUser('bob');
     await groups().authorize('alice', 'api.read');
-    const err = await rejectsWith(groups().authorize('alice', 'api.write'), 'RELAY_ERR_FORBIDDEN');
+    const err = await rejectsWith(groups().authorize('alice', 'api.write'), 'PLATFORM_ERR_FORBIDDEN');
     expect(err.details).toEqual({ operation: 'api.write' });
     await groups().update('readers', { operations: ['api.write'] });
     await groups().authorize('alice', 'api.write');
-    await rejectsWith(groups().authorize('alice', 'api.read'), 'RELAY_ERR_FORBIDDEN');
+    await rejectsWith(groups().authorize('alice', 'api.read'), 'PLATFORM_ERR_FORBIDDEN');
     // Without a group: every operation of the role, and never an admin one.
     await groups().authorize('bob', 'api.write');
-    await rejectsWith(groups().authorize('bob', 'admin.users'), 'RELAY_ERR_FORBIDDEN');
-    await rejectsWith(groups().authorize('nobody', 'api.read'), 'RELAY_ERR_FORBIDDEN');
+    await rejectsWith(groups().authorize('bob', 'admin.users'), 'PLATFORM_ERR_FORBIDDEN');
+    await rejectsWith(groups().authorize('nobody', 'api.read'), 'PLATFORM_ERR_FORBIDDEN');
   });
 });
 
@@ -141,15 +141,15 @@ describe('groups: someone can always manage users', () => {
     await groups().create({ name: 'auditors', role: 'admin', operations: ['admin.settings'] });
     await groups().create({ name: 'managers', role: 'admin', operations: ['admin.users', 'admin.settings'] });
     // Moving the only administrator into a group without admin.users.
-    await rejectsWith(env().accounts.update('root', { group: 'auditors' }), 'RELAY_ERR_LAST_ADMIN');
+    await rejectsWith(env().accounts.update('root', { group: 'auditors' }), 'PLATFORM_ERR_LAST_ADMIN');
     await env().accounts.update('root', { group: 'managers' });
     // Taking admin.users from the group the only administrator is in.
-    await rejectsWith(groups().update('managers', { operations: ['admin.settings'] }), 'RELAY_ERR_LAST_ADMIN');
+    await rejectsWith(groups().update('managers', { operations: ['admin.settings'] }), 'PLATFORM_ERR_LAST_ADMIN');
     // With a second manager, both changes are fine.
     await env().addUser('second', 'admin');
     await env().accounts.update('root', { group: 'auditors' });
-    await rejectsWith(env().accounts.update('second', { locked_for_security_reasons: true }), 'RELAY_ERR_LAST_ADMIN');
-    await rejectsWith(env().accounts.delete('second'), 'RELAY_ERR_LAST_ADMIN');
+    await rejectsWith(env().accounts.update('second', { locked_for_security_reasons: true }), 'PLATFORM_ERR_LAST_ADMIN');
+    await rejectsWith(env().accounts.delete('second'), 'PLATFORM_ERR_LAST_ADMIN');
     // A change that takes nobody away passes, e.g. a new password.
     await env().accounts.update('second', { password: 'a new long secret' });
   });

@@ -24,7 +24,7 @@ describe('lockout: devices', () => {
       await env().fail(1, { username: 'alice', deviceId: 'phone-1' });
       env().clock.advance(3 * MINUTE_MS);
     }
-    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
     expect(err.httpStatus).toBe(429);
     expect(err.retryAfterSeconds).toBe(12 * 60);
     expect(env().events).toContainEqual(expect.objectContaining({ event: 'device_locked', deviceId: 'phone-1', username: 'alice' }));
@@ -36,8 +36,8 @@ describe('lockout: devices', () => {
     await env().addUser('erin');
     await env().login({ username: 'erin', deviceId: 'erin-phone' });
     for (let i = 0; i < 5; i++)
-      await rejectsWith(env().login({ username: 'nobody', deviceId: 'erin-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
-    await rejectsWith(env().login({ username: 'nobody', deviceId: 'erin-phone' }), 'RELAY_ERR_DEVICE_LOCKED');
+      await rejectsWith(env().login({ username: 'nobody', deviceId: 'erin-phone' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'nobody', deviceId: 'erin-phone' }), 'PLATFORM_ERR_DEVICE_LOCKED');
     // Erin's phone still works for erin: a device id is a claim, and the failures were nobody's.
     await env().login({ username: 'erin', deviceId: 'erin-phone' });
     expect(env().events.filter((e) => e.event === 'user_locked')).toHaveLength(0);
@@ -47,7 +47,7 @@ describe('lockout: devices', () => {
     await env().addUser('erin');
     await env().addUser('mallory');
     await env().fail(5, { username: 'mallory', deviceId: 'erin-phone' });
-    await rejectsWith(env().login({ username: 'mallory', deviceId: 'erin-phone' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'mallory', deviceId: 'erin-phone' }), 'PLATFORM_ERR_DEVICE_LOCKED');
     await env().login({ username: 'erin', deviceId: 'erin-phone' });
   });
 
@@ -60,7 +60,7 @@ describe('lockout: devices', () => {
     await env().login({ username: 'erin', deviceId: 'erin-phone' });
     await lockDevice('erin', 'd3');
     expect((await env().user('erin')).lockedForSecurityReasons).toBe(true);
-    await rejectsWith(env().login({ username: 'erin', deviceId: 'erin-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'erin', deviceId: 'erin-phone' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
   });
 
   it('does not lock the device when failures are spread so that the counter resets, each 15 min after the last', async () => {
@@ -79,14 +79,14 @@ describe('lockout: devices', () => {
       env().clock.advance(15 * MINUTE_MS - 1000);
       await env().fail(1, { username: 'alice', deviceId: 'phone-1' });
     }
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
   });
 
   it('unlocks the device 15 min after the lock', async () => {
     await env().addUser('alice');
     await lockDevice('alice', 'phone-1');
     env().clock.advance(15 * MINUTE_MS - 1000);
-    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
     expect(err.retryAfterSeconds).toBe(1);
     env().clock.advance(1000);
     await env().login({ username: 'alice', deviceId: 'phone-1' });
@@ -96,8 +96,8 @@ describe('lockout: devices', () => {
     await env().addUser('alice');
     await lockDevice('alice', 'phone-1');
     const before = await env().store.getDevice('phone-1');
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1', password: WRONG_PASSWORD }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1', password: WRONG_PASSWORD }), 'PLATFORM_ERR_DEVICE_LOCKED');
     expect(await env().store.getDevice('phone-1')).toEqual(before);
   });
 
@@ -119,7 +119,7 @@ describe('lockout: devices', () => {
     await env().fail(4, { username: 'alice', deviceId: 'phone-1' });
     await env().login({ username: 'alice', deviceId: 'phone-1' });
     await env().fail(5, { username: 'alice', deviceId: 'phone-1' });
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
   });
 
   it('evaluates at most 5 passwords on one device even when 20 guesses arrive at once', async () => {
@@ -133,8 +133,8 @@ describe('lockout: devices', () => {
         ),
     );
     const outcomes = await Promise.all(guesses);
-    expect(outcomes.filter((o) => o !== 'RELAY_ERR_DEVICE_LOCKED').length).toBeLessThanOrEqual(5);
-    expect(outcomes[19]).toBe('RELAY_ERR_DEVICE_LOCKED');
+    expect(outcomes.filter((o) => o !== 'PLATFORM_ERR_DEVICE_LOCKED').length).toBeLessThanOrEqual(5);
+    expect(outcomes[19]).toBe('PLATFORM_ERR_DEVICE_LOCKED');
   });
 
   it('applies changed thresholds: 3 failures within 5 min lock for 60 min', async () => {
@@ -145,7 +145,7 @@ describe('lockout: devices', () => {
     await env().fail(2, { username: 'alice', deviceId: 'phone-1' });
     await env().login({ username: 'alice', deviceId: 'phone-1' });
     await env().fail(3, { username: 'alice', deviceId: 'phone-1' });
-    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
     expect(err.retryAfterSeconds).toBe(3600);
   });
 });
@@ -170,7 +170,7 @@ describe('lockout: users', () => {
     expect(view.status).toBe('Locked until 2026-11-25 04:07 UTC');
     expect(view.locked_until).toBe('2026-11-25T04:07:00.000Z');
     // The right password from a device that never failed: the same answer as a wrong one.
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'fresh' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'fresh' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
   });
 
   it('does not lock the user when the 3 device locks span more than 24 h', async () => {
@@ -193,10 +193,10 @@ describe('lockout: users', () => {
     const bob = await env().login({ username: 'bob', deviceId: 'bobs-phone' });
     for (const d of ['d1', 'd2', 'd3']) await lockDevice('alice', d);
 
-    await rejectsWith(env().auth.authenticate(phone.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.authenticate(refreshed.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(phone.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(refreshed.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(phone.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(refreshed.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(phone.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(refreshed.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
     for (const pair of [phone, refreshed]) {
       const family = await env().store.getFamily(decodeJwt(pair.access_token).fam as string);
       expect(family?.revokedAt).toBe(env().clock.now());
@@ -209,11 +209,11 @@ describe('lockout: users', () => {
     const before = await env().login({ username: 'alice', deviceId: 'phone' });
     for (const d of ['d1', 'd2', 'd3']) await lockDevice('alice', d);
     env().clock.advance(DAY_MS - 1000);
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     env().clock.advance(1000);
     const after = await env().login({ username: 'alice', deviceId: 'phone' });
     await env().auth.authenticate(after.access_token, 'api');
-    await rejectsWith(env().auth.refresh(before.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(before.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
     const view = await viewOf('alice');
     expect(view.locked_for_security_reasons).toBe(false);
     expect(view.status).toBe('Active');
@@ -254,10 +254,10 @@ describe('lockout: users', () => {
     expect((await viewOf('alice')).status).toBe('Locked until 2026-11-26 12:00 UTC');
 
     env().clock.advance(30 * MINUTE_MS);
-    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd3' }), 'RELAY_ERR_DEVICE_LOCKED');
+    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd3' }), 'PLATFORM_ERR_DEVICE_LOCKED');
     expect(err.retryAfterSeconds).toBe(25 * 60);
     env().clock.advance(2 * DAY_MS);
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'fresh' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'fresh' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
 
     // Shorter again: the lock is already over.
     await env().patchSettings({ lockout: { user_lock_days: 1 } });
@@ -275,13 +275,13 @@ describe('lockout: users', () => {
 });
 
 describe('lockout: per-IP limit', () => {
-  it('refuses the 11th failed login within a minute from one address with RELAY_ERR_TOO_MANY_ATTEMPTS and a Retry-After', async () => {
+  it('refuses the 11th failed login within a minute from one address with PLATFORM_ERR_TOO_MANY_ATTEMPTS and a Retry-After', async () => {
     await env().addUser('alice');
     for (let i = 0; i < 10; i++) {
       await env().fail(1, { username: 'alice', deviceId: `d${i}`, ip: '127.0.0.9' });
       env().clock.advance(5000);
     }
-    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd10', ip: '127.0.0.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd10', ip: '127.0.0.9' }), 'PLATFORM_ERR_TOO_MANY_ATTEMPTS');
     expect(err.httpStatus).toBe(429);
     expect(err.retryAfterSeconds).toBe(10);
     expect(env().events).toContainEqual({ event: 'ip_limited', ip: '127.0.0.9' });
@@ -294,14 +294,14 @@ describe('lockout: per-IP limit', () => {
     for (let i = 0; i < 11; i++) await env().login({ username: `user${i}`, deviceId: `phone-${i}`, ip: '127.0.0.9' });
     // Successes used up nothing: ten failures still fit, the eleventh is refused.
     for (let i = 0; i < 10; i++) await env().fail(1, { username: 'user0', deviceId: `guess-${i}`, ip: '127.0.0.9' });
-    await rejectsWith(env().login({ username: 'user0', deviceId: 'phone-0', ip: '127.0.0.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+    await rejectsWith(env().login({ username: 'user0', deviceId: 'phone-0', ip: '127.0.0.9' }), 'PLATFORM_ERR_TOO_MANY_ATTEMPTS');
   });
 
   it('counts failures for names that are no account, and refused attempts not at all', async () => {
     await env().addUser('alice');
     for (let i = 0; i < 10; i++) await env().fail(1, { username: `nobody-${i}`, deviceId: 'bot', ip: '127.0.0.9' });
     for (let i = 0; i < 5; i++)
-      await rejectsWith(env().login({ username: 'alice', deviceId: 'd2', ip: '127.0.0.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+      await rejectsWith(env().login({ username: 'alice', deviceId: 'd2', ip: '127.0.0.9' }), 'PLATFORM_ERR_TOO_MANY_ATTEMPTS');
     env().clock.advance(60_000);
     await env().login({ username: 'alice', deviceId: 'd2', ip: '127.0.0.9' });
   });
@@ -309,10 +309,10 @@ describe('lockout: per-IP limit', () => {
   it('frees the address once the oldest failure leaves the one-minute window', async () => {
     await env().addUser('alice');
     for (let i = 0; i < 10; i++) await env().fail(1, { username: 'alice', deviceId: `d${i}`, ip: '2001:db8::1' });
-    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', ip: '2001:db8::1' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+    const err = await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', ip: '2001:db8::1' }), 'PLATFORM_ERR_TOO_MANY_ATTEMPTS');
     expect(err.retryAfterSeconds).toBe(60);
     env().clock.advance(60_000 - 1);
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', ip: '2001:db8::1' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', ip: '2001:db8::1' }), 'PLATFORM_ERR_TOO_MANY_ATTEMPTS');
     env().clock.advance(1);
     await env().login({ username: 'alice', deviceId: 'd1', ip: '2001:db8::1' });
   });
@@ -325,8 +325,8 @@ describe('lockout: per-IP limit', () => {
         .catch((err: { code: string }) => err.code),
     );
     const codes = await Promise.all(guesses);
-    expect(codes.filter((c) => c === 'RELAY_ERR_INVALID_CREDENTIALS')).toHaveLength(10);
-    expect(codes.filter((c) => c === 'RELAY_ERR_TOO_MANY_ATTEMPTS')).toHaveLength(10);
+    expect(codes.filter((c) => c === 'PLATFORM_ERR_INVALID_CREDENTIALS')).toHaveLength(10);
+    expect(codes.filter((c) => c === 'PLATFORM_ERR_TOO_MANY_ATTEMPTS')).toHaveLength(10);
   });
 
   it('exempts whitelisted addresses', async () => {
@@ -334,12 +334,12 @@ describe('lockout: per-IP limit', () => {
     for (let i = 0; i < 30; i++) await env().login({ username: 'alice', deviceId: 'd1', ip: '10.0.0.1', ipDecision: 'whitelisted' });
   });
 
-  it('refuses blacklisted addresses with RELAY_ERR_IP_BLOCKED, even with the right password, without counting a device failure', async () => {
+  it('refuses blacklisted addresses with PLATFORM_ERR_IP_BLOCKED, even with the right password, without counting a device failure', async () => {
     await env().addUser('alice');
     for (let i = 0; i < 6; i++) {
       const err = await rejectsWith(
         env().login({ username: 'alice', deviceId: 'd1', ip: '192.0.2.66', ipDecision: 'blacklisted' }),
-        'RELAY_ERR_IP_BLOCKED',
+        'PLATFORM_ERR_IP_BLOCKED',
       );
       expect(err.httpStatus).toBe(403);
     }
@@ -350,7 +350,7 @@ describe('lockout: per-IP limit', () => {
     await env().addUser('alice');
     await env().patchSettings({ ip_login_attempts_per_minute: 3 });
     for (let i = 0; i < 3; i++) await env().fail(1, { username: 'alice', deviceId: 'd1', ip: '203.0.113.9' });
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', ip: '203.0.113.9' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'd1', ip: '203.0.113.9' }), 'PLATFORM_ERR_TOO_MANY_ATTEMPTS');
   });
 });
 
@@ -361,7 +361,7 @@ describe('lockout: restart', () => {
     const alice = await env().login({ username: 'alice', deviceId: 'phone' });
     const bob = await env().login({ username: 'bob', deviceId: 'bobs-phone' });
     const bobNext = await env().auth.refresh(bob.refresh_token);
-    await rejectsWith(env().auth.refresh(bob.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(bob.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
     await env().addUser('carol');
     const carol = await env().login({ username: 'carol', deviceId: 'carols-phone' });
     for (const d of ['d1', 'd2', 'd3']) await lockDevice('alice', d);
@@ -370,13 +370,13 @@ describe('lockout: restart', () => {
 
     await env().restart();
 
-    const err = await rejectsWith(env().login({ username: 'carol', deviceId: 'carols-laptop' }), 'RELAY_ERR_DEVICE_LOCKED');
+    const err = await rejectsWith(env().login({ username: 'carol', deviceId: 'carols-laptop' }), 'PLATFORM_ERR_DEVICE_LOCKED');
     expect(err.retryAfterSeconds).toBe(14 * 60);
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'fresh' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'fresh' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     expect((await viewOf('alice')).status).toMatch(/^Locked until 2026-11-24 12:00 UTC$/);
-    await rejectsWith(env().auth.authenticate(alice.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(bobNext.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.authenticate(bobNext.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(alice.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(bobNext.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(bobNext.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     // What was valid stays valid: the signing key and the generation survived too.
     await env().auth.authenticate(carol.access_token, 'api');
     await env().auth.refresh(carol.refresh_token);
@@ -399,7 +399,7 @@ describe('lockout: smart lockout (lockout.smart_lockout)', () => {
 
   it('is off by default: a user lock holds on the devices the user logged in from before', async () => {
     await lockAliceFromElsewhere();
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
   });
 
   it('on: a known device keeps working through a user lock caused from other devices; any other device is locked out', async () => {
@@ -409,19 +409,19 @@ describe('lockout: smart lockout (lockout.smart_lockout)', () => {
     // Its tokens work too, and refresh.
     expect((await env().auth.authenticate(pair.access_token, 'api')).sub).toBe('alice');
     await env().auth.refresh(pair.refresh_token);
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'new-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'bot-1', password: PASSWORD }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'new-phone' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'bot-1', password: PASSWORD }), 'PLATFORM_ERR_DEVICE_LOCKED');
   });
 
   it("on: an administrator's lock has no exception, nor a known device with a lock of its own", async () => {
     await env().patchSettings({ lockout: { smart_lockout: true } });
     await lockAliceFromElsewhere();
     await lockDevice('alice', 'alice-phone');
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'PLATFORM_ERR_DEVICE_LOCKED');
     await env().addUser('bob');
     await env().login({ username: 'bob', deviceId: 'bob-phone' });
     await env().accounts.update('bob', { locked_for_security_reasons: true });
-    await rejectsWith(env().login({ username: 'bob', deviceId: 'bob-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'bob', deviceId: 'bob-phone' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
   });
 
   it('on: a known device whose own failures helped cause the user lock gets no exception', async () => {
@@ -432,7 +432,7 @@ describe('lockout: smart lockout (lockout.smart_lockout)', () => {
     for (const d of ['alice-phone', 'bot-1', 'bot-2']) await lockDevice('alice', d);
     expect((await env().user('alice')).lockedForSecurityReasons).toBe(true);
     env().clock.advance(15 * MINUTE_MS);
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'alice-phone' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     await env().login({ username: 'alice', deviceId: 'alice-tablet' });
   });
 
@@ -442,13 +442,13 @@ describe('lockout: smart lockout (lockout.smart_lockout)', () => {
     await env().fail(10, { username: 'alice', deviceId: 'phone-1', password: 'old password' });
     await env().login({ username: 'alice', deviceId: 'phone-1' });
     for (let i = 0; i < 5; i++) await env().fail(1, { username: 'alice', deviceId: 'phone-1', password: `guess ${i}` });
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
   });
 
   it('off: the same wrong password repeated counts every time', async () => {
     await env().addUser('alice');
     await env().fail(5, { username: 'alice', deviceId: 'phone-1', password: 'old password' });
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
   });
 
   it('keeps only a keyed hash of a wrong password, for the failure window only', async () => {

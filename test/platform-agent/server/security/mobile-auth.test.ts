@@ -30,10 +30,10 @@ async function mobileLogin(): Promise<{ sessionId: string; token: string | undef
 describe('mobile authenticators: off by default', () => {
   it('refuses Authorization: Mobile while the authorization authenticator is disabled (the default), saying so', async () => {
     await env().addUser('alice');
-    const err = await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD) }), 'RELAY_ERR_AUTHENTICATOR_OFF');
+    const err = await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD) }), 'PLATFORM_ERR_AUTHENTICATOR_OFF');
     expect(err.httpStatus).toBe(401);
     // The same answer for a name that is no account: it says nothing about accounts.
-    await rejectsWith(request({ authorization: mobileHeader('nobody', PASSWORD) }), 'RELAY_ERR_AUTHENTICATOR_OFF');
+    await rejectsWith(request({ authorization: mobileHeader('nobody', PASSWORD) }), 'PLATFORM_ERR_AUTHENTICATOR_OFF');
     expect(await env().store.getDevice('phone-1')).toBeNull();
   });
 
@@ -42,8 +42,8 @@ describe('mobile authenticators: off by default', () => {
     await env().patchSettings({ mobile_authorization: { enabled: true } });
     const { token } = await mobileLogin();
     expect(token).toBeDefined();
-    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_AUTHENTICATOR_OFF');
-    await rejectsWith(request({ mobileToken: 'made-up' }), 'RELAY_ERR_AUTHENTICATOR_OFF');
+    await rejectsWith(request({ mobileToken: token! }), 'PLATFORM_ERR_AUTHENTICATOR_OFF');
+    await rejectsWith(request({ mobileToken: 'made-up' }), 'PLATFORM_ERR_AUTHENTICATOR_OFF');
   });
 
   it('answers null for a request that carries none of its credentials', async () => {
@@ -84,14 +84,17 @@ describe('mobile authenticators: Authorization: Mobile', () => {
     expect(result).not.toHaveProperty('newMobileToken');
   });
 
-  it('refuses a wrong password, an unknown user and a malformed value with RELAY_ERR_INVALID_CREDENTIALS', async () => {
+  it('refuses a wrong password, an unknown user and a malformed value with PLATFORM_ERR_INVALID_CREDENTIALS', async () => {
     await env().addUser('alice');
     await enable();
-    await rejectsWith(request({ authorization: mobileHeader('alice', WRONG_PASSWORD), deviceId: 'd1' }), 'RELAY_ERR_INVALID_CREDENTIALS');
-    await rejectsWith(request({ authorization: mobileHeader('nobody', PASSWORD), deviceId: 'd2' }), 'RELAY_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(
+      request({ authorization: mobileHeader('alice', WRONG_PASSWORD), deviceId: 'd1' }),
+      'PLATFORM_ERR_INVALID_CREDENTIALS',
+    );
+    await rejectsWith(request({ authorization: mobileHeader('nobody', PASSWORD), deviceId: 'd2' }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
     await rejectsWith(
       request({ authorization: `Mobile ${Buffer.from('no colon').toString('base64')}`, deviceId: 'd3' }),
-      'RELAY_ERR_INVALID_CREDENTIALS',
+      'PLATFORM_ERR_INVALID_CREDENTIALS',
     );
   });
 
@@ -103,8 +106,8 @@ describe('mobile authenticators: Authorization: Mobile', () => {
     expect(await login(PASSWORD, '127.0.0.2')).toMatchObject({ username: 'alice', deviceId: 'mobile@127.0.0.2' });
     expect(await env().store.getDevice('mobile@127.0.0.2')).toMatchObject({ lastUsername: 'alice' });
     // Its failures count like any device's: five lock alice on mobile@127.0.0.3 only.
-    for (let i = 0; i < 5; i++) await rejectsWith(login(WRONG_PASSWORD, '127.0.0.3'), 'RELAY_ERR_INVALID_CREDENTIALS');
-    await rejectsWith(login(PASSWORD, '127.0.0.3'), 'RELAY_ERR_DEVICE_LOCKED');
+    for (let i = 0; i < 5; i++) await rejectsWith(login(WRONG_PASSWORD, '127.0.0.3'), 'PLATFORM_ERR_INVALID_CREDENTIALS');
+    await rejectsWith(login(PASSWORD, '127.0.0.3'), 'PLATFORM_ERR_DEVICE_LOCKED');
     expect(await login(PASSWORD, '127.0.0.2')).toMatchObject({ deviceId: 'mobile@127.0.0.2' });
   });
 
@@ -112,10 +115,10 @@ describe('mobile authenticators: Authorization: Mobile', () => {
     await env().addUser('alice');
     await enable();
     for (let i = 0; i < 5; i++)
-      await rejectsWith(request({ authorization: mobileHeader('alice', WRONG_PASSWORD) }), 'RELAY_ERR_INVALID_CREDENTIALS');
-    const err = await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD) }), 'RELAY_ERR_DEVICE_LOCKED');
+      await rejectsWith(request({ authorization: mobileHeader('alice', WRONG_PASSWORD) }), 'PLATFORM_ERR_INVALID_CREDENTIALS');
+    const err = await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD) }), 'PLATFORM_ERR_DEVICE_LOCKED');
     expect(err.retryAfterSeconds).toBe(15 * 60);
-    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'RELAY_ERR_DEVICE_LOCKED');
+    await rejectsWith(env().login({ username: 'alice', deviceId: 'phone-1' }), 'PLATFORM_ERR_DEVICE_LOCKED');
   });
 
   it('is held to the per-IP limit and the IP lists', async () => {
@@ -126,10 +129,10 @@ describe('mobile authenticators: Authorization: Mobile', () => {
     for (let i = 0; i < 10; i++)
       await rejectsWith(
         request({ authorization: mobileHeader('alice', WRONG_PASSWORD), ip: '203.0.113.5', deviceId: `e${i}` }),
-        'RELAY_ERR_INVALID_CREDENTIALS',
+        'PLATFORM_ERR_INVALID_CREDENTIALS',
       );
-    await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD), ip: '203.0.113.5' }), 'RELAY_ERR_TOO_MANY_ATTEMPTS');
-    await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD), ipDecision: 'blacklisted' }), 'RELAY_ERR_IP_BLOCKED');
+    await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD), ip: '203.0.113.5' }), 'PLATFORM_ERR_TOO_MANY_ATTEMPTS');
+    await rejectsWith(request({ authorization: mobileHeader('alice', PASSWORD), ipDecision: 'blacklisted' }), 'PLATFORM_ERR_IP_BLOCKED');
   });
 });
 
@@ -143,7 +146,7 @@ describe('mobile authenticators: twx-mobile-token', () => {
     expect(result).toMatchObject({ username: 'alice', role: 'mobile', via: 'mobile-token' });
     expect(result?.newSessionId).toBeDefined();
     env().clock.advance(1000);
-    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(request({ mobileToken: token! }), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it('follows a configured token lifetime', async () => {
@@ -153,12 +156,12 @@ describe('mobile authenticators: twx-mobile-token', () => {
     env().clock.advance(HOUR_MS - 1);
     await request({ mobileToken: token! });
     env().clock.advance(1);
-    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(request({ mobileToken: token! }), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it('refuses an unknown token', async () => {
     await enable();
-    await rejectsWith(request({ mobileToken: 'made-up' }), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(request({ mobileToken: 'made-up' }), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it('refuses the token once the token authenticator is disabled', async () => {
@@ -167,7 +170,7 @@ describe('mobile authenticators: twx-mobile-token', () => {
     const { token } = await mobileLogin();
     await request({ mobileToken: token! });
     await env().patchSettings({ mobile_token: { enabled: false } });
-    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_AUTHENTICATOR_OFF');
+    await rejectsWith(request({ mobileToken: token! }), 'PLATFORM_ERR_AUTHENTICATOR_OFF');
   });
 
   it('refuses the token of a locked or expired account', async () => {
@@ -177,9 +180,9 @@ describe('mobile authenticators: twx-mobile-token', () => {
     const { token } = await mobileLogin();
     const bob = await request({ authorization: mobileHeader('bob', PASSWORD), deviceId: 'bobs-phone' });
     await env().accounts.update('alice', { locked_for_security_reasons: true });
-    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(request({ mobileToken: token! }), 'PLATFORM_ERR_INVALID_TOKEN');
     env().clock.advance(DAY_MS);
-    await rejectsWith(request({ mobileToken: bob!.newMobileToken! }), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(request({ mobileToken: bob!.newMobileToken! }), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 });
 
@@ -193,9 +196,9 @@ describe('mobile authenticators: sessions', () => {
       expect(await request({ sessionId })).toMatchObject({ username: 'alice', via: 'session' });
     }
     env().clock.advance(30 * MINUTE_MS + 1);
-    await rejectsWith(request({ sessionId }), 'RELAY_ERR_SESSION_EXPIRED');
+    await rejectsWith(request({ sessionId }), 'PLATFORM_ERR_SESSION_EXPIRED');
     // Gone for good, even if used again at once.
-    await rejectsWith(request({ sessionId }), 'RELAY_ERR_SESSION_EXPIRED');
+    await rejectsWith(request({ sessionId }), 'PLATFORM_ERR_SESSION_EXPIRED');
   });
 
   it('falls through to the credentials sent with an expired session', async () => {
@@ -214,11 +217,11 @@ describe('mobile authenticators: sessions', () => {
     const { sessionId, token } = await mobileLogin();
     const fromToken = (await request({ mobileToken: token! }))!.newSessionId!;
     await env().patchSettings({ mobile_token: { enabled: false } });
-    const err = await rejectsWith(request({ sessionId: fromToken }), 'RELAY_ERR_AUTHENTICATOR_OFF');
+    const err = await rejectsWith(request({ sessionId: fromToken }), 'PLATFORM_ERR_AUTHENTICATOR_OFF');
     expect(err.httpStatus).toBe(401);
     expect(await request({ sessionId })).toMatchObject({ via: 'session' });
     await env().patchSettings({ mobile_authorization: { enabled: false } });
-    await rejectsWith(request({ sessionId }), 'RELAY_ERR_AUTHENTICATOR_OFF');
+    await rejectsWith(request({ sessionId }), 'PLATFORM_ERR_AUTHENTICATOR_OFF');
   });
 
   it('ends a session opened by a token when the token expires, however recently it was used', async () => {
@@ -230,7 +233,7 @@ describe('mobile authenticators: sessions', () => {
       env().clock.advance(20 * MINUTE_MS);
       if (i < 2) await request({ sessionId });
     }
-    await rejectsWith(request({ sessionId }), 'RELAY_ERR_SESSION_EXPIRED');
+    await rejectsWith(request({ sessionId }), 'PLATFORM_ERR_SESSION_EXPIRED');
   });
 
   it('follows a configured idle timeout', async () => {
@@ -238,7 +241,7 @@ describe('mobile authenticators: sessions', () => {
     await enable({ mobile_session_idle_minutes: 5 });
     const { sessionId } = await mobileLogin();
     env().clock.advance(5 * MINUTE_MS + 1);
-    await rejectsWith(request({ sessionId }), 'RELAY_ERR_SESSION_EXPIRED');
+    await rejectsWith(request({ sessionId }), 'PLATFORM_ERR_SESSION_EXPIRED');
   });
 
   it('ends every mobile session and token of a user when the user is locked by failed logins', async () => {
@@ -246,10 +249,10 @@ describe('mobile authenticators: sessions', () => {
     await enable();
     const { sessionId, token } = await mobileLogin();
     for (const d of ['d1', 'd2', 'd3']) await env().fail(5, { username: 'alice', deviceId: d });
-    await rejectsWith(request({ sessionId }), 'RELAY_ERR_SESSION_EXPIRED');
-    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(request({ sessionId }), 'PLATFORM_ERR_SESSION_EXPIRED');
+    await rejectsWith(request({ mobileToken: token! }), 'PLATFORM_ERR_INVALID_TOKEN');
     // Still refused once the lock has passed: those sessions were ended, not paused.
     env().clock.advance(DAY_MS);
-    await rejectsWith(request({ mobileToken: token! }), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(request({ mobileToken: token! }), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 });

@@ -16,7 +16,7 @@ const defaults = (): SecuritySettings => cloneSettings(defaultSettings);
 
 /** The field a refused patch names. */
 function refusedField(patch: unknown, current: SecuritySettings = defaults()): unknown {
-  const err = throwsWith(() => applySettingsPatch(current, patch), 'RELAY_ERR_INVALID_SETTING');
+  const err = throwsWith(() => applySettingsPatch(current, patch), 'PLATFORM_ERR_INVALID_SETTING');
   expect(err.httpStatus).toBe(400);
   return err.details?.field;
 }
@@ -228,7 +228,7 @@ describe('security settings: patchFromAssignments', () => {
   });
 
   it.each(['lockout.device_failures', '=3'])('refuses an assignment without a name or an "=" (%s)', (assignment) => {
-    throwsWith(() => patchFromAssignments([assignment]), 'RELAY_ERR_INVALID_SETTING');
+    throwsWith(() => patchFromAssignments([assignment]), 'PLATFORM_ERR_INVALID_SETTING');
   });
 
   it('never writes to Object.prototype through a __proto__ or constructor path', () => {

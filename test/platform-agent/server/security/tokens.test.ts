@@ -73,29 +73,29 @@ describe('tokens: a login pair', () => {
 
   it('never passes an access token as a refresh token, nor a refresh token as an access token', async () => {
     const pair = await mobileLogin();
-    await rejectsWith(env().auth.tokens.verify(pair.access_token, 'refresh', 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.tokens.verify(pair.refresh_token, 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.authenticate(pair.refresh_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(pair.access_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify(pair.access_token, 'refresh', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify(pair.refresh_token, 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(pair.refresh_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(pair.access_token), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it('never passes an API token as an administrator token, nor the reverse', async () => {
     const api = await mobileLogin();
-    await rejectsWith(env().auth.tokens.verify(api.access_token, 'access', 'admin'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.authenticate(api.access_token, 'admin'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify(api.access_token, 'access', 'admin'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(api.access_token, 'admin'), 'PLATFORM_ERR_INVALID_TOKEN');
     // An administrator's own API-audience token is still not an administrator token.
     await env().addUser('root', 'admin');
     const adminViaApi = await env().login({ username: 'root', deviceId: 'laptop' });
-    await rejectsWith(env().auth.authenticate(adminViaApi.access_token, 'admin'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(adminViaApi.access_token, 'admin'), 'PLATFORM_ERR_INVALID_TOKEN');
     const admin = await adminLogin();
-    await rejectsWith(env().auth.authenticate(admin.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(admin.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     expect((await env().auth.authenticate(admin.access_token, 'admin')).role).toBe('admin');
   });
 
   it('refuses an administrator-audience token that names a non-admin role, even when properly signed', async () => {
     const pair = await mobileLogin();
     const forged = await signWithStoreKey({ ...decodeJwt(pair.access_token), aud: AUDIENCE.admin });
-    await rejectsWith(env().auth.tokens.verify(forged, 'access', 'admin'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify(forged, 'access', 'admin'), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 });
 
@@ -110,11 +110,11 @@ describe('tokens: refused tokens', () => {
     const pair = await mobileLogin();
     const [h, p, s] = pair.access_token.split('.') as [string, string, string];
     const flipped = (s[0] === 'A' ? 'B' : 'A') + s.slice(1);
-    await rejectsWith(env().auth.tokens.verify(`${h}.${p}.${flipped}`, 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify(`${h}.${p}.${flipped}`, 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     const otherPayload = b64({ ...decodeJwt(pair.access_token), sub: 'root' });
-    await rejectsWith(env().auth.tokens.verify(`${h}.${otherPayload}.${s}`, 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.tokens.verify('not a jwt', 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.tokens.verify('', 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify(`${h}.${otherPayload}.${s}`, 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify('not a jwt', 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify('', 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it('refuses an HS256 token keyed with the public key (algorithm confusion)', async () => {
@@ -123,7 +123,7 @@ describe('tokens: refused tokens', () => {
     const publicJwk = JSON.parse(record.publicJwk) as { x: string };
     for (const secret of [Buffer.from(publicJwk.x, 'base64url'), Buffer.from(record.publicJwk)]) {
       const hs = await new SignJWT(decodeJwt(pair.access_token)).setProtectedHeader({ alg: 'HS256', kid: record.kid }).sign(secret);
-      await rejectsWith(env().auth.tokens.verify(hs, 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
+      await rejectsWith(env().auth.tokens.verify(hs, 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     }
   });
 
@@ -132,7 +132,7 @@ describe('tokens: refused tokens', () => {
     const payload = b64(decodeJwt(pair.access_token));
     for (const alg of ['none', 'None', 'NONE']) {
       const unsigned = `${b64({ alg, typ: 'JWT' })}.${payload}.`;
-      await rejectsWith(env().auth.tokens.verify(unsigned, 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
+      await rejectsWith(env().auth.tokens.verify(unsigned, 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     }
   });
 
@@ -143,7 +143,7 @@ describe('tokens: refused tokens', () => {
     const foreign = await new SignJWT(decodeJwt(pair.access_token))
       .setProtectedHeader({ alg: ALGORITHM, kid: record.kid })
       .sign(privateKey);
-    await rejectsWith(env().auth.tokens.verify(foreign, 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify(foreign, 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it.each([
@@ -158,7 +158,7 @@ describe('tokens: refused tokens', () => {
   ])('refuses a properly signed token with %s', async (_what, change) => {
     const pair = await mobileLogin();
     const forged = await signWithStoreKey({ ...decodeJwt(pair.access_token), ...change });
-    await rejectsWith(env().auth.tokens.verify(forged, 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify(forged, 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it.each(['iss', 'aud', 'exp', 'iat', 'jti', 'sub', 'typ', 'fam', 'gen', 'role'])(
@@ -168,7 +168,7 @@ describe('tokens: refused tokens', () => {
       const payload: Record<string, unknown> = { ...decodeJwt(pair.access_token) };
       delete payload[claim];
       const forged = await signWithStoreKey(payload);
-      await rejectsWith(env().auth.tokens.verify(forged, 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
+      await rejectsWith(env().auth.tokens.verify(forged, 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     },
   );
 
@@ -177,11 +177,11 @@ describe('tokens: refused tokens', () => {
     env().clock.advance(14 * DAY_MS - 1000);
     await env().auth.authenticate(pair.access_token, 'api');
     env().clock.advance(1000);
-    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(pair.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     await env().auth.tokens.verify(pair.refresh_token, 'refresh', 'api');
     env().clock.advance(31 * DAY_MS);
-    await rejectsWith(env().auth.tokens.verify(pair.refresh_token, 'refresh', 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(pair.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.tokens.verify(pair.refresh_token, 'refresh', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(pair.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it('refuses an administrator access token after the administrator validity, which is set apart from the API one', async () => {
@@ -190,7 +190,7 @@ describe('tokens: refused tokens', () => {
     const api = await mobileLogin();
     expect(admin.expires_in).toBe(8 * 3600);
     env().clock.advance(8 * HOUR_MS);
-    await rejectsWith(env().auth.authenticate(admin.access_token, 'admin'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(admin.access_token, 'admin'), 'PLATFORM_ERR_INVALID_TOKEN');
     await env().auth.authenticate(api.access_token, 'api');
   });
 });
@@ -208,10 +208,10 @@ describe('tokens: invalidating every current token', () => {
     expect(change.invalidatesTokens).toBe(true);
     const saved = await env().store.saveSettings(change.next, { invalidateTokens: true, recalculateLocks: null, now: env().clock.now() });
     expect(saved.tokenGeneration).toBe(tokenGeneration + 1);
-    await rejectsWith(env().auth.authenticate(api.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.authenticate(admin.access_token, 'admin'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(api.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(admin.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(api.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(admin.access_token, 'admin'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(api.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(admin.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
     const again = await env().login({ username: 'alice', deviceId: 'phone-1' });
     expect((await env().auth.authenticate(again.access_token, 'api')).gen).toBe(tokenGeneration + 1);
   });
@@ -232,10 +232,10 @@ describe('tokens: invalidating every current token', () => {
     const before = await env().store.getSigningKey();
     await env().auth.tokens.rotateKey();
     expect((await env().store.getSigningKey())?.kid).not.toBe(before?.kid);
-    await rejectsWith(env().auth.authenticate(api.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.authenticate(admin.access_token, 'admin'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(api.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(other.verify(api.access_token, 'access', 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(api.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(admin.access_token, 'admin'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(api.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(other.verify(api.access_token, 'access', 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     const fresh = await env().login({ username: 'alice', deviceId: 'phone-1' });
     await other.verify(fresh.access_token, 'access', 'api');
   });
@@ -263,11 +263,11 @@ describe('tokens: refresh rotation and reuse', () => {
     const third = await env().auth.refresh(second.refresh_token);
     const bystander = await mobileLogin('bob', 'phone-2');
 
-    await rejectsWith(env().auth.refresh(first.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(first.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
 
-    await rejectsWith(env().auth.refresh(third.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.authenticate(third.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.authenticate(second.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(third.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(third.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(second.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
     const family = await env().store.getFamily(decodeJwt(third.access_token).fam as string);
     expect(family?.revokedAt).toBe(env().clock.now());
     expect(env().events).toContainEqual({ event: 'refresh_reuse', username: 'alice', family: family?.familyId });
@@ -281,14 +281,14 @@ describe('tokens: refresh rotation and reuse', () => {
     const results = await Promise.allSettled([env().auth.refresh(first.refresh_token), env().auth.refresh(first.refresh_token)]);
     const fulfilled = results.filter((r): r is PromiseFulfilledResult<TokenPair> => r.status === 'fulfilled');
     expect(fulfilled.length).toBeLessThanOrEqual(1);
-    for (const r of fulfilled) await rejectsWith(env().auth.authenticate(r.value.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    for (const r of fulfilled) await rejectsWith(env().auth.authenticate(r.value.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 
   it('refuses a refresh for an account whose role changed since the login', async () => {
     const first = await mobileLogin();
     await env().accounts.update('alice', { role: 'external' });
-    await rejectsWith(env().auth.refresh(first.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.authenticate(first.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(first.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(first.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 });
 
@@ -298,8 +298,8 @@ describe('tokens: logout', () => {
     const tablet = await mobileLogin('alice', 'tablet-1');
     const claims = await env().auth.authenticate(phone.access_token, 'api');
     await env().auth.logout(claims);
-    await rejectsWith(env().auth.authenticate(phone.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(phone.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(phone.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(phone.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
     await env().auth.authenticate(tablet.access_token, 'api');
   });
 
@@ -307,8 +307,8 @@ describe('tokens: logout', () => {
     const phone = await mobileLogin();
     await env().auth.logout(await env().auth.authenticate(phone.access_token, 'api'));
     await env().restart();
-    await rejectsWith(env().auth.authenticate(phone.access_token, 'api'), 'RELAY_ERR_INVALID_TOKEN');
-    await rejectsWith(env().auth.refresh(phone.refresh_token), 'RELAY_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.authenticate(phone.access_token, 'api'), 'PLATFORM_ERR_INVALID_TOKEN');
+    await rejectsWith(env().auth.refresh(phone.refresh_token), 'PLATFORM_ERR_INVALID_TOKEN');
   });
 });
 

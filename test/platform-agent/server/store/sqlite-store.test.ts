@@ -65,10 +65,10 @@ function expectStoreError(fn: () => unknown): RelayError {
     fn();
   } catch (err) {
     expect(err).toBeInstanceOf(RelayError);
-    expect((err as RelayError).code).toBe('RELAY_ERR_STORE');
+    expect((err as RelayError).code).toBe('PLATFORM_ERR_STORE');
     return err as RelayError;
   }
-  throw new Error('expected RELAY_ERR_STORE, but nothing was thrown');
+  throw new Error('expected PLATFORM_ERR_STORE, but nothing was thrown');
 }
 
 describe('SqliteStore: opening', () => {
@@ -113,7 +113,7 @@ describe('SqliteStore: opening', () => {
     expect(await openStore().getUser('alice')).toEqual(user('alice'));
   });
 
-  it('refuses a database with a newer schema version than it knows, with RELAY_ERR_STORE', async () => {
+  it('refuses a database with a newer schema version than it knows, with PLATFORM_ERR_STORE', async () => {
     await openStore().close();
     const db = new Database(join(dir, DB_FILE));
     db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
@@ -122,12 +122,12 @@ describe('SqliteStore: opening', () => {
     expect(err.message).toContain(`schema version ${MIGRATIONS.length + 1}`);
   });
 
-  it('refuses a file that is not a SQLite database with RELAY_ERR_STORE', () => {
+  it('refuses a file that is not a SQLite database with PLATFORM_ERR_STORE', () => {
     writeFileSync(join(dir, DB_FILE), 'this is not a database, just some text that is long enough to have a header'.repeat(20));
     expectStoreError(() => openStore());
   });
 
-  it('refuses a data folder it cannot create with RELAY_ERR_STORE', () => {
+  it('refuses a data folder it cannot create with PLATFORM_ERR_STORE', () => {
     writeFileSync(join(dir, 'a-file'), '');
     expectStoreError(() => new SqliteStore(join(dir, 'a-file', 'data')));
   });
@@ -245,7 +245,7 @@ describe('SqliteStore: user groups', () => {
     const store = openStore();
     await store.createGroup(group('b-writers', { operations: ['api.read', 'api.write'], description: 'they write' }));
     await store.createGroup(group('a-readers'));
-    expect(await codeOf(store.createGroup(group('a-readers')))).toMatchObject({ code: 'RELAY_ERR_GROUP_EXISTS' });
+    expect(await codeOf(store.createGroup(group('a-readers')))).toMatchObject({ code: 'PLATFORM_ERR_GROUP_EXISTS' });
     expect((await store.listGroups()).map((g) => g.name)).toEqual(['a-readers', 'b-writers']);
     expect(await store.updateGroup('a-readers', { operations: ['profile.read'], role: 'external' })).toEqual(
       group('a-readers', { operations: ['profile.read'], role: 'external' }),
@@ -264,15 +264,15 @@ describe('SqliteStore: user groups', () => {
   it("checks a user's group and role in the write: unknown group, role mismatch", async () => {
     const store = openStore();
     await store.createGroup(group('readers'));
-    expect(await codeOf(store.createUser(user('alice', { group: 'nope' })))).toEqual({ code: 'RELAY_ERR_INVALID_REQUEST', field: 'group' });
+    expect(await codeOf(store.createUser(user('alice', { group: 'nope' })))).toEqual({ code: 'PLATFORM_ERR_INVALID_REQUEST', field: 'group' });
     expect(await codeOf(store.createUser(user('alice', { group: 'readers', role: 'external' })))).toEqual({
-      code: 'RELAY_ERR_INVALID_REQUEST',
+      code: 'PLATFORM_ERR_INVALID_REQUEST',
       field: 'group',
     });
     expect(await store.getUser('alice')).toBeNull();
     await store.createUser(user('alice', { group: 'readers', description: 'field worker' }));
     expect(await store.getUser('alice')).toMatchObject({ group: 'readers', description: 'field worker' });
-    expect(await codeOf(store.updateUser('alice', { role: 'external' }, T0))).toEqual({ code: 'RELAY_ERR_INVALID_REQUEST', field: 'role' });
+    expect(await codeOf(store.updateUser('alice', { role: 'external' }, T0))).toEqual({ code: 'PLATFORM_ERR_INVALID_REQUEST', field: 'role' });
     expect(await store.updateUser('alice', { role: 'external', group: null }, T0)).toMatchObject({ role: 'external', group: null });
   });
 
@@ -282,9 +282,9 @@ describe('SqliteStore: user groups', () => {
     await store.createUser(user('alice', { group: 'readers' }));
     await store.createUser(user('bob', { group: 'readers' }));
     expect(await store.countUsersInGroup('readers')).toBe(2);
-    expect(await codeOf(store.deleteGroup('readers'))).toMatchObject({ code: 'RELAY_ERR_GROUP_IN_USE' });
+    expect(await codeOf(store.deleteGroup('readers'))).toMatchObject({ code: 'PLATFORM_ERR_GROUP_IN_USE' });
     expect(await codeOf(store.updateGroup('readers', { role: 'external' }))).toMatchObject({
-      code: 'RELAY_ERR_GROUP_IN_USE',
+      code: 'PLATFORM_ERR_GROUP_IN_USE',
       field: 'role',
     });
     expect(await store.getGroup('readers')).toEqual(group('readers'));
@@ -562,9 +562,9 @@ describe('SqliteStore: names without regard to case', () => {
     await store.createUser(user('ADMIN', { role: 'admin' }));
     await store.createUser(user('caf\u00e9'));
     for (const name of ['Alice', 'ALICE', 'admin', 'cafe\u0301', 'CAF\u00c9'])
-      expect(await codeOf(store.createUser(user(name)))).toMatchObject({ code: 'RELAY_ERR_USER_EXISTS' });
+      expect(await codeOf(store.createUser(user(name)))).toMatchObject({ code: 'PLATFORM_ERR_USER_EXISTS' });
     await store.createGroup(group('staff'));
-    expect(await codeOf(store.createGroup(group('Staff')))).toMatchObject({ code: 'RELAY_ERR_GROUP_EXISTS' });
+    expect(await codeOf(store.createGroup(group('Staff')))).toMatchObject({ code: 'PLATFORM_ERR_GROUP_EXISTS' });
     expect((await store.listUsers()).map((u) => u.username)).toEqual(['ADMIN', 'alice', 'caf\u00e9']);
   });
 

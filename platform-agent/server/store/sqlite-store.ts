@@ -328,7 +328,9 @@ export class SqliteStore implements PlatformStore {
         this.db = new Database(this.file);
         chmodSync(this.file, 0o600);
       } catch (err) {
-        throw new RelayError('PLATFORM_ERR_STORE', `--data ${dir}: cannot open ${DB_FILE} there (${(err as Error).message})`, { cause: err });
+        throw new RelayError('PLATFORM_ERR_STORE', `--data ${dir}: cannot open ${DB_FILE} there (${(err as Error).message})`, {
+          cause: err,
+        });
       }
     }
     try {
@@ -342,7 +344,9 @@ export class SqliteStore implements PlatformStore {
     } catch (err) {
       this.db.close();
       if (err instanceof RelayError) throw err;
-      throw new RelayError('PLATFORM_ERR_STORE', `${this.file}: not a usable platform database (${(err as Error).message})`, { cause: err });
+      throw new RelayError('PLATFORM_ERR_STORE', `${this.file}: not a usable platform database (${(err as Error).message})`, {
+        cause: err,
+      });
     }
   }
 
@@ -667,9 +671,13 @@ export class SqliteStore implements PlatformStore {
       const next = { ...cur, ...patch };
       const users = next.role === cur.role ? 0 : this.usersInGroup(name);
       if (users > 0)
-        throw new RelayError('PLATFORM_ERR_GROUP_IN_USE', `group ${name} has ${users} user(s) with role ${cur.role}: its role cannot change`, {
-          details: { field: 'role' },
-        });
+        throw new RelayError(
+          'PLATFORM_ERR_GROUP_IN_USE',
+          `group ${name} has ${users} user(s) with role ${cur.role}: its role cannot change`,
+          {
+            details: { field: 'role' },
+          },
+        );
       this.sql('UPDATE groups SET role = ?, description = ?, operations = ? WHERE name = ?').run(
         next.role,
         next.description,
@@ -685,7 +693,8 @@ export class SqliteStore implements PlatformStore {
       const name = this.readGroup(given)?.name;
       if (name === undefined) return false;
       const users = this.usersInGroup(name);
-      if (users > 0) throw new RelayError('PLATFORM_ERR_GROUP_IN_USE', `group ${name} still has ${users} user(s); move or delete them first`);
+      if (users > 0)
+        throw new RelayError('PLATFORM_ERR_GROUP_IN_USE', `group ${name} still has ${users} user(s); move or delete them first`);
       return this.sql('DELETE FROM groups WHERE name = ?').run(name).changes > 0;
     });
   }

@@ -264,7 +264,10 @@ describe('SqliteStore: user groups', () => {
   it("checks a user's group and role in the write: unknown group, role mismatch", async () => {
     const store = openStore();
     await store.createGroup(group('readers'));
-    expect(await codeOf(store.createUser(user('alice', { group: 'nope' })))).toEqual({ code: 'PLATFORM_ERR_INVALID_REQUEST', field: 'group' });
+    expect(await codeOf(store.createUser(user('alice', { group: 'nope' })))).toEqual({
+      code: 'PLATFORM_ERR_INVALID_REQUEST',
+      field: 'group',
+    });
     expect(await codeOf(store.createUser(user('alice', { group: 'readers', role: 'external' })))).toEqual({
       code: 'PLATFORM_ERR_INVALID_REQUEST',
       field: 'group',
@@ -272,7 +275,10 @@ describe('SqliteStore: user groups', () => {
     expect(await store.getUser('alice')).toBeNull();
     await store.createUser(user('alice', { group: 'readers', description: 'field worker' }));
     expect(await store.getUser('alice')).toMatchObject({ group: 'readers', description: 'field worker' });
-    expect(await codeOf(store.updateUser('alice', { role: 'external' }, T0))).toEqual({ code: 'PLATFORM_ERR_INVALID_REQUEST', field: 'role' });
+    expect(await codeOf(store.updateUser('alice', { role: 'external' }, T0))).toEqual({
+      code: 'PLATFORM_ERR_INVALID_REQUEST',
+      field: 'role',
+    });
     expect(await store.updateUser('alice', { role: 'external', group: null }, T0)).toMatchObject({ role: 'external', group: null });
   });
 

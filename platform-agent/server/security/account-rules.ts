@@ -6,11 +6,9 @@
 import { DAY_MS } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
 import { ROLES, type Role, type UserRecord } from '../store/store.js';
+import { NAME_RULE, normalizeName } from './names.js';
 import { passwordProblem } from './passwords.js';
 import type { SecuritySettings } from './settings.js';
-
-/** Usernames and group names. */
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 
 /** Longest description of a user or a group, in characters. */
 export const MAX_DESCRIPTION_CHARS = 500;
@@ -20,11 +18,11 @@ export function invalid(field: string, message: string): RelayError {
   return new RelayError('PLATFORM_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
 }
 
-/** A user or group name: 1-64 letters, digits and `. _ @ -`, not starting with a sign. */
+/** A user or group name (names.ts: any script, NFC), returned in NFC. */
 export function checkName(field: string, name: unknown): string {
-  if (typeof name !== 'string' || !NAME.test(name))
-    throw invalid(field, 'expected 1-64 characters: letters, digits, and . _ @ - (not first)');
-  return name;
+  const normalized = normalizeName(name);
+  if (normalized === null) throw invalid(field, NAME_RULE);
+  return normalized;
 }
 
 export function checkUsername(username: unknown): string {

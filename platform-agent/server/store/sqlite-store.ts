@@ -157,6 +157,13 @@ export const MIGRATIONS: readonly string[] = [
     wait_until INTEGER NOT NULL
   );
   `,
+  // 7: names take every script, and their comparison key is NFC with full Unicode case folding
+  // (security/names.ts): every key is made again. Names that collide under the wider rule are
+  // kept and listed by \`ambiguousNames\`, as in 5.
+  `
+  UPDATE users SET name_key = name_key(username);
+  UPDATE groups SET name_key = name_key(name);
+  `,
 ];
 
 interface UserRow {

@@ -123,7 +123,7 @@ describe('accounts: create', () => {
   it.each([
     [{ username: '', password: PASSWORD, role: 'mobile' }, 'username'],
     [{ username: '-alice', password: PASSWORD, role: 'mobile' }, 'username'],
-    [{ username: 'a b', password: PASSWORD, role: 'mobile' }, 'username'],
+    [{ username: 'a  b', password: PASSWORD, role: 'mobile' }, 'username'],
     [{ username: 'a'.repeat(65), password: PASSWORD, role: 'mobile' }, 'username'],
     [{ username: 'alice', password: PASSWORD, role: 'root' }, 'role'],
     [{ username: 'alice', password: 'short', role: 'mobile' }, 'password'],

@@ -633,6 +633,25 @@ describe('SqliteStore: names without regard to case', () => {
     expect(await store.getLoginUser('ALICE')).toMatchObject({ username: 'alice' });
     expect((await store.ambiguousNames()).users).toEqual([]);
   });
+
+  it('migration 7 makes every key again with full case folding: names that only folding joins are listed, and log in by any case', async () => {
+    const db = new Database(join(dir, DB_FILE));
+    db.function('name_key', { deterministic: true }, (name: unknown) => String(name).normalize('NFC').toLowerCase());
+    for (let v = 0; v < 6; v++) db.exec(MIGRATIONS[v]!);
+    db.pragma('user_version = 6');
+    const insert = db.prepare(
+      "INSERT INTO users (username, password_hash, role, created_at, locked, name_key) VALUES (?, 'x', 'mobile', ?, 0, lower(?))",
+    );
+    // Under the old key (lower case only) these two were different names; folding makes them one.
+    insert.run('STRASSE', T0, 'strasse');
+    insert.run('straße', T0, 'straße');
+    insert.run('Иванов', T0, 'иванов');
+    db.close();
+    const store = openStore();
+    expect(await store.ambiguousNames()).toEqual({ users: [['STRASSE', 'straße']], groups: [] });
+    expect(await store.getLoginUser('Strasse')).toBeNull();
+    expect(await store.getLoginUser('ИВАНОВ')).toMatchObject({ username: 'Иванов' });
+  });
 });
 
 describe('SqliteStore: refresh families', () => {

@@ -122,6 +122,11 @@ const catalog = {
     message: 'the last administrator who can manage users cannot be removed, demoted, locked, expired or lose admin.users',
     httpStatus: 409,
   },
+  PLATFORM_ERR_PASSWORD_IN_USE: {
+    message: 'another user has this password; with password-only device login every password must be unique',
+    httpStatus: 409,
+  },
+  PLATFORM_ERR_BARCODE_IN_USE: { message: 'another user has this barcode; every user barcode must be unique', httpStatus: 409 },
   PLATFORM_ERR_GROUP_EXISTS: { message: 'a user group with that name already exists', httpStatus: 409 },
   PLATFORM_ERR_GROUP_NOT_FOUND: { message: 'no such user group', httpStatus: 404 },
   PLATFORM_ERR_GROUP_IN_USE: { message: 'the user group still has users', httpStatus: 409 },

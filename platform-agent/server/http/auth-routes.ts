@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RelayError } from '../../../shared/errors.js';
 import type { IpDecision } from '../../../shared/ip-rules.js';
-import type { AuthService } from '../security/auth.js';
+import type { AuthService, LoginAttempt } from '../security/auth.js';
 import { MOBILE_TOKEN_HEADER, SESSION_COOKIE, type MobileAuthenticators, isMobileAuthorization } from '../security/mobile-auth.js';
 import type { Role } from '../store/store.js';
 import { bearerToken, cookie, header, readJson, sendJson, sendNoContent, stringField } from './http-io.js';
@@ -56,6 +56,18 @@ export function deviceId(req: IncomingMessage, required: boolean): string | null
   return v;
 }
 
+/**
+ * What a login body names: `{username, password}`; for an API login also the device logins of
+ * Mobile SMARTS, `{password}` alone or `{barcode}` (auth.ts refuses them while their setting is off).
+ */
+function loginSecret(body: Record<string, unknown>, audience: 'api' | 'admin'): Pick<LoginAttempt, 'username' | 'password' | 'method'> {
+  if (audience === 'api' && body.barcode !== undefined && body.username === undefined && body.password === undefined)
+    return { username: '', password: stringField(body, 'barcode', 1024), method: 'barcode' };
+  if (audience === 'api' && body.username === undefined && body.password !== undefined)
+    return { username: '', password: stringField(body, 'password', 1024), method: 'password' };
+  return { username: stringField(body, 'username', 256), password: stringField(body, 'password', 1024) };
+}
+
 export class AuthRoutes {
   constructor(
     private readonly auth: AuthService,
@@ -67,8 +79,7 @@ export class AuthRoutes {
     const device = audience === 'api' ? deviceId(req, true)! : (deviceId(req, false) ?? `admin-console@${ctx.ip}`);
     const body = await readJson(req);
     const pair = await this.auth.login({
-      username: stringField(body, 'username', 256),
-      password: stringField(body, 'password', 1024),
+      ...loginSecret(body, audience),
       deviceId: device,
       ip: ctx.ip,
       ipDecision: ctx.ipDecision,

@@ -108,6 +108,8 @@ export interface UserView {
   locked_for_security_reasons: boolean;
   locked_until: string | null;
   status: string;
+  /** A user barcode is set (the barcode itself is a credential: never shown). */
+  barcode_set: boolean;
 }
 
 /**
@@ -135,6 +137,7 @@ export function userView(user: UserRecord, settings: SecuritySettings, now: numb
     locked_for_security_reasons: locked,
     locked_until: locked ? iso(user.lockedUntil) : null,
     status,
+    barcode_set: user.barcodeHash !== null,
   };
 }
 
@@ -146,4 +149,18 @@ export interface NewUser {
   account_valid_until?: unknown;
   group?: unknown;
   description?: unknown;
+  /** The user barcode («Штрихкод пользователя»), a credential; absent or null: none. */
+  barcode?: unknown;
+}
+
+/** Longest user barcode, in characters. */
+export const MAX_BARCODE_CHARS = 128;
+const BARCODE = /^[^\p{Cc}\p{Cf}\s](?:[^\p{Cc}\p{Cf}]*[^\p{Cc}\p{Cf}\s])?$/u;
+
+/** A user barcode: 4-128 characters, no control or invisible characters, no space at either end; null clears it. */
+export function checkBarcode(barcode: unknown): string | null {
+  if (barcode === null) return null;
+  if (typeof barcode !== 'string' || [...barcode].length < 4 || [...barcode].length > MAX_BARCODE_CHARS || !BARCODE.test(barcode))
+    throw invalid('barcode', `expected 4-${MAX_BARCODE_CHARS} characters without control characters or spaces at the ends, or null`);
+  return barcode;
 }

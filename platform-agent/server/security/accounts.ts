@@ -5,10 +5,12 @@
  */
 import type { Clock } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
-import type { PlatformStore, UserPatch, UserRecord } from '../store/store.js';
+import type { PlatformStore, SecretKind, UserPatch, UserRecord, UserWriteOptions } from '../store/store.js';
 import { keepUserManager } from './groups.js';
+import { lookupTag } from './lookup-tags.js';
 import { hashPassword, type ScryptParams } from './passwords.js';
 import {
+  checkBarcode,
   checkDescription,
   checkGroupField,
   checkPassword,
@@ -36,9 +38,12 @@ export class Accounts {
       throw invalid('account_valid_until', 'must be after account_valid_from');
     const group = input.group === undefined ? null : checkGroupField(input.group);
     const description = input.description === undefined ? null : checkDescription(input.description);
+    const barcode = input.barcode === undefined ? null : checkBarcode(input.barcode);
     const user: UserRecord = {
       username,
       passwordHash: await hashPassword(password, this.scrypt),
+      passwordTag: await this.tag('password', password),
+      ...(await this.barcodeFields(barcode)),
       role,
       createdAt: this.clock.now(),
       validFrom,
@@ -49,8 +54,22 @@ export class Accounts {
       group,
       description,
     };
-    await this.store.createUser(user);
+    await this.store.createUser(user, await this.writeOptions());
     return user;
+  }
+
+  private async tag(kind: SecretKind, secret: string): Promise<string> {
+    return lookupTag(await this.store.lookupKey(), kind, secret);
+  }
+
+  private async barcodeFields(barcode: string | null): Promise<Pick<UserRecord, 'barcodeHash' | 'barcodeTag'>> {
+    if (barcode === null) return { barcodeHash: null, barcodeTag: null };
+    return { barcodeHash: await hashPassword(barcode, this.scrypt), barcodeTag: await this.tag('barcode', barcode) };
+  }
+
+  /** With password-only device login on, a password must be no other user's. */
+  private async writeOptions(): Promise<UserWriteOptions> {
+    return { uniquePassword: (await this.store.getSettings()).settings.device_login.password_only };
   }
 
   async get(username: string): Promise<UserRecord> {
@@ -75,6 +94,7 @@ export class Accounts {
       'account_valid_from',
       'account_valid_until',
       'locked_for_security_reasons',
+      'barcode',
     ];
     for (const key of Object.keys(input)) if (!allowed.includes(key)) throw invalid(key, `unknown field; expected ${allowed.join(', ')}`);
     const user = await this.get(username);
@@ -82,7 +102,12 @@ export class Accounts {
     if (input.role !== undefined) patch.role = checkRole(input.role);
     if (input.group !== undefined) patch.group = checkGroupField(input.group);
     if (input.description !== undefined) patch.description = checkDescription(input.description);
-    if (input.password !== undefined) patch.passwordHash = await hashPassword(checkPassword(input.password), this.scrypt);
+    if (input.password !== undefined) {
+      const password = checkPassword(input.password);
+      patch.passwordHash = await hashPassword(password, this.scrypt);
+      patch.passwordTag = await this.tag('password', password);
+    }
+    if (input.barcode !== undefined) Object.assign(patch, await this.barcodeFields(checkBarcode(input.barcode)));
     if (input.account_valid_from !== undefined) patch.validFrom = parseDate('account_valid_from', input.account_valid_from);
     if (input.account_valid_until !== undefined) patch.validUntil = parseDate('account_valid_until', input.account_valid_until);
     const from = patch.validFrom !== undefined ? patch.validFrom : user.validFrom;
@@ -100,7 +125,8 @@ export class Accounts {
       await keepUserManager(this.store, this.clock.now(), { user: { username, after } });
     }
 
-    let result = Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch, this.clock.now()) : user;
+    let result =
+      Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch, this.clock.now(), await this.writeOptions()) : user;
     if (lock === false) result = await this.store.setUserLock(username, null);
     if (lock === true) {
       const now = this.clock.now();

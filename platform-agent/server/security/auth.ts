@@ -10,18 +10,29 @@ import type { Clock } from '../../../shared/clock.js';
 import { MINUTE_MS } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
 import type { IpDecision } from '../../../shared/ip-rules.js';
-import type { PlatformStore, Role, UserRecord } from '../store/store.js';
+import type { PlatformStore, Role, SecretKind, UserRecord } from '../store/store.js';
 import { accountActive, accountUsable } from './account-rules.js';
 import { adminAccountKey, adminAddressKey, adminWaitPolicy } from './admin-waits.js';
 import { isLastUserManager, validityWaived } from './groups.js';
+import { lookupTag } from './lookup-tags.js';
 import { nameKey } from './names.js';
 import { defaultScryptParams, hashPassword, verifyPassword, type ScryptParams } from './passwords.js';
 import { inactivityMs, lockoutPolicy, type SecuritySettings } from './settings.js';
 import { TokenService, type Audience, type TokenClaims, type TokenPair } from './tokens.js';
 
+/**
+ * How a login names its user: `name` (a name and a password, the default), or one of the device
+ * logins of Mobile SMARTS, on only when the settings say so (`device_login`): `password` (a
+ * password alone) or `barcode` (the user barcode, sent in `password`). Mobile users only.
+ */
+export type LoginMethod = 'name' | 'password' | 'barcode';
+
 export interface LoginAttempt {
+  /** The name; ignored by the device logins. */
   username: string;
+  /** The password, or the barcode of a barcode login. */
   password: string;
+  method?: LoginMethod;
   deviceId: string;
   /** The client's address as the relay saw it (tunnel OPEN metadata), or the internal socket's. */
   ip: string;
@@ -96,16 +107,23 @@ export class AuthService {
       }
       attemptId = hit.attemptId;
     }
-    const user = await this.store.getLoginUser(a.username);
+    const method = a.method ?? 'name';
+    if (method !== 'name') this.checkDeviceLogin(method, settings, a.requireRole);
+    const user = method === 'name' ? await this.store.getLoginUser(a.username) : await this.userBySecret(method, a.password);
     // Administrators have their own rule, whichever route they log in on (growing waits, no lock).
-    if (a.requireRole === 'admin' || user?.role === 'admin') return this.checkAdmin(a, user, settings, attemptId);
-    // The (user, device) rows of a name that is no account are keyed by the name's key.
-    const who = user?.username ?? nameKey(a.username);
+    if (method === 'name' && (a.requireRole === 'admin' || user?.role === 'admin')) return this.checkAdmin(a, user, settings, attemptId);
+    // The (user, device) rows of a name that is no account are keyed by the name's key. A device
+    // login counts on the device under its method (`*password`, `*barcode`: no name can be that),
+    // whoever it finds: a guess names no user, so the lock, the count and the check made again at
+    // success must all be the device's own, or a right guess would pass a lock that wrong ones meet.
+    const who = method === 'name' ? (user?.username ?? nameKey(a.username)) : `*${method}`;
+    const shown = method === 'name' ? a.username : (user?.username ?? `(${method} login)`);
     const lockedUntil = await this.store.deviceLockedUntil(a.deviceId, who, now);
     if (lockedUntil !== null)
       throw new RelayError('PLATFORM_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(lockedUntil, now) });
 
-    const passwordOk = await verifyPassword(a.password, user?.passwordHash ?? (await this.dummyHash));
+    const hash = method === 'barcode' ? user?.barcodeHash : user?.passwordHash;
+    const passwordOk = await verifyPassword(a.password, hash ?? (await this.dummyHash));
     const roleOk = !a.requireRole || user?.role === a.requireRole;
     const deviceLocked = (until: number): RelayError =>
       new RelayError('PLATFORM_ERR_DEVICE_LOCKED', undefined, { retryAfterSeconds: secondsUntil(until, this.clock.now()) });
@@ -113,22 +131,48 @@ export class AuthService {
     // Guesses sent at once all pass the lock check above while their scrypt runs; the store decides
     // again, atomically, so that once the device is locked no outcome (right or wrong) is revealed.
     if (user && passwordOk && roleOk && usable) {
-      if (await this.store.recordLoginSuccess(a.deviceId, user.username, this.clock.now())) {
+      if (await this.store.recordLoginSuccess(a.deviceId, who, this.clock.now())) {
         if (attemptId !== null) await this.store.releaseIpAttempt(attemptId);
         return user;
       }
-      throw deviceLocked((await this.store.deviceLockedUntil(a.deviceId, user.username, this.clock.now())) ?? this.clock.now());
+      throw deviceLocked((await this.store.deviceLockedUntil(a.deviceId, who, this.clock.now())) ?? this.clock.now());
     }
     const policy = lockoutPolicy(settings);
     // Smart lockout: a wrong password repeated counts once. Only a keyed hash is kept, never the password.
     const tag = policy.smart && !passwordOk ? await this.passwordTag(who, a.password) : undefined;
-    const result = await this.store.recordLoginFailure(a.deviceId, who, this.clock.now(), policy, user !== null, tag);
+    // Only a name login's failures count towards its user's lock: a device login's name no user.
+    const result = await this.store.recordLoginFailure(a.deviceId, who, this.clock.now(), policy, user !== null && method === 'name', tag);
     if (result.deviceLockedUntil !== null && !result.deviceLockedNow) throw deviceLocked(result.deviceLockedUntil);
-    this.onEvent({ event: 'login_failed', username: a.username, deviceId: a.deviceId, ip: a.ip });
+    this.onEvent({ event: 'login_failed', username: shown, deviceId: a.deviceId, ip: a.ip });
     if (result.deviceLockedNow && result.deviceLockedUntil !== null)
-      this.onEvent({ event: 'device_locked', deviceId: a.deviceId, username: a.username, until: result.deviceLockedUntil });
-    if (result.userLockedUntil !== null) this.onEvent({ event: 'user_locked', username: a.username, until: result.userLockedUntil });
+      this.onEvent({ event: 'device_locked', deviceId: a.deviceId, username: shown, until: result.deviceLockedUntil });
+    if (result.userLockedUntil !== null) this.onEvent({ event: 'user_locked', username: shown, until: result.userLockedUntil });
     throw new RelayError('PLATFORM_ERR_INVALID_CREDENTIALS');
+  }
+
+  /** A device login is refused (400, before any counting) unless its setting is on, and it is for mobile users only. */
+  private checkDeviceLogin(method: Exclude<LoginMethod, 'name'>, settings: SecuritySettings, requireRole: Role | undefined): void {
+    const on = method === 'password' ? settings.device_login.password_only : settings.device_login.barcode;
+    if (!on)
+      throw new RelayError(
+        'PLATFORM_ERR_INVALID_REQUEST',
+        method === 'password' ? 'username: required (password-only login is off)' : 'barcode: barcode login is off',
+        { details: { field: method === 'password' ? 'username' : 'barcode' } },
+      );
+    if (requireRole !== undefined && requireRole !== 'mobile')
+      throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', 'username: required (device logins are for mobile users)', {
+        details: { field: 'username' },
+      });
+  }
+
+  /**
+   * The mobile user whose password or barcode has the secret's lookup tag (security/lookup-tags.ts),
+   * or null: none, not a mobile user, or several (passwords shared from before password-only login
+   * was turned on; the settings refuse to turn it on while any are, so this is a race's leftover).
+   */
+  private async userBySecret(kind: SecretKind, secret: string): Promise<UserRecord | null> {
+    const users = await this.store.usersBySecretTag(kind, lookupTag(await this.store.lookupKey(), kind, secret));
+    return users.length === 1 && users[0]!.role === 'mobile' ? users[0]! : null;
   }
 
   /**

@@ -6,6 +6,7 @@
  * the `settings_changed` audit line: who, through what, which settings, and what followed.
  */
 import type { Clock } from '../../../shared/clock.js';
+import { RelayError } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
 import type { PlatformStore, StoredSettings } from '../store/store.js';
 import { applySettingsPatch, lockoutPolicy, type SecuritySettings, type SettingsChange } from './settings.js';
@@ -40,7 +41,20 @@ export class SettingsService {
   async check(patch: unknown): Promise<CheckedChange> {
     const { settings } = await this.store.getSettings();
     const change = applySettingsPatch(settings, patch);
+    if (change.next.device_login.password_only && !settings.device_login.password_only) await this.checkPasswordsUnique();
     return { ...change, changed: settingsDiff(settings, change.next) };
+  }
+
+  /** Password-only login finds a user by the password: it cannot be turned on while two users share one. */
+  private async checkPasswordsUnique(): Promise<void> {
+    const shared = await this.store.sharedPasswords();
+    if (shared.length === 0) return;
+    const field = 'device_login.password_only';
+    throw new RelayError(
+      'PLATFORM_ERR_INVALID_SETTING',
+      `${field}: every user's password must be unique first; these users share a password: ${shared.map((names) => names.join(' and ')).join('; ')}`,
+      { details: { field, shared } },
+    );
   }
 
   /** Saves a checked change with what it implies, and logs it. A change that differs in nothing saves and logs nothing. */

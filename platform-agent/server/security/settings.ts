@@ -64,6 +64,14 @@ export interface SecuritySettings {
   mobile_token: { enabled: boolean };
   /** Idle timeout of a session created by a mobile authenticator. */
   mobile_session_idle_minutes: number;
+  /**
+   * The device logins of Mobile SMARTS, off by default (the document recommends a name and a
+   * password). `password_only`: "on the device only a password is asked, so every user's password
+   * must be unique and none may be empty" — a device logs in with `{password}` alone, and a new or
+   * changed password equal to another user's is refused. `barcode` («Вход по штрихкоду»): a device
+   * logs in with `{barcode}`, the user barcode an administrator set. Mobile users only.
+   */
+  device_login: { password_only: boolean; barcode: boolean };
 }
 
 /**
@@ -90,6 +98,7 @@ export const defaultSettings: Readonly<SecuritySettings> = Object.freeze({
   mobile_authorization: { enabled: false, generate_tokens: true, token_lifetime_seconds: 2_592_000 },
   mobile_token: { enabled: false },
   mobile_session_idle_minutes: 30,
+  device_login: { password_only: false, barcode: false },
 });
 
 export function cloneSettings(s: SecuritySettings): SecuritySettings {
@@ -209,6 +218,7 @@ const topFields: Section = {
     }),
   mobile_token: (f, v, cur) => section(f, v, cur as Record<string, unknown>, { enabled: bool }),
   mobile_session_idle_minutes: (f, v) => int(f, v, 1, 1440),
+  device_login: (f, v, cur) => section(f, v, cur as Record<string, unknown>, { password_only: bool, barcode: bool }),
 };
 
 export interface SettingsChange {

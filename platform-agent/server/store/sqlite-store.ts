@@ -5,8 +5,9 @@
  * (the `platform-agent user …` CLI while the server runs) never sees half an update, and a crash
  * never loses a lock: a lock is committed before the login answer leaves.
  */
-import { chmodSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { RelayError } from '../../../shared/errors.js';
 import { nameKey } from '../security/names.js';
@@ -25,14 +26,43 @@ import {
   type PlatformStore,
   type Role,
   type RotateResult,
+  type SecretKind,
   type SessionLookup,
   type SigningKeyRecord,
   type StoredSettings,
   type UserPatch,
   type UserRecord,
+  type UserWriteOptions,
 } from './store.js';
 
 export const DB_FILE = 'platform.db';
+
+/** The lookup tags' key (store.ts `lookupKey`), beside platform.db and not in it: a copy of the database alone does not give it. */
+export const LOOKUP_KEY_FILE = 'lookup.key';
+const LOOKUP_KEY_BYTES = 32;
+
+/** Reads the key file, or makes it (0600) if there is none; two processes making it at once end with the same key. */
+function readOrCreateKey(file: string): Buffer {
+  try {
+    const key = readFileSync(file);
+    if (key.length !== LOOKUP_KEY_BYTES)
+      throw new RelayError('PLATFORM_ERR_STORE', `${file}: expected ${LOOKUP_KEY_BYTES} bytes, found ${key.length}`);
+    return key;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  // Written whole under another name, then linked into place: nobody reads a half-written key, and a race has one winner.
+  const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(temp, randomBytes(LOOKUP_KEY_BYTES), { mode: 0o600, flag: 'wx' });
+  try {
+    linkSync(temp, file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    unlinkSync(temp);
+  }
+  return readOrCreateKey(file);
+}
 
 /** Migrations in order; index + 1 is the `user_version` after it. Never edit one that shipped: add another. Exported for the migration tests. */
 export const MIGRATIONS: readonly string[] = [
@@ -164,6 +194,15 @@ export const MIGRATIONS: readonly string[] = [
   UPDATE users SET name_key = name_key(username);
   UPDATE groups SET name_key = name_key(name);
   `,
+  // 8: the device logins of Mobile SMARTS: a lookup tag beside each password set from now on (a
+  // password alone finds its user), and a barcode per user (hash and tag, unique).
+  `
+  ALTER TABLE users ADD COLUMN password_tag TEXT;
+  ALTER TABLE users ADD COLUMN barcode_hash TEXT;
+  ALTER TABLE users ADD COLUMN barcode_tag TEXT;
+  CREATE INDEX users_password_tag ON users (password_tag) WHERE password_tag IS NOT NULL;
+  CREATE UNIQUE INDEX users_barcode_tag ON users (barcode_tag) WHERE barcode_tag IS NOT NULL;
+  `,
 ];
 
 interface UserRow {
@@ -178,6 +217,9 @@ interface UserRow {
   locked_until: number | null;
   group_name: string | null;
   description: string | null;
+  password_tag: string | null;
+  barcode_hash: string | null;
+  barcode_tag: string | null;
 }
 
 interface GroupRow {
@@ -243,6 +285,9 @@ const toUser = (r: UserRow): UserRecord => ({
   lockedUntil: r.locked_until,
   group: r.group_name,
   description: r.description,
+  passwordTag: r.password_tag,
+  barcodeHash: r.barcode_hash,
+  barcodeTag: r.barcode_tag,
 });
 
 const toGroup = (r: GroupRow): GroupRecord => ({
@@ -315,6 +360,7 @@ function withDefaults(saved: Partial<SecuritySettings>): SecuritySettings {
     lockout: { ...d.lockout, ...saved.lockout },
     mobile_authorization: { ...d.mobile_authorization, ...saved.mobile_authorization },
     mobile_token: { ...d.mobile_token, ...saved.mobile_token },
+    device_login: { ...d.device_login, ...saved.device_login },
   };
 }
 
@@ -322,6 +368,7 @@ export class SqliteStore implements PlatformStore {
   readonly file: string;
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
+  private lookupKeyValue: Buffer | undefined;
 
   /** Opens (creating when needed) `<dir>/platform.db` and migrates it. `dir` ':memory:' keeps everything in memory (tests). */
   constructor(dir: string) {
@@ -501,15 +548,26 @@ export class SqliteStore implements PlatformStore {
     return row.name;
   }
 
-  async createUser(u: UserRecord): Promise<void> {
+  /** The secrets' uniqueness, checked inside the write's transaction: a barcode always, a password when asked. */
+  private checkSecrets(username: string | null, next: Pick<UserRecord, 'passwordTag' | 'barcodeTag'>, opts: UserWriteOptions): void {
+    const other = (column: 'password_tag' | 'barcode_tag', tag: string): boolean =>
+      this.sql(`SELECT 1 FROM users WHERE ${column} = ? AND username IS NOT ?`).get(tag, username) !== undefined;
+    if (next.barcodeTag !== null && other('barcode_tag', next.barcodeTag)) throw new RelayError('PLATFORM_ERR_BARCODE_IN_USE');
+    if (opts.uniquePassword && next.passwordTag !== null && other('password_tag', next.passwordTag))
+      throw new RelayError('PLATFORM_ERR_PASSWORD_IN_USE');
+  }
+
+  async createUser(u: UserRecord, opts: UserWriteOptions = {}): Promise<void> {
     this.tx(() => {
       const group = this.checkUserGroup(u.group, u.role, 'group');
       // Unique without regard to case: `Alice` is taken once `alice` exists.
       if (this.sql('SELECT 1 FROM users WHERE name_key = ?').get(nameKey(u.username))) throw new RelayError('PLATFORM_ERR_USER_EXISTS');
+      this.checkSecrets(null, u, opts);
       try {
         this.sql(
-          `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description, name_key)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO users (username, password_hash, role, created_at, valid_from, valid_until, locked, locked_at, locked_until, group_name, description, name_key,
+                              password_tag, barcode_hash, barcode_tag)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           u.username,
           u.passwordHash,
@@ -523,6 +581,9 @@ export class SqliteStore implements PlatformStore {
           group,
           u.description,
           nameKey(u.username),
+          u.passwordTag,
+          u.barcodeHash,
+          u.barcodeTag,
         );
       } catch (err) {
         if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('PLATFORM_ERR_USER_EXISTS');
@@ -562,11 +623,30 @@ export class SqliteStore implements PlatformStore {
     return { users: collect('users', 'username'), groups: collect('groups', 'name') };
   }
 
+  async usersBySecretTag(kind: SecretKind, tag: string): Promise<UserRecord[]> {
+    const column = kind === 'password' ? 'password_tag' : 'barcode_tag';
+    return (this.sql(`SELECT * FROM users WHERE ${column} = ? ORDER BY username`).all(tag) as UserRow[]).map(toUser);
+  }
+
+  async sharedPasswords(): Promise<string[][]> {
+    return (
+      this.sql(
+        `SELECT group_concat(username, char(10)) AS names FROM (SELECT username, password_tag FROM users WHERE password_tag IS NOT NULL ORDER BY username)
+           GROUP BY password_tag HAVING count(*) > 1`,
+      ).all() as { names: string }[]
+    ).map((r) => r.names.split('\n'));
+  }
+
+  async lookupKey(): Promise<Buffer> {
+    this.lookupKeyValue ??= this.file === ':memory:' ? randomBytes(32) : readOrCreateKey(join(dirname(this.file), LOOKUP_KEY_FILE));
+    return this.lookupKeyValue;
+  }
+
   async listUsers(): Promise<UserRecord[]> {
     return (this.sql('SELECT * FROM users ORDER BY username').all() as UserRow[]).map(toUser);
   }
 
-  async updateUser(name: string, patch: UserPatch, now: number): Promise<UserRecord | null> {
+  async updateUser(name: string, patch: UserPatch, now: number, opts: UserWriteOptions = {}): Promise<UserRecord | null> {
     return this.tx(() => {
       const cur = this.readUser(name);
       if (!cur) return null;
@@ -574,10 +654,24 @@ export class SqliteStore implements PlatformStore {
       const next = { ...cur, ...patch };
       if (patch.group !== undefined || patch.role !== undefined)
         next.group = this.checkUserGroup(next.group, next.role, patch.group !== undefined ? 'group' : 'role');
+      this.checkSecrets(username, { passwordTag: patch.passwordTag ?? null, barcodeTag: patch.barcodeTag ?? null }, opts);
       this.sql(
-        'UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ?, group_name = ?, description = ? WHERE username = ?',
-      ).run(next.passwordHash, next.role, next.validFrom, next.validUntil, next.group, next.description, username);
-      if (patch.passwordHash !== undefined || (patch.role !== undefined && patch.role !== cur.role)) this.revokeUserSessions(username, now);
+        `UPDATE users SET password_hash = ?, role = ?, valid_from = ?, valid_until = ?, group_name = ?, description = ?,
+                          password_tag = ?, barcode_hash = ?, barcode_tag = ? WHERE username = ?`,
+      ).run(
+        next.passwordHash,
+        next.role,
+        next.validFrom,
+        next.validUntil,
+        next.group,
+        next.description,
+        next.passwordTag,
+        next.barcodeHash,
+        next.barcodeTag,
+        username,
+      );
+      const secretChanged = patch.passwordHash !== undefined || patch.barcodeHash !== undefined;
+      if (secretChanged || (patch.role !== undefined && patch.role !== cur.role)) this.revokeUserSessions(username, now);
       return next;
     });
   }

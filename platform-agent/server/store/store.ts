@@ -28,9 +28,31 @@ export interface UserRecord {
   /** The user's group (same role as the user), or null: every operation of its role. */
   group: string | null;
   description: string | null;
+  /**
+   * The password's lookup tag (security/lookup-tags.ts: a keyed HMAC, the key outside the
+   * database), set with every password from store migration 8 on; null for a password set before.
+   * It lets a device log in with a password alone (`device_login.password_only`).
+   */
+  passwordTag: string | null;
+  /** The user's barcode («Штрихкод пользователя»), a credential: its scrypt hash and lookup tag, or null when none is set. */
+  barcodeHash: string | null;
+  barcodeTag: string | null;
 }
 
-export type UserPatch = Partial<Pick<UserRecord, 'passwordHash' | 'role' | 'validFrom' | 'validUntil' | 'group' | 'description'>>;
+export type UserPatch = Partial<
+  Pick<
+    UserRecord,
+    'passwordHash' | 'passwordTag' | 'barcodeHash' | 'barcodeTag' | 'role' | 'validFrom' | 'validUntil' | 'group' | 'description'
+  >
+>;
+
+/** How a user's secret is looked up without the name (device logins of Mobile SMARTS). */
+export type SecretKind = 'password' | 'barcode';
+
+/** Options of a write that sets a password: refuse it (409 PLATFORM_ERR_PASSWORD_IN_USE) when another user's password has the same tag. */
+export interface UserWriteOptions {
+  uniquePassword?: boolean;
+}
 
 export interface GroupRecord {
   name: string;
@@ -171,7 +193,7 @@ export interface PlatformStore {
    * exists. Its group (if any) must exist with the user's role, checked in the same transaction
    * (400 naming `group`); the group's stored name is kept.
    */
-  createUser(user: UserRecord): Promise<void>;
+  createUser(user: UserRecord, opts?: UserWriteOptions): Promise<void>;
   /**
    * The user of that name, compared by `nameKey` (without regard to case); among names that
    * collided before names were unique that way, only the exactly matching one. Every method that
@@ -187,7 +209,17 @@ export interface PlatformStore {
    * Changes a user; a new password or role ends the user's sessions (revoked at `now`). The resulting group must exist
    * with the resulting role, checked in the same transaction (400 naming `group`, or `role` when only the role changed).
    */
-  updateUser(username: string, patch: UserPatch, now: number): Promise<UserRecord | null>;
+  updateUser(username: string, patch: UserPatch, now: number, opts?: UserWriteOptions): Promise<UserRecord | null>;
+  /**
+   * The users whose password or barcode has this lookup tag. A barcode tag is unique (409
+   * PLATFORM_ERR_BARCODE_IN_USE on a write that would repeat one); a password tag is unique only
+   * while password-only login asks it, so several may come back.
+   */
+  usersBySecretTag(kind: SecretKind, tag: string): Promise<UserRecord[]>;
+  /** Sets of user names whose passwords share a lookup tag (what turning password-only login on must refuse). */
+  sharedPasswords(): Promise<string[][]>;
+  /** The key of the lookup tags, made on first use. Kept apart from the data it keys (a file beside platform.db, not in it). */
+  lookupKey(): Promise<Buffer>;
   /** Sets or clears the security lock; setting it revokes every refresh family and session of the user. */
   setUserLock(username: string, lock: { lockedAt: number; lockedUntil: number | null } | null): Promise<UserRecord | null>;
   /**

@@ -104,6 +104,7 @@ describe('user page', () => {
       locked_for_security_reasons: false,
       locked_until: null,
       status: 'Active',
+      barcode_set: false,
     };
     const html = userPage(base({ user: { record: user, view }, values: userValuesFromRecord(user, false) }));
     expect(html).not.toContain('<script>');

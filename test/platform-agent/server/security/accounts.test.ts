@@ -68,6 +68,7 @@ describe('accounts: the user view', () => {
       locked_for_security_reasons: false,
       locked_until: null,
       status: 'Active',
+      barcode_set: false,
     });
   });
 

@@ -18,7 +18,7 @@ import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
 import { createFileLogger } from '../../shared/logger.js';
 import { Accounts } from './security/accounts.js';
-import { checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/account-rules.js';
+import { checkBarcode, checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/account-rules.js';
 import { Groups, OPERATIONS, waivedAdmin, type GroupView } from './security/groups.js';
 import { lockoutPolicy, patchFromAssignments, type SecuritySettings } from './security/settings.js';
 import { SettingsService } from './security/settings-service.js';
@@ -86,13 +86,27 @@ function readFirstLine(input: NodeJS.ReadStream, limit: number): Promise<string>
  * password rules before it is returned.
  */
 export async function readPassword(input: NodeJS.ReadStream = process.stdin): Promise<string> {
+  return readSecret(input, 'password', checkPassword);
+}
+
+/** A user barcode (a credential, as a password: never from argv), read as `readPassword` reads; a scanner types it at the prompt. */
+export async function readBarcode(input: NodeJS.ReadStream = process.stdin): Promise<string> {
+  return readSecret(input, 'barcode', (v) => checkBarcode(v)!);
+}
+
+async function readSecret(input: NodeJS.ReadStream, what: 'password' | 'barcode', check: (value: string) => string): Promise<string> {
+  const refuse = (message: string): RelayError =>
+    what === 'password'
+      ? passwordError(message)
+      : new RelayError('PLATFORM_ERR_INVALID_REQUEST', `barcode: ${message}`, { details: { field: 'barcode' } });
   if (!input.isTTY) {
     const line = await readFirstLine(input, MAX_PASSWORD_INPUT_BYTES);
-    if (line === '') throw passwordError('stdin is empty: give the password as its first line, or run in a terminal to be prompted');
-    return checkPassword(line);
+    if (line === '') throw refuse(`stdin is empty: give the ${what} as its first line, or run in a terminal to be prompted`);
+    return check(line);
   }
-  const first = checkPassword(await promptHidden(input, 'New password: '));
-  if ((await promptHidden(input, 'Repeat the password: ')) !== first) throw passwordError('the two entries differ');
+  const first = check(await promptHidden(input, what === 'password' ? 'New password: ' : 'Scan or type the barcode: '));
+  if ((await promptHidden(input, what === 'password' ? 'Repeat the password: ' : 'Once more: ')) !== first)
+    throw refuse('the two entries differ');
   return first;
 }
 
@@ -244,6 +258,8 @@ async function userSet(ctx: Ctx, argv: Args): Promise<void> {
   await requireUser(ctx, username);
   await requireGroupOption(ctx, change as Record<string, string | null>);
   if (argv.password === true) change.password = await readPassword();
+  if (argv.barcode === true) change.barcode = await readBarcode();
+  if (argv.clearBarcode === true) change.barcode = null;
   await printUser(ctx, await ctx.accounts.update(username, change));
 }
 
@@ -296,10 +312,28 @@ function userCommands(y: Argv): Argv {
           .option('group', { type: 'string', describe: 'its user group (of the same role), or "none"' })
           .option('description', { type: 'string', describe: 'a description (at most 500 characters); "" clears it' })
           .option('password', { type: 'boolean', nargs: 0, describe: "set a new password, prompted for (or read from stdin's first line)" })
+          .option('barcode', {
+            type: 'boolean',
+            nargs: 0,
+            describe: "set the user barcode (barcode login), prompted for (or read from stdin's first line); never shown again",
+          })
+          .option('clear-barcode', { type: 'boolean', nargs: 0, describe: 'remove the user barcode' })
+          .conflicts('barcode', ['password', 'clear-barcode'])
           .check((argv) => {
-            const given = [argv.role, argv.validFrom, argv.validUntil, argv.group, argv.description, argv.password];
+            const given = [
+              argv.role,
+              argv.validFrom,
+              argv.validUntil,
+              argv.group,
+              argv.description,
+              argv.password,
+              argv.barcode,
+              argv.clearBarcode,
+            ];
             if (given.every((v) => v === undefined || v === false))
-              throw new Error('nothing to change: give --role, --group, --description, --valid-from, --valid-until or --password');
+              throw new Error(
+                'nothing to change: give --role, --group, --description, --valid-from, --valid-until, --password, --barcode or --clear-barcode',
+              );
             return true;
           }),
       onStore(false, userSet),

@@ -61,6 +61,9 @@ export type AuthEvent =
 /** The config document holding the key of the wrong-password hashes (smart lockout). */
 export const LOCKOUT_SECRET_KEY = 'lockout_secret';
 
+/** The (user, device) key of every device login (no name can be it: `*` is not in names). */
+export const DEVICE_LOGIN_KEY = '*device-login';
+
 const secondsUntil = (ms: number, now: number): number => Math.max(1, Math.ceil((ms - now) / 1000));
 
 export class AuthService {
@@ -113,10 +116,10 @@ export class AuthService {
     // Administrators have their own rule, whichever route they log in on (growing waits, no lock).
     if (method === 'name' && (a.requireRole === 'admin' || user?.role === 'admin')) return this.checkAdmin(a, user, settings, attemptId);
     // The (user, device) rows of a name that is no account are keyed by the name's key. A device
-    // login counts on the device under its method (`*password`, `*barcode`: no name can be that),
-    // whoever it finds: a guess names no user, so the lock, the count and the check made again at
-    // success must all be the device's own, or a right guess would pass a lock that wrong ones meet.
-    const who = method === 'name' ? (user?.username ?? nameKey(a.username)) : `*${method}`;
+    // login (password alone or barcode) counts on the device under DEVICE_LOGIN_KEY, whoever it
+    // finds: a guess names no user, so the lock, the count and the check made again at success must
+    // all be the device's own, or a right guess would pass a lock that wrong ones meet.
+    const who = method === 'name' ? (user?.username ?? nameKey(a.username)) : DEVICE_LOGIN_KEY;
     const shown = method === 'name' ? a.username : (user?.username ?? `(${method} login)`);
     const lockedUntil = await this.store.deviceLockedUntil(a.deviceId, who, now);
     if (lockedUntil !== null)

@@ -15,6 +15,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { systemClock, type Clock } from '../../shared/clock.js';
 import { HostCheck, isLoopbackHost } from '../../shared/allowed-hosts.js';
 import { describeError, publicCode, RelayError } from '../../shared/errors.js';
+import { listen } from '../../shared/listen.js';
 import type { Logger } from '../../shared/logger.js';
 import type { AgentConnection } from '../tunnel/tunnel-registry.js';
 import type { RelayMetrics } from './metrics.js';
@@ -147,25 +148,19 @@ export class AdminServer {
   }
 
   /** Starts listening; resolves with the bound address (its port when `port` was 0). */
-  listen(): Promise<AddressInfo> {
+  async listen(): Promise<AddressInfo> {
     const host = this.options.host ?? ADMIN_DEFAULT_HOST;
     const port = this.options.port ?? ADMIN_DEFAULT_PORT;
     const { logger } = this.options;
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        const address = this.server.address() as AddressInfo;
-        if (!isLoopbackHost(host)) {
-          logger.warn(
-            { event: 'admin_exposed', host, port: address.port },
-            `admin port ${host}:${address.port} is not on loopback: /status and /metrics (agent ids and addresses) are open to that network without authentication`,
-          );
-        }
-        logger.info({ event: 'admin_listening', host, port: address.port }, 'admin listener ready');
-        resolve(address);
-      });
-    });
+    const address = await listen(this.server, port, host);
+    if (!isLoopbackHost(host)) {
+      logger.warn(
+        { event: 'admin_exposed', host, port: address.port },
+        `admin port ${host}:${address.port} is not on loopback: /status and /metrics (agent ids and addresses) are open to that network without authentication`,
+      );
+    }
+    logger.info({ event: 'admin_listening', host, port: address.port }, 'admin listener ready');
+    return address;
   }
 
   /** Stops listening and closes open admin connections. */

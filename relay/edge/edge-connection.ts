@@ -24,12 +24,12 @@
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../../shared/logger.js';
-import { RelayError, ResetCode, type ErrorCode } from '../../shared/errors.js';
+import { errorBody, RelayError, ResetCode, type ErrorCode } from '../../shared/errors.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import type { OpenedStream } from '../tunnel/tunnel-registry.js';
 import { BODY_TOO_LARGE, overBodyLimit } from './body-limit.js';
-import { errorParts, rawCatalogResponse } from './error-response.js';
+import { rawCatalogResponse } from './error-response.js';
 import { DRAIN_IDLE_MS, STREAM_RELEASE_MS, type ForwardLimits } from './edge-limits.js';
 import type { EdgeRejectReason } from './edge-stats.js';
 import {
@@ -895,7 +895,7 @@ export class EdgeConnection {
     }
     if (reason) this.fwd.reject(reason, this.meta.clientIp, detail);
     else this.fwd.logger.debug({ event: 'forward_error', code, detail, client: this.meta.clientIp }, 'forwarding failed');
-    ex.status = errorParts(code).status;
+    ex.status = errorBody(code).status;
     ex.aborted = !ex.bodyDone;
     this.fwd.record(this, ex);
     this.ex = null;

@@ -3,20 +3,13 @@
  * PKCS#12 import (`relay cert import --pfx`): node-forge work that only `cert-cli.ts` needs, which
  * loads this file with a dynamic `import()` when one of those commands runs, so that `relay start`
  * never carries node-forge. The signing steps are shared with the self-signed pair
- * (`shared/cert-making.ts`); the checks of an imported certificate are in `shared/certs.ts`.
+ * (`shared/cert-making.ts`); the checks of an imported certificate are in `cert-bundle.ts`.
  */
 import { KeyObject, X509Certificate, createPrivateKey } from 'node:crypto';
 import forge from 'node-forge';
 import { distinguishedName, generateRsaKey, sanExtension, selfSign, signCertificate } from '../shared/cert-making.js';
-import {
-  assembleBundle,
-  certError,
-  certPolicy,
-  type BundleOptions,
-  type CertificateBundle,
-  type PemPair,
-  type SubjectAltName,
-} from '../shared/certs.js';
+import { assembleBundle, type BundleOptions, type CertificateBundle } from './cert-bundle.js';
+import { certError, certPolicy, type PemPair, type SubjectAltName } from '../shared/certs.js';
 import { DAY_MS } from '../shared/clock.js';
 
 export interface CaOptions {

@@ -2,7 +2,7 @@
  * Every numeric limit and timeout the relay's command line exposes (and the agent's, where the
  * same option exists), in one table beside their values (`defaults.ts`): the option, its default,
  * the range accepted, its unit, what 0 means, and the help line. The CLIs build their numeric
- * options and range checks from it ({@link limitOptions}, {@link limitValue}), values from a
+ * options and range checks from it ({@link limitOption}, {@link limitValue}), values from a
  * `--config` file are checked by the same ranges (yargs merges them into the options before the
  * check), and constructors that refuse a value out of range read their bound here. A limit is
  * added in one place, and documented from it.
@@ -311,14 +311,6 @@ export function argvKey(name: string): string {
 /** The yargs definition of one numeric option: its type, default and help line from the table. */
 export function limitOption(name: LimitName, side: LimitSide): { type: 'number'; default: number; describe: string } {
   return { type: 'number', default: limitSpec(name).default, describe: limitDoc(name, side) };
-}
-
-/** {@link limitOption} for several options, in the order given (the order `--help` lists them). */
-export function limitOptions(
-  names: readonly LimitName[],
-  side: LimitSide,
-): Record<string, { type: 'number'; default: number; describe: string }> {
-  return Object.fromEntries(names.map((name) => [name, limitOption(name, side)]));
 }
 
 /**

@@ -5,6 +5,8 @@
  * end-to-end suites do: `npm test` builds first.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { defaults } from '../../shared/defaults.js';
@@ -80,5 +82,14 @@ describe('limits table', () => {
       expect(code, name).toBe(2);
       expect(stderr, name).toContain(`--${name}: ${max + 1} is not valid; expected an integer from ${min} to ${max}`);
     }
+  });
+
+  it('checks a value from a --config file by the same range', async () => {
+    const config = join(mkdtempSync(join(tmpdir(), 'relay-limits-')), 'relay.json');
+    writeFileSync(config, JSON.stringify({ maxStreamSharePerIp: 150 }));
+    const tls = ['--cert', join(certsDir(), 'relay.crt'), '--key', join(certsDir(), 'relay.key')];
+    const proc = run(RELAY, ['start', ...tls, '--config', config], { RELAY_AGENT_TOKEN: TOKEN });
+    expect(await proc.exited).toBe(2);
+    expect(proc.stderr.join('\n')).toContain('--max-stream-share-per-ip: 150 is not valid; expected an integer from 0 to 100');
   });
 });

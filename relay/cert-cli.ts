@@ -20,13 +20,12 @@ import {
   defaultServerSans,
   describeCertificate,
   parseCertificateChain,
-  parsePemBundle,
   parseSubjectAltNames,
   withCommonName,
-  type CertificateBundle,
   type CertificateDescription,
   type SubjectAltName,
 } from '../shared/certs.js';
+import { parsePemBundle, type CertificateBundle } from './cert-bundle.js';
 import { intOption } from '../shared/config.js';
 import { configError, RelayError } from '../shared/errors.js';
 

@@ -8,9 +8,10 @@ import { hideBin } from 'yargs/helpers';
 import { parseAllowedHosts } from '../shared/allowed-hosts.js';
 import { fingerprintSha256, readPemPairFiles } from '../shared/certs.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
-import { exitWithConfigError, intOption, onShutdownSignals, portOption, readOptionFile, resolveSecret } from '../shared/config.js';
+import { exitWithConfigError, onShutdownSignals, portOption, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
 import { configError, RelayError } from '../shared/errors.js';
+import { limitOption, limitValue } from '../shared/limits.js';
 import { createLogger } from '../shared/logger.js';
 import { registerCertCommands } from './cert-cli.js';
 import type { EdgeLimits } from './edge/edge-limits.js';
@@ -56,18 +57,18 @@ async function start(argv: Args): Promise<void> {
       platformPorts: platformPorts(argv.platformPort),
       admin: adminAddress(argv),
       host: String(argv.host),
-      httpPort: portOption('http-port', argv.httpPort),
-      httpsPort: portOption('https-port', argv.httpsPort),
-      tunnelPort: portOption('tunnel-port', argv.tunnelPort),
-      connectWaitMs: intOption('connect-wait-ms', argv.connectWaitMs, 0, 600_000),
-      retryAfterSeconds: intOption('retry-after-seconds', argv.retryAfterSeconds, 0, 86_400),
-      streamIdleTimeoutMs: intOption('stream-idle-timeout-ms', argv.streamIdleTimeoutMs, 0, 86_400_000),
-      drainTimeoutMs: intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000),
+      httpPort: limitValue('http-port', argv),
+      httpsPort: limitValue('https-port', argv),
+      tunnelPort: limitValue('tunnel-port', argv),
+      connectWaitMs: limitValue('connect-wait-ms', argv),
+      retryAfterSeconds: limitValue('retry-after-seconds', argv),
+      streamIdleTimeoutMs: limitValue('stream-idle-timeout-ms', argv),
+      drainTimeoutMs: limitValue('drain-timeout-ms', argv),
       limits,
       ipRules: ipRules(argv),
       mux: {
         ...muxOptions(argv),
-        maxStreamsPerConnection: intOption('max-streams-per-connection', argv.maxStreamsPerConnection, 1, 1_000_000),
+        maxStreamsPerConnection: limitValue('max-streams-per-connection', argv),
       },
     });
     relay = new Relay(config, logger);
@@ -147,21 +148,21 @@ function adminAddress(argv: Args): { host: string; port: number; allowedHosts: s
 
 function edgeLimits(argv: Args): EdgeLimits {
   const limits: EdgeLimits = {
-    maxHeaderBytes: intOption('max-header-bytes', argv.maxHeaderBytes, 1024, 1024 * 1024),
-    headersTimeoutMs: intOption('headers-timeout-ms', argv.headersTimeoutMs, 100, 600_000),
-    requestTimeoutMs: intOption('request-timeout-ms', argv.requestTimeoutMs, 0, 86_400_000),
-    keepAliveTimeoutMs: intOption('keep-alive-timeout-ms', argv.keepAliveTimeoutMs, 0, 600_000),
-    maxBodyBytes: intOption('max-body-bytes', argv.maxBodyBytes, 0, Number.MAX_SAFE_INTEGER),
-    requestBufferBytes: intOption('request-buffer-bytes', argv.requestBufferBytes, 0, 16 * 1024 * 1024),
-    minBodyBytesPerSecond: intOption('min-body-bytes-per-second', argv.minBodyBytesPerSecond, 0, 1024 * 1024 * 1024),
-    bodyRateGraceMs: intOption('body-rate-grace-ms', argv.bodyRateGraceMs, 0, 600_000),
+    maxHeaderBytes: limitValue('max-header-bytes', argv),
+    headersTimeoutMs: limitValue('headers-timeout-ms', argv),
+    requestTimeoutMs: limitValue('request-timeout-ms', argv),
+    keepAliveTimeoutMs: limitValue('keep-alive-timeout-ms', argv),
+    maxBodyBytes: limitValue('max-body-bytes', argv),
+    requestBufferBytes: limitValue('request-buffer-bytes', argv),
+    minBodyBytesPerSecond: limitValue('min-body-bytes-per-second', argv),
+    bodyRateGraceMs: limitValue('body-rate-grace-ms', argv),
     allowUnderscoreHeaders: argv.allowUnderscoreHeaders === true,
-    maxConnections: intOption('max-connections', argv.maxConnections, 0, 10_000_000),
-    maxConnectionsPerIp: intOption('max-connections-per-ip', argv.maxConnectionsPerIp, 0, 1_000_000),
-    maxStreamSharePerIpPercent: intOption('max-stream-share-per-ip', argv.maxStreamSharePerIp, 0, 100),
-    maxRequestsPerSecondPerIp: intOption('max-requests-per-second-per-ip', argv.maxRequestsPerSecondPerIp, 0, 1_000_000),
-    requestBurstPerIp: intOption('requests-burst-per-ip', argv.requestsBurstPerIp, 0, 10_000_000),
-    maxTrackedIps: intOption('max-tracked-ips', argv.maxTrackedIps, 1, 10_000_000),
+    maxConnections: limitValue('max-connections', argv),
+    maxConnectionsPerIp: limitValue('max-connections-per-ip', argv),
+    maxStreamSharePerIpPercent: limitValue('max-stream-share-per-ip', argv),
+    maxRequestsPerSecondPerIp: limitValue('max-requests-per-second-per-ip', argv),
+    requestBurstPerIp: limitValue('requests-burst-per-ip', argv),
+    maxTrackedIps: limitValue('max-tracked-ips', argv),
   };
   // the head is part of the request: its time cannot be longer than the whole request's
   if (limits.requestTimeoutMs > 0 && limits.headersTimeoutMs > limits.requestTimeoutMs) {
@@ -241,9 +242,9 @@ const cli = yargs(hideBin(process.argv))
     (y) =>
       withTunnelOptions(y, 'relay')
         .option('host', { type: 'string', default: defaults.host, describe: 'address to listen on' })
-        .option('http-port', { type: 'number', default: defaults.httpPort, describe: 'HTTP port for mobile clients' })
-        .option('https-port', { type: 'number', default: defaults.httpsPort, describe: 'HTTPS port for mobile clients' })
-        .option('tunnel-port', { type: 'number', default: defaults.tunnelPort, describe: 'WSS port where platform agents connect' })
+        .option('http-port', limitOption('http-port', 'relay'))
+        .option('https-port', limitOption('https-port', 'relay'))
+        .option('tunnel-port', limitOption('tunnel-port', 'relay'))
         .option('cert', { type: 'string', describe: 'PEM certificate (with chain) for HTTPS and the tunnel' })
         .option('key', { type: 'string', describe: 'PEM private key of --cert' })
         .option('certs-dir', {
@@ -281,104 +282,30 @@ const cli = yargs(hideBin(process.argv))
           type: 'string',
           describe: 'host names the admin listener answers besides its address (comma-separated); any other Host gets 421 (DNS rebinding)',
         })
-        .option('connect-wait-ms', {
-          type: 'number',
-          default: defaults.connectWaitMs,
-          describe: 'how long a request waits for an agent before 503',
-        })
-        .option('retry-after-seconds', {
-          type: 'number',
-          default: defaults.retryAfterSeconds,
-          describe: 'Retry-After sent with 503 no_agent',
-        })
-        .option('stream-idle-timeout-ms', {
-          type: 'number',
-          default: defaults.streamIdleTimeoutMs,
-          describe: 'idle time before a tunnel stream is closed (504 if a response was awaited); 0 = none',
-        })
-        .option('drain-timeout-ms', {
-          type: 'number',
-          default: defaults.drainTimeoutMs,
-          describe: 'time in-flight requests get on SIGTERM/SIGINT',
-        })
-        .option('max-header-bytes', { type: 'number', default: defaults.maxHeaderBytes, describe: 'largest request head (431 past it)' })
-        .option('headers-timeout-ms', {
-          type: 'number',
-          default: defaults.headersTimeoutMs,
-          describe: 'time to receive a request head (408 past it)',
-        })
-        .option('request-timeout-ms', {
-          type: 'number',
-          default: defaults.requestTimeoutMs,
-          describe: 'time to receive a whole request (408 past it); 0 = none',
-        })
-        .option('keep-alive-timeout-ms', {
-          type: 'number',
-          default: defaults.keepAliveTimeoutMs,
-          describe: 'idle keep-alive time on mobile connections',
-        })
-        .option('max-body-bytes', {
-          type: 'number',
-          default: defaults.maxBodyBytes,
-          describe: 'largest request body (413 past it); 0 = no limit',
-        })
-        .option('request-buffer-bytes', {
-          type: 'number',
-          default: defaults.requestBufferBytes,
-          describe: 'a request body up to this size is read whole before the request takes a tunnel stream; larger ones stream past it',
-        })
-        .option('min-body-bytes-per-second', {
-          type: 'number',
-          default: defaults.minBodyBytesPerSecond,
-          describe: 'a request body slower than this after --body-rate-grace-ms is cut with 408; 0 = no minimum',
-        })
-        .option('body-rate-grace-ms', {
-          type: 'number',
-          default: defaults.bodyRateGraceMs,
-          describe: 'time a request body gets before its rate is checked',
-        })
+        .option('connect-wait-ms', limitOption('connect-wait-ms', 'relay'))
+        .option('retry-after-seconds', limitOption('retry-after-seconds', 'relay'))
+        .option('stream-idle-timeout-ms', limitOption('stream-idle-timeout-ms', 'relay'))
+        .option('drain-timeout-ms', limitOption('drain-timeout-ms', 'relay'))
+        .option('max-header-bytes', limitOption('max-header-bytes', 'relay'))
+        .option('headers-timeout-ms', limitOption('headers-timeout-ms', 'relay'))
+        .option('request-timeout-ms', limitOption('request-timeout-ms', 'relay'))
+        .option('keep-alive-timeout-ms', limitOption('keep-alive-timeout-ms', 'relay'))
+        .option('max-body-bytes', limitOption('max-body-bytes', 'relay'))
+        .option('request-buffer-bytes', limitOption('request-buffer-bytes', 'relay'))
+        .option('min-body-bytes-per-second', limitOption('min-body-bytes-per-second', 'relay'))
+        .option('body-rate-grace-ms', limitOption('body-rate-grace-ms', 'relay'))
         .option('allow-underscore-headers', {
           type: 'boolean',
           default: defaults.allowUnderscoreHeaders,
           describe: "forward request header names holding '_' (nginx's underscores_in_headers); off: they are dropped",
         })
-        .option('max-connections', {
-          type: 'number',
-          default: defaults.maxConnections,
-          describe:
-            'mobile connections the relay holds at once, all clients together (reset past it, before TLS); 0 = no limit; whitelisted exempt',
-        })
-        .option('max-connections-per-ip', {
-          type: 'number',
-          default: defaults.maxConnectionsPerIp,
-          describe: 'concurrent connections per client address (HTTP: 503, HTTPS: reset past it); 0 = no limit; whitelisted exempt',
-        })
-        .option('max-stream-share-per-ip', {
-          type: 'number',
-          default: defaults.maxStreamSharePerIpPercent,
-          describe:
-            "percent of its platform's tunnel streams one client may hold (past it: waits, then 503 tunnel_busy); 0 = no limit; whitelisted exempt",
-        })
-        .option('max-requests-per-second-per-ip', {
-          type: 'number',
-          default: defaults.maxRequestsPerSecondPerIp,
-          describe: 'requests per second per client address (429 past it); 0 = no limit; whitelisted exempt',
-        })
-        .option('requests-burst-per-ip', {
-          type: 'number',
-          default: defaults.requestBurstPerIp,
-          describe: 'requests one address may send at once before the rate applies; 0 = twice the rate',
-        })
-        .option('max-tracked-ips', {
-          type: 'number',
-          default: defaults.maxTrackedIps,
-          describe: 'client addresses the per-IP limits track at once; past it new addresses are refused',
-        })
-        .option('max-streams-per-connection', {
-          type: 'number',
-          default: defaults.maxStreamsPerConnection,
-          describe: "concurrent streams per agent connection, or the agent's own limit if lower (503 tunnel_busy when every one is full)",
-        })
+        .option('max-connections', limitOption('max-connections', 'relay'))
+        .option('max-connections-per-ip', limitOption('max-connections-per-ip', 'relay'))
+        .option('max-stream-share-per-ip', limitOption('max-stream-share-per-ip', 'relay'))
+        .option('max-requests-per-second-per-ip', limitOption('max-requests-per-second-per-ip', 'relay'))
+        .option('requests-burst-per-ip', limitOption('requests-burst-per-ip', 'relay'))
+        .option('max-tracked-ips', limitOption('max-tracked-ips', 'relay'))
+        .option('max-streams-per-connection', limitOption('max-streams-per-connection', 'relay'))
         .option('whitelist', {
           type: 'string',
           describe: 'IP whitelist file (address, CIDR or range a line): admitted whatever the blacklist says, exempt from per-IP limits',

@@ -1,8 +1,9 @@
 /**
  * Certificate tools that need only node:crypto: reading, describing and checking certificates
  * (`X509Certificate` reads EC certificates too, which forge cannot), subjectAltName names, the
- * certificate policy, the PEM import checks, the files of a pair, and the SHA-256 fingerprint an
- * agent pins with `--relay-fingerprint`. What a running relay needs is all here.
+ * certificate policy, the files of a pair, and the SHA-256 fingerprint an agent pins with
+ * `--relay-fingerprint`. What a running relay needs is all here; the checks of an imported
+ * certificate with its chain (`relay cert import`) are the relay's, in `relay/cert-bundle.ts`.
  *
  * Making certificates needs node-forge: the self-signed pair is in `cert-making.ts`, the private CA
  * and PKCS#12 import in `relay/cert-issuing.ts`. Keep node-forge out of this file: a relay started
@@ -96,11 +97,6 @@ export function parseSubjectAltNames(input: string | readonly string[]): Subject
   return sans;
 }
 
-/** `DNS:name` or `IP:address`, the form `--san` takes and `cert show` prints. */
-export function formatSubjectAltName(san: SubjectAltName): string {
-  return `${san.type === 'dns' ? 'DNS' : 'IP'}:${san.value}`;
-}
-
 /**
  * The names a relay certificate gets when none are given: the common name (when it is a host name
  * or an address) and loopback (`localhost`, 127.0.0.1, ::1) for agents and checks on the same host.
@@ -165,7 +161,7 @@ export interface CertificateDescription {
 
 /** Describes the first certificate of a PEM text (a chain file describes its leaf) or a DER buffer. */
 export function describeCertificate(pemOrDer: string | Buffer, now: number | Date = Date.now()): CertificateDescription {
-  return describe(readCertificate(pemOrDer), typeof now === 'number' ? now : now.getTime());
+  return describeX509(readCertificate(pemOrDer), typeof now === 'number' ? now : now.getTime());
 }
 
 /** Whole days from `now` to `notAfter`, rounded down (negative once past). */
@@ -198,124 +194,7 @@ export function checkCertificatePair(certPem: string, keyPem: string, now: numbe
   if (!keyMatches(leaf!, key)) {
     throw certError('key_mismatch', `the private key does not belong to the certificate (${leaf!.subject.replace(/\n/g, ', ')})`);
   }
-  return describe(leaf!, now);
-}
-
-/** A server certificate with its chain and key, read and checked for use by the relay. */
-export interface CertificateBundle {
-  /** Leaf then its issuers, PEM: what `relay.crt` holds. */
-  cert: string;
-  /** Unencrypted PKCS#8 PEM: what `relay.key` holds. */
-  key: string;
-  certificate: CertificateDescription;
-  /** The issuers found for the leaf, nearest first. */
-  chain: CertificateDescription[];
-  /** Things worth telling the operator that do not stop the import (few days left, certificates left out, …). */
-  warnings: string[];
-}
-
-export interface BundleOptions {
-  /** Passphrase of an encrypted key (PEM) or of the PKCS#12 file. */
-  passphrase?: string;
-  /** Milliseconds since the epoch for the validity checks (default now). */
-  now?: number;
-}
-
-/**
- * Reads a certificate with its chain and its key from PEM. The leaf is the certificate the key
- * belongs to among those that issued none of the others (it need not come first); its issuers
- * are taken from the other certificates and verified; the rest are left out with a warning.
- * Refused: a key of none of those certificates, a leaf that is expired or not yet valid, a leaf
- * whose extendedKeyUsage excludes serverAuth. Fewer than {@link certPolicy}.expiryWarnDays left
- * is a warning.
- */
-export function parsePemBundle(certPem: string, keyPem: string, options: BundleOptions = {}): CertificateBundle {
-  return assembleBundle(parseCertificateChain(certPem), [readPrivateKey(keyPem, options.passphrase)], options.now ?? Date.now());
-}
-
-const serverAuthOid = '1.3.6.1.5.5.7.3.1';
-const anyExtendedKeyUsageOid = '2.5.29.37.0';
-
-/**
- * The checks of {@link parsePemBundle} on certificates and keys already read (`parsePkcs12` in
- * `relay/cert-issuing.ts` reads them from PKCS#12): picks the leaf the key belongs to, orders its
- * chain, refuses an unusable leaf, and collects the warnings.
- */
-export function assembleBundle(certs: X509Certificate[], keys: KeyObject[], now: number): CertificateBundle {
-  // The leaf is a certificate that issued none of the others: a chain's CA key given by mistake
-  // must not turn the CA into the server certificate.
-  const issuedAnother = (c: X509Certificate): boolean => certs.some((o) => o !== c && issuedBy(o, c));
-  const leaves = certs.filter((c) => !issuedAnother(c));
-  let leaf: X509Certificate | undefined;
-  let key: KeyObject | undefined;
-  for (const k of keys) {
-    leaf = leaves.find((c) => keyMatches(c, k));
-    if (leaf) {
-      key = k;
-      break;
-    }
-  }
-  if (!leaf || !key) {
-    const issuer = certs.find((c) => keys.some((k) => keyMatches(c, k)));
-    if (issuer) {
-      throw certError(
-        'key_mismatch',
-        `the private key belongs to "${oneLine(issuer.subject)}", which issued another certificate in the chain, not to the server certificate`,
-      );
-    }
-    const which = certs.length === 1 ? `the certificate (${oneLine(certs[0]!.subject)})` : `any of the ${certs.length} certificates`;
-    throw certError('key_mismatch', `the private key does not belong to ${which}`);
-  }
-  const warnings: string[] = [];
-  const certificate = describe(leaf, now);
-  if (now < certificate.notBefore.getTime()) {
-    throw certError('not_yet_valid', `the certificate (${certificate.subject}) is not valid before ${certificate.notBefore.toISOString()}`);
-  }
-  if (certificate.daysLeft < 0 || now >= certificate.notAfter.getTime()) {
-    throw certError('expired', `the certificate (${certificate.subject}) expired on ${certificate.notAfter.toISOString()}`);
-  }
-  // Node names extendedKeyUsage `keyUsage`; undefined when the extension is absent (any use).
-  const purposes = leaf.keyUsage as string[] | undefined;
-  if (purposes && purposes.length > 0 && !purposes.includes(serverAuthOid) && !purposes.includes(anyExtendedKeyUsageOid)) {
-    throw certError(
-      'not_server_certificate',
-      `the certificate (${certificate.subject}) is not for TLS servers: its extendedKeyUsage lacks serverAuth`,
-    );
-  }
-  if (certificate.daysLeft < certPolicy.expiryWarnDays) {
-    warnings.push(`the certificate expires in ${certificate.daysLeft} days (${certificate.notAfter.toISOString()}): renew it soon`);
-  }
-  if (certificate.isCa && !certificate.selfSigned) {
-    warnings.push('the certificate is a CA certificate (basicConstraints cA); TLS clients may refuse it as a server certificate');
-  }
-
-  const chain = [leaf];
-  const rest = certs.filter((c) => c !== leaf);
-  for (let top = leaf; !isSelfIssued(top);) {
-    const i = rest.findIndex((c) => issuedBy(top, c));
-    if (i < 0) break;
-    top = rest.splice(i, 1)[0]!;
-    chain.push(top);
-  }
-  if (rest.length > 0) {
-    warnings.push(
-      `left out ${rest.length} certificate(s) that are not in the chain of the leaf: ${rest.map((c) => oneLine(c.subject)).join('; ')}`,
-    );
-  }
-  if (chain.length === 1 && !certificate.selfSigned) {
-    warnings.push(`no issuer certificate came with the leaf: clients that do not already hold "${certificate.issuer}" will refuse it`);
-  }
-  const issuers = chain.slice(1).map((c) => describe(c, now));
-  for (const issuer of issuers) {
-    if (issuer.daysLeft < 0) warnings.push(`the chain certificate "${issuer.subject}" expired on ${issuer.notAfter.toISOString()}`);
-  }
-  return {
-    cert: chain.map((c) => pemOf(c)).join(''),
-    key: key.export({ type: 'pkcs8', format: 'pem' }) as string,
-    certificate,
-    chain: issuers,
-    warnings,
-  };
+  return describeX509(leaf!, now);
 }
 
 function readCertificate(pemOrDer: string | Buffer): X509Certificate {
@@ -327,7 +206,8 @@ function readCertificate(pemOrDer: string | Buffer): X509Certificate {
   }
 }
 
-function readPrivateKey(pem: string, passphrase?: string): KeyObject {
+/** A PEM private key, decrypted with `passphrase` if given; `bad_key`, `key_encrypted` or `bad_passphrase` errors. */
+export function readPrivateKey(pem: string, passphrase?: string): KeyObject {
   try {
     return createPrivateKey({ key: pem, format: 'pem', ...(passphrase === undefined ? {} : { passphrase }) });
   } catch (err) {
@@ -339,7 +219,8 @@ function readPrivateKey(pem: string, passphrase?: string): KeyObject {
   }
 }
 
-function keyMatches(cert: X509Certificate, key: KeyObject): boolean {
+/** Whether `key` is the private key of `cert`. */
+export function keyMatches(cert: X509Certificate, key: KeyObject): boolean {
   try {
     return cert.checkPrivateKey(key);
   } catch {
@@ -348,20 +229,13 @@ function keyMatches(cert: X509Certificate, key: KeyObject): boolean {
   }
 }
 
-/** Whether `issuer` signed `cert` (names and key identifiers match, and the signature verifies). */
-function issuedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
-  try {
-    return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
-  } catch {
-    return false;
-  }
-}
-
-function isSelfIssued(cert: X509Certificate): boolean {
+/** Whether `cert` names itself as its issuer. */
+export function isSelfIssued(cert: X509Certificate): boolean {
   return cert.checkIssued(cert);
 }
 
-function describe(cert: X509Certificate, now: number): CertificateDescription {
+/** {@link describeCertificate} of a certificate already read. */
+export function describeX509(cert: X509Certificate, now: number): CertificateDescription {
   const notAfter = new Date(cert.validTo);
   const details = cert.publicKey.asymmetricKeyDetails;
   const kind = (cert.publicKey.asymmetricKeyType ?? 'unknown').toUpperCase();
@@ -380,7 +254,8 @@ function describe(cert: X509Certificate, now: number): CertificateDescription {
   };
 }
 
-function oneLine(dn: string): string {
+/** A distinguished name as Node prints it (one attribute a line) on one line: `CN=a, O=b`. */
+export function oneLine(dn: string): string {
   return dn.split('\n').join(', ');
 }
 
@@ -398,11 +273,6 @@ function parseNodeAltNames(text: string | undefined): string[] {
     names.push(type === 'IP Address' ? `IP:${isIP(value) === 0 ? value : canonicalAddress(value)}` : `${type}:${value}`);
   }
   return names;
-}
-
-function pemOf(cert: X509Certificate): string {
-  const pem = cert.toString();
-  return pem.endsWith('\n') ? pem : `${pem}\n`;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -184,3 +184,43 @@ export function isRelayError(err: unknown): err is RelayError {
 export function configError(option: string, value: unknown, expected: string): RelayError {
   return new RelayError('RELAY_ERR_CONFIG', `--${option}: ${JSON.stringify(value)} is not valid; ${expected}`);
 }
+
+/**
+ * An error as an HTTP answer: its status, the headers the error itself calls for (`retry-after`
+ * from {@link RelayError.retryAfterSeconds}, `www-authenticate: Bearer` with a 401) and the JSON
+ * body text `{"error":"<public code>","message":"…",…details}`. The caller adds the framing
+ * headers (content type, length, caching) its listener uses.
+ */
+export interface ErrorBody {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * The answer for `err`: a {@link RelayError} with an HTTP status, or a catalog code (its default
+ * message, no details). Anything else, and a code or RelayError without an HTTP status, is a 500
+ * `{"error":"internal","message":internalMessage}` that says nothing of the error itself.
+ */
+export function errorBody(err: unknown, internalMessage = 'internal error'): ErrorBody {
+  if (typeof err === 'string' && Object.hasOwn(catalog, err)) {
+    const spec: ErrorSpec = catalog[err as ErrorCode];
+    if (spec.httpStatus !== undefined) return answer(spec.httpStatus, err as ErrorCode, spec.message, undefined, undefined);
+  } else if (err instanceof RelayError && err.httpStatus !== undefined) {
+    return answer(err.httpStatus, err.code, err.message, err.details, err.retryAfterSeconds);
+  }
+  return { status: 500, headers: {}, body: JSON.stringify({ error: 'internal', message: internalMessage }) };
+}
+
+function answer(
+  status: number,
+  code: ErrorCode,
+  message: string,
+  details: Readonly<Record<string, unknown>> | undefined,
+  retryAfterSeconds: number | undefined,
+): ErrorBody {
+  const headers: Record<string, string> = {};
+  if (retryAfterSeconds !== undefined) headers['retry-after'] = String(retryAfterSeconds);
+  if (status === 401) headers['www-authenticate'] = 'Bearer';
+  return { status, headers, body: JSON.stringify({ error: publicCode(code), message, ...details }) };
+}

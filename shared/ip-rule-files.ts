@@ -15,13 +15,13 @@ import {
   readFileSync,
   renameSync,
   rmSync,
-  stat,
   statSync,
   writeFileSync,
   type Stats,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { defaults } from './defaults.js';
+import { FilePoller, signatureOf } from './file-poll.js';
 import { RelayError } from './errors.js';
 import { decideIp, IpRuleSet, parseIpRules, type IpDecision, type IpRuleProblem } from './ip-rules.js';
 import type { Logger } from './logger.js';
@@ -123,8 +123,7 @@ export class IpRuleFiles {
   private readonly onChange: ((list: IpListName) => void) | undefined;
   private readonly whitelistFile: WatchedList | null;
   private readonly blacklistFile: WatchedList | null;
-  private timer: NodeJS.Timeout | undefined;
-  private polling = false;
+  private readonly poller: FilePoller;
   /** Drafts this instance made: `save` writes nothing that `prepare` did not check. */
   private readonly drafts = new WeakSet<IpListDraft>();
 
@@ -145,11 +144,18 @@ export class IpRuleFiles {
     this.whitelistFile = list('whitelist', options.whitelistPath);
     this.blacklistFile = list('blacklist', options.blacklistPath);
     this.reload();
-    if (this.watched().length > 0) {
-      this.timer = setInterval(() => this.poll(), options.pollIntervalMs ?? defaults.ipRulesPollMs);
-      // The files must not keep alive a process that is otherwise done.
-      this.timer.unref();
-    }
+    // One stat per file and period, asynchronous so that a slow file system cannot stall requests;
+    // the poller's timer is unref'd (the files must not keep alive a process that is otherwise done).
+    const watched = this.watched();
+    this.poller = new FilePoller({
+      paths: watched.map((list) => list.path),
+      intervalMs: options.pollIntervalMs ?? defaults.ipRulesPollMs,
+      known: () => watched.map((list) => list.signature),
+      onChange: (changed) => {
+        for (const i of changed) this.reloadChanged(watched[i]!);
+      },
+      onError: (err) => this.logger.error({ err }, 'IP rules: reload failed; keeping the previous rules'),
+    });
   }
 
   /** What the lists say about a client address (as Node reports it; mapped IPv4 included). */
@@ -275,8 +281,7 @@ export class IpRuleFiles {
 
   /** Stops watching the files. The rules in force stay; `reload()` still works. Idempotent. */
   close(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
+    this.poller.close();
   }
 
   private file(list: IpListName): WatchedList {
@@ -289,27 +294,16 @@ export class IpRuleFiles {
     return [this.whitelistFile, this.blacklistFile].filter((list): list is WatchedList => list !== null);
   }
 
-  /** One stat per file, asynchronous so that a slow file system cannot stall requests. */
-  private poll(): void {
-    // A tick that finds the previous one unfinished (slow or hung file system) skips.
-    if (this.polling) return;
-    const pending = this.watched();
-    let left = pending.length;
-    this.polling = true;
-    for (const watched of pending) {
-      stat(watched.path, (err, stats) => {
-        if (--left === 0) this.polling = false;
-        if (this.timer === undefined || signatureOf(err, stats) === watched.signature) return;
-        try {
-          this.load(watched);
-        } catch (loadErr) {
-          // load() does not throw; this is the last guard before an uncaught exception.
-          this.logger.error({ err: loadErr, file: watched.path }, 'IP rules: reload failed; keeping the previous rules');
-          return;
-        }
-        this.onChange?.(watched.name);
-      });
+  /** A file the poller found changed: loaded again, then `onChange`. */
+  private reloadChanged(watched: WatchedList): void {
+    try {
+      this.load(watched);
+    } catch (loadErr) {
+      // load() does not throw; this is the last guard before an uncaught exception.
+      this.logger.error({ err: loadErr, file: watched.path }, 'IP rules: reload failed; keeping the previous rules');
+      return;
     }
+    this.onChange?.(watched.name);
   }
 
   private load(watched: WatchedList): IpListSummary {
@@ -388,12 +382,6 @@ function statOf(path: string): [NodeJS.ErrnoException | null, Stats | undefined]
   } catch (err) {
     return [err as NodeJS.ErrnoException, undefined];
   }
-}
-
-/** What a stat of the path says: `missing`, `error:CODE`, or the file's identity. */
-function signatureOf(err: NodeJS.ErrnoException | null, stats: Stats | undefined): string {
-  if (err || stats === undefined) return err?.code === 'ENOENT' || err?.code === 'ENOTDIR' ? 'missing' : `error:${err?.code ?? 'unknown'}`;
-  return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}:${stats.ctimeMs}`;
 }
 
 /** Text as {@link IpRuleFiles.prepare} saves it: `\n` line endings, a final newline unless empty. */

@@ -14,7 +14,8 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { systemClock, type Clock } from '../../shared/clock.js';
 import { HostCheck, isLoopbackHost } from '../../shared/allowed-hosts.js';
-import { describeError, publicCode, RelayError } from '../../shared/errors.js';
+import { errorBody, RelayError } from '../../shared/errors.js';
+import { listen } from '../../shared/listen.js';
 import type { Logger } from '../../shared/logger.js';
 import type { AgentConnection } from '../tunnel/tunnel-registry.js';
 import type { RelayMetrics } from './metrics.js';
@@ -147,25 +148,19 @@ export class AdminServer {
   }
 
   /** Starts listening; resolves with the bound address (its port when `port` was 0). */
-  listen(): Promise<AddressInfo> {
+  async listen(): Promise<AddressInfo> {
     const host = this.options.host ?? ADMIN_DEFAULT_HOST;
     const port = this.options.port ?? ADMIN_DEFAULT_PORT;
     const { logger } = this.options;
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        const address = this.server.address() as AddressInfo;
-        if (!isLoopbackHost(host)) {
-          logger.warn(
-            { event: 'admin_exposed', host, port: address.port },
-            `admin port ${host}:${address.port} is not on loopback: /status and /metrics (agent ids and addresses) are open to that network without authentication`,
-          );
-        }
-        logger.info({ event: 'admin_listening', host, port: address.port }, 'admin listener ready');
-        resolve(address);
-      });
-    });
+    const address = await listen(this.server, port, host);
+    if (!isLoopbackHost(host)) {
+      logger.warn(
+        { event: 'admin_exposed', host, port: address.port },
+        `admin port ${host}:${address.port} is not on loopback: /status and /metrics (agent ids and addresses) are open to that network without authentication`,
+      );
+    }
+    logger.info({ event: 'admin_listening', host, port: address.port }, 'admin listener ready');
+    return address;
   }
 
   /** Stops listening and closes open admin connections. */
@@ -186,20 +181,15 @@ export class AdminServer {
     try {
       this.hostCheck.check(req);
     } catch (err) {
-      const code = (err as RelayError).code;
-      sendJson(
-        res,
-        describeError(code).httpStatus ?? 400,
-        { error: publicCode(code), message: (err as RelayError).message },
-        {
-          connection: 'close',
-        },
-      );
+      sendError(res, err, { connection: 'close' });
       return;
     }
     // HEAD is GET without a body (RFC 9110 §9.3.2); Node leaves the body out by itself.
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      sendJson(res, 405, { error: 'method_not_allowed', message: 'only GET is served here' }, { allow: 'GET, HEAD', connection: 'close' });
+      sendError(res, new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'only GET is served here'), {
+        allow: 'GET, HEAD',
+        connection: 'close',
+      });
       return;
     }
     switch (path) {
@@ -225,7 +215,7 @@ export class AdminServer {
         sendJson(res, 200, this.status());
         return;
       default:
-        sendJson(res, 404, { error: 'not_found', message: 'try /healthz, /readyz, /metrics or /status' });
+        sendError(res, new RelayError('RELAY_ERR_NOT_FOUND', 'try /healthz, /readyz, /metrics or /status'));
     }
   }
 
@@ -236,7 +226,7 @@ export class AdminServer {
   private fail(res: ServerResponse, err: unknown): void {
     this.options.logger.error({ event: 'admin_error', err }, 'admin request failed');
     if (res.headersSent) res.destroy();
-    else sendJson(res, 500, { error: 'internal', message: 'the status could not be read' });
+    else sendError(res, null, {}, 'the status could not be read');
   }
 }
 
@@ -254,6 +244,12 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
 
 function sendJson(res: ServerResponse, status: number, value: unknown, extra: http.OutgoingHttpHeaders = {}): void {
   send(res, status, 'application/json', JSON.stringify(value), extra);
+}
+
+/** An error's answer (shared/errors.ts errorBody); anything but a RelayError is a 500 saying `internalMessage`. */
+function sendError(res: ServerResponse, err: unknown, extra: http.OutgoingHttpHeaders = {}, internalMessage?: string): void {
+  const { status, headers, body } = errorBody(err, internalMessage);
+  send(res, status, 'application/json', body, { ...headers, ...extra });
 }
 
 let cachedVersion: string | undefined;

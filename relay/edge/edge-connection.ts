@@ -24,11 +24,12 @@
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../../shared/logger.js';
-import { RelayError, ResetCode, type ErrorCode } from '../../shared/errors.js';
+import { errorBody, RelayError, ResetCode, type ErrorCode } from '../../shared/errors.js';
 import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import type { OpenedStream } from '../tunnel/tunnel-registry.js';
-import { errorParts, rawCatalogResponse } from './error-response.js';
+import { BODY_TOO_LARGE, overBodyLimit } from './body-limit.js';
+import { rawCatalogResponse } from './error-response.js';
 import { DRAIN_IDLE_MS, STREAM_RELEASE_MS, type ForwardLimits } from './edge-limits.js';
 import type { EdgeRejectReason } from './edge-stats.js';
 import {
@@ -271,8 +272,8 @@ export class EdgeConnection {
       }
       return;
     }
-    if (limits.maxBodyBytes > 0 && head.contentLength > limits.maxBodyBytes) {
-      this.refuse('RELAY_ERR_BODY_TOO_LARGE', 'body_too_large');
+    if (overBodyLimit(limits.maxBodyBytes, head.contentLength)) {
+      this.refuseBody();
       return;
     }
     if (head.expect !== '' && head.expect !== '100-continue') {
@@ -369,10 +370,9 @@ export class EdgeConnection {
     const ex = this.ex!;
     const n = end - start;
     ex.bytesIn += n;
-    const max = this.fwd.limits.maxBodyBytes;
-    if (max > 0 && ex.bytesIn > max) {
-      this.failRequest('RELAY_ERR_BODY_TOO_LARGE', 'body_too_large');
-      throw new RelayError('RELAY_ERR_BODY_TOO_LARGE'); // stops the reader; caught below it
+    if (overBodyLimit(this.fwd.limits.maxBodyBytes, ex.bytesIn)) {
+      this.refuseBody();
+      throw new RelayError(BODY_TOO_LARGE.code); // stops the reader; caught below it
     }
     // re-chunked by the relay: the platform sees the relay's framing, never the client's
     this.forwardBody(Buffer.from(`${n.toString(16)}\r\n`, 'latin1'));
@@ -872,6 +872,15 @@ export class EdgeConnection {
     this.answerError(code, {}, true);
   }
 
+  /**
+   * A request body past `maxBodyBytes` (body-limit.ts): 413, counted and logged, then close. The
+   * head's declared length is checked before the exchange exists (refuse), a chunked body's
+   * size while it is read (the exchange is recorded as well).
+   */
+  private refuseBody(): void {
+    this.failRequest(BODY_TOO_LARGE.code, BODY_TOO_LARGE.reason);
+  }
+
   /** The request fails before its response started: the error is the answer, then close. */
   private failRequest(code: ErrorCode, reason: EdgeRejectReason | null, detail?: string): void {
     const ex = this.ex;
@@ -886,7 +895,7 @@ export class EdgeConnection {
     }
     if (reason) this.fwd.reject(reason, this.meta.clientIp, detail);
     else this.fwd.logger.debug({ event: 'forward_error', code, detail, client: this.meta.clientIp }, 'forwarding failed');
-    ex.status = errorParts(code).status;
+    ex.status = errorBody(code).status;
     ex.aborted = !ex.bodyDone;
     this.fwd.record(this, ex);
     this.ex = null;

@@ -1,7 +1,8 @@
 /**
  * Every limit of the relay's edge, in one shape: the CLI fills it (relay/cli.ts), the listeners
  * apply the per-connection ones at accept, and the forwarder the per-request ones
- * ({@link ForwardLimits}). Defaults, units and what 0 means are in shared/defaults.ts.
+ * ({@link ForwardLimits}). Values are in shared/defaults.ts; the range, unit and what 0 means of
+ * each, and its CLI option, in the limits table (shared/limits.ts).
  */
 import { defaults } from '../../shared/defaults.js';
 

@@ -37,8 +37,6 @@ export class HttpParseError extends Error {
 const CR = 0x0d;
 const LF = 0x0a;
 
-// token = 1*tchar (RFC 9110 §5.6.2)
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // field-line = field-name ":" OWS field-value OWS; field-value: VCHAR, obs-text, SP/HTAB inside
 const FIELD_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?)[ \t]*$/;
 const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP\/(\d)\.(\d)$/;
@@ -317,11 +315,6 @@ export function parseResponseHead(buf: Buffer, start: number, maxBytes: number):
   const reader = new HeadReader(maxBytes, 'RELAY_ERR_BAD_RESPONSE', 'RELAY_ERR_BAD_RESPONSE');
   const end = reader.feed(buf, start, buf.length);
   return end === -1 ? null : { ...parseResponseLines(reader.take()), length: end - start };
-}
-
-/** True when `name` (any case) is a token, i.e. a field name the relay may write. */
-export function isToken(name: string): boolean {
-  return TOKEN.test(name);
 }
 
 // ---------------------------------------------------------------- chunked bodies (§7.1)

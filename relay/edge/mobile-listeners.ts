@@ -12,10 +12,11 @@
  *   3. Body streaming: a chunked body is counted (413), a body slower than the minimum rate is
  *      cut (408).
  */
-import net, { type AddressInfo, type Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import tls from 'node:tls';
 import type { Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
+import { listen } from '../../shared/listen.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
@@ -104,7 +105,7 @@ export class MobileListeners {
   }
 
   async listen(host: string, httpPort: number, httpsPort: number): Promise<{ httpPort: number; httpsPort: number }> {
-    return { httpPort: await listen(this.http, httpPort, host), httpsPort: await listen(this.https, httpsPort, host) };
+    return { httpPort: await listenPort(this.http, httpPort, host), httpsPort: await listenPort(this.https, httpsPort, host) };
   }
 
   /**
@@ -116,7 +117,7 @@ export class MobileListeners {
     const target = tls ? this.https : this.http;
     const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => target.emit('connection', socket));
     this.extra.push(server);
-    return listen(server, port, host);
+    return listenPort(server, port, host);
   }
 
   get connectionCount(): number {
@@ -285,12 +286,7 @@ function reset(socket: Socket): void {
   socket.resetAndDestroy();
 }
 
-function listen(server: net.Server, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
+/** The port `server` is bound to once listening. */
+async function listenPort(server: net.Server, port: number, host: string): Promise<number> {
+  return (await listen(server, port, host)).port;
 }

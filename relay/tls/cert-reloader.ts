@@ -5,11 +5,11 @@
  * theirs). A pair is applied only when the key belongs to the certificate and the certificate is
  * valid now; anything else is logged and the pair in force stays.
  */
-import { closeSync, fstatSync, openSync, readFileSync, type Stats } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { certPolicy, checkCertificatePair, daysUntil, type CertificateDescription } from '../../shared/certs.js';
 import { systemClock, type Clock } from '../../shared/clock.js';
 import { RelayError } from '../../shared/errors.js';
+import { FilePoller, signatureOf } from '../../shared/file-poll.js';
 import type { Logger } from '../../shared/logger.js';
 
 /** How often the files are stat'ed for changes, in ms (the IP rule files use the same period). */
@@ -61,8 +61,7 @@ export class CertReloader {
   private seen = { cert: '', key: '' };
   /** daysLeft at the last expiry warning, so that a running relay warns once a day, not every poll. */
   private warnedAtDaysLeft: number | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private polling = false;
+  private readonly poller: FilePoller;
 
   constructor(options: CertReloaderOptions) {
     this.options = options;
@@ -77,12 +76,16 @@ export class CertReloader {
       `TLS certificate loaded: ${read.pair.certificate.subject}`,
     );
     this.checkExpiry();
-    const interval = options.pollIntervalMs ?? certReloadPollMs;
-    if (interval > 0) {
-      this.timer = setInterval(() => void this.poll(), interval);
-      // Watching a certificate is no reason to keep a process alive.
-      this.timer.unref();
-    }
+    // Watching a certificate is no reason to keep a process alive: the poller's timer is unref'd.
+    this.poller = new FilePoller({
+      paths: [options.certFile, options.keyFile],
+      intervalMs: options.pollIntervalMs ?? certReloadPollMs,
+      known: () => [this.seen.cert, this.seen.key],
+      onChange: () => this.attempt('change'),
+      onUnchanged: () => this.checkExpiry(),
+      // attempt() does not throw; this is the last guard before an unhandled rejection.
+      onError: (err) => this.options.logger.error({ err }, 'TLS certificate: reload failed; keeping the current certificate'),
+    });
   }
 
   /** The certificate (with chain) in force, PEM. */
@@ -112,25 +115,7 @@ export class CertReloader {
 
   /** Stops polling; the pair in force stays and `reload()` still works. Idempotent. */
   close(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
-  }
-
-  private async poll(): Promise<void> {
-    // A tick that finds the previous one unfinished (a slow file system) skips.
-    if (this.polling) return;
-    this.polling = true;
-    try {
-      const [cert, key] = await Promise.all([statSignature(this.options.certFile), statSignature(this.options.keyFile)]);
-      if (this.timer === undefined) return;
-      if (cert !== this.seen.cert || key !== this.seen.key) this.attempt('change');
-      else this.checkExpiry();
-    } catch (err) {
-      // attempt() does not throw; this is the last guard before an unhandled rejection.
-      this.options.logger.error({ err }, 'TLS certificate: reload failed; keeping the current certificate');
-    } finally {
-      this.polling = false;
-    }
+    this.poller.close();
   }
 
   private attempt(trigger: 'change' | 'reload'): CertReloadResult {
@@ -224,28 +209,14 @@ function readWithSignature(path: string): { text?: string; error?: string; signa
   try {
     fd = openSync(path, 'r');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
-    return { error: code, signature: `error:${code}` };
+    return { error: (err as NodeJS.ErrnoException).code ?? 'unknown', signature: signatureOf(err as NodeJS.ErrnoException) };
   }
   try {
-    const signature = signatureOf(fstatSync(fd));
+    const signature = signatureOf(null, fstatSync(fd));
     return { text: readFileSync(fd, 'utf8'), signature };
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
-    return { error: code, signature: `error:${code}` };
+    return { error: (err as NodeJS.ErrnoException).code ?? 'unknown', signature: signatureOf(err as NodeJS.ErrnoException) };
   } finally {
     closeSync(fd);
   }
-}
-
-async function statSignature(path: string): Promise<string> {
-  try {
-    return signatureOf(await stat(path));
-  } catch (err) {
-    return `error:${(err as NodeJS.ErrnoException).code ?? 'unknown'}`;
-  }
-}
-
-function signatureOf(stats: Stats): string {
-  return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}:${stats.ctimeMs}`;
 }

@@ -14,6 +14,7 @@ import type { TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { systemClock, type Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
+import { listen } from '../../shared/listen.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import { MAX_STREAMS_HEADER, MuxSession, parseMaxStreamsHeader, type SessionOptions } from '../../shared/mux/session.js';
@@ -202,14 +203,8 @@ export class TunnelEndpoint {
     });
   };
 
-  listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve((this.server.address() as { port: number }).port);
-      });
-    });
+  async listen(port: number, host: string): Promise<number> {
+    return (await listen(this.server, port, host)).port;
   }
 
   /**

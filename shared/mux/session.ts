@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import type { WebSocket, RawData } from 'ws';
 import { defaults } from '../defaults.js';
 import { RelayError, CloseCode, ResetCode } from '../errors.js';
+import { limitSpec } from '../limits.js';
 import {
   FrameBatch,
   FrameType,
@@ -64,8 +65,8 @@ const noop = (): void => {};
  * that sends none (older than the header) is held to the relay's own limit.
  */
 export const MAX_STREAMS_HEADER = 'x-mux-max-streams';
-/** Largest stream limit either side can be configured with (and the largest the header may state). */
-export const MAX_STREAMS_LIMIT = 1_000_000;
+/** Largest stream limit either side can be configured with (and the largest the header may state): the limits table's. */
+export const MAX_STREAMS_LIMIT = limitSpec('max-streams-per-connection').max;
 
 /** The upgrade request header stating this side's stream limit (the agent sends it). */
 export function maxStreamsHeader(options: Pick<SessionOptions, 'maxStreamsPerConnection'>): Record<string, string> {
@@ -154,9 +155,9 @@ export class MuxSession extends EventEmitter<SessionEvents> implements StreamHos
     this.ws = ws;
     this.role = options.role;
     this.streamWindow = options.streamWindowBytes ?? defaults.streamWindowBytes;
-    if (this.streamWindow < defaults.initialStreamWindowBytes) {
-      throw new RelayError('RELAY_ERR_CONFIG', `stream window must be at least ${defaults.initialStreamWindowBytes} bytes`);
-    }
+    // the smallest window the protocol allows: the table's lower bound of --stream-window-bytes
+    const { min } = limitSpec('stream-window-bytes');
+    if (this.streamWindow < min) throw new RelayError('RELAY_ERR_CONFIG', `stream window must be at least ${min} bytes`);
     this.maxStreamWindow = options.maxStreamWindowBytes ?? defaults.maxStreamWindowBytes;
     this.windowBudget = options.connectionWindowBudgetBytes ?? defaults.connectionWindowBudgetBytes;
     this.maxFrame = options.maxFramePayloadBytes ?? defaults.maxFramePayloadBytes;

@@ -11,5 +11,16 @@ export default defineConfig({
     // two cores: keep heavy suites from starving each other
     maxWorkers: 2,
     minWorkers: 1,
+    // `vitest run --coverage` (what `npm test` runs). Only code run in the test processes is
+    // measured: the suites that start the built relay or agent (dist/, in child processes) add
+    // nothing here, so the floor is of what the in-process tests reach.
+    coverage: {
+      provider: 'v8',
+      include: ['relay/**/*.ts', 'platform-agent/**/*.ts', 'shared/**/*.ts'],
+      exclude: ['**/*.test.ts', 'test/**', 'dist/**'],
+      reporter: ['text-summary', 'json-summary'],
+      reportsDirectory: 'coverage',
+      thresholds: {},
+    },
   },
 });

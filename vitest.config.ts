@@ -20,7 +20,9 @@ export default defineConfig({
       exclude: ['**/*.test.ts', 'test/**', 'dist/**'],
       reporter: ['text-summary', 'json-summary'],
       reportsDirectory: 'coverage',
-      thresholds: {},
+      // the floor: today's figures (2026-12-03: statements and lines 77.37%, branches 89.47%,
+      // functions 88.1%) rounded down to the whole percent; raise it as tests are added
+      thresholds: { statements: 77, branches: 89, functions: 88, lines: 77 },
     },
   },
 });

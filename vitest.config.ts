@@ -20,9 +20,11 @@ export default defineConfig({
       exclude: ['**/*.test.ts', 'test/**', 'dist/**'],
       reporter: ['text-summary', 'json-summary'],
       reportsDirectory: 'coverage',
-      // the floor: today's figures (2026-12-03: statements and lines 77.37%, branches 89.47%,
-      // functions 88.1%) rounded down to the whole percent; raise it as tests are added
-      thresholds: { statements: 77, branches: 89, functions: 88, lines: 77 },
+      // the floor: today's figures with every suite running, the browser ones included (CI
+      // installs chromium), rounded down to the whole percent (2026-12-03: statements and lines
+      // 85.18%, branches 90.61%, functions 96.2%). Without chromium the console tests skip and
+      // the figures fall to ~77/89/88/77, under the floor. Raise it as tests are added.
+      thresholds: { statements: 85, branches: 90, functions: 96, lines: 85 },
     },
   },
 });

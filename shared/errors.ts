@@ -85,7 +85,9 @@ const catalog = {
   // configuration
   RELAY_ERR_CONFIG: { message: 'invalid configuration' },
 
-  // raised by code both processes use (the request body limit, shared/ip-rule-files.ts)
+  // raised by code both processes use (the admin listener and the platform server's routes, the request body limit, shared/ip-rule-files.ts)
+  RELAY_ERR_NOT_FOUND: { message: 'no such resource', httpStatus: 404 },
+  RELAY_ERR_METHOD_NOT_ALLOWED: { message: 'method not allowed on this resource', httpStatus: 405 },
   RELAY_ERR_BODY_TOO_LARGE: { message: 'the request body is too large', httpStatus: 413 },
   // IP rules saved through the admin API or the control panel (details say which list and why)
   RELAY_ERR_INVALID_IP_RULES: { message: 'the IP rules have lines that are not valid entries; nothing was saved', httpStatus: 400 },
@@ -110,8 +112,6 @@ const catalog = {
   PLATFORM_ERR_SESSION_EXPIRED: { message: 'the session was idle too long; log in again', httpStatus: 401 },
   PLATFORM_ERR_AUTHENTICATOR_OFF: { message: 'this authenticator is switched off', httpStatus: 401 },
   PLATFORM_ERR_FORBIDDEN: { message: 'this account may not do that', httpStatus: 403 },
-  PLATFORM_ERR_NOT_FOUND: { message: 'no such resource', httpStatus: 404 },
-  PLATFORM_ERR_METHOD_NOT_ALLOWED: { message: 'method not allowed on this resource', httpStatus: 405 },
   PLATFORM_ERR_INVALID_JSON: { message: 'the request body is not valid JSON', httpStatus: 400 },
   PLATFORM_ERR_INVALID_REQUEST: { message: 'the request is not valid', httpStatus: 400 },
   PLATFORM_ERR_INVALID_SETTING: { message: 'a setting is not valid', httpStatus: 400 },

@@ -365,7 +365,7 @@ export class PlatformServer {
       }
       if (ctx.ipDecision === 'blacklisted') throw new RelayError('PLATFORM_ERR_IP_BLOCKED');
       if (malformed) throw new RelayError('RELAY_ERR_BAD_REQUEST', 'malformed percent-encoding in the path');
-      if (!(await this.route(req, res, path, ctx))) throw new RelayError('PLATFORM_ERR_NOT_FOUND');
+      if (!(await this.route(req, res, path, ctx))) throw new RelayError('RELAY_ERR_NOT_FOUND');
     } catch (err) {
       if (!(err instanceof RelayError)) this.logger.error({ event: 'request_failed', path, err: (err as Error).stack }, 'request failed');
       sendError(res, err);
@@ -402,7 +402,7 @@ export class PlatformServer {
     }
     if (path.startsWith(ADMIN_PREFIX)) return this.adminRoutes.handle(req, res, path.slice(ADMIN_PREFIX.length), ctx);
     const post = (): void => {
-      if (method !== 'POST') throw new RelayError('PLATFORM_ERR_METHOD_NOT_ALLOWED', 'use POST', { details: { allowed: ['POST'] } });
+      if (method !== 'POST') throw new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'use POST', { details: { allowed: ['POST'] } });
     };
     switch (path) {
       case '/api/v1/auth/login':
@@ -422,7 +422,7 @@ export class PlatformServer {
     if (!isApi) return false;
     const who = await this.authRoutes.identify(req, ctx);
     if (path === '/api/v1/me') {
-      if (method !== 'GET') throw new RelayError('PLATFORM_ERR_METHOD_NOT_ALLOWED', 'use GET', { details: { allowed: ['GET'] } });
+      if (method !== 'GET') throw new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'use GET', { details: { allowed: ['GET'] } });
       await this.groups.authorize(who.username, 'profile.read');
       await this.authRoutes.me(res, who);
       return true;

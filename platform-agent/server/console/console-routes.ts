@@ -504,7 +504,7 @@ export class ConsoleRoutes {
 
   private async saveRelay(res: ServerResponse, session: Session, form: URLSearchParams): Promise<void> {
     const relay = this.host.relay();
-    if (!relay) throw new RelayError('PLATFORM_ERR_NOT_FOUND', 'this platform server has no relay connection to manage');
+    if (!relay) throw new RelayError('RELAY_ERR_NOT_FOUND', 'this platform server has no relay connection to manage');
     const values = relayValuesFromForm(form);
     try {
       await relay.update(

@@ -42,7 +42,7 @@ export function deviceView(d: DeviceRecord, now: number): Record<string, unknown
 }
 
 function methodNotAllowed(allowed: string[]): RelayError {
-  return new RelayError('PLATFORM_ERR_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')}`, { details: { allowed } });
+  return new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')}`, { details: { allowed } });
 }
 
 /** The operation an admin route needs, or null when `path` is no admin route (404). */
@@ -115,7 +115,7 @@ export class AdminRoutes {
     if (path === 'settings/relay') {
       const relay = this.relay();
       if (!relay)
-        throw new RelayError('PLATFORM_ERR_NOT_FOUND', 'this platform server has no relay connection to manage (it runs without the agent)');
+        throw new RelayError('RELAY_ERR_NOT_FOUND', 'this platform server has no relay connection to manage (it runs without the agent)');
       if (method === 'PATCH') await relay.update(await readJson(req), who.sub, 'api');
       else if (method !== 'GET') throw methodNotAllowed(['GET', 'PATCH']);
       sendJson(res, 200, relay.view());

@@ -9,9 +9,9 @@ import { parseAllowedHosts } from '../shared/allowed-hosts.js';
 import { checkCertificatePair, normalizeFingerprint, type PemPair } from '../shared/certs.js';
 import { configError, RelayError } from '../shared/errors.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
-import { exitWithConfigError, intOption, onShutdownSignals, readOptionFile, resolveSecret } from '../shared/config.js';
+import { exitWithConfigError, onShutdownSignals, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
-import { MAX_STREAMS_LIMIT } from '../shared/mux/session.js';
+import { limitDoc, limitOption, limitValue } from '../shared/limits.js';
 import { systemClock } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { registerAdminCommands } from './server/admin-cli.js';
@@ -184,7 +184,7 @@ async function start(argv: Args): Promise<void> {
   let agent: PlatformAgent | undefined;
   let relay: RelayConnection | undefined;
   let platform: PlatformServer | undefined;
-  const drainMs = (): number => intOption('drain-timeout-ms', argv.drainTimeoutMs, 0, 3_600_000);
+  const drainMs = (): number => limitValue('drain-timeout-ms', argv);
   try {
     const upstream = argv.upstream === undefined ? undefined : httpUrl('upstream', argv.upstream);
     if (upstream && argv.sampleApp) throw new RelayError('RELAY_ERR_CONFIG', '--upstream and --sample-app exclude each other');
@@ -205,7 +205,7 @@ async function start(argv: Args): Promise<void> {
     // The built-in platform server keeps its relay settings in its store: flags are optional there.
     const token = agentToken(argv, !builtIn);
     const relays = builtIn && argv.relay === undefined ? undefined : relayUrls(argv.relay);
-    const connections = argv.connections === undefined ? undefined : intOption('connections', argv.connections, 1, 64);
+    const connections = argv.connections === undefined ? undefined : limitValue('connections', argv);
     const trust = trustOptions(argv, logger);
     const upstreamCa = argv.upstreamCa ? readOptionFile('upstream-ca', String(argv.upstreamCa)) : undefined;
     const config = agentConfig({
@@ -214,14 +214,14 @@ async function start(argv: Args): Promise<void> {
       trust,
       agentId: String(argv.agentId),
       connections: connections ?? defaults.connectionsPerRelay,
-      reconnectMinMs: intOption('reconnect-min-ms', argv.reconnectMinMs, 10, 600_000),
-      reconnectMaxMs: intOption('reconnect-max-ms', argv.reconnectMaxMs, 10, 3_600_000),
-      reconnectUnreachableMaxMs: intOption('reconnect-unreachable-max-ms', argv.reconnectUnreachableMaxMs, 10, 3_600_000),
-      reconnectStableMs: intOption('reconnect-stable-ms', argv.reconnectStableMs, 0, 3_600_000),
+      reconnectMinMs: limitValue('reconnect-min-ms', argv),
+      reconnectMaxMs: limitValue('reconnect-max-ms', argv),
+      reconnectUnreachableMaxMs: limitValue('reconnect-unreachable-max-ms', argv),
+      reconnectStableMs: limitValue('reconnect-stable-ms', argv),
       drainTimeoutMs: drainMs(),
       mux: {
         ...muxOptions(argv),
-        maxStreamsPerConnection: intOption('max-streams-per-connection', argv.maxStreamsPerConnection, 1, MAX_STREAMS_LIMIT),
+        maxStreamsPerConnection: limitValue('max-streams-per-connection', argv),
       },
     });
     if (config.reconnectMaxMs < config.reconnectMinMs)
@@ -315,16 +315,9 @@ const cli = yargs(hideBin(process.argv))
           default: false,
           describe: 'do not verify the relay certificate (testing only; logged as a warning)',
         })
-        .option('max-streams-per-connection', {
-          type: 'number',
-          default: defaults.maxStreamsPerConnection,
-          describe:
-            'concurrent streams per tunnel connection this agent accepts; told to the relay, which opens no more than the lower of its own and this',
-        })
-        .option('connections', {
-          type: 'number',
-          describe: `tunnel connections per relay (default ${defaults.connectionsPerRelay}, or the value saved in the control panel)`,
-        })
+        .option('max-streams-per-connection', limitOption('max-streams-per-connection', 'agent'))
+        // No default: without the flag, the value saved in the control panel is used.
+        .option('connections', { type: 'number', describe: limitDoc('connections', 'agent') })
         .option('data', {
           type: 'string',
           default: defaults.platformDataDir,
@@ -369,27 +362,11 @@ const cli = yargs(hideBin(process.argv))
           describe: 'serve the built-in sample app (a demo, not the platform server)',
         })
         .option('agent-id', { type: 'string', default: hostname(), describe: 'name the relay shows for this agent' })
-        .option('reconnect-min-ms', { type: 'number', default: defaults.reconnectMinMs, describe: 'first reconnect delay ceiling' })
-        .option('reconnect-max-ms', {
-          type: 'number',
-          default: defaults.reconnectMaxMs,
-          describe: 'largest reconnect delay when the relay answers and refuses (HTTP 401/429/5xx, certificate)',
-        })
-        .option('reconnect-unreachable-max-ms', {
-          type: 'number',
-          default: defaults.reconnectUnreachableMaxMs,
-          describe: 'largest reconnect delay while the relay does not answer (refused, reset, timeout)',
-        })
-        .option('reconnect-stable-ms', {
-          type: 'number',
-          default: defaults.reconnectStableMs,
-          describe: 'a connection dropped sooner than this after its upgrade counts as a failure',
-        })
-        .option('drain-timeout-ms', {
-          type: 'number',
-          default: defaults.drainTimeoutMs,
-          describe: 'time in-flight streams get on SIGTERM/SIGINT',
-        }),
+        .option('reconnect-min-ms', limitOption('reconnect-min-ms', 'agent'))
+        .option('reconnect-max-ms', limitOption('reconnect-max-ms', 'agent'))
+        .option('reconnect-unreachable-max-ms', limitOption('reconnect-unreachable-max-ms', 'agent'))
+        .option('reconnect-stable-ms', limitOption('reconnect-stable-ms', 'agent'))
+        .option('drain-timeout-ms', limitOption('drain-timeout-ms', 'agent')),
     (argv) => start(argv as Args),
   );
 await registerAdminCommands(cli)

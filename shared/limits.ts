@@ -1,6 +1,5 @@
 /**
- * Every numeric limit and timeout the relay's command line exposes (and the agent's, where the
- * same option exists), in one table beside their values (`defaults.ts`): the option, its default,
+ * Every numeric limit and timeout the relay's and the agent's command lines expose, in one table beside their values (`defaults.ts`): the option, its default,
  * the range accepted, its unit, what 0 means, and the help line. The CLIs build their numeric
  * options and range checks from it ({@link limitOption}, {@link limitValue}), values from a
  * `--config` file are checked by the same ranges (yargs merges them into the options before the
@@ -35,6 +34,7 @@ export interface LimitSpec {
 
 const relay = ['relay'] as const;
 const both = ['relay', 'agent'] as const;
+const agent = ['agent'] as const;
 
 /** The table, by option name (kebab-case, as given on the command line or in a `--config` file). */
 export const limits = Object.freeze({
@@ -284,6 +284,53 @@ export const limits = Object.freeze({
         'concurrent streams per tunnel connection this agent accepts; told to the relay, which opens no more than the lower of its own and this',
     },
     sides: both,
+  },
+
+  // ---- the agent's tunnel client ----
+  connections: {
+    default: defaults.connectionsPerRelay,
+    min: 1,
+    max: 64,
+    unit: 'connections',
+    zero: null,
+    doc: `tunnel connections per relay (default ${defaults.connectionsPerRelay}, or the value saved in the control panel)`,
+    sides: agent,
+  },
+  'reconnect-min-ms': {
+    default: defaults.reconnectMinMs,
+    min: 10,
+    max: 600_000,
+    unit: 'ms',
+    zero: null,
+    doc: 'first reconnect delay ceiling',
+    sides: agent,
+  },
+  'reconnect-max-ms': {
+    default: defaults.reconnectMaxMs,
+    min: 10,
+    max: 3_600_000,
+    unit: 'ms',
+    zero: null,
+    doc: 'largest reconnect delay when the relay answers and refuses (HTTP 401/429/5xx, certificate)',
+    sides: agent,
+  },
+  'reconnect-unreachable-max-ms': {
+    default: defaults.reconnectUnreachableMaxMs,
+    min: 10,
+    max: 3_600_000,
+    unit: 'ms',
+    zero: null,
+    doc: 'largest reconnect delay while the relay does not answer (refused, reset, timeout)',
+    sides: agent,
+  },
+  'reconnect-stable-ms': {
+    default: defaults.reconnectStableMs,
+    min: 0,
+    max: 3_600_000,
+    unit: 'ms',
+    zero: 'every drop after the upgrade counts as a success',
+    doc: 'a connection dropped sooner than this after its upgrade counts as a failure',
+    sides: agent,
   },
 } satisfies Record<string, LimitSpec>);
 

@@ -391,7 +391,7 @@ describe.skipIf(!hasChromium)('control panel: users in Chromium', () => {
       const reply = await post(
         '/console/users/new',
         cookie,
-        `csrf=${encodeURIComponent(csrf)}&username=bad%20name&password=hunter2-hunter2&password_repeat=hunter2-hunter2&role=mobile`,
+        `csrf=${encodeURIComponent(csrf)}&username=bad%20name%21&password=hunter2-hunter2&password_repeat=hunter2-hunter2&role=mobile`,
       );
       expect(reply.status).toBe(400);
       expect(reply.body.toString()).not.toContain('hunter2');

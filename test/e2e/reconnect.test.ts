@@ -68,13 +68,13 @@ describe('reconnect after relay restarts', () => {
     const lags = await storm('SIGTERM');
     console.log(`SIGTERM storm: agent back ${lags.join(', ')} ms after relay_started`);
     expect(Math.max(...lags)).toBeLessThanOrEqual(BACK_WITHIN_MS);
-  }, 20_000);
+  }, 45_000); // 5 restarts with 1-1.5 s between them, on a busy 2-core machine (the bound asserted is the lag above)
 
   it(`after a storm of SIGKILL restarts every connection is back within ${BACK_WITHIN_MS} ms of the relay being ready`, async () => {
     const lags = await storm('SIGKILL');
     console.log(`SIGKILL storm: agent back ${lags.join(', ')} ms after relay_started`);
     expect(Math.max(...lags)).toBeLessThanOrEqual(BACK_WITHIN_MS);
-  }, 20_000);
+  }, 45_000); // 5 restarts with 1-1.5 s between them, on a busy 2-core machine (the bound asserted is the lag above)
 
   it('a relay that refuses the token is retried with backoff, not in a hot loop, and not logged per retry', async () => {
     const port = await freePort();

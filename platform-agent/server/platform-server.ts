@@ -1,9 +1,10 @@
 /**
  * The platform server: one Node HTTP server that takes tunnel streams as connections (the client
  * address comes from the stream's OPEN metadata, never from a header) and, optionally, an internal
- * listener (`--listen`). It applies the IP rules to every request, then routes: the API users'
- * auth routes, `/api/v1/me`, the administrators' API, and authenticated `/api/` requests to the
- * backend (`--backend`). Each authenticated request also needs its operation (security/groups.ts):
+ * listener (`--listen`). It applies the IP rules to every request, then routes by one table
+ * (`routes` below, http/router.ts): `/healthz`, the administrators' API (http/admin-routes.ts)
+ * and control panel (console/console-routes.ts), each with its own table, the API users' auth
+ * routes, `/api/v1/me`, and authenticated `/api/` requests to the backend (`--backend`). Each authenticated request also needs its operation (security/groups.ts):
  * `profile.read` for `/api/v1/me`, `api.read` (GET, HEAD, OPTIONS) or `api.write` to the backend.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
@@ -34,7 +35,7 @@ import { SettingsService } from './security/settings-service.js';
 import { defaultScryptParams, generatePassword, type ScryptParams } from './security/passwords.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { PlatformStore } from './store/store.js';
-import { AdminRoutes } from './http/admin-routes.js';
+import { AdminRoutes, ADMIN_PREFIX } from './http/admin-routes.js';
 import { AuthRoutes, type ApiIdentity, type RequestContext } from './http/auth-routes.js';
 import { Gateway } from './http/gateway.js';
 import { sendError, sendJson } from './http/http-io.js';
@@ -391,7 +392,7 @@ export class PlatformServer {
   private readonly routes = new Router<PlatformHandler, PlatformRoute | undefined>([
     { path: '/healthz', methods: { [ANY_METHOD]: ({ res }) => sendJson(res, 200, { status: 'ok' }) } },
     {
-      path: '/admin/api/v1/*',
+      path: `${ADMIN_PREFIX}*`,
       methods: { [ANY_METHOD]: ({ req, res, ctx, params }) => this.adminRoutes.handle(req, res, params['*']!, ctx) },
       data: { surface: 'admin-api' },
     },

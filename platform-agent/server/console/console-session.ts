@@ -17,13 +17,13 @@ import { cookie } from '../http/http-io.js';
 import { MAX_FORM_BYTES, readForm, type ConsoleHost, type ConsoleServices, type Session } from './console-request.js';
 import { csrfInput, esc, page, redirect, sendHtml } from './html.js';
 
-export const SESSION_COOKIE = 'console_session';
+const SESSION_COOKIE = 'console_session';
 /** The pre-login nonce the login form's CSRF token is bound to. */
-export const LOGIN_COOKIE = 'console_login';
-export const SESSION_EXPIRED_MESSAGE = 'Your session expired. Log in again.';
+const LOGIN_COOKIE = 'console_login';
+const SESSION_EXPIRED_MESSAGE = 'Your session expired. Log in again.';
 /** The cookie naming a form kept when the session expired under it. */
-export const DRAFT_COOKIE = 'console_draft';
-export const DRAFT_KEPT_MESSAGE = 'Your session expired. Log in again: what you typed in the form is kept (passwords excepted).';
+const DRAFT_COOKIE = 'console_draft';
+const DRAFT_KEPT_MESSAGE = 'Your session expired. Log in again: what you typed in the form is kept (passwords excepted).';
 export const DRAFT_BACK_MESSAGE =
   'Your session expired before this form was saved. What you typed is back (passwords excepted): check it and save again.';
 /** How long a kept form waits for its administrator to log in again, and how many are kept at most. */

@@ -1,8 +1,7 @@
 /**
  * What every console handler is given: the server's services (one object), the request with its
  * administrator's session, and the small steps they share (reading a form, wording a message).
- * Imports no other console module but html.ts: the handlers, the session and the route table
- * all import this one.
+ * Imports no other console module: the session, the handlers and the route table all import this one.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../../../shared/clock.js';

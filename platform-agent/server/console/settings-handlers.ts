@@ -2,12 +2,11 @@
  * Settings → Security (security-page.ts) with its Relay server section (relay-section.ts): the
  * page, saving the security settings, saving the relay connection, and rotating the signing key.
  */
-import { RelayError } from '../../../shared/errors.js';
-import { sentence, type ConsoleRequest, type ConsoleServices, type Session } from './console-request.js';
-import { DRAFT_BACK_MESSAGE, type ConsoleSessions } from './console-session.js';
-import type { ConsoleHost } from './console-request.js';
-import { HOST_HEADER, page, redirect, sendHtml } from './html.js';
 import type { ServerResponse } from 'node:http';
+import { RelayError } from '../../../shared/errors.js';
+import { sentence, type ConsoleHost, type ConsoleRequest, type ConsoleServices, type Session } from './console-request.js';
+import { DRAFT_BACK_MESSAGE, type ConsoleSessions } from './console-session.js';
+import { HOST_HEADER, page, redirect, sendHtml } from './html.js';
 import { relayPatchFromForm, relaySection, relayValuesFromForm, relayValuesFromSettings, type RelayFormValues } from './relay-section.js';
 import {
   CONFIRM_INVALIDATE,

@@ -1,9 +1,10 @@
 /**
  * The platform server: one Node HTTP server that takes tunnel streams as connections (the client
  * address comes from the stream's OPEN metadata, never from a header) and, optionally, an internal
- * listener (`--listen`). It applies the IP rules to every request, then routes: the API users'
- * auth routes, `/api/v1/me`, the administrators' API, and authenticated `/api/` requests to the
- * backend (`--backend`). Each authenticated request also needs its operation (security/groups.ts):
+ * listener (`--listen`). It applies the IP rules to every request, then routes by one table
+ * (`routes` below, http/router.ts): `/healthz`, the administrators' API (http/admin-routes.ts)
+ * and control panel (console/console-routes.ts), each with its own table, the API users' auth
+ * routes, `/api/v1/me`, and authenticated `/api/` requests to the backend (`--backend`). Each authenticated request also needs its operation (security/groups.ts):
  * `profile.read` for `/api/v1/me`, `api.read` (GET, HEAD, OPTIONS) or `api.write` to the backend.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
@@ -24,7 +25,7 @@ import type { Logger } from '../../shared/logger.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
 import type { MuxStream } from '../../shared/mux/stream.js';
 import { ConsoleRoutes } from './console/console-routes.js';
-import { HOST_HEADER } from './console/html.js';
+import { CONSOLE_PREFIX, HOST_HEADER, redirect } from './console/html.js';
 import type { RelayControl } from './relay-control.js';
 import { Accounts } from './security/accounts.js';
 import { AuthService, type AuthEvent } from './security/auth.js';
@@ -35,10 +36,11 @@ import { defaultScryptParams, generatePassword, type ScryptParams } from './secu
 import { SqliteStore } from './store/sqlite-store.js';
 import type { PlatformStore } from './store/store.js';
 import { AdminRoutes, ADMIN_PREFIX } from './http/admin-routes.js';
-import { AuthRoutes, type RequestContext } from './http/auth-routes.js';
+import { AuthRoutes, type ApiIdentity, type RequestContext } from './http/auth-routes.js';
 import { Gateway } from './http/gateway.js';
 import { sendError, sendJson } from './http/http-io.js';
 import { IpGuard } from './http/ip-guard.js';
+import { ANY_METHOD, methodNotAllowed, Router, type Params } from './http/router.js';
 
 export interface PlatformServerOptions {
   /** Data folder: platform.db, whitelist.dat, blacklist.dat. */
@@ -81,6 +83,28 @@ const TLS_HANDSHAKE = 0x16;
 
 /** Methods that need `api.read` on forwarded routes; every other method needs `api.write`. */
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** The surface a platform route belongs to: its HTTPS setting and, for the administrators' two, whether tunnel streams reach it. */
+interface PlatformRoute {
+  readonly surface: 'api' | 'admin-api' | 'console';
+  /** The API user is identified (401 without a token) before the method is checked, and handed to the handler. */
+  readonly identified?: boolean;
+}
+
+const API: PlatformRoute = { surface: 'api' };
+const IDENTIFIED_API: PlatformRoute = { surface: 'api', identified: true };
+
+interface PlatformRequest {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly ctx: RequestContext;
+  readonly params: Params;
+  /** The API user of an `identified` route; null on every other. */
+  readonly who: ApiIdentity | null;
+}
+
+/** Serves a request; false sends the 404 of a path that does not exist. */
+type PlatformHandler = (r: PlatformRequest) => Promise<boolean | void> | boolean | void;
 
 /** How often expired rows are pruned from the store. */
 const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
@@ -137,34 +161,23 @@ export class PlatformServer {
       logger: this.logger,
       ...(opts.ipRulesPollMs !== undefined ? { pollIntervalMs: opts.ipRulesPollMs } : {}),
     });
-    this.adminRoutes = new AdminRoutes(
-      this.store,
-      this.auth,
-      this.accounts,
-      this.groups,
-      this.settings,
-      this.authRoutes,
-      this.clock,
-      this.logger,
-      this.ipGuard,
-      () => this.relayControl,
-    );
-    this.consoleRoutes = new ConsoleRoutes(
-      this.store,
-      this.auth,
-      this.accounts,
-      this.groups,
-      this.settings,
-      this.clock,
-      this.logger,
-      {
-        secure: (req) => isTls(req.socket),
-        tlsFingerprint: (create) =>
-          create || this.internalTls || existsSync(this.tlsFiles().certFile) ? this.internalTlsFingerprint() : null,
-        relay: () => this.relayControl,
-      },
-      this.ipGuard,
-    );
+    const services = {
+      store: this.store,
+      auth: this.auth,
+      accounts: this.accounts,
+      groups: this.groups,
+      settings: this.settings,
+      clock: this.clock,
+      logger: this.logger,
+      ipGuard: this.ipGuard,
+      relay: () => this.relayControl,
+    };
+    this.adminRoutes = new AdminRoutes({ ...services, authRoutes: this.authRoutes });
+    this.consoleRoutes = new ConsoleRoutes(services, {
+      secure: (req) => isTls(req.socket),
+      tlsFingerprint: (create) =>
+        create || this.internalTls || existsSync(this.tlsFiles().certFile) ? this.internalTlsFingerprint() : null,
+    });
     this.gateway = opts.backend ? new Gateway(opts.backend, this.logger, opts.backendCa ? { ca: opts.backendCa } : {}) : null;
     this.server = this.createHttpServer();
     this.pruneTimer = setInterval(() => {
@@ -372,64 +385,73 @@ export class PlatformServer {
     }
   }
 
+  /**
+   * The platform server's paths, read top to bottom (the first that matches decides). The
+   * administrators' two surfaces and the API are mounted here; each of those has its own table.
+   */
+  private readonly routes = new Router<PlatformHandler, PlatformRoute | undefined>([
+    { path: '/healthz', methods: { [ANY_METHOD]: ({ res }) => sendJson(res, 200, { status: 'ok' }) } },
+    {
+      path: `${ADMIN_PREFIX}*`,
+      methods: { [ANY_METHOD]: ({ req, res, ctx, params }) => this.adminRoutes.handle(req, res, params['*']!, ctx) },
+      data: { surface: 'admin-api' },
+    },
+    { path: '/admin/api/*', methods: { [ANY_METHOD]: () => false }, data: { surface: 'admin-api' } },
+    { path: '/console', methods: { [ANY_METHOD]: ({ res }) => redirect(res, CONSOLE_PREFIX) }, data: { surface: 'console' } },
+    {
+      path: '/console/*',
+      methods: { [ANY_METHOD]: ({ req, res, ctx, params }) => this.consoleRoutes.handle(req, res, params['*']!, ctx) },
+      data: { surface: 'console' },
+    },
+    { path: '/api/v1/auth/login', methods: { POST: ({ req, res, ctx }) => this.authRoutes.login(req, res, ctx, 'api') }, data: API },
+    { path: '/api/v1/auth/refresh', methods: { POST: ({ req, res }) => this.authRoutes.refresh(req, res) }, data: API },
+    { path: '/api/v1/auth/logout', methods: { POST: ({ req, res }) => this.authRoutes.logout(req, res, 'api') }, data: API },
+    { path: '/api/v1/me', methods: { GET: (r) => this.me(r) }, data: IDENTIFIED_API },
+    // Every other API path: the backend's, for an identified user with `api.read` or `api.write`.
+    { path: '/api/*', methods: { [ANY_METHOD]: (r) => this.forward(r) }, data: IDENTIFIED_API },
+  ]);
+
+  /** Serves `path`; false when it is not found (404). */
   private async route(req: IncomingMessage, res: ServerResponse, path: string, ctx: RequestContext): Promise<boolean> {
-    const method = req.method ?? 'GET';
-    if (path === '/healthz') {
-      sendJson(res, 200, { status: 'ok' });
-      return true;
-    }
-    const isApi = path === '/api' || path.startsWith('/api/');
-    const internal = this.internalSockets.has(req.socket);
-    const isConsole = path === '/console' || path.startsWith('/console/');
-    const isAdminApi = path === '/admin/api' || path.startsWith('/admin/api/');
+    const match = this.routes.match(req.method ?? 'GET', path);
+    if (!match) return false;
+    const surface = match.data?.surface;
+    const admin = surface === 'admin-api' || surface === 'console';
     // The administrators' surfaces: on the internal listener, and through the relay only when the
     // operator said so. Otherwise a tunnel stream gets what a path that does not exist gets.
-    const adminServed = (isConsole || isAdminApi) && (internal || this.adminThroughRelay);
-    if ((isConsole || isAdminApi) && !adminServed) return false;
-    if ((isApi || adminServed) && !isTls(req.socket)) {
+    if (admin && !(ctx.internal || this.adminThroughRelay)) return false;
+    if (surface && !isTls(req.socket)) {
       const { https: encryption } = (await this.store.getSettings()).settings;
-      if (isApi && encryption.api) throw new RelayError('PLATFORM_ERR_HTTPS_REQUIRED');
-      if (adminServed && encryption.control_panel) {
+      if (surface === 'api' && encryption.api) throw new RelayError('PLATFORM_ERR_HTTPS_REQUIRED');
+      if (admin && encryption.control_panel) {
         // An API client is told, not redirected (a redirected POST would resend its password in the clear first).
-        if (isAdminApi)
-          throw new RelayError('PLATFORM_ERR_HTTPS_REQUIRED', 'the admin API is served over HTTPS only (HTTPS for the Control Panel is on)');
+        if (surface === 'admin-api')
+          throw new RelayError(
+            'PLATFORM_ERR_HTTPS_REQUIRED',
+            'the admin API is served over HTTPS only (HTTPS for the Control Panel is on)',
+          );
         // The relay's HTTP and HTTPS ports differ: no same-port redirect for a tunnel stream.
-        if (!internal)
+        if (!ctx.internal)
           throw new RelayError('PLATFORM_ERR_HTTPS_REQUIRED', "the control panel is served over HTTPS only; use the relay's HTTPS port");
         redirectToHttps(req, res);
         return true;
       }
     }
-    if (path.startsWith(ADMIN_PREFIX)) return this.adminRoutes.handle(req, res, path.slice(ADMIN_PREFIX.length), ctx);
-    const post = (): void => {
-      if (method !== 'POST') throw new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'use POST', { details: { allowed: ['POST'] } });
-    };
-    switch (path) {
-      case '/api/v1/auth/login':
-        post();
-        await this.authRoutes.login(req, res, ctx, 'api');
-        return true;
-      case '/api/v1/auth/refresh':
-        post();
-        await this.authRoutes.refresh(req, res);
-        return true;
-      case '/api/v1/auth/logout':
-        post();
-        await this.authRoutes.logout(req, res, 'api');
-        return true;
-    }
-    if (isConsole) return this.consoleRoutes.handle(req, res, path, ctx);
-    if (!isApi) return false;
-    const who = await this.authRoutes.identify(req, ctx);
-    if (path === '/api/v1/me') {
-      if (method !== 'GET') throw new RelayError('RELAY_ERR_METHOD_NOT_ALLOWED', 'use GET', { details: { allowed: ['GET'] } });
-      await this.groups.authorize(who.username, 'profile.read');
-      await this.authRoutes.me(res, who);
-      return true;
-    }
+    // An identified route names its user (401 without one) before its method is checked.
+    const who = match.data?.identified ? await this.authRoutes.identify(req, ctx) : null;
+    if (match.kind === 'method-not-allowed') throw methodNotAllowed(match.allowed);
+    return (await match.handler({ req, res, ctx, params: match.params, who })) !== false;
+  }
+
+  private async me({ res, who }: PlatformRequest): Promise<void> {
+    await this.groups.authorize(who!.username, 'profile.read');
+    await this.authRoutes.me(res, who!);
+  }
+
+  private async forward({ req, res, ctx, who }: PlatformRequest): Promise<boolean> {
     if (!this.gateway) return false;
-    await this.groups.authorize(who.username, READ_METHODS.has(method) ? 'api.read' : 'api.write');
-    this.gateway.forward(req, res, who, ctx);
+    await this.groups.authorize(who!.username, READ_METHODS.has(req.method ?? 'GET') ? 'api.read' : 'api.write');
+    this.gateway.forward(req, res, who!, ctx);
     return true;
   }
 

@@ -15,7 +15,7 @@ export function esc(value: unknown): string {
 }
 
 /** The stylesheet, served at /console/console.css so that the CSP needs no inline styles. */
-export const CSS = `
+const CSS = `
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;background:#f3f5f8}
 header{display:flex;align-items:center;gap:24px;padding:10px 24px;background:#1f3a5f;color:#fff}

@@ -9,7 +9,7 @@ import { FLAG_OF, type RelayConnectionSettings, type RelayFlagField } from '../r
 import { csrfInput, esc } from './html.js';
 import type { FieldError } from './security-page.js';
 
-export const RELAY_FORM_ACTION = '/console/settings/relay';
+const RELAY_FORM_ACTION = '/console/settings/relay';
 
 /** The relay form's values (the token box is never filled back in). */
 export interface RelayFormValues {

@@ -166,18 +166,9 @@ export class RelayError extends Error {
   }
 }
 
-/** The catalog entry for a code (default message, status, close code). */
-export function describeError(code: ErrorCode): ErrorSpec {
-  return catalog[code];
-}
-
 /** The code a client sees in a JSON error body: `RELAY_ERR_NO_AGENT` -> `no_agent`, `PLATFORM_ERR_USER_EXISTS` -> `user_exists`. */
 export function publicCode(code: ErrorCode): string {
   return code.replace(/^(RELAY|PLATFORM)_ERR_/, '').toLowerCase();
-}
-
-export function isRelayError(err: unknown): err is RelayError {
-  return err instanceof RelayError;
 }
 
 /** A configuration error that names the option, the bad value and what would be right. */

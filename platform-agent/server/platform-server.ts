@@ -20,6 +20,7 @@ import { systemClock, type Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
 import { HostCheck } from '../../shared/allowed-hosts.js';
+import { listen } from '../../shared/listen.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
@@ -235,13 +236,7 @@ export class PlatformServer {
    */
   async listen(host: string, port: number): Promise<AddressInfo> {
     const listener = net.createServer((socket) => this.sniff(socket));
-    await new Promise<void>((resolve, reject) => {
-      listener.once('error', reject);
-      listener.listen(port, host, () => {
-        listener.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(listener, port, host);
     this.listeners.push(listener);
     const address = listener.address() as AddressInfo;
     this.hostChecks.set(address.port, new HostCheck(host, this.listenAllowedHosts));

@@ -4,7 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { defaults } from '../../../shared/defaults.js';
-import { publicCode, RelayError } from '../../../shared/errors.js';
+import { errorBody, RelayError } from '../../../shared/errors.js';
 
 /** Largest JSON body the API reads (logins and admin changes are small). */
 export const MAX_JSON_BODY_BYTES = defaults.platformMaxJsonBodyBytes;
@@ -25,20 +25,20 @@ export function sendNoContent(res: ServerResponse, headers: Record<string, strin
   res.end();
 }
 
-/** Writes a RelayError as its status and JSON body; anything else is a 500 with no detail. */
+/** Writes a RelayError as its status and JSON body (shared/errors.ts `errorBody`, as the relay does); anything else is a 500 with no detail. */
 export function sendError(res: ServerResponse, err: unknown): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  if (err instanceof RelayError && err.httpStatus !== undefined) {
-    const headers: Record<string, string> = {};
-    if (err.retryAfterSeconds !== undefined) headers['retry-after'] = String(err.retryAfterSeconds);
-    if (err.httpStatus === 401) headers['www-authenticate'] = 'Bearer';
-    sendJson(res, err.httpStatus, { error: publicCode(err.code), message: err.message, ...err.details }, headers);
-    return;
-  }
-  sendJson(res, 500, { error: 'internal', message: 'internal error' });
+  const { status, headers, body } = errorBody(err);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    ...headers,
+  });
+  res.end(body);
 }
 
 /** Reads a whole request body up to `limit` bytes; past it, 413 (the rest of the body is drained, not kept). */

@@ -517,7 +517,7 @@ function deviceCommands(y: Argv): Argv {
 // ------------------------------------------------------------- settings
 
 /** Where `settings set` writes its audit line (`settings_changed`, as the server logs it), in the data folder. */
-export const CLI_AUDIT_FILE = 'cli-audit.log';
+const CLI_AUDIT_FILE = 'cli-audit.log';
 
 /** Who ran the command, for the audit line. */
 function osUser(): string {

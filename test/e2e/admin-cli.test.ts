@@ -8,7 +8,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_AUDIT_FILE } from '../../platform-agent/server/admin-cli.js';
 import { verifyPassword } from '../../platform-agent/server/security/passwords.js';
 import { lockoutPolicy } from '../../platform-agent/server/security/settings.js';
 import { SqliteStore } from '../../platform-agent/server/store/sqlite-store.js';
@@ -391,7 +390,7 @@ describe('platform-agent settings …', () => {
   });
 
   it('writes the audit line the server would, to cli-audit.log in the data folder, and nothing for no change', async () => {
-    const file = join(dataDir, CLI_AUDIT_FILE);
+    const file = join(dataDir, 'cli-audit.log'); // as the README documents it
     const before = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0;
     expect((await cli(['settings', 'set', 'lockout.user_lock_days=3'])).code).toBe(0);
     expect((await cli(['settings', 'set', 'lockout.user_lock_days=3'])).stdout).toContain('no change');

@@ -9,6 +9,7 @@ import type { PlatformStore, SecretKind, UserPatch, UserRecord, UserWriteOptions
 import { keepUserManager } from './groups.js';
 import { lookupTag } from './lookup-tags.js';
 import { hashPassword, type ScryptParams } from './passwords.js';
+import { passwordPolicyProblem } from './settings.js';
 import {
   checkBarcode,
   checkDescription,
@@ -31,7 +32,7 @@ export class Accounts {
   async create(input: NewUser): Promise<UserRecord> {
     const username = checkUsername(input.username);
     const role = checkRole(input.role);
-    const password = checkPassword(input.password);
+    const password = await this.checkPolicy(checkPassword(input.password));
     const validFrom = input.account_valid_from === undefined ? null : parseDate('account_valid_from', input.account_valid_from);
     const validUntil = input.account_valid_until === undefined ? null : parseDate('account_valid_until', input.account_valid_until);
     if (validFrom !== null && validUntil !== null && validUntil <= validFrom)
@@ -56,6 +57,13 @@ export class Accounts {
     };
     await this.store.createUser(user, await this.writeOptions());
     return user;
+  }
+
+  /** A new password must meet the password policy in force (settings `password_policy`). */
+  private async checkPolicy(password: string): Promise<string> {
+    const problem = passwordPolicyProblem(password, (await this.store.getSettings()).settings.password_policy);
+    if (problem) throw invalid('password', problem);
+    return password;
   }
 
   private async tag(kind: SecretKind, secret: string): Promise<string> {
@@ -103,7 +111,7 @@ export class Accounts {
     if (input.group !== undefined) patch.group = checkGroupField(input.group);
     if (input.description !== undefined) patch.description = checkDescription(input.description);
     if (input.password !== undefined) {
-      const password = checkPassword(input.password);
+      const password = await this.checkPolicy(checkPassword(input.password));
       patch.passwordHash = await hashPassword(password, this.scrypt);
       patch.passwordTag = await this.tag('password', password);
     }

@@ -72,6 +72,41 @@ export interface SecuritySettings {
    * logs in with `{barcode}`, the user barcode an administrator set. Mobile users only.
    */
   device_login: { password_only: boolean; barcode: boolean };
+  /**
+   * Rules for passwords set from now on (passwords already set stay valid). The Mobile SMARTS
+   * recommendation — about 8 characters, upper- and lower-case letters, digits — is what
+   * `recommendedPasswordPolicy` holds; the default keeps today's rule (at least 8 characters), which
+   * is also the floor of `min_length`.
+   */
+  password_policy: PasswordPolicy;
+}
+
+export interface PasswordPolicy {
+  /** Fewest characters (code points), 8-128. */
+  min_length: number;
+  /** At least one upper-case and one lower-case letter, in any script. */
+  require_mixed_case: boolean;
+  /** At least one digit. */
+  require_digit: boolean;
+}
+
+/** The shortest password any policy allows: the rule before the policy existed. */
+export const MIN_PASSWORD_CHARS = 8;
+
+/** "длина около 8 символов, прописные и строчные буквы, цифры" (Mobile SMARTS). */
+export const recommendedPasswordPolicy: Readonly<PasswordPolicy> = Object.freeze({
+  min_length: 8,
+  require_mixed_case: true,
+  require_digit: true,
+});
+
+/** What `password` lacks under `policy`, or null when it meets it. */
+export function passwordPolicyProblem(password: string, policy: PasswordPolicy): string | null {
+  const needs: string[] = [];
+  if ([...password].length < policy.min_length) needs.push(`at least ${policy.min_length} characters`);
+  if (policy.require_mixed_case && !(/\p{Lu}/u.test(password) && /\p{Ll}/u.test(password))) needs.push('upper- and lower-case letters');
+  if (policy.require_digit && !/\p{Nd}/u.test(password)) needs.push('a digit');
+  return needs.length === 0 ? null : `the password policy asks for ${needs.join(', ')}`;
 }
 
 /**
@@ -99,6 +134,7 @@ export const defaultSettings: Readonly<SecuritySettings> = Object.freeze({
   mobile_token: { enabled: false },
   mobile_session_idle_minutes: 30,
   device_login: { password_only: false, barcode: false },
+  password_policy: { min_length: MIN_PASSWORD_CHARS, require_mixed_case: false, require_digit: false },
 });
 
 export function cloneSettings(s: SecuritySettings): SecuritySettings {
@@ -219,6 +255,12 @@ const topFields: Section = {
   mobile_token: (f, v, cur) => section(f, v, cur as Record<string, unknown>, { enabled: bool }),
   mobile_session_idle_minutes: (f, v) => int(f, v, 1, 1440),
   device_login: (f, v, cur) => section(f, v, cur as Record<string, unknown>, { password_only: bool, barcode: bool }),
+  password_policy: (f, v, cur) =>
+    section(f, v, cur as Record<string, unknown>, {
+      min_length: (ff, vv) => int(ff, vv, MIN_PASSWORD_CHARS, 128),
+      require_mixed_case: bool,
+      require_digit: bool,
+    }),
 };
 
 export interface SettingsChange {

@@ -361,6 +361,7 @@ function withDefaults(saved: Partial<SecuritySettings>): SecuritySettings {
     mobile_authorization: { ...d.mobile_authorization, ...saved.mobile_authorization },
     mobile_token: { ...d.mobile_token, ...saved.mobile_token },
     device_login: { ...d.device_login, ...saved.device_login },
+    password_policy: { ...d.password_policy, ...saved.password_policy },
   };
 }
 

@@ -445,8 +445,8 @@ export class PlatformServer {
 
   private async forward({ req, res, ctx, who }: PlatformRequest): Promise<boolean> {
     if (!this.gateway) return false;
-    await this.groups.authorize(who!.username, READ_METHODS.has(req.method ?? 'GET') ? 'api.read' : 'api.write');
-    this.gateway.forward(req, res, who!, ctx);
+    const operations = await this.groups.authorize(who!.username, READ_METHODS.has(req.method ?? 'GET') ? 'api.read' : 'api.write');
+    this.gateway.forward(req, res, who!, ctx, operations);
     return true;
   }
 

@@ -16,7 +16,7 @@ import type { Logger } from '../../../shared/logger.js';
 import type { Accounts } from '../security/accounts.js';
 import { userView, type UserView } from '../security/account-rules.js';
 import type { AuthService } from '../security/auth.js';
-import { OPERATIONS, waivedAdmin, type Groups, type Operation } from '../security/groups.js';
+import { waivedAdmin, type Groups, type Operation, type OperationSpec } from '../security/groups.js';
 import type { SettingsService } from '../security/settings-service.js';
 import type { TokenClaims } from '../security/tokens.js';
 import type { DeviceRecord, PlatformStore, UserRecord } from '../store/store.js';
@@ -82,6 +82,11 @@ interface AdminRoute {
   readonly exists?: (r: AdminRequest) => Promise<void> | void;
 }
 
+/** An operation as the admin API shows it (`custom`: defined by an administrator). */
+function operationView(op: OperationSpec): { name: string; roles: readonly string[]; description: string; custom: boolean } {
+  return { name: op.name, roles: op.roles, description: op.description, custom: op.custom === true };
+}
+
 export class AdminRoutes {
   private readonly router: Router<AdminHandler | LoginHandler, AdminRoute | undefined>;
 
@@ -108,7 +113,8 @@ export class AdminRoutes {
         methods: { GET: this.getIpList(list), PUT: this.putIpList(list) },
         data: settings,
       })),
-      { path: 'operations', methods: { GET: this.getOperations }, data: users },
+      { path: 'operations', methods: { GET: this.getOperations, POST: this.defineOperation }, data: users },
+      { path: 'operations/:name', methods: { PATCH: this.patchOperation, DELETE: this.deleteOperation }, data: users },
       { path: 'users', methods: { GET: this.listUsers, POST: this.createUser }, data: users },
       { path: 'users/:name', methods: { GET: this.getUser, PATCH: this.patchUser, DELETE: this.deleteUser }, data: users },
       { path: 'groups', methods: { GET: this.listGroups, POST: this.createGroup }, data: users },
@@ -226,7 +232,25 @@ export class AdminRoutes {
   // operations, users, users/<name>
 
   private readonly getOperations = async ({ res }: AdminRequest): Promise<void> => {
-    sendJson(res, 200, { operations: OPERATIONS.map((op) => ({ name: op.name, roles: op.roles, description: op.description })) });
+    sendJson(res, 200, { operations: (await this.s.groups.catalog()).map(operationView) });
+  };
+
+  private readonly defineOperation = async ({ req, res, who }: AdminRequest): Promise<void> => {
+    const op = await this.s.groups.defineOperation(await readJson(req));
+    this.s.logger.info({ event: 'operation_defined', operation: op.name, by: who.sub }, 'operation defined');
+    sendJson(res, 201, operationView(op), { location: `${ADMIN_PREFIX}operations/${encodeURIComponent(op.name)}` });
+  };
+
+  private readonly patchOperation = async ({ req, res, who, params }: AdminRequest): Promise<void> => {
+    const op = await this.s.groups.changeOperation(params.name!, await readJson(req));
+    this.s.logger.info({ event: 'operation_changed', operation: op.name, by: who.sub }, 'operation changed');
+    sendJson(res, 200, operationView(op));
+  };
+
+  private readonly deleteOperation = async ({ res, who, params }: AdminRequest): Promise<void> => {
+    await this.s.groups.deleteOperation(params.name!);
+    this.s.logger.info({ event: 'operation_deleted', operation: params.name, by: who.sub }, 'operation deleted');
+    sendNoContent(res);
   };
 
   private async userView(u: UserRecord): Promise<UserView> {

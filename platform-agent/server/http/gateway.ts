@@ -1,7 +1,12 @@
 /**
  * Forwards authenticated `/api/` requests the platform server does not serve itself to the
  * backend application (`--backend <url>`) with `http-proxy`, naming the verified caller in
- * `X-Platform-User` / `X-Platform-Role` / `X-Platform-Device` / `X-Platform-Client-Ip`. Any
+ * `X-Platform-User` / `X-Platform-Role` / `X-Platform-Device` / `X-Platform-Client-Ip`, and what
+ * it may do in `X-Platform-Operations` (its operations, comma-separated, built-in and defined by
+ * administrators: a backend enforces its document types with them). A name may be in any script:
+ * in `X-Platform-User` every character outside visible ASCII is percent-encoded as UTF-8
+ * (`Иванов` → `%D0%98%D0%B2…`, a space → `%20`; `decodeURIComponent` gives the name back; names
+ * never hold `%`), since a header value cannot carry it as is. Any
  * `X-Platform-*` header a client sent is removed first, and so are its credentials (the backend
  * trusts the identity headers, so it never needs them), and every header whose name holds `_`
  * (as the relay does by default, nginx's `underscores_in_headers off`): a CGI-style backend reads
@@ -22,7 +27,13 @@ export const IDENTITY_HEADERS = Object.freeze({
   role: 'x-platform-role',
   device: 'x-platform-device',
   clientIp: 'x-platform-client-ip',
+  operations: 'x-platform-operations',
 });
+
+/** A name as a header value: each character outside visible ASCII percent-encoded (UTF-8). */
+export function headerName(name: string): string {
+  return name.replace(/[^\x21-\x7e]/gu, (c) => encodeURIComponent(c));
+}
 
 const CREDENTIAL_HEADERS = ['authorization', 'twx-mobile-token', 'cookie'];
 
@@ -70,12 +81,13 @@ export class Gateway {
     });
   }
 
-  forward(req: IncomingMessage, res: ServerResponse, who: ApiIdentity, ctx: RequestContext): void {
+  forward(req: IncomingMessage, res: ServerResponse, who: ApiIdentity, ctx: RequestContext, operations: readonly string[]): void {
     // http-proxy sends req.headers (names in lower case), so deleting here drops them upstream
     for (const name of Object.keys(req.headers)) if (name.startsWith('x-platform-') || name.includes('_')) delete req.headers[name];
     for (const name of CREDENTIAL_HEADERS) delete req.headers[name];
-    req.headers[IDENTITY_HEADERS.user] = who.username;
+    req.headers[IDENTITY_HEADERS.user] = headerName(who.username);
     req.headers[IDENTITY_HEADERS.role] = who.role;
+    req.headers[IDENTITY_HEADERS.operations] = operations.join(',');
     if (who.deviceId) req.headers[IDENTITY_HEADERS.device] = who.deviceId;
     req.headers[IDENTITY_HEADERS.clientIp] = ctx.ip;
     // The authentication's own headers (a session cookie, a new mobile token) join the backend's

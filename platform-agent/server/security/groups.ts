@@ -7,17 +7,27 @@
  */
 import type { Clock } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
-import { ROLES, type GroupPatch, type GroupRecord, type PlatformStore, type Role, type UserRecord } from '../store/store.js';
+import {
+  ROLES,
+  type CustomOperationRecord,
+  type GroupPatch,
+  type GroupRecord,
+  type PlatformStore,
+  type Role,
+  type UserRecord,
+} from '../store/store.js';
 import { accountActive, accountWindow, checkDescription, checkName, checkRole, invalid, userLockActive } from './account-rules.js';
 
-interface OperationSpec {
+export interface OperationSpec {
   name: string;
   /** Roles whose groups may hold it (and whose users without a group have it). */
   roles: readonly Role[];
   description: string;
+  /** Defined by an administrator (not built in). */
+  custom?: boolean;
 }
 
-/** The catalog of operations: the only place they are defined. */
+/** The built-in operations: the only place they are defined. Administrators add their own beside them (`Groups.defineOperation`). */
 export const OPERATIONS = Object.freeze([
   { name: 'api.read', roles: ROLES, description: 'Read through the API: GET, HEAD and OPTIONS on /api/ routes forwarded to the backend' },
   { name: 'api.write', roles: ROLES, description: 'Change through the API: any other method on /api/ routes forwarded to the backend' },
@@ -38,35 +48,68 @@ export function isOperation(name: string): name is Operation {
   return byName.has(name);
 }
 
+/**
+ * Roles whose groups may hold an operation an administrator defined (a document type of Mobile
+ * SMARTS: what devices and integrations do; administrators' own operations are the built-in ones).
+ */
+export const CUSTOM_OPERATION_ROLES: readonly Role[] = Object.freeze(['mobile', 'external'] as Role[]);
+
+/** Prefixes of the built-in operations: no operation an administrator defines may use them. */
+const RESERVED_PREFIXES = ['api.', 'admin.', 'profile.'];
+const CUSTOM_NAME = /^[a-z][a-z0-9_-]*(?:\.[a-z0-9_-]+)*$/;
+const MAX_OPERATION_CHARS = 64;
+
+/**
+ * The name of an operation an administrator defines: 1-64 lower-case ASCII letters, digits, `_`
+ * and `-`, dot-separated (`doc.receipt`, `inventory`) — it travels in the X-Platform-Operations
+ * header to backends — not one of the built-in prefixes.
+ */
+export function checkOperationName(name: unknown): string {
+  if (typeof name !== 'string' || name.length > MAX_OPERATION_CHARS || !CUSTOM_NAME.test(name))
+    throw invalid('name', `expected 1-${MAX_OPERATION_CHARS} lower-case letters, digits, _ and -, in dot-separated parts (e.g. doc.receipt)`);
+  if (RESERVED_PREFIXES.some((p) => name.startsWith(p)) || isOperation(name))
+    throw invalid('name', `the prefixes ${RESERVED_PREFIXES.join(' ')} are the built-in operations'`);
+  return name;
+}
+
+/** The catalog: the built-in operations, then those administrators defined. */
+export function catalogOf(custom: readonly CustomOperationRecord[]): OperationSpec[] {
+  return [
+    ...OPERATIONS,
+    ...custom.map((op) => ({ name: op.name, roles: CUSTOM_OPERATION_ROLES, description: op.description ?? '', custom: true })),
+  ];
+}
+
 /** Every operation a role allows: what a user of that role without a group may do. */
-export function roleOperations(role: Role): Operation[] {
-  return OPERATIONS.filter((op) => (op.roles as readonly Role[]).includes(role)).map((op) => op.name);
+export function roleOperations(role: Role, catalog: readonly OperationSpec[] = OPERATIONS): string[] {
+  return catalog.filter((op) => (op.roles as readonly Role[]).includes(role)).map((op) => op.name);
 }
 
 /**
  * A group's operations: a non-empty array of catalog names, each allowed for `role`. Duplicates
  * are dropped; the order is the catalog's. Empty: 400 with the vendor's message.
  */
-export function checkOperations(value: unknown, role: Role): Operation[] {
+export function checkOperations(value: unknown, role: Role, catalog: readonly OperationSpec[] = OPERATIONS): string[] {
+  const known = new Map(catalog.map((op) => [op.name, op]));
   if (!Array.isArray(value)) throw invalid('operations', 'expected an array of operation names');
   if (value.length === 0) throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', NO_OPERATION_MESSAGE, { details: { field: 'operations' } });
   const names = new Set<string>();
   for (const name of value as unknown[]) {
-    if (typeof name !== 'string' || !isOperation(name))
+    if (typeof name !== 'string' || !known.has(name))
+      throw invalid('operations', `unknown operation ${JSON.stringify(name)}; expected some of ${catalog.map((op) => op.name).join(', ')}`);
+    if (!(known.get(name)!.roles as readonly Role[]).includes(role))
       throw invalid(
         'operations',
-        `unknown operation ${JSON.stringify(name)}; expected some of ${OPERATIONS.map((op) => op.name).join(', ')}`,
+        `${name} is not allowed for role ${role}; a ${role} group may hold ${roleOperations(role, catalog).join(', ')}`,
       );
-    if (!(byName.get(name)!.roles as readonly Role[]).includes(role))
-      throw invalid('operations', `${name} is not allowed for role ${role}; a ${role} group may hold ${roleOperations(role).join(', ')}`);
     names.add(name);
   }
-  return OPERATIONS.filter((op) => names.has(op.name)).map((op) => op.name);
+  return catalog.filter((op) => names.has(op.name)).map((op) => op.name);
 }
 
 /** What `user` may do: its group's operations (within its role), or every operation of its role without a group. */
-export function userOperations(user: UserRecord, group: GroupRecord | null): Set<Operation> {
-  const allowed = roleOperations(user.role);
+export function userOperations(user: UserRecord, group: GroupRecord | null, catalog: readonly OperationSpec[] = OPERATIONS): Set<string> {
+  const allowed = roleOperations(user.role, catalog);
   if (user.group === null) return new Set(allowed);
   // A group that vanished or changed role grants nothing (fail closed); the store prevents both while users remain.
   if (!group || group.name !== user.group || group.role !== user.role) return new Set();
@@ -202,7 +245,7 @@ export class Groups {
       name,
       role,
       description: input.description === undefined ? null : checkDescription(input.description),
-      operations: checkOperations(input.operations, role),
+      operations: checkOperations(input.operations, role, await this.catalog()),
       createdAt: this.clock.now(),
     };
     await this.store.createGroup(group);
@@ -234,7 +277,8 @@ export class Groups {
     const patch: GroupPatch = {};
     if (input.role !== undefined) patch.role = checkRole(input.role);
     const role = patch.role ?? cur.role;
-    if (input.operations !== undefined || role !== cur.role) patch.operations = checkOperations(input.operations ?? cur.operations, role);
+    if (input.operations !== undefined || role !== cur.role)
+      patch.operations = checkOperations(input.operations ?? cur.operations, role, await this.catalog());
     if (input.description !== undefined) patch.description = checkDescription(input.description);
     if (cur.role === 'admin') await keepUserManager(this.store, this.clock.now(), { group: { ...cur, ...patch } });
     const next = await this.store.updateGroup(name, patch);
@@ -247,13 +291,52 @@ export class Groups {
     if (!(await this.store.deleteGroup(name))) throw new RelayError('PLATFORM_ERR_GROUP_NOT_FOUND', `no such group: ${name}`);
   }
 
-  /** Throws 403 PLATFORM_ERR_FORBIDDEN unless `username` may do `operation` now (its group as stored at this moment). */
-  async authorize(username: string, operation: Operation): Promise<void> {
+  /**
+   * Throws 403 PLATFORM_ERR_FORBIDDEN unless `username` may do `operation` now (its group as
+   * stored at this moment); returns every operation the user has, in catalog order (what the
+   * gateway tells backends in X-Platform-Operations).
+   */
+  async authorize(username: string, operation: Operation): Promise<string[]> {
     const user = await this.store.getUser(username);
     const group = user?.group ? await this.store.getGroup(user.group) : null;
-    if (!user || !userOperations(user, group).has(operation))
+    const catalog = await this.catalog();
+    const operations = user ? userOperations(user, group, catalog) : new Set<string>();
+    if (!operations.has(operation))
       throw new RelayError('PLATFORM_ERR_FORBIDDEN', `this account may not do that: it lacks the operation ${operation}`, {
         details: { operation },
       });
+    return catalog.filter((op) => operations.has(op.name)).map((op) => op.name);
+  }
+
+  /** The operations catalog: built in, then those administrators defined. */
+  async catalog(): Promise<OperationSpec[]> {
+    return catalogOf(await this.store.listCustomOperations());
+  }
+
+  /** Defines an operation beside the built-in ones: `{name, description}`. */
+  async defineOperation(body: unknown): Promise<OperationSpec> {
+    const input = checkBody(body, ['name', 'description']);
+    const op: CustomOperationRecord = {
+      name: checkOperationName(input.name),
+      description: input.description === undefined ? null : checkDescription(input.description),
+      createdAt: this.clock.now(),
+    };
+    await this.store.createCustomOperation(op);
+    return catalogOf([op]).at(-1)!;
+  }
+
+  /** Changes the description of an operation an administrator defined (a built-in one is not found). */
+  async changeOperation(name: string, body: unknown): Promise<OperationSpec> {
+    const input = checkBody(body, ['description']);
+    const description = input.description === undefined ? null : checkDescription(input.description);
+    const op = await this.store.updateCustomOperation(name, description);
+    if (!op) throw new RelayError('PLATFORM_ERR_OPERATION_NOT_FOUND', `no operation defined by an administrator is named ${name}`);
+    return catalogOf([op]).at(-1)!;
+  }
+
+  /** Deletes an operation an administrator defined; refused while a group holds it (409 operation_in_use). */
+  async deleteOperation(name: string): Promise<void> {
+    if (!(await this.store.deleteCustomOperation(name)))
+      throw new RelayError('PLATFORM_ERR_OPERATION_NOT_FOUND', `no operation defined by an administrator is named ${name}`);
   }
 }

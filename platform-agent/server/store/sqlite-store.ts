@@ -15,6 +15,7 @@ import { adminWaitMs, adminWaitPolicy, type AdminWaitPolicy } from '../security/
 import { cloneSettings, defaultSettings, lockoutPolicy, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
 import {
   DEVICE_RETENTION_MS,
+  type CustomOperationRecord,
   type DeviceRecord,
   type DeviceUserRecord,
   type FailureResult,
@@ -202,6 +203,14 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE users ADD COLUMN barcode_tag TEXT;
   CREATE INDEX users_password_tag ON users (password_tag) WHERE password_tag IS NOT NULL;
   CREATE UNIQUE INDEX users_barcode_tag ON users (barcode_tag) WHERE barcode_tag IS NOT NULL;
+  `,
+  // 9: operations administrators define beside the built-in ones (security/groups.ts).
+  `
+  CREATE TABLE custom_operations (
+    name TEXT PRIMARY KEY,
+    description TEXT,
+    created_at INTEGER NOT NULL
+  );
   `,
 ];
 
@@ -641,6 +650,41 @@ export class SqliteStore implements PlatformStore {
   async lookupKey(): Promise<Buffer> {
     this.lookupKeyValue ??= this.file === ':memory:' ? randomBytes(32) : readOrCreateKey(join(dirname(this.file), LOOKUP_KEY_FILE));
     return this.lookupKeyValue;
+  }
+
+  async listCustomOperations(): Promise<CustomOperationRecord[]> {
+    return (
+      this.sql('SELECT * FROM custom_operations ORDER BY name').all() as { name: string; description: string | null; created_at: number }[]
+    ).map((r) => ({ name: r.name, description: r.description, createdAt: r.created_at }));
+  }
+
+  async createCustomOperation(op: CustomOperationRecord): Promise<void> {
+    try {
+      this.sql('INSERT INTO custom_operations (name, description, created_at) VALUES (?, ?, ?)').run(op.name, op.description, op.createdAt);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new RelayError('PLATFORM_ERR_OPERATION_EXISTS');
+      throw err;
+    }
+  }
+
+  async updateCustomOperation(name: string, description: string | null): Promise<CustomOperationRecord | null> {
+    if (this.sql('UPDATE custom_operations SET description = ? WHERE name = ?').run(description, name).changes === 0) return null;
+    return (await this.listCustomOperations()).find((op) => op.name === name) ?? null;
+  }
+
+  async deleteCustomOperation(name: string): Promise<boolean> {
+    return this.tx(() => {
+      const holders = (
+        this.sql('SELECT DISTINCT groups.name AS name FROM groups, json_each(groups.operations) WHERE json_each.value = ? ORDER BY groups.name').all(
+          name,
+        ) as { name: string }[]
+      ).map((r) => r.name);
+      if (holders.length > 0)
+        throw new RelayError('PLATFORM_ERR_OPERATION_IN_USE', `user groups still hold the operation ${name}: ${holders.join(', ')}`, {
+          details: { groups: holders },
+        });
+      return this.sql('DELETE FROM custom_operations WHERE name = ?').run(name).changes > 0;
+    });
   }
 
   async listUsers(): Promise<UserRecord[]> {

@@ -65,6 +65,13 @@ export interface GroupRecord {
 
 export type GroupPatch = Partial<Pick<GroupRecord, 'role' | 'description' | 'operations'>>;
 
+/** An operation an administrator defined beside the built-in ones (a document type of Mobile SMARTS, say). */
+export interface CustomOperationRecord {
+  name: string;
+  description: string | null;
+  createdAt: number;
+}
+
 /**
  * A device (the client's `X-Device-Id`; `admin-console@<ip>` for a console login, `mobile@<ip>`
  * for an `Authorization: Mobile` login without one) as logins on it left it. A device id is a
@@ -239,6 +246,15 @@ export interface PlatformStore {
   /** Deletes a group; refused (409 PLATFORM_ERR_GROUP_IN_USE) in the same transaction while users remain. False when there was none. */
   deleteGroup(name: string): Promise<boolean>;
   countUsersInGroup(name: string): Promise<number>;
+
+  // operations defined by administrators
+  listCustomOperations(): Promise<CustomOperationRecord[]>;
+  /** 409 PLATFORM_ERR_OPERATION_EXISTS when the name is taken. */
+  createCustomOperation(op: CustomOperationRecord): Promise<void>;
+  /** Changes the description; null when there is no such operation. */
+  updateCustomOperation(name: string, description: string | null): Promise<CustomOperationRecord | null>;
+  /** Deletes it; refused (409 PLATFORM_ERR_OPERATION_IN_USE, naming the groups) in the same transaction while a group holds it. False when there was none. */
+  deleteCustomOperation(name: string): Promise<boolean>;
 
   // login limits and lockout
   /**

@@ -370,7 +370,7 @@ const cli = yargs(hideBin(process.argv))
     (argv) => start(argv as Args),
   );
 await registerAdminCommands(cli)
-  .demandCommand(1, 'give a command: platform-agent start | user | group | device | settings')
+  .demandCommand(1, 'give a command: platform-agent start | user | group | operation | device | settings')
   .strict()
   .fail((msg, err) => {
     exitWithConfigError(err ?? new Error(`${msg}\nRun "platform-agent --help" for the options.`));

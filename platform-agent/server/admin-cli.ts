@@ -19,7 +19,7 @@ import { RelayError } from '../../shared/errors.js';
 import { createFileLogger } from '../../shared/logger.js';
 import { Accounts } from './security/accounts.js';
 import { checkBarcode, checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/account-rules.js';
-import { Groups, OPERATIONS, waivedAdmin, type GroupView } from './security/groups.js';
+import { Groups, OPERATIONS, waivedAdmin, type GroupView, type OperationSpec } from './security/groups.js';
 import { lockoutPolicy, patchFromAssignments, type SecuritySettings } from './security/settings.js';
 import { SettingsService } from './security/settings-service.js';
 import { DB_FILE, SqliteStore } from './store/sqlite-store.js';
@@ -399,7 +399,7 @@ async function groupDelete(ctx: Ctx, argv: Args): Promise<void> {
 
 function groupCommands(y: Argv): Argv {
   const name = <T>(c: Argv<T>) => withStoreOptions(c).positional('name', { type: 'string', demandOption: true });
-  const operations = `comma-separated operations: ${OPERATIONS.map((op) => op.name).join(', ')}`;
+  const operations = `comma-separated operations: ${OPERATIONS.map((op) => op.name).join(', ')}, or one defined with "platform-agent operation add"`;
   return y
     .command(
       'add <name>',
@@ -430,6 +430,82 @@ function groupCommands(y: Argv): Argv {
     )
     .command('delete <name>', 'delete a group that has no users', name, onStore(false, groupDelete))
     .demandCommand(1, 'give a group command: add, list, show, set or delete');
+}
+
+// ------------------------------------------------------------- operations
+
+interface OperationRow {
+  name: string;
+  roles: readonly string[];
+  description: string;
+  custom: boolean;
+}
+
+const operationRow = (op: OperationSpec): OperationRow => ({
+  name: op.name,
+  roles: op.roles,
+  description: op.description,
+  custom: op.custom === true,
+});
+
+function printOperation(ctx: Ctx, op: OperationSpec): void {
+  const row = operationRow(op);
+  if (ctx.json) printJson(row);
+  else print(keyValues({ ...row, roles: row.roles.join(', ') }));
+}
+
+async function operationsList(ctx: Ctx): Promise<void> {
+  const rows = (await ctx.groups.catalog()).map(operationRow);
+  if (ctx.json) printJson(rows);
+  else
+    print(
+      table(
+        ['NAME', 'ROLES', 'DEFINED BY', 'DESCRIPTION'],
+        rows.map((r) => [r.name, r.roles.join(','), r.custom ? 'administrator' : 'built in', r.description]),
+      ),
+    );
+}
+
+async function operationAdd(ctx: Ctx, argv: Args): Promise<void> {
+  const body: Record<string, unknown> = { name: argv.name };
+  if (argv.description !== undefined) body.description = String(argv.description);
+  printOperation(ctx, await ctx.groups.defineOperation(body));
+}
+
+async function operationSet(ctx: Ctx, argv: Args): Promise<void> {
+  printOperation(ctx, await ctx.groups.changeOperation(String(argv.name), { description: String(argv.description) || null }));
+}
+
+async function operationDelete(ctx: Ctx, argv: Args): Promise<void> {
+  const name = String(argv.name);
+  await ctx.groups.deleteOperation(name);
+  if (ctx.json) printJson({ deleted: name });
+  else print(`deleted operation ${name}`);
+}
+
+function operationCommands(y: Argv): Argv {
+  const name = <T>(c: Argv<T>) => withStoreOptions(c).positional('name', { type: 'string', demandOption: true });
+  return y
+    .command(
+      'list',
+      'list the operations: built in, then those defined by administrators',
+      withStoreOptions,
+      onStore(false, operationsList),
+    )
+    .command(
+      'add <name>',
+      'define an operation groups of mobile and external users may hold (a document type, say: doc.receipt)',
+      (c) => name(c).option('description', { type: 'string', describe: 'what it allows (at most 500 characters)' }),
+      onStore(true, operationAdd),
+    )
+    .command(
+      'set <name>',
+      'change the description of an operation defined by an administrator',
+      (c) => name(c).option('description', { type: 'string', demandOption: true, describe: 'what it allows; "" clears it' }),
+      onStore(false, operationSet),
+    )
+    .command('delete <name>', 'delete an operation no group holds', name, onStore(false, operationDelete))
+    .demandCommand(1, 'give an operation command: list, add, set or delete');
 }
 
 // ------------------------------------------------------------- devices
@@ -560,13 +636,14 @@ function settingsCommands(y: Argv): Argv {
 }
 
 /**
- * Adds the administrator commands (`user …`, `group …`, `device …`, `settings …`) to the `platform-agent`
+ * Adds the administrator commands (`user …`, `group …`, `operation …`, `device …`, `settings …`) to the `platform-agent`
  * CLI. Each works on `--data <dir>` (default ./data) and prints JSON with `--json`.
  */
 export function registerAdminCommands<T>(y: Argv<T>): Argv<T> {
   return y
     .command('user', 'manage accounts in the data folder (also while the server runs)', userCommands)
     .command('group', 'manage user groups and their operations in the data folder', groupCommands)
+    .command('operation', 'see the operations, and define your own, in the data folder', operationCommands)
     .command('device', 'see and clear device lockouts in the data folder', deviceCommands)
     .command('settings', 'show or change the security settings in the data folder', settingsCommands);
 }

@@ -356,6 +356,28 @@ describe('platform-agent device …', () => {
   });
 });
 
+describe('platform-agent operation …', () => {
+  it('defines, lists, changes and deletes operations; a group holds one, which then cannot be deleted', async () => {
+    const added = await cliJson(['operation', 'add', 'doc.receipt', '--description', 'Приход товара']);
+    expect(added).toEqual({ name: 'doc.receipt', roles: ['mobile', 'external'], description: 'Приход товара', custom: true });
+    const list = await cliJson<{ name: string; custom: boolean }[]>(['operation', 'list']);
+    expect(list[0]).toMatchObject({ name: 'api.read', custom: false });
+    expect(list.at(-1)).toMatchObject({ name: 'doc.receipt', custom: true });
+    const text = await cli(['operation', 'list']);
+    expect(text.stdout.split('\n').find((l) => l.startsWith('doc.receipt'))).toMatch(/administrator\s+Приход товара$/);
+    expect(await cliJson(['operation', 'set', 'doc.receipt', '--description', 'Приёмка'])).toMatchObject({ description: 'Приёмка' });
+    await cliJson(['group', 'add', 'Приёмщики', '--role', 'mobile', '--operations', 'api.read,doc.receipt']);
+    const held = await cli(['operation', 'delete', 'doc.receipt']);
+    expect(held.code).toBe(1);
+    expect(held.stderr).toBe('platform-agent: user groups still hold the operation doc.receipt: Приёмщики\n');
+    const bad = await cli(['operation', 'add', 'api.export']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^platform-agent: name: /);
+    await cliJson(['group', 'delete', 'Приёмщики']);
+    expect(await cliJson(['operation', 'delete', 'doc.receipt'])).toEqual({ deleted: 'doc.receipt' });
+  });
+});
+
 describe('platform-agent settings …', () => {
   it('sets settings by name=value and shows them', async () => {
     const set = await cliJson<{ changed: { setting: string; from: unknown; to: unknown }[]; tokens_invalidated: boolean }>([

@@ -66,7 +66,10 @@ const MAX_OPERATION_CHARS = 64;
  */
 export function checkOperationName(name: unknown): string {
   if (typeof name !== 'string' || name.length > MAX_OPERATION_CHARS || !CUSTOM_NAME.test(name))
-    throw invalid('name', `expected 1-${MAX_OPERATION_CHARS} lower-case letters, digits, _ and -, in dot-separated parts (e.g. doc.receipt)`);
+    throw invalid(
+      'name',
+      `expected 1-${MAX_OPERATION_CHARS} lower-case letters, digits, _ and -, in dot-separated parts (e.g. doc.receipt)`,
+    );
   if (RESERVED_PREFIXES.some((p) => name.startsWith(p)) || isOperation(name))
     throw invalid('name', `the prefixes ${RESERVED_PREFIXES.join(' ')} are the built-in operations'`);
   return name;

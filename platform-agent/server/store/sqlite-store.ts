@@ -675,9 +675,9 @@ export class SqliteStore implements PlatformStore {
   async deleteCustomOperation(name: string): Promise<boolean> {
     return this.tx(() => {
       const holders = (
-        this.sql('SELECT DISTINCT groups.name AS name FROM groups, json_each(groups.operations) WHERE json_each.value = ? ORDER BY groups.name').all(
-          name,
-        ) as { name: string }[]
+        this.sql(
+          'SELECT DISTINCT groups.name AS name FROM groups, json_each(groups.operations) WHERE json_each.value = ? ORDER BY groups.name',
+        ).all(name) as { name: string }[]
       ).map((r) => r.name);
       if (holders.length > 0)
         throw new RelayError('PLATFORM_ERR_OPERATION_IN_USE', `user groups still hold the operation ${name}: ${holders.join(', ')}`, {

@@ -8,7 +8,7 @@ import { hideBin } from 'yargs/helpers';
 import { parseAllowedHosts } from '../shared/allowed-hosts.js';
 import { fingerprintSha256, readPemPairFiles } from '../shared/certs.js';
 import { muxOptions, withTunnelOptions } from '../shared/cli-options.js';
-import { exitWithConfigError, onShutdownSignals, portOption, readOptionFile, resolveSecret } from '../shared/config.js';
+import { exitWithConfigError, onShutdownSignals, portOption, readJsonConfig, readOptionFile, resolveSecret } from '../shared/config.js';
 import { defaults } from '../shared/defaults.js';
 import { configError, RelayError } from '../shared/errors.js';
 import { limitOption, limitValue } from '../shared/limits.js';
@@ -76,16 +76,21 @@ async function start(argv: Args): Promise<void> {
     exitWithConfigError(err);
   }
   const running = relay;
-  const ports = await running.start();
+  // a platform port given twice or in use is a config error (exit 2), as a bad option is
+  const ports = await running.start().catch((err: unknown) => {
+    if (err instanceof RelayError && err.code === 'RELAY_ERR_CONFIG') exitWithConfigError(err);
+    throw err;
+  });
   logger.info(
     // execArgv: whether the Node flags of node-flags.ts are in force (the relay bin runs without them)
     { event: 'relay_ready', execArgv: process.execArgv },
     `mobile clients: http://<host>:${ports.httpPort}/  https://<host>:${ports.httpsPort}/ ; agents: wss://<host>:${ports.tunnelPort}` +
       (ports.adminPort !== null ? ` ; admin: http://127.0.0.1:${ports.adminPort}/status` : ''),
   );
-  // SIGHUP: certificates, IP rules and agent credentials are read again; tunnels and mobile connections stay.
+  // SIGHUP: certificates, IP rules, agent credentials and (from the --config file) the platform
+  // ports are read again; tunnels and mobile connections stay (those of a removed platform port drain).
   process.on('SIGHUP', () => {
-    logger.info({ event: 'reload' }, 'SIGHUP: reloading certificates, IP rules and agent credentials');
+    logger.info({ event: 'reload' }, 'SIGHUP: reloading certificates, IP rules, agent credentials and platform ports');
     certs.reload();
     running.reloadIpRules();
     const file = argv.agentCredentials as string | undefined;
@@ -99,11 +104,43 @@ async function start(argv: Args): Promise<void> {
         );
       }
     }
+    reloadPlatformPorts(running, argv, logger);
   });
   onShutdownSignals(logger, async () => {
     certs.close();
     await running.stop();
   });
+}
+
+/**
+ * The platform ports from the `--config` file again (SIGHUP). Given on the command line, they
+ * win over the file, as at start, and stay; without a config file there is nothing to read.
+ */
+function reloadPlatformPorts(relay: Relay, argv: Args, logger: ReturnType<typeof createLogger>): void {
+  const file = argv.config as string | undefined;
+  if (file === undefined) return;
+  if (platformPortOnCommandLine(hideBin(process.argv))) {
+    logger.info({ event: 'platform_ports_kept' }, 'platform ports given on the command line: the config file does not change them');
+    return;
+  }
+  let list: PlatformPort[];
+  try {
+    const options = readJsonConfig(file);
+    list = platformPorts(options['platform-port'] ?? options.platformPort);
+  } catch (err) {
+    logger.error(
+      { event: 'platform_ports_reload_failed', err: (err as Error).message },
+      'platform ports not reloaded; the previous ones stay',
+    );
+    return;
+  }
+  // a refusal is logged by the relay (platform_ports_reload_failed)
+  relay.setPlatformPorts(list).catch(() => {});
+}
+
+/** Whether `--platform-port` (or `--platformPort`) is among the command-line arguments. */
+function platformPortOnCommandLine(args: readonly string[]): boolean {
+  return args.some((a) => /^--(platform-port|platformPort)(=|$)/.test(a));
 }
 
 function readCredentials(file: string): AgentCredential[] {
@@ -266,7 +303,8 @@ const cli = yargs(hideBin(process.argv))
         .option('platform-port', {
           type: 'string',
           array: true,
-          describe: 'another mobile port for one platform, <platform>=<http|https>:<port> (repeatable)',
+          describe:
+            'another mobile port for one platform, <platform>=<http|https>:<port> (repeatable); in the --config file, reloaded on SIGHUP',
         })
         .option('admin-host', {
           type: 'string',

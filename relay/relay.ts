@@ -7,7 +7,7 @@
 import { describeCertificate } from '../shared/certs.js';
 import type { Clock } from '../shared/clock.js';
 import { defaults } from '../shared/defaults.js';
-import { CloseCode } from '../shared/errors.js';
+import { CloseCode, RelayError } from '../shared/errors.js';
 import type { IpRuleFilesSummary } from '../shared/ip-rule-files.js';
 import type { Logger } from '../shared/logger.js';
 import type { SessionOptions } from '../shared/mux/session.js';
@@ -105,6 +105,34 @@ export interface RelayPorts {
   platformPorts: PlatformPort[];
 }
 
+/** What {@link Relay.setPlatformPorts} changed; a port whose platform or TLS flag changed is in both lists. */
+export interface PlatformPortsChange {
+  added: PlatformPort[];
+  removed: PlatformPort[];
+  /** The platform ports now in force. */
+  platformPorts: PlatformPort[];
+}
+
+/** `courier=https:10561`, as the option is written. */
+export function describePlatformPort(p: PlatformPort): string {
+  return `${p.platform}=${p.tls ? 'https' : 'http'}:${p.port}`;
+}
+
+/**
+ * Refuses a port given twice among the platform ports, or equal to a main port (`taken`; port 0,
+ * any, is never a conflict).
+ */
+export function checkPlatformPorts(ports: readonly PlatformPort[], taken: readonly { option: string; port: number }[]): void {
+  const seen = new Set<number>();
+  for (const { port } of ports) {
+    if (port === 0) continue;
+    if (seen.has(port)) throw new RelayError('RELAY_ERR_CONFIG', `--platform-port: port ${port} is given twice`);
+    seen.add(port);
+    const main = taken.find((t) => t.port === port);
+    if (main) throw new RelayError('RELAY_ERR_CONFIG', `--platform-port: port ${port} is given twice (it is the --${main.option})`);
+  }
+}
+
 export class Relay {
   readonly registry: TunnelRegistry;
   readonly tunnel: TunnelEndpoint;
@@ -118,8 +146,10 @@ export class Relay {
   private readonly config: RelayConfig;
   private readonly logger: Logger;
   private credentials: CredentialSet;
-  /** Mobile port → platform, filled as the ports are bound. */
-  private readonly portPlatforms = new Map<number, string>();
+  /** The platform ports in force: as configured (port 0: any) and bound (`port`); before start, the configured ones. */
+  private platformPortSet: { configured: PlatformPort; port: number }[] = [];
+  /** Reloads of the platform ports, one at a time. */
+  private platformPortsQueue: Promise<unknown> = Promise.resolve();
   ports: RelayPorts | null = null;
   private draining = false;
 
@@ -127,6 +157,7 @@ export class Relay {
     this.config = config;
     this.logger = logger;
     this.credentials = this.credentialSet(config.credentials);
+    this.platformPortSet = config.platformPorts.map((p) => ({ configured: p, port: p.port }));
     this.registry = new TunnelRegistry({
       maxStreamSharePercent: config.limits.maxStreamSharePerIpPercent,
     });
@@ -162,7 +193,7 @@ export class Relay {
         })
       : null;
     this.forwarder = new Forwarder({
-      platformForPort: (port) => this.portPlatforms.get(port) ?? config.defaultPlatform,
+      connectionOrigin: (meta) => this.edge.originOf(meta) ?? { platform: config.defaultPlatform, drain: false },
       metrics: this.metrics,
       registry: this.registry,
       logger,
@@ -204,7 +235,7 @@ export class Relay {
 
   /** The platforms this relay serves: the default one, those with a port, and those agents may register for. */
   platforms(): string[] {
-    const ids = new Set([this.config.defaultPlatform, ...this.config.platformPorts.map((p) => p.platform)]);
+    const ids = new Set([this.config.defaultPlatform, ...this.platformPortSet.map((p) => p.configured.platform)]);
     for (const id of this.credentials.platforms()) ids.add(id);
     return [...ids].sort();
   }
@@ -220,19 +251,154 @@ export class Relay {
   }
 
   async start(): Promise<RelayPorts> {
+    // a port given twice is refused before anything listens
+    checkPlatformPorts(this.config.platformPorts, this.mainPorts());
     // Admin first: /healthz answers while everything else comes up.
     const adminPort = this.admin ? (await this.admin.listen()).port : null;
     const tunnelPort = await this.tunnel.listen(this.config.tunnelPort, this.config.host);
     const { httpPort, httpsPort } = await this.edge.listen(this.config.host, this.config.httpPort, this.config.httpsPort);
-    const platformPorts: PlatformPort[] = [];
-    for (const p of this.config.platformPorts) {
-      const port = await this.edge.listenExtra(this.config.host, p.port, p.tls);
-      this.portPlatforms.set(port, p.platform);
-      platformPorts.push({ ...p, port });
-    }
+    const taken = this.mainPorts();
+    taken.push(
+      { option: 'http-port', port: httpPort },
+      { option: 'https-port', port: httpsPort },
+      { option: 'tunnel-port', port: tunnelPort },
+    );
+    if (adminPort !== null) taken.push({ option: 'admin-port', port: adminPort });
+    checkPlatformPorts(this.config.platformPorts, taken);
+    const bound = await this.bindPlatformPorts(this.config.platformPorts);
+    this.platformPortSet = this.config.platformPorts.map((p, i) => ({ configured: p, port: bound[i]! }));
+    const platformPorts = this.currentPlatformPorts();
     this.ports = { httpPort, httpsPort, tunnelPort, adminPort, platformPorts };
     this.logger.info({ event: 'relay_started', host: this.config.host, ...this.ports }, 'relay listening');
     return this.ports;
+  }
+
+  /** The platform ports in force, with their bound ports, in the order given. */
+  currentPlatformPorts(): PlatformPort[] {
+    return this.platformPortSet.map((p) => ({ ...p.configured, port: p.port }));
+  }
+
+  /**
+   * Replaces the platform ports (SIGHUP, from the config file): listeners for ports no longer
+   * given are closed and their connections drain as on shutdown (in-flight requests finish, the
+   * connection then closes; cut after the drain timeout); new ports are listened on; unchanged
+   * ones (same port, platform and TLS flag) are left alone, as are the main listeners and the
+   * tunnel. A changed platform or TLS flag is a removal and an addition. A port given twice (or
+   * equal to a main port) or in use is refused: the previous set stays, and the promise rejects
+   * with a config error naming the option and the port (logged as `platform_ports_reload_failed`).
+   */
+  setPlatformPorts(ports: readonly PlatformPort[]): Promise<PlatformPortsChange> {
+    const run = this.platformPortsQueue.then(() => this.applyPlatformPorts(ports));
+    this.platformPortsQueue = run.catch(() => {});
+    return run;
+  }
+
+  private async applyPlatformPorts(ports: readonly PlatformPort[]): Promise<PlatformPortsChange> {
+    try {
+      if (!this.ports) throw new RelayError('RELAY_ERR_CONFIG', '--platform-port: the relay is not started');
+      if (this.draining) throw new RelayError('RELAY_ERR_CONFIG', '--platform-port: the relay is stopping');
+      const running = this.ports;
+      const taken = this.mainPorts();
+      taken.push(
+        { option: 'http-port', port: running.httpPort },
+        { option: 'https-port', port: running.httpsPort },
+        { option: 'tunnel-port', port: running.tunnelPort },
+      );
+      if (running.adminPort !== null) taken.push({ option: 'admin-port', port: running.adminPort });
+      checkPlatformPorts(ports, taken);
+
+      // match each port given with one in force: by port, or (port 0) by platform and TLS flag
+      const unmatched = new Set(this.platformPortSet);
+      const plan = ports.map((wanted) => {
+        let current: { configured: PlatformPort; port: number } | undefined;
+        for (const p of unmatched) {
+          const hit =
+            wanted.port !== 0
+              ? p.port === wanted.port
+              : p.configured.port === 0 && p.configured.platform === wanted.platform && p.configured.tls === wanted.tls;
+          if (hit) {
+            current = p;
+            break;
+          }
+        }
+        if (current) unmatched.delete(current);
+        return { wanted, current };
+      });
+      const fresh = plan.filter((s) => !s.current);
+      const changed = plan.filter(
+        (s) => s.current && (s.current.configured.platform !== s.wanted.platform || s.current.configured.tls !== s.wanted.tls),
+      );
+
+      // new listeners first: if one cannot listen, nothing has changed yet
+      const bound = await this.bindPlatformPorts(fresh.map((s) => s.wanted));
+      const drainMs = this.config.drainTimeoutMs;
+      for (const s of changed) this.edge.changeExtra(s.current!.port, s.wanted.tls, s.wanted.platform, drainMs);
+      for (const p of unmatched) this.edge.closeExtra(p.port, drainMs);
+
+      const boundOf = new Map(fresh.map((s, i) => [s, bound[i]!]));
+      this.platformPortSet = plan.map((s) => ({ configured: s.wanted, port: s.current ? s.current.port : boundOf.get(s)! }));
+      running.platformPorts = this.currentPlatformPorts();
+      this.metrics.setPlatforms(this.platforms());
+      const removed = [
+        ...[...unmatched].map((p) => ({ ...p.configured, port: p.port })),
+        ...changed.map((s) => ({ ...s.current!.configured, port: s.current!.port })),
+      ];
+      const added = [
+        ...fresh.map((s) => ({ ...s.wanted, port: boundOf.get(s)! })),
+        ...changed.map((s) => ({ ...s.wanted, port: s.current!.port })),
+      ];
+      this.logger.info(
+        {
+          event: 'platform_ports_reloaded',
+          added: added.map(describePlatformPort),
+          removed: removed.map(describePlatformPort),
+          platformPorts: running.platformPorts.map(describePlatformPort),
+        },
+        'platform ports reloaded',
+      );
+      return { added, removed, platformPorts: running.platformPorts };
+    } catch (err) {
+      this.logger.error(
+        {
+          event: 'platform_ports_reload_failed',
+          err: (err as Error).message,
+          platformPorts: this.currentPlatformPorts().map(describePlatformPort),
+        },
+        'platform ports not reloaded; the previous ones stay',
+      );
+      throw err;
+    }
+  }
+
+  /** The main ports as configured (0: any, not a conflict), for {@link checkPlatformPorts}. */
+  private mainPorts(): { option: string; port: number }[] {
+    const c = this.config;
+    const list = [
+      { option: 'http-port', port: c.httpPort },
+      { option: 'https-port', port: c.httpsPort },
+      { option: 'tunnel-port', port: c.tunnelPort },
+    ];
+    if (c.admin) list.push({ option: 'admin-port', port: c.admin.port });
+    return list;
+  }
+
+  /** Listens on each port; if one fails, those opened here are closed again and a config error says which port. */
+  private async bindPlatformPorts(ports: readonly PlatformPort[]): Promise<number[]> {
+    const bound: number[] = [];
+    try {
+      for (const p of ports) bound.push(await this.edge.listenExtra(this.config.host, p.port, p.tls, p.platform));
+    } catch (err) {
+      for (const port of bound) this.edge.closeExtra(port, 0);
+      const failed = ports[bound.length]!;
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new RelayError(
+        'RELAY_ERR_CONFIG',
+        code === 'EADDRINUSE'
+          ? `--platform-port: port ${failed.port} is in use`
+          : `--platform-port: cannot listen on port ${failed.port} (${(err as Error).message})`,
+      );
+    }
+    return bound;
   }
 
   private noteCertificate(cert: string): void {

@@ -189,6 +189,8 @@ export class EdgeConnection {
   private clientEnded = false;
   /** When the current phase's deadline started (performance.now ms). */
   private since: number;
+  /** performance.now() when this connection was told to drain, or null. */
+  private ownDrainAt: number | null = null;
 
   constructor(fwd: ConnectionHost, socket: Socket, meta: OpenMetadata, platform: string) {
     this.fwd = fwd;
@@ -263,7 +265,7 @@ export class EdgeConnection {
     if (retryAfter > 0) {
       // A body is not read: close rather than read it to keep the connection. Pipelined requests
       // behind a refused one are not read either (they would be refused in turn).
-      const close = hasBody || rest.length > 0 || head.minor === 0 || head.connection.includes('close') || fwd.draining;
+      const close = hasBody || rest.length > 0 || head.minor === 0 || head.connection.includes('close') || this.draining;
       this.answerError('RELAY_ERR_RATE_LIMITED', { 'retry-after': retryAfter }, close);
       if (!close) {
         this.state = State.Idle;
@@ -293,7 +295,7 @@ export class EdgeConnection {
       headStart: this.since,
       isHead: head.method === 'HEAD',
       upgrade,
-      keepAlive: head.minor === 1 && !head.connection.includes('close') && !fwd.draining,
+      keepAlive: head.minor === 1 && !head.connection.includes('close') && !this.draining,
       body: head.chunked ? Framing.Chunked : head.contentLength > 0 ? Framing.Length : Framing.None,
       bodyRemaining: head.contentLength > 0 ? head.contentLength : 0,
       chunks: head.chunked ? new ChunkedReader('RELAY_ERR_BAD_REQUEST', limits.maxHeaderBytes) : null,
@@ -602,7 +604,7 @@ export class EdgeConnection {
       }
       // an upgrade the platform declined (no 101) leaves the connection HTTP/1.1 as it was
       // (RFC 9110 §7.8): it stays open for the client's next request
-      ex.closeAfter = !ex.keepAlive || this.fwd.draining || this.clientEnded || ex.resFraming === Framing.Close || !ex.bodyDone;
+      ex.closeAfter = !ex.keepAlive || this.draining || this.clientEnded || ex.resFraming === Framing.Close || !ex.bodyDone;
       const head = this.responseHeadText(res, ex.resFraming, ex.closeAfter);
       ex.headersSent = true;
       this.socket.cork();
@@ -989,9 +991,22 @@ export class EdgeConnection {
   /**
    * The relay drains: busy connections close after their response (`Connection: close`), idle
    * ones once idle for the drain-idle time (tick), so that a request already on its way when the
-   * drain started is answered rather than met by a FIN.
+   * drain started is answered rather than met by a FIN. Also for this connection alone: its
+   * listener was closed by a reload (a platform port removed).
    */
-  onDrain(): void {}
+  onDrain(): void {
+    if (this.ownDrainAt === null) this.ownDrainAt = performance.now();
+  }
+
+  /** The relay drains, or this connection does (its listener was removed). */
+  get draining(): boolean {
+    return this.ownDrainAt !== null || this.fwd.draining;
+  }
+
+  /** performance.now() when this connection's drain started (meaningful while `draining`). */
+  private get drainSince(): number {
+    return this.ownDrainAt ?? this.fwd.drainStartedAt;
+  }
 
   /** Deadlines, checked by the forwarder's sweep every fraction of a second. */
   tick(now: number): void {
@@ -1003,7 +1018,7 @@ export class EdgeConnection {
           this.closeGracefully();
           return;
         }
-        if (this.fwd.draining && now - Math.max(this.since, this.fwd.drainStartedAt) >= (limits.drainIdleMs ?? DRAIN_IDLE_MS)) {
+        if (this.draining && now - Math.max(this.since, this.drainSince) >= (limits.drainIdleMs ?? DRAIN_IDLE_MS)) {
           this.closeGracefully();
           return;
         }

@@ -31,8 +31,11 @@ export interface ForwarderOptions {
   streamIdleTimeoutMs: number;
   retryAfterSeconds: number;
   stats: EdgeStats;
-  /** The platform a mobile connection belongs to, from the port it arrived on. */
-  platformForPort?: (listenerPort: number) => string;
+  /**
+   * The platform a mobile connection belongs to, from the listener it arrived on; `drain`: that
+   * listener was removed meanwhile (a reload), the connection drains from the start.
+   */
+  connectionOrigin?: (meta: OpenMetadata) => { platform: string; drain: boolean };
   /** 0 when a request from `ip` may go on, else seconds for Retry-After (the per-IP bucket). */
   takeRequestToken?: (ip: string) => number;
   /** True for a client exempt from the per-client share of tunnel streams (whitelisted). */
@@ -107,11 +110,12 @@ export class Forwarder implements ConnectionHost {
       listenerPort: socket.localPort ?? 0,
       tls,
     };
-    const platform = this.options.platformForPort?.(meta.listenerPort) ?? DEFAULT_PLATFORM;
-    const conn = new EdgeConnection(this, socket, meta, platform);
+    const origin = this.options.connectionOrigin?.(meta) ?? { platform: DEFAULT_PLATFORM, drain: false };
+    const conn = new EdgeConnection(this, socket, meta, origin.platform);
     this.connections.add(conn);
     socket.once('close', () => this.connections.delete(conn));
-    this.startSweep();
+    if (origin.drain) this.drainWhere((c) => c === conn);
+    else this.startSweep();
   }
 
   /**
@@ -204,6 +208,24 @@ export class Forwarder implements ConnectionHost {
     this.startSweep();
   }
 
+  /**
+   * Drains the connections `pred` picks, as {@link startDrain} does all of them (a platform port
+   * removed by a reload): in-flight requests finish, their responses say `Connection: close`,
+   * idle ones close after the drain-idle time. Returns how many.
+   */
+  drainWhere(pred: (conn: EdgeConnection) => boolean): number {
+    let n = 0;
+    for (const conn of this.connections) {
+      if (!pred(conn)) continue;
+      conn.onDrain();
+      n++;
+    }
+    // the sweep again, at the drain's pace
+    this.close();
+    this.startSweep();
+    return n;
+  }
+
   /** Cuts every connection still open. */
   destroyAll(): void {
     for (const conn of this.connections) conn.socket.destroy();
@@ -223,13 +245,14 @@ export class Forwarder implements ConnectionHost {
     if (this.sweepTimer) return;
     const limits = this.limits;
     const release = limits.streamReleaseMs ?? STREAM_RELEASE_MS;
+    const draining = this.drainingNow || [...this.connections].some((c) => c.draining);
     const shortest = Math.min(
       limits.headersTimeoutMs,
       limits.keepAliveTimeoutMs || Infinity,
       release || Infinity,
-      this.drainingNow ? (limits.drainIdleMs ?? DRAIN_IDLE_MS) : Infinity,
+      draining ? (limits.drainIdleMs ?? DRAIN_IDLE_MS) : Infinity,
     );
-    const interval = Math.max(this.drainingNow ? 25 : 50, Math.min(1_000, Math.floor(shortest / 4)));
+    const interval = Math.max(draining ? 25 : 50, Math.min(1_000, Math.floor(shortest / 4)));
     this.sweepTimer = setInterval(() => {
       if (this.connections.size === 0) {
         this.close();

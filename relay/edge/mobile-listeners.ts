@@ -19,6 +19,7 @@ import { defaults } from '../../shared/defaults.js';
 import { listen } from '../../shared/listen.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
+import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
 import { ClientLimits } from './client-limits.js';
 import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
@@ -53,7 +54,12 @@ export class MobileListeners {
   readonly clientLimits: ClientLimits;
   /** Admitted connections (raw TCP sockets) and their canonical client address. */
   private readonly sockets = new Map<Socket, string>();
-  private readonly extra: net.Server[] = [];
+  /** Platform ports, by bound port. */
+  private readonly extra = new Map<number, ExtraListener>();
+  /** Open connections accepted on a platform port (address and ports, see {@link originKey}) → the route they took. */
+  private readonly origins = new Map<string, Route>();
+  /** Timers of platform ports draining after a reload removed them. */
+  private readonly retiring = new Set<NodeJS.Timeout>();
   private readonly forwarder: Forwarder;
   private readonly maxConnections: number;
   private readonly ipFilter: IpFilter | undefined;
@@ -110,14 +116,98 @@ export class MobileListeners {
 
   /**
    * Listens on another port whose connections the HTTP (`tls` false) or HTTPS server takes, with
-   * the same IP rules and limits: a platform's own port. The port a connection arrived on travels
-   * in its streams' OPEN metadata and picks the platform.
+   * the same IP rules and limits: a platform's own port. The listener a connection arrived on
+   * picks its platform ({@link originOf}). Returns the bound port. A port in use rejects with
+   * the listen error (EADDRINUSE).
    */
-  async listenExtra(host: string, port: number, tls: boolean): Promise<number> {
-    const target = tls ? this.https : this.http;
-    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => target.emit('connection', socket));
-    this.extra.push(server);
-    return listenPort(server, port, host);
+  async listenExtra(host: string, port: number, tls: boolean, platform: string): Promise<number> {
+    const listener: ExtraListener = {
+      server: null as unknown as net.Server,
+      port,
+      route: { platform, tls, retired: false, sockets: new Set() },
+    };
+    listener.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.acceptExtra(listener, socket));
+    const bound = await listenPort(listener.server, port, host);
+    listener.port = bound;
+    this.extra.set(bound, listener);
+    return bound;
+  }
+
+  /** The platform port listening on `port`, if any: its platform and whether it is HTTPS. */
+  extraPort(port: number): { platform: string; tls: boolean } | undefined {
+    const route = this.extra.get(port)?.route;
+    return route ? { platform: route.platform, tls: route.tls } : undefined;
+  }
+
+  /**
+   * Gives the listener on `port` another platform or TLS flag without closing it (a reload that
+   * changed only those): connections accepted from now on get the new ones; those already open
+   * drain as on {@link closeExtra}.
+   */
+  changeExtra(port: number, tls: boolean, platform: string, drainMs: number): void {
+    const listener = this.extra.get(port);
+    if (!listener) return;
+    const old = listener.route;
+    listener.route = { platform, tls, retired: false, sockets: new Set() };
+    this.retire(old, drainMs);
+  }
+
+  /**
+   * Stops listening on a platform port (a reload removed it); its open connections drain as on
+   * shutdown: in-flight requests finish (`Connection: close`), idle ones close, and whatever is
+   * left after `drainMs` is cut. Other listeners and their connections are not touched.
+   */
+  closeExtra(port: number, drainMs: number): void {
+    const listener = this.extra.get(port);
+    if (!listener) return;
+    this.extra.delete(port);
+    listener.server.close();
+    this.retire(listener.route, drainMs);
+  }
+
+  /**
+   * The platform of a connection, from the platform port it arrived on (by its address and
+   * ports: a TLS socket is not the TCP socket the listener accepted), or undefined for the main
+   * listeners; `drain` when that port was removed or changed since.
+   */
+  originOf(meta: OpenMetadata): { platform: string; drain: boolean } | undefined {
+    const route = this.origins.get(originKey(meta.listenerPort, meta.clientIp, meta.clientPort));
+    return route ? { platform: route.platform, drain: route.retired } : undefined;
+  }
+
+  private acceptExtra(listener: ExtraListener, socket: Socket): void {
+    const route = listener.route;
+    const address = socket.remoteAddress;
+    if (address !== undefined) {
+      const key = originKey(socket.localPort ?? 0, canonicalIp(address), socket.remotePort ?? 0);
+      this.origins.set(key, route);
+      route.sockets.add(socket);
+      socket.once('close', () => {
+        if (this.origins.get(key) === route) this.origins.delete(key);
+        route.sockets.delete(socket);
+      });
+    }
+    (route.tls ? this.https : this.http).emit('connection', socket);
+  }
+
+  /** Drains the connections of a route no longer in force; cuts what is left after `drainMs`. */
+  private retire(route: Route, drainMs: number): void {
+    route.retired = true;
+    if (route.sockets.size === 0) return;
+    this.forwarder.drainWhere((conn) => this.routeOf(conn.meta) === route);
+    const started = Date.now();
+    const timer = setInterval(() => {
+      if (route.sockets.size > 0 && Date.now() - started < drainMs) return;
+      for (const socket of route.sockets) socket.destroy();
+      clearInterval(timer);
+      this.retiring.delete(timer);
+    }, 50);
+    timer.unref();
+    this.retiring.add(timer);
+  }
+
+  private routeOf(meta: OpenMetadata): Route | undefined {
+    return this.origins.get(originKey(meta.listenerPort, meta.clientIp, meta.clientPort));
   }
 
   get connectionCount(): number {
@@ -155,7 +245,8 @@ export class MobileListeners {
    * idle keep-alive connections are closed), and cuts whatever is left after `timeoutMs`.
    */
   async drain(timeoutMs: number): Promise<void> {
-    for (const server of this.extra) server.close();
+    for (const listener of this.extra.values()) listener.server.close();
+    for (const timer of this.retiring) clearInterval(timer);
     const closed = Promise.all([this.http, this.https].map((s) => new Promise<void>((r) => s.close(() => r()))));
     this.forwarder.startDrain();
     const deadline = Date.now() + timeoutMs;
@@ -258,6 +349,27 @@ export class MobileListeners {
     socket.resume();
     socket.end(TOO_MANY_CONNECTIONS);
   }
+}
+
+/** Where connections accepted on a platform port go: while in force, and for those already open once it is not. */
+interface Route {
+  platform: string;
+  tls: boolean;
+  /** The port was removed or changed by a reload: its connections drain. */
+  retired: boolean;
+  /** Its open connections (TCP sockets). */
+  sockets: Set<Socket>;
+}
+
+interface ExtraListener {
+  server: net.Server;
+  port: number;
+  route: Route;
+}
+
+/** A connection by its listener port and client address: the same for its TCP socket and the TLS socket on top. */
+function originKey(listenerPort: number, clientIp: string, clientPort: number): string {
+  return `${listenerPort} ${clientIp} ${clientPort}`;
 }
 
 /** The canned answer to a plain-HTTP connection past the per-IP limit. */

@@ -253,6 +253,16 @@ export class Relay {
   async start(): Promise<RelayPorts> {
     // a port given twice is refused before anything listens
     checkPlatformPorts(this.config.platformPorts, this.mainPorts());
+    try {
+      return await this.listenAll();
+    } catch (err) {
+      // A port that cannot listen: close what did, so an in-process caller is left with nothing bound.
+      await this.stop(0).catch(() => {});
+      throw err;
+    }
+  }
+
+  private async listenAll(): Promise<RelayPorts> {
     // Admin first: /healthz answers while everything else comes up.
     const adminPort = this.admin ? (await this.admin.listen()).port : null;
     const tunnelPort = await this.tunnel.listen(this.config.tunnelPort, this.config.host);

@@ -32,6 +32,11 @@ export default tseslint.config(
     ['relay/**/*.ts', ['**/platform-agent/**'], 'the relay never imports the platform agent'],
     ['platform-agent/**/*.ts', ['**/relay/**'], 'the platform agent never imports the relay'],
     [
+      'platform-agent/agent/**/*.ts',
+      ['**/relay/**', '**/server/**', '!**/server/relay-control.js', '!**/server/relay-settings.js', '../cli.js', '../demo.js'],
+      'the agent takes the platform server only through its ports (server/relay-control.ts, server/relay-settings.ts) and a StreamTarget',
+    ],
+    [
       'platform-agent/server/**/*.ts',
       ['**/relay/**', '**/agent/**', '../cli.js', '../demo.js'],
       'the platform server knows nothing of the tunnel: take what it needs through a port (server/relay-control.ts)',

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -11,7 +11,7 @@ import {
   lockoutPolicy,
   type SecuritySettings,
 } from '../../../../platform-agent/server/security/settings.js';
-import { DB_FILE, MIGRATIONS, SqliteStore } from '../../../../platform-agent/server/store/sqlite-store.js';
+import { DB_FILE, LOOKUP_KEY_FILE, MIGRATIONS, SqliteStore } from '../../../../platform-agent/server/store/sqlite-store.js';
 import {
   DEVICE_RETENTION_MS,
   type FamilyRecord,
@@ -761,5 +761,28 @@ describe('SqliteStore: mobile sessions and pruning', () => {
     expect(await store.getMobileToken('old')).toBeNull();
     expect(await store.getMobileToken('new')).not.toBeNull();
     expect(await store.touchMobileSession('fresh', now, 30 * MINUTE_MS)).toHaveProperty('session');
+  });
+});
+
+describe('SqliteStore: the lookup key (device logins)', () => {
+  it('is made once, 32 bytes, mode 0600, beside platform.db and not in it; every store on the folder reads the same key', async () => {
+    const [a, b] = [openStore(), openStore()];
+    const [ka, kb] = await Promise.all([a.lookupKey(), b.lookupKey()]);
+    expect(ka.length).toBe(32);
+    expect(kb.equals(ka)).toBe(true);
+    expect(statSync(join(dir, LOOKUP_KEY_FILE)).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(dir, LOOKUP_KEY_FILE)).equals(ka)).toBe(true);
+    expect(readFileSync(join(dir, DB_FILE)).includes(ka)).toBe(false);
+    // No temporary file is left behind.
+    expect(readdirSync(dir).filter((f) => f.startsWith(`${LOOKUP_KEY_FILE}.`))).toEqual([]);
+    await a.close();
+    await b.close();
+  });
+
+  it('refuses a key file of the wrong size rather than use it', async () => {
+    writeFileSync(join(dir, LOOKUP_KEY_FILE), 'short');
+    const store = openStore();
+    await expect(store.lookupKey()).rejects.toMatchObject({ code: 'PLATFORM_ERR_STORE' });
+    await store.close();
   });
 });

@@ -13,7 +13,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startAgentProcess, startRelayProcess } from '../fixtures/processes.js';
+import { TOKEN } from '../fixtures/harness.js';
+import { RELAY, run, startAgentProcess, startRelayProcess } from '../fixtures/processes.js';
 
 const haproxyPath = spawnSync('sh', ['-c', 'command -v haproxy'], { encoding: 'utf8' }).stdout.trim();
 const CLIENT = '127.0.0.5';
@@ -142,5 +143,42 @@ describe.skipIf(!haproxyPath)('relay behind HAProxy (PROXY protocol)', () => {
       expect(reply.body.socketAddress).toBe(CLIENT);
       expect(reply.body.forwardedProto).toBe(tls ? 'https' : 'http');
     }
+  });
+});
+
+/** GET /hello on a raw connection from `localAddress`, `prefix` (a PROXY header) first; what came back. */
+function rawHello(port: number, prefix: string, localAddress: string): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const s = net.connect({ port, host: '127.0.0.1', localAddress }, () =>
+      s.write(`${prefix}GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+    );
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('error', () => {});
+    s.on('close', () => resolve(Buffer.concat(chunks).toString()));
+    s.setTimeout(10_000, () => s.destroy());
+  });
+}
+
+describe('--proxy-protocol-from (the built relay)', () => {
+  it('refuses an entry that is not an address or CIDR block (exit 2, the option named)', async () => {
+    const bad = run(RELAY, ['start', '--proxy-protocol-from', '10.0.0.0/33'], { RELAY_AGENT_TOKEN: TOKEN });
+    expect(await bad.exited).toBe(2);
+    expect(bad.stderr.join('\n')).toMatch(/--proxy-protocol-from: .*10\.0\.0\.0\/33.*expected an address or CIDR block/);
+  });
+
+  it('takes the list from the --config file: a listed address must send a header, others must not', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relay-proxy-config-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'relay.json');
+    writeFileSync(file, JSON.stringify({ 'proxy-protocol-from': ['127.0.0.2', '192.0.2.0/24'] }));
+    const { ports } = await startRelayProcess(['--config', file]);
+    await startAgentProcess(ports.tunnelPort, ['--sample-app']);
+    const through = await rawHello(ports.httpPort, `PROXY TCP4 198.51.100.7 127.0.0.1 40000 ${ports.httpPort}\r\n`, '127.0.0.2');
+    expect(through).toMatch(/^HTTP\/1\.1 200/);
+    expect(through).toContain('"forwardedFor":"198.51.100.7"');
+    expect(await rawHello(ports.httpPort, '', '127.0.0.2')).toBe('');
+    expect(await rawHello(ports.httpPort, 'PROXY UNKNOWN\r\n', '127.0.0.3')).toBe('');
+    expect(await rawHello(ports.httpPort, '', '127.0.0.3')).toContain('"forwardedFor":"127.0.0.3"');
   });
 });

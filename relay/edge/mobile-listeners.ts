@@ -373,7 +373,11 @@ export class MobileListeners {
       this.stats.reject(reason);
       this.logger.debug(
         { event: 'edge_reject', reason, detail, client: peer },
-        listed ? 'load balancer connection without a valid PROXY header' : 'PROXY header from an address not in --proxy-protocol-from',
+        listed
+          ? 'load balancer connection without a valid PROXY header'
+          : detail === 'unlisted'
+            ? 'PROXY header from an address not in --proxy-protocol-from'
+            : 'no request within --headers-timeout-ms',
       );
       socket.on('error', noop);
       socket.destroy();

@@ -15,6 +15,7 @@ import { limitOption, limitValue } from '../shared/limits.js';
 import { createLogger } from '../shared/logger.js';
 import { registerCertCommands } from './cert-cli.js';
 import type { EdgeLimits } from './edge/edge-limits.js';
+import { parseProxyProtocolFrom } from './edge/proxy-protocol-from.js';
 import type { PlatformPort, Relay, RelayIpRules } from './relay.js';
 import { registerStatusCommand } from './status-cli.js';
 import type { CertReloader } from './tls/cert-reloader.js';
@@ -66,6 +67,7 @@ async function start(argv: Args): Promise<void> {
       drainTimeoutMs: limitValue('drain-timeout-ms', argv),
       limits,
       ipRules: ipRules(argv),
+      proxyProtocolFrom: proxyProtocolFrom(argv.proxyProtocolFrom),
       mux: {
         ...muxOptions(argv),
         maxStreamsPerConnection: limitValue('max-streams-per-connection', argv),
@@ -172,6 +174,21 @@ function platformPorts(value: unknown): PlatformPort[] {
     if (!m) throw configError('platform-port', raw, 'expected <platform>=<http|https>:<port>, e.g. courier=https:10561');
     return { platform: platformId('platform-port', m[1]), tls: m[2] === 'https', port: portOption('platform-port', Number(m[3])) };
   });
+}
+
+/** `--proxy-protocol-from 10.0.0.0/24` (repeatable): addresses or CIDR blocks of TCP load balancers. */
+function proxyProtocolFrom(value: unknown): string[] {
+  const list = (Array.isArray(value) ? value : value === undefined ? [] : [value]).map(String);
+  for (const entry of list) {
+    let count: number;
+    try {
+      count = parseProxyProtocolFrom([entry]).size;
+    } catch (err) {
+      throw configError('proxy-protocol-from', entry, `expected an address or CIDR block, e.g. 10.0.0.0/24 (${(err as Error).message})`);
+    }
+    if (count !== 1) throw configError('proxy-protocol-from', entry, 'expected one address or CIDR block, e.g. 10.0.0.0/24');
+  }
+  return list;
 }
 
 function adminAddress(argv: Args): { host: string; port: number; allowedHosts: string[] } | null {
@@ -357,6 +374,12 @@ const cli = yargs(hideBin(process.argv))
           type: 'boolean',
           default: false,
           describe: 'drop every client not on --whitelist',
+        })
+        .option('proxy-protocol-from', {
+          type: 'string',
+          array: true,
+          describe:
+            'address or CIDR block of a TCP load balancer that sends a PROXY protocol v1/v2 header (repeatable): its connections must start with one, and the client it names is the client; from other addresses a header is refused',
         }),
     (argv) => start(argv as Args),
   );

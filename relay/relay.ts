@@ -64,6 +64,11 @@ export interface RelayConfig {
   maxMessageBytes: number;
   /** Time for the per-IP request buckets; default the system clock (tests move a ManualClock). */
   clock?: Clock;
+  /**
+   * Load balancers whose connections start with a PROXY protocol header (v1 or v2) naming the
+   * client (`--proxy-protocol-from`, addresses or CIDR blocks). Empty: no PROXY header is trusted.
+   */
+  proxyProtocolFrom?: readonly string[];
 }
 
 export interface PlatformPort {
@@ -193,7 +198,8 @@ export class Relay {
         })
       : null;
     this.forwarder = new Forwarder({
-      connectionOrigin: (meta) => this.edge.originOf(meta) ?? { platform: config.defaultPlatform, drain: false },
+      connectionOrigin: (_meta, socket) => this.edge.originOf(socket) ?? { platform: config.defaultPlatform, drain: false },
+      clientOf: (socket) => this.edge.clientOf(socket),
       metrics: this.metrics,
       registry: this.registry,
       logger,
@@ -224,6 +230,7 @@ export class Relay {
       stats: this.edgeStats,
       logger,
       ...(config.clock ? { clock: config.clock } : {}),
+      ...(config.proxyProtocolFrom?.length ? { proxyProtocolFrom: config.proxyProtocolFrom } : {}),
     });
   }
 

@@ -31,6 +31,11 @@ export const edgeRejectReasons = [
   'no_agent',
   /** the relay is shutting down (503 draining) */
   'draining',
+  /**
+   * PROXY protocol (`--proxy-protocol-from`): a listed balancer sent no valid header in time, or
+   * an address not listed sent one (closed, nothing answered)
+   */
+  'proxy_protocol',
 ] as const;
 
 export type EdgeRejectReason = (typeof edgeRejectReasons)[number];

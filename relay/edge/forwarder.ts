@@ -35,7 +35,12 @@ export interface ForwarderOptions {
    * The platform a mobile connection belongs to, from the listener it arrived on; `drain`: that
    * listener was removed meanwhile (a reload), the connection drains from the start.
    */
-  connectionOrigin?: (meta: OpenMetadata) => { platform: string; drain: boolean };
+  connectionOrigin?: (meta: OpenMetadata, socket: Socket) => { platform: string; drain: boolean };
+  /**
+   * The client's address when it is not the socket's peer: the one a PROXY protocol header named
+   * (`--proxy-protocol-from`). Undefined: the socket's peer is the client.
+   */
+  clientOf?: (socket: Socket) => { ip: string; port: number } | undefined;
   /** 0 when a request from `ip` may go on, else seconds for Retry-After (the per-IP bucket). */
   takeRequestToken?: (ip: string) => number;
   /** True for a client exempt from the per-client share of tunnel streams (whitelisted). */
@@ -104,13 +109,14 @@ export class Forwarder implements ConnectionHost {
 
   /** Takes an admitted mobile connection (TCP, or TLS once the handshake is done). */
   handleConnection(socket: Socket, tls: boolean): void {
+    const client = this.options.clientOf?.(socket);
     const meta: OpenMetadata = {
-      clientIp: normalizeIp(socket.remoteAddress),
-      clientPort: socket.remotePort ?? 0,
+      clientIp: client ? client.ip : normalizeIp(socket.remoteAddress),
+      clientPort: client ? client.port : (socket.remotePort ?? 0),
       listenerPort: socket.localPort ?? 0,
       tls,
     };
-    const origin = this.options.connectionOrigin?.(meta) ?? { platform: DEFAULT_PLATFORM, drain: false };
+    const origin = this.options.connectionOrigin?.(meta, socket) ?? { platform: DEFAULT_PLATFORM, drain: false };
     const conn = new EdgeConnection(this, socket, meta, origin.platform);
     this.connections.add(conn);
     socket.once('close', () => this.connections.delete(conn));

@@ -11,6 +11,14 @@
  *   2. Request head parsed: the per-IP request rate (429), then a declared body size (413).
  *   3. Body streaming: a chunked body is counted (413), a body slower than the minimum rate is
  *      cut (408).
+ *
+ * Behind a TCP load balancer (`proxyProtocolFrom`, PROXY protocol v1/v2, proxy-protocol.ts): a
+ * connection from a listed address must start with a PROXY header, read before anything else
+ * (before TLS on HTTPS) within `headersTimeoutMs`; step 1 then runs for the client the header
+ * names (LOCAL/UNKNOWN: the balancer itself), and the bytes after the header are put back
+ * (`unshift`) for HTTP or TLS, untouched. A connection from any other address passes step 1 as
+ * before, and is closed if its first bytes are a PROXY signature (never trusted). Both refusals
+ * count as `proxy_protocol`.
  */
 import net, { type Socket } from 'node:net';
 import tls from 'node:tls';
@@ -19,9 +27,11 @@ import { defaults } from '../../shared/defaults.js';
 import { listen } from '../../shared/listen.js';
 import { canonicalIp } from '../../shared/ip-rules.js';
 import type { Logger } from '../../shared/logger.js';
-import type { OpenMetadata } from '../../shared/mux/frame-codec.js';
 import { tlsServerDefaults } from '../../shared/tls-options.js';
+import type { IpRuleSet } from '../../shared/ip-rules.js';
 import { ClientLimits } from './client-limits.js';
+import { looksLikeProxyHeader, ProxyHeaderReader } from './proxy-protocol.js';
+import { parseProxyProtocolFrom } from './proxy-protocol-from.js';
 import type { EdgeRejectReason, EdgeStats } from './edge-stats.js';
 import { rawCatalogResponse } from './error-response.js';
 import type { EdgeLimits } from './edge-limits.js';
@@ -38,6 +48,14 @@ export interface MobileListenersOptions {
   logger: Logger;
   /** Time for the request buckets; default the system clock. */
   clock?: Clock;
+  /** Addresses or CIDR blocks of load balancers that send a PROXY protocol header (`--proxy-protocol-from`). */
+  proxyProtocolFrom?: readonly string[];
+}
+
+/** A client address and port as a PROXY header gave them. */
+export interface ClientPeer {
+  ip: string;
+  port: number;
 }
 
 /** Log "the per-IP table is full" at most this often. */
@@ -66,6 +84,14 @@ export class MobileListeners {
   private readonly stats: EdgeStats;
   private readonly logger: Logger;
   private tableFullLoggedAt = Number.NEGATIVE_INFINITY;
+  /** Load balancers that send a PROXY header; null: the option is off (no byte is looked at). */
+  private readonly proxyFrom: IpRuleSet | null;
+  /** How long a PROXY header (or the first bytes of another connection) may take. */
+  private readonly preludeTimeoutMs: number;
+  /** Connections from a listed balancer whose header is not read yet (raw sockets). */
+  private readonly pendingHeaders = new Set<Socket>();
+  /** Clients named by a PROXY header, by their TCP connection (see {@link originKey}). */
+  private readonly proxied = new Map<string, ClientPeer>();
 
   constructor(options: MobileListenersOptions) {
     const { limits } = options;
@@ -74,6 +100,8 @@ export class MobileListeners {
     this.ipFilter = options.ipFilter;
     this.stats = options.stats;
     this.logger = options.logger;
+    this.proxyFrom = options.proxyProtocolFrom?.length ? parseProxyProtocolFrom(options.proxyProtocolFrom) : null;
+    this.preludeTimeoutMs = limits.headersTimeoutMs > 0 ? limits.headersTimeoutMs : defaults.headersTimeoutMs;
     this.clientLimits = new ClientLimits({
       maxConnectionsPerIp: limits.maxConnectionsPerIp,
       maxRequestsPerSecondPerIp: limits.maxRequestsPerSecondPerIp,
@@ -102,8 +130,19 @@ export class MobileListeners {
     this.https.on('tlsClientError', destroySocket);
     for (const server of [this.http, this.https]) {
       const plain = server === this.http;
-      gateConnections(server, (socket) => this.admit(socket, plain));
+      gateConnections(server, (socket, pass) => this.accept(socket, plain, pass));
     }
+  }
+
+  /**
+   * The client a PROXY header named for this connection (its TCP socket, or the TLS socket on
+   * top), or undefined when the socket's peer is the client.
+   */
+  clientOf(socket: Socket): ClientPeer | undefined {
+    if (this.proxied.size === 0) return undefined;
+    const address = socket.remoteAddress;
+    if (address === undefined) return undefined;
+    return this.proxied.get(originKey(socket.localPort ?? 0, canonicalIp(address), socket.remotePort ?? 0));
   }
 
   setCertificate(cert: string, key: string): void {
@@ -170,8 +209,8 @@ export class MobileListeners {
    * ports: a TLS socket is not the TCP socket the listener accepted), or undefined for the main
    * listeners; `drain` when that port was removed or changed since.
    */
-  originOf(meta: OpenMetadata): { platform: string; drain: boolean } | undefined {
-    const route = this.origins.get(originKey(meta.listenerPort, meta.clientIp, meta.clientPort));
+  originOf(socket: Socket): { platform: string; drain: boolean } | undefined {
+    const route = this.routeOf(socket);
     return route ? { platform: route.platform, drain: route.retired } : undefined;
   }
 
@@ -194,7 +233,7 @@ export class MobileListeners {
   private retire(route: Route, drainMs: number): void {
     route.retired = true;
     if (route.sockets.size === 0) return;
-    this.forwarder.drainWhere((conn) => this.routeOf(conn.meta) === route);
+    this.forwarder.drainWhere((conn) => this.routeOf(conn.socket) === route);
     const started = Date.now();
     const timer = setInterval(() => {
       if (route.sockets.size > 0 && Date.now() - started < drainMs) return;
@@ -206,8 +245,11 @@ export class MobileListeners {
     this.retiring.add(timer);
   }
 
-  private routeOf(meta: OpenMetadata): Route | undefined {
-    return this.origins.get(originKey(meta.listenerPort, meta.clientIp, meta.clientPort));
+  /** The route of a connection by its TCP addresses (a TLS socket has those of the TCP socket below it). */
+  private routeOf(socket: Socket): Route | undefined {
+    const address = socket.remoteAddress;
+    if (address === undefined) return undefined;
+    return this.origins.get(originKey(socket.localPort ?? 0, canonicalIp(address), socket.remotePort ?? 0));
   }
 
   get connectionCount(): number {
@@ -252,6 +294,7 @@ export class MobileListeners {
     const deadline = Date.now() + timeoutMs;
     while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const socket of this.sockets.keys()) socket.destroy();
+    for (const socket of this.pendingHeaders) socket.destroy();
     this.forwarder.destroyAll();
     this.forwarder.close();
     this.clientLimits.close();
@@ -272,15 +315,117 @@ export class MobileListeners {
     return retryAfter;
   };
 
-  /** Step 1: a TCP connection was accepted. False when it was refused (and is being closed). */
-  private admit(socket: Socket, plain: boolean): boolean {
+  /**
+   * A TCP connection was accepted: step 1 (see the module comment), with the PROXY protocol in
+   * front of it when configured; `pass` hands the socket on to HTTP or TLS.
+   */
+  private accept(socket: Socket, plain: boolean, pass: () => void): void {
     const address = socket.remoteAddress;
     if (address === undefined) {
       // the client is already gone
       socket.destroy();
-      return false;
+      return;
     }
-    const ip = canonicalIp(address);
+    const peer = canonicalIp(address);
+    if (this.proxyFrom === null) {
+      if (this.admit(socket, plain, peer)) pass();
+      return;
+    }
+    if (!this.proxyFrom.matches(peer)) {
+      // not a balancer: served as without the option, but a PROXY header from it is refused
+      if (!this.admit(socket, plain, peer)) return;
+      this.readPrelude(socket, peer, false, (rest) => {
+        this.handOn(socket, plain, rest, pass);
+      });
+      return;
+    }
+    this.pendingHeaders.add(socket);
+    socket.once('close', () => this.pendingHeaders.delete(socket));
+    this.readPrelude(socket, peer, true, (rest, client) => {
+      this.pendingHeaders.delete(socket);
+      const ip = client ? client.ip : peer;
+      if (!this.admit(socket, plain, ip)) return;
+      if (client) {
+        const key = originKey(socket.localPort ?? 0, peer, socket.remotePort ?? 0);
+        this.proxied.set(key, client);
+        socket.once('close', () => this.proxied.delete(key));
+      }
+      this.handOn(socket, plain, rest, pass);
+    });
+  }
+
+  /**
+   * Reads a connection's first bytes: from a balancer (`listed`) a PROXY header, whose client
+   * (null for LOCAL/UNKNOWN) and following bytes go to `done`; from any other address just enough
+   * to tell that they are not a PROXY signature. A refusal closes the connection.
+   */
+  private readPrelude(socket: Socket, peer: string, listed: boolean, done: (rest: Buffer, client: ClientPeer | null) => void): void {
+    const reader = listed ? new ProxyHeaderReader() : null;
+    let seen: Buffer = Buffer.alloc(0);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('error', noop);
+    };
+    const refuse = (detail: string, reason: EdgeRejectReason = 'proxy_protocol'): void => {
+      cleanup();
+      this.stats.reject(reason);
+      this.logger.debug(
+        { event: 'edge_reject', reason, detail, client: peer },
+        listed
+          ? 'load balancer connection without a valid PROXY header'
+          : detail === 'unlisted'
+            ? 'PROXY header from an address not in --proxy-protocol-from'
+            : 'no request within --headers-timeout-ms',
+      );
+      socket.on('error', noop);
+      socket.destroy();
+    };
+    const finish = (rest: Buffer, client: ClientPeer | null): void => {
+      cleanup();
+      socket.pause();
+      done(rest, client);
+    };
+    const onData = (chunk: Buffer): void => {
+      if (reader) {
+        const result = reader.push(chunk);
+        if (result.kind === 'incomplete') return;
+        if (result.kind === 'refused') return refuse(result.reason);
+        const source = result.header.source;
+        finish(result.rest, source ? { ip: canonicalIp(source.ip), port: source.port } : null);
+        return;
+      }
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const looks = looksLikeProxyHeader(seen);
+      if (looks === 'yes') return refuse('unlisted');
+      if (looks === 'no') finish(seen, null);
+    };
+    const onEnd = (): void => {
+      if (listed) return refuse('ended');
+      // a client that closes before sending anything: nothing to count
+      cleanup();
+      socket.destroy();
+    };
+    const timer = setTimeout(() => refuse('timeout', listed ? 'proxy_protocol' : 'request_timeout'), this.preludeTimeoutMs);
+    timer.unref();
+    socket.on('error', noop);
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+  }
+
+  /** Puts the bytes read so far back and hands the (paused) socket to HTTP or TLS. */
+  private handOn(socket: Socket, plain: boolean, rest: Buffer, pass: () => void): void {
+    if (socket.destroyed) return;
+    if (rest.length > 0) socket.unshift(rest);
+    pass();
+    // HTTP reads through the stream: start it again. TLS takes the socket's handle over and reads
+    // the put-back bytes itself; resuming would make the stream race it for the data.
+    if (plain) socket.resume();
+  }
+
+  /** Step 1 for client address `ip`. False when it was refused (and is being closed). */
+  private admit(socket: Socket, plain: boolean, ip: string): boolean {
     const verdict = this.ipFilter?.check(ip) ?? 'allow';
     if (verdict === 'ip_blacklist' || verdict === 'ip_not_whitelisted') {
       this.drop(socket, ip, verdict);
@@ -376,18 +521,19 @@ function originKey(listenerPort: number, clientIp: string, clientPort: number): 
 const TOO_MANY_CONNECTIONS = rawCatalogResponse('RELAY_ERR_TOO_MANY_CONNECTIONS');
 
 /**
- * Puts `admit` in front of the listeners the server already has on 'connection' (for the HTTP
- * server the forwarder, for the TLS server Node's TLS wrapper, whose handshake follows).
- * 'connection' carries the raw TCP socket for both, so a socket `admit` refuses never reaches
- * TLS or HTTP. A 'connection' listener added after this runs for every socket, refused ones
+ * Puts `accept` in front of the listeners the server already has on 'connection' (for the HTTP
+ * server the forwarder, for the TLS server Node's TLS wrapper, whose handshake follows); they run
+ * when `accept` calls `pass` (at once, or once a PROXY header is read). 'connection' carries the
+ * raw TCP socket for both, so a socket `accept` refuses never reaches TLS or HTTP. A 'connection' listener added after this runs for every socket, refused ones
  * included (destroyed by then).
  */
-function gateConnections(server: net.Server, admit: (socket: Socket) => boolean): void {
+function gateConnections(server: net.Server, accept: (socket: Socket, pass: () => void) => void): void {
   const inner = server.listeners('connection') as ((socket: Socket) => void)[];
   server.removeAllListeners('connection');
   server.on('connection', (socket: Socket) => {
-    if (!admit(socket)) return;
-    for (const listener of inner) listener.call(server, socket);
+    accept(socket, () => {
+      for (const listener of inner) listener.call(server, socket);
+    });
   });
 }
 

@@ -30,11 +30,12 @@ export function normalizeName(name: unknown): string | null {
 }
 
 /**
- * The comparison key of a name: NFC, then full Unicode case folding, done as upper case then lower
- * case (`ß` → `SS` → `ss`, final `ς` → `Σ` → `σ`, `ﬁ` → `FI` → `fi`), then NFC again. It joins a
- * little more than the Unicode folding table does (dotless `ı` and `i` are one key): for
- * uniqueness that errs on the safe side.
+ * The comparison key of a name: NFC, then full Unicode case folding, done as lower, upper, then
+ * lower case (`ß` → `SS` → `ss`, capital `ẞ` → `ß` → `SS` → `ss`, final `ς` → `Σ` → `σ`, `ﬁ` →
+ * `FI` → `fi`), then NFC again. The first lower case matters: upper case alone leaves `ẞ` as it
+ * is, and its key would not be the key of `ß`. It joins a little more than the Unicode folding
+ * table does (dotless `ı` and `i` are one key): for uniqueness that errs on the safe side.
  */
 export function nameKey(name: string): string {
-  return name.normalize('NFC').toUpperCase().toLowerCase().normalize('NFC');
+  return name.normalize('NFC').toLowerCase().toUpperCase().toLowerCase().normalize('NFC');
 }

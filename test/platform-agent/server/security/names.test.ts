@@ -67,6 +67,7 @@ describe('names: how two names compare (nameKey)', () => {
       ['ИВАНОВ', 'иванов'],
       ['Операторы ТСД', 'операторы тсд'],
       ['STRASSE', 'straße'],
+      ['STRAẞE', 'strasse'], // capital sharp s (a property run found it)
       ['ΟΔΟΣ', 'οδος'],
       ['οδος', 'οδοσ'], // final sigma
       ['ﬁle', 'FILE'],
@@ -78,6 +79,16 @@ describe('names: how two names compare (nameKey)', () => {
     expect(nameKey('alice')).not.toBe(nameKey('аlice'));
   });
 
+  it('is idempotent on every single code point (the key of a key is the key)', () => {
+    const bad: string[] = [];
+    for (let c = 0; c <= 0x10ffff; c++) {
+      if (c >= 0xd800 && c <= 0xdfff) continue;
+      const key = nameKey(String.fromCodePoint(c));
+      if (nameKey(key) !== key) bad.push(c.toString(16));
+    }
+    expect(bad).toEqual([]);
+  });
+
   it('is idempotent, and the key of a normalised name is the key of the name as typed', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'grapheme', maxLength: 20 }), (s) => {
@@ -85,6 +96,7 @@ describe('names: how two names compare (nameKey)', () => {
         const n = normalizeName(s);
         if (n !== null) expect(nameKey(n)).toBe(nameKey(s));
       }),
+      { numRuns: 5000 },
     );
   });
 });

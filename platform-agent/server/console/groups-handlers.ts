@@ -5,7 +5,7 @@
 import type { ServerResponse } from 'node:http';
 import { RelayError } from '../../../shared/errors.js';
 import { sentence, type ConsoleRequest, type ConsoleServices, type Session } from './console-request.js';
-import { DRAFT_BACK_MESSAGE, type ConsoleSessions } from './console-session.js';
+import { draftBackMessage, type ConsoleSessions } from './console-session.js';
 import {
   emptyGroupValues,
   groupsPage,
@@ -27,7 +27,7 @@ export class GroupsHandlers {
     const draft = this.sessions.takeDraftWhere(req, (path) => /^groups(\/[^/]+)?$/.test(path));
     const group = draft?.path.startsWith('groups/') ? pathSegment(draft.path.slice('groups/'.length)) : null;
     await this.page(res, session, 200, {
-      notice: draft ? DRAFT_BACK_MESSAGE : groupNotice(query),
+      notice: draft ? draftBackMessage() : groupNotice(query),
       ...(draft && !group ? { newValues: groupValuesFromForm(draft.form) } : {}),
       ...(draft && group ? { editValues: { group, values: { ...groupValuesFromForm(draft.form), name: group } } } : {}),
     });

@@ -4,6 +4,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { TLSSocket } from 'node:tls';
+import { CATALOGS, LANG_PARAM, LANGUAGES, language, t } from './i18n/i18n.js';
 
 export const CONSOLE_PREFIX = '/console/';
 
@@ -21,6 +22,9 @@ body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-seri
 header{display:flex;align-items:center;gap:24px;padding:10px 24px;background:#1f3a5f;color:#fff}
 header h1{font-size:17px;margin:0 16px 0 0}
 header nav{display:flex;gap:16px;flex:1}
+header .spacer{flex:1}
+header nav.lang{flex:0 0 auto;gap:4px;white-space:nowrap;font-size:14px;color:#9cc3ff}
+header nav.lang a[aria-current]{border-bottom-color:#9cc3ff;font-weight:600}
 header a{color:#fff;text-decoration:none;padding:4px 2px;border-bottom:2px solid transparent}
 header a[aria-current=page]{border-bottom-color:#9cc3ff}
 header a:focus-visible,button:focus-visible,input:focus-visible{outline:3px solid #f5b400;outline-offset:2px}
@@ -112,18 +116,32 @@ export interface PageOptions {
   body: string;
 }
 
+/** The language switch: a link per language, the current one marked (`?lang=` is handled by console-routes.ts). */
+function languageSwitch(): string {
+  const now = language();
+  const links = LANGUAGES.map((l) =>
+    l === now
+      ? `<a href="?${LANG_PARAM}=${l}" lang="${l}" hreflang="${l}" aria-current="true">${esc(CATALOGS[l].name)}</a>`
+      : `<a href="?${LANG_PARAM}=${l}" lang="${l}" hreflang="${l}">${esc(CATALOGS[l].name)}</a>`,
+  );
+  return `<nav class="lang" aria-label="${esc(t('frame.language'))}">${links.join('<span aria-hidden="true"> | </span>')}</nav>`;
+}
+
 export function page(o: PageOptions): string {
   const link = (href: string, key: PageOptions['current'], text: string): string =>
-    `<a href="${href}"${o.current === key ? ' aria-current="page"' : ''}>${text}</a>`;
+    `<a href="${href}"${o.current === key ? ' aria-current="page"' : ''}>${esc(text)}</a>`;
   const nav =
     o.csrf === undefined
+      ? '<span class="spacer"></span>'
+      : `<nav aria-label="${esc(t('frame.sections'))}">${link('/console/settings/security', 'settings', t('nav.security'))}${link('/console/settings/ip-rules', 'ip-rules', t('nav.ip_rules'))}${link('/console/users', 'users', t('nav.users'))}${link('/console/groups', 'groups', t('nav.groups'))}${link('/console/devices', 'devices', t('nav.devices'))}</nav>`;
+  const logout =
+    o.csrf === undefined
       ? ''
-      : `<nav aria-label="Sections">${link('/console/settings/security', 'settings', 'Settings → Security')}${link('/console/settings/ip-rules', 'ip-rules', 'IP rules')}${link('/console/users', 'users', 'Users')}${link('/console/groups', 'groups', 'Groups')}${link('/console/devices', 'devices', 'Devices')}</nav>` +
-        `<form method="post" action="/console/logout">${csrfInput(o.csrf)}<button type="submit">Log out</button></form>`;
+      : `<form method="post" action="/console/logout">${csrfInput(o.csrf)}<button type="submit">${esc(t('nav.logout'))}</button></form>`;
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${esc(o.title)} · Platform control panel</title><link rel="stylesheet" href="/console/console.css"></head>
-<body><header><h1>Platform control panel</h1>${nav}</header>
+<html lang="${language()}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(t('frame.title_suffix', { title: o.title }))}</title><link rel="stylesheet" href="/console/console.css"></head>
+<body><header><h1>${esc(t('frame.title'))}</h1>${nav}${languageSwitch()}${logout}</header>
 <main>${o.body}</main></body></html>`;
 }
 

@@ -7,7 +7,7 @@ import type { IpRuleLineError } from '../../../shared/ip-rule-files.js';
 import type { RequestContext } from '../http/auth-routes.js';
 import { IP_LISTS, type IpListDraft, type IpListName } from '../http/ip-guard.js';
 import { MAX_FORM_BYTES, sentence, type ConsoleRequest, type ConsoleServices, type Session } from './console-request.js';
-import { DRAFT_BACK_MESSAGE, type ConsoleSessions } from './console-session.js';
+import { draftBackMessage, type ConsoleSessions } from './console-session.js';
 import { page, redirect, sendHtml } from './html.js';
 import {
   CONFIRM_SELF_BLOCK,
@@ -35,7 +35,7 @@ export class IpRulesHandlers {
   /** `GET settings/ip-rules`, with a kept form back in it. */
   readonly show = async ({ req, res, session, ctx, query }: ConsoleRequest): Promise<void> => {
     const draft = this.sessions.takeDraft(req, 'settings/ip-rules');
-    await this.page(res, session, ctx, 200, { notice: draft ? DRAFT_BACK_MESSAGE : this.notice(query.get('saved')) }, draft?.form);
+    await this.page(res, session, ctx, 200, { notice: draft ? draftBackMessage() : this.notice(query.get('saved')) }, draft?.form);
   };
 
   private async page(

@@ -8,7 +8,7 @@ import { RelayError } from '../../../shared/errors.js';
 import { userView } from '../security/account-rules.js';
 import { waivedAdmin } from '../security/groups.js';
 import type { ConsoleRequest, ConsoleServices, Session } from './console-request.js';
-import { DRAFT_BACK_MESSAGE, type ConsoleSessions } from './console-session.js';
+import { draftBackMessage, type ConsoleSessions } from './console-session.js';
 import { page, redirect, sendHtml } from './html.js';
 import { filterUsers, LOCK_FIELD, userHref, usersPage } from './users-page.js';
 import {
@@ -72,13 +72,13 @@ export class UsersHandlers {
   /** `GET users/new`, with a kept form back in it. */
   readonly showNew = async ({ req, res, session }: ConsoleRequest): Promise<void> => {
     const draft = this.sessions.takeDraft(req, 'users/new');
-    await this.page(res, session, 200, null, draft ? { values: userValuesFromForm(draft.form), notice: DRAFT_BACK_MESSAGE } : {});
+    await this.page(res, session, 200, null, draft ? { values: userValuesFromForm(draft.form), notice: draftBackMessage() } : {});
   };
 
   /** `GET users/:name/edit`, with a kept form back in it. */
   readonly showEdit = async ({ req, res, session, path, params }: ConsoleRequest): Promise<void> => {
     const draft = this.sessions.takeDraft(req, path);
-    await this.page(res, session, 200, params.name!, draft ? { values: userValuesFromForm(draft.form), notice: DRAFT_BACK_MESSAGE } : {});
+    await this.page(res, session, 200, params.name!, draft ? { values: userValuesFromForm(draft.form), notice: draftBackMessage() } : {});
   };
 
   /** `GET users/:name/delete`: to the user's page, where the delete form is. */

@@ -19,9 +19,10 @@ export function esc(value: unknown): string {
 const CSS = `
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;background:#f3f5f8}
-header{display:flex;align-items:center;gap:24px;padding:10px 24px;background:#1f3a5f;color:#fff}
+header{display:flex;flex-wrap:wrap;align-items:center;gap:8px 24px;padding:10px 24px;background:#1f3a5f;color:#fff}
 header h1{font-size:17px;margin:0 16px 0 0}
-header nav{display:flex;gap:16px;flex:1}
+header nav{display:flex;flex-wrap:wrap;gap:4px 16px;flex:1}
+header nav a{white-space:nowrap}
 header .spacer{flex:1}
 header nav.lang{flex:0 0 auto;gap:4px;white-space:nowrap;font-size:14px;color:#9cc3ff}
 header nav.lang a[aria-current]{border-bottom-color:#9cc3ff;font-weight:600}
@@ -63,7 +64,7 @@ h3{font-size:18px;margin:28px 0 12px}
 select{font:inherit;padding:5px 8px;border:1px solid #aab4c3;border-radius:4px;background:#fff}
 select:focus-visible{outline:3px solid #f5b400;outline-offset:2px}
 .ops{flex-direction:column;align-items:flex-start;gap:6px}
-.op .hint{margin:0 0 0 24px}
+.op .hint{margin:0 0 0 24px;width:auto}
 .opname{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;background:#eef1f5;border-radius:3px;padding:1px 5px;white-space:nowrap}
 td .opname{display:inline-block;margin:2px 0}
 form.delete{display:flex;gap:12px;align-items:center;margin:-8px 0 28px}

@@ -115,15 +115,15 @@ export function formatNumber(n: number, lang: Language = language()): string {
 
 /**
  * A moment in UTC: "2026-11-30 14:00 UTC" in English (as the console always wrote it),
- * «30 ноября 2026 г., 14:00 UTC» in Russian.
+ * «30.11.2026, 14:00 UTC» in Russian (short: it fits the columns of the tables).
  */
 export function formatDate(ms: number, lang: Language = language()): string {
   if (lang === 'en') return `${new Date(ms).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
   const text = new Intl.DateTimeFormat(CATALOGS[lang].tag, {
     timeZone: 'UTC',
     year: 'numeric',
-    month: 'long',
-    day: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
     hour: '2-digit',
     minute: '2-digit',
   }).format(ms);

@@ -75,7 +75,7 @@ describe('plural forms and formats', () => {
     expect(formatNumber(2592000, 'ru')).toBe('2\u00a0592\u00a0000');
     const at = Date.UTC(2026, 10, 30, 14, 5);
     expect(formatDate(at, 'en')).toBe('2026-11-30 14:05 UTC');
-    expect(formatDate(at, 'ru')).toMatch(/^30 ноября 2026 г\.(,| в) 14:05 UTC$/); // the ICU data of Node's versions differ in the joint
+    expect(formatDate(at, 'ru')).toBe('30.11.2026, 14:05 UTC');
   });
 });
 

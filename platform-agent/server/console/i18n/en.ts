@@ -297,6 +297,48 @@ export const en = {
   'op.admin.users': 'Manage users and groups in the admin API (users, groups, operations)',
   'op.admin.settings': 'Change security settings and IP rules, rotate the signing key (admin API)',
   'op.admin.devices': 'See devices and clear their locks in the admin API',
+  // Settings → IP rules
+  'ip.title': 'Settings → IP rules',
+  'ip.whitelist': 'Whitelist',
+  'ip.blacklist': 'Blacklist',
+  'ip.whitelist_entries': 'Whitelist entries',
+  'ip.blacklist_entries': 'Blacklist entries',
+  'ip.whitelist_role': 'Never blocked, whatever the blacklist says, and exempt from the per-address login limit.',
+  'ip.blacklist_role': 'Every request from these addresses is refused (403), unless the whitelist covers the address.',
+  'ip.decision.whitelisted': 'on the whitelist',
+  'ip.decision.blacklisted': 'on the blacklist',
+  'ip.decision.neutral': 'on neither list',
+  'ip.entries': '{count, plural, one {# entry} other {# entries}}',
+  'ip.line': 'Line {line}:',
+  'ip.more_lines': '… and {count, plural, one {# more line} other {# more lines}}.',
+  'ip.in_force': '{entries} in force.',
+  'ip.missing': 'No {file} yet: the list is empty.',
+  'ip.unknown_error': 'unknown error',
+  'ip.unreadable':
+    '{file} cannot be read ({error}): the rules loaded before stay in force ({entries}). Fix or replace the file on the server; it cannot be edited here.',
+  'ip.skipped':
+    '{file} has {count, plural, one {# line that is} other {# lines that are}} skipped: fix or remove {count, plural, one {it} other {them}}, then save.',
+  'ip.confirm_self_block': 'I understand: save anyway and block my own address {ip}',
+  'ip.format_html':
+    'One entry a line: an address <code>10.0.0.5</code>, a CIDR block <code>10.0.0.0/8</code>, a range <code>10.0.0.1-10.0.0.9</code>, IPv6 alike <code>2001:db8::/32</code>; <code># comment</code> to the end of the line. Comments and blank lines are kept.',
+  'ip.intro_html':
+    'The platform server checks the client address of every request against two lists, <code>whitelist.dat</code> and <code>blacklist.dat</code> in its data folder:',
+  'ip.rule_blacklist': 'A request from a blacklisted address is refused with 403 — the API, the admin API and this control panel alike.',
+  'ip.rule_wins': 'The whitelist wins over the blacklist: a whitelisted address is never blocked.',
+  'ip.rule_limit':
+    'Whitelisted addresses are exempt from the per-address login limit ({count, plural, one {# attempt} other {# attempts}} a minute); device and user locks still apply to them.',
+  'ip.rule_neither': 'An address on neither list is served as usual: the whitelist does not restrict who may connect.',
+  'ip.relay_html':
+    'Saved rules apply from the next request. The relay in the DMZ has lists of its own (<code>--whitelist</code>, <code>--blacklist</code>), not edited here.',
+  'ip.your_address_html': 'Your address: <code>{ip}</code>, {decision}.',
+  'ip.save': 'Save IP rules',
+  'ip.save_hint':
+    'Both lists are checked line by line: if any line is not valid, nothing is saved. A list you did not change is not rewritten.',
+  'ip.nothing': 'Nothing to save: neither list was changed.',
+  'ip.saved': '{list} saved: {entries}.',
+  'ip.refused': '{message}. Nothing was saved.',
+  'ip.self_block':
+    'Not saved: these rules would block your own address {ip} (blacklist line {line}: {text}), and you could no longer reach this control panel from it. Whitelist your address, or tick the box to confirm and save again.',
 } as const;
 
 export type MessageKey = keyof typeof en;

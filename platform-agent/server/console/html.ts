@@ -19,9 +19,10 @@ export function esc(value: unknown): string {
 const CSS = `
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;background:#f3f5f8}
-header{display:flex;flex-wrap:wrap;align-items:center;gap:8px 24px;padding:10px 24px;background:#1f3a5f;color:#fff}
-header h1{font-size:17px;margin:0 16px 0 0}
-header nav{display:flex;flex-wrap:wrap;gap:4px 16px;flex:1}
+header{display:flex;flex-wrap:wrap;align-items:center;gap:8px 20px;padding:10px 24px;background:#1f3a5f;color:#fff}
+header h1{font-size:17px;margin:0;white-space:nowrap}
+header nav{display:flex;flex-wrap:wrap;gap:4px 14px;flex:1 1 0;min-width:0}
+header .tools{display:flex;align-items:center;gap:20px;margin-left:auto}
 header nav a{white-space:nowrap}
 header .spacer{flex:1}
 header nav.lang{flex:0 0 auto;gap:4px;white-space:nowrap;font-size:14px;color:#9cc3ff}
@@ -53,6 +54,8 @@ input[type=checkbox]{width:18px;height:18px}
 button{font:inherit;padding:6px 16px;border-radius:4px;border:1px solid #1f3a5f;background:#1f3a5f;color:#fff;cursor:pointer}
 button.secondary{background:#fff;color:#1f3a5f}
 .actions{display:flex;gap:12px;align-items:center;margin:0 0 24px}
+.actions button{white-space:nowrap;flex:0 0 auto}
+.panel code{white-space:nowrap}
 table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #d5dbe5}
 th,td{text-align:left;padding:8px 12px;border-top:1px solid #e3e7ee;vertical-align:middle}
 th{background:#eef1f5;font-weight:600}
@@ -106,6 +109,7 @@ tr.locked-row td{background:#fdf1f3}
 table.devices td.device{overflow-wrap:anywhere;min-width:16em}
 td.number{font-variant-numeric:tabular-nums}
 table.devices .nowrap{white-space:nowrap}
+html[lang=ru] table.devices td.nowrap{white-space:normal;min-width:7em}
 `;
 
 export interface PageOptions {
@@ -142,7 +146,7 @@ export function page(o: PageOptions): string {
   return `<!doctype html>
 <html lang="${language()}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(t('frame.title_suffix', { title: o.title }))}</title><link rel="stylesheet" href="/console/console.css"></head>
-<body><header><h1>${esc(t('frame.title'))}</h1>${nav}${languageSwitch()}${logout}</header>
+<body><header><h1>${esc(t('frame.title'))}</h1>${nav}<div class="tools">${languageSwitch()}${logout}</div></header>
 <main>${o.body}</main></body></html>`;
 }
 

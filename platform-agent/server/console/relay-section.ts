@@ -7,7 +7,7 @@
 import type { RelayConnectionStatus } from '../relay-control.js';
 import { FLAG_OF, type RelayConnectionSettings, type RelayFlagField } from '../relay-settings.js';
 import { csrfInput, esc } from './html.js';
-import { t, type MessageKey } from './i18n/i18n.js';
+import { DEFAULT_LANGUAGE, formatDate, language, t, type MessageKey } from './i18n/i18n.js';
 import type { FieldError } from './security-page.js';
 
 const RELAY_FORM_ACTION = '/console/settings/relay';
@@ -69,7 +69,8 @@ export function relayPatchFromForm(v: RelayFormValues, token: string, flagFields
 const id = (field: string): string => `relay-${field.replace(/_/g, '-')}`;
 
 function when(iso: string | null): string {
-  return iso === null ? '—' : `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`;
+  if (iso === null) return '—';
+  return language() === DEFAULT_LANGUAGE ? `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC` : formatDate(Date.parse(iso));
 }
 
 const STATE_TEXT: Record<RelayConnectionStatus['state'], MessageKey> = {

@@ -14,6 +14,10 @@ import {
   type MessageKey,
 } from '../../../../platform-agent/server/console/i18n/i18n.js';
 import { page } from '../../../../platform-agent/server/console/html.js';
+import { errorMessage, fieldMessage } from '../../../../platform-agent/server/console/error-text.js';
+import { statusText } from '../../../../platform-agent/server/console/users-page.js';
+import { RelayError } from '../../../../shared/errors.js';
+import { NO_OPERATION_MESSAGE } from '../../../../platform-agent/server/security/groups.js';
 
 const keys = Object.keys(CATALOGS.en.catalog) as MessageKey[];
 
@@ -125,5 +129,31 @@ describe('the language of a request', () => {
     expect(english).toContain('<html lang="en">');
     expect(english).toContain('aria-current="true">English</a>');
     expect(english).toContain('<title>X · Platform control panel</title>');
+  });
+});
+
+describe('texts from ../security/ in the console language', () => {
+  it('translates user statuses in Russian and keeps them in English', () => {
+    expect(statusText('Locked until 2026-11-30 14:00 UTC')).toBe('Locked until 2026-11-30 14:00 UTC');
+    withLanguage('ru', () => {
+      expect(statusText('Active')).toBe('Активен');
+      expect(statusText('Locked until 2026-11-30 14:00 UTC')).toBe('Заблокирован до 30.11.2026, 14:00 UTC');
+      expect(statusText('Expired on 2026-01-02 00:00 UTC')).toBe('Срок действия истёк 02.01.2026, 00:00 UTC');
+      expect(statusText('Something new')).toBe('Something new');
+    });
+  });
+
+  it('translates the field messages and error codes it knows, and shows the others as they are', () => {
+    const code = 'PLATFORM_ERR_INVALID_REQUEST';
+    expect(fieldMessage(code, 'operations', NO_OPERATION_MESSAGE)).toBe(NO_OPERATION_MESSAGE);
+    withLanguage('ru', () => {
+      expect(fieldMessage(code, 'operations', NO_OPERATION_MESSAGE)).toBe('Группа пользователей должна иметь хотя бы одну операцию');
+      expect(fieldMessage(code, 'name', 'too long')).toBe('too long');
+      expect(errorMessage(new RelayError('PLATFORM_ERR_USER_NOT_FOUND'))).toBe('Такого пользователя нет');
+      expect(errorMessage(new RelayError('PLATFORM_ERR_INVALID_REQUEST', 'odd'))).toBe('odd');
+    });
+    expect(errorMessage(new RelayError('PLATFORM_ERR_FORBIDDEN', 'this account may not do that: it lacks admin.users'))).toBe(
+      'this account may not do that: it lacks admin.users',
+    );
   });
 });

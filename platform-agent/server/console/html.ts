@@ -25,7 +25,7 @@ header nav{display:flex;flex-wrap:wrap;gap:4px 14px;flex:1 1 0;min-width:0}
 header .tools{display:flex;align-items:center;gap:20px;margin-left:auto}
 header nav a{white-space:nowrap}
 header .spacer{flex:1}
-header nav.lang{flex:0 0 auto;gap:4px;white-space:nowrap;font-size:14px;color:#9cc3ff}
+header nav.lang{flex:0 0 auto;align-items:center;gap:4px;white-space:nowrap;font-size:14px;color:#9cc3ff}
 header nav.lang a[aria-current]{border-bottom-color:#9cc3ff;font-weight:600}
 header a{color:#fff;text-decoration:none;padding:4px 2px;border-bottom:2px solid transparent}
 header a[aria-current=page]{border-bottom-color:#9cc3ff}
@@ -74,7 +74,7 @@ form.delete{display:flex;gap:12px;align-items:center;margin:-8px 0 28px}
 form.delete button{white-space:nowrap}
 main table{margin:0 0 24px}
 .row.invalid select{border-color:#b00020}
-.login .row{grid-template-columns:120px 1fr}
+.login .row{grid-template-columns:150px 1fr}
 input[type=date]{font:inherit;padding:4px 8px;border:1px solid #aab4c3;border-radius:4px;background:#fff}
 input[readonly]{background:#eef1f5;border-color:#d5dbe5}
 main a{color:#1f3a5f}

@@ -21,7 +21,10 @@ import { ConsoleSessions } from './console-session.js';
 import { DevicesHandlers } from './devices-handlers.js';
 import { GroupsHandlers } from './groups-handlers.js';
 import { esc, page, redirect, sendCss, sendHtml } from './html.js';
+import { errorMessage } from './error-text.js';
+import { isLanguage, LANG_PARAM, t, withLanguage } from './i18n/i18n.js';
 import { IpRulesHandlers } from './ip-rules-handlers.js';
+import { ConsoleLanguages } from './console-language.js';
 import { SettingsHandlers } from './settings-handlers.js';
 import { UsersHandlers } from './users-handlers.js';
 
@@ -60,6 +63,7 @@ function getPost(
 
 export class ConsoleRoutes {
   private readonly sessions: ConsoleSessions;
+  private readonly languages: ConsoleLanguages;
   private readonly router: Router<PageHandler | OpenHandler, ConsolePage | undefined>;
 
   constructor(
@@ -68,6 +72,7 @@ export class ConsoleRoutes {
   ) {
     const sessions = new ConsoleSessions(s, host);
     this.sessions = sessions;
+    this.languages = new ConsoleLanguages(s, sessions);
     const settings = new SettingsHandlers(s, host, sessions);
     const ipRules = new IpRulesHandlers(s, sessions);
     const users = new UsersHandlers(s, sessions);
@@ -113,12 +118,23 @@ export class ConsoleRoutes {
 
   /** Serves `path` (below `/console/`); false when no page matches (404). */
   async handle(req: IncomingMessage, res: ServerResponse, path: string, ctx: RequestContext): Promise<boolean> {
+    return withLanguage(this.languages.fromBrowser(req), () => this.serve(req, res, path, ctx));
+  }
+
+  private async serve(req: IncomingMessage, res: ServerResponse, path: string, ctx: RequestContext): Promise<boolean> {
     const method = req.method ?? 'GET';
-    const query = new URL(req.url ?? '/', 'http://console.invalid').searchParams;
+    const url = new URL(req.url ?? '/', 'http://console.invalid');
+    const query = url.searchParams;
     try {
       const match = this.router.match(method, path);
       if (!match) return false;
       const route = match.data;
+      const chosen = query.get(LANG_PARAM);
+      if ((method === 'GET' || method === 'HEAD') && isLanguage(chosen)) {
+        // The language switch: remembered (cookie; the account too when logged in), then the same page without ?lang=.
+        await this.languages.choose(req, res, chosen, url, route === undefined ? null : await this.sessions.peek(req));
+        return true;
+      }
       if (route === undefined) {
         // Served without a session; another method on them (a POST of the stylesheet) finds no page.
         if (match.kind === 'method-not-allowed' || !('open' in match.handler)) return false;
@@ -128,8 +144,9 @@ export class ConsoleRoutes {
 
       const session = await this.sessions.session(req, res, method === 'POST' && route.keepsDraft ? path : null);
       if (!session) return true;
+      await this.languages.useSaved(session.claims.sub);
       if (match.kind === 'method-not-allowed') {
-        this.errorPage(res, 405, 'Method not allowed', 'Use the forms on the page.', session.csrf);
+        this.errorPage(res, 405, t('error.method_title'), t('error.method_text'), session.csrf);
         return true;
       }
       let form: URLSearchParams | null = null;
@@ -137,7 +154,7 @@ export class ConsoleRoutes {
         if (route.formBytes) await this.authorize(session, route.operation);
         form = await readForm(req, route.formBytes?.() ?? MAX_FORM_BYTES);
         if (!this.sessions.formOk(form, session)) {
-          this.errorPage(res, 403, 'Forbidden', 'The form was missing its security token. Reload the page and try again.', session.csrf);
+          this.errorPage(res, 403, t('error.forbidden_title'), t('error.forbidden_text'), session.csrf);
           return true;
         }
       }
@@ -148,7 +165,7 @@ export class ConsoleRoutes {
     } catch (err) {
       if (!(err instanceof RelayError) || err.httpStatus === undefined) throw err;
       if (err.httpStatus === 401) this.sessions.expired(req, res);
-      else this.errorPage(res, err.httpStatus, 'Error', err.message, undefined);
+      else this.errorPage(res, err.httpStatus, t('error.title'), errorMessage(err), undefined);
       return true;
     }
   }
@@ -158,7 +175,7 @@ export class ConsoleRoutes {
   }
 
   private errorPage(res: ServerResponse, status: number, title: string, message: string, csrf: string | undefined): void {
-    const body = `<h2>${esc(title)}</h2><p class="alert" role="alert">${esc(message)}</p><p><a href="/console/">Back to the control panel</a></p>`;
+    const body = `<h2>${esc(title)}</h2><p class="alert" role="alert">${esc(message)}</p><p><a href="/console/">${esc(t('error.back'))}</a></p>`;
     sendHtml(res, status, page({ title, body, ...(csrf !== undefined ? { csrf } : {}) }));
   }
 }

@@ -15,32 +15,33 @@ import { RelayError } from '../../../shared/errors.js';
 import type { RequestContext } from '../http/auth-routes.js';
 import { cookie } from '../http/http-io.js';
 import { MAX_FORM_BYTES, readForm, type ConsoleHost, type ConsoleServices, type Session } from './console-request.js';
+import { errorMessage } from './error-text.js';
 import { csrfInput, esc, page, redirect, sendHtml } from './html.js';
+import { t, type MessageKey } from './i18n/i18n.js';
 
 const SESSION_COOKIE = 'console_session';
 /** The pre-login nonce the login form's CSRF token is bound to. */
 const LOGIN_COOKIE = 'console_login';
-const SESSION_EXPIRED_MESSAGE = 'Your session expired. Log in again.';
 /** The cookie naming a form kept when the session expired under it. */
 const DRAFT_COOKIE = 'console_draft';
-const DRAFT_KEPT_MESSAGE = 'Your session expired. Log in again: what you typed in the form is kept (passwords excepted).';
-export const DRAFT_BACK_MESSAGE =
-  'Your session expired before this form was saved. What you typed is back (passwords excepted): check it and save again.';
+/** The notice of a page whose form came back after the login. */
+export const draftBackMessage = (): string => t('draft.back');
 /** How long a kept form waits for its administrator to log in again, and how many are kept at most. */
 const DRAFT_TTL_MS = 60 * 60 * 1000;
 const MAX_DRAFTS = 200;
 /** Form fields never kept: secrets, the old CSRF token, and confirmations (they are given again, knowingly). */
 const UNKEPT_FIELD = /password|token|^csrf$|^confirm/i;
 
-const LOGIN_MESSAGES: Record<string, string> = {
-  expired: SESSION_EXPIRED_MESSAGE,
-  draft: DRAFT_KEPT_MESSAGE,
-  out: 'You have logged out.',
-  tokens: 'Security settings saved. The token validity changed, so everyone, you included, must log in again.',
-  key: 'A new signing key was generated. Everyone, you included, must log in again.',
-  https: 'HTTPS is on for the control panel. Log in again, now over HTTPS (the session that began over plain HTTP has ended).',
-  self: 'You changed your own account (password, role or lock), which ended your session. Log in again.',
-  'self-deleted': 'You deleted your own account, which ended your session.',
+/** The notices of the login page by its `?m=`. */
+const LOGIN_MESSAGES: Record<string, MessageKey> = {
+  expired: 'login.m.expired',
+  draft: 'login.m.draft',
+  out: 'login.m.out',
+  tokens: 'login.m.tokens',
+  key: 'login.m.key',
+  https: 'login.m.https',
+  self: 'login.m.self',
+  'self-deleted': 'login.m.self-deleted',
 };
 
 /** A form whose session expired under it, kept until its administrator logs in again. */
@@ -113,6 +114,18 @@ export class ConsoleSessions {
     }
   }
 
+  /** The user name of the request's session when it authenticates, else null (no redirect, no draft). */
+  async peek(req: IncomingMessage): Promise<string | null> {
+    const token = cookie(req, SESSION_COOKIE);
+    if (!token) return null;
+    try {
+      return (await this.s.auth.authenticate(token, 'admin')).sub;
+    } catch (err) {
+      if (err instanceof RelayError && err.httpStatus === 401) return null;
+      throw err;
+    }
+  }
+
   /** Whether the session still authenticates (a change to one's own account may have ended it). */
   async lives(session: Session): Promise<boolean> {
     try {
@@ -173,7 +186,8 @@ export class ConsoleSessions {
 
   /** `GET /console/login` (any method but POST): the form, with the message `?m=` names. */
   showLogin(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): void {
-    this.loginPage(req, res, 200, LOGIN_MESSAGES[query.get('m') ?? ''] ?? null, '');
+    const m = query.get('m') ?? '';
+    this.loginPage(req, res, 200, Object.hasOwn(LOGIN_MESSAGES, m) ? t(LOGIN_MESSAGES[m]!) : null, '');
   }
 
   private loginPage(
@@ -186,13 +200,13 @@ export class ConsoleSessions {
   ): void {
     const nonce = cookie(req, LOGIN_COOKIE) ?? randomBytes(16).toString('base64url');
     const note = message ? `<p class="${isError ? 'alert' : 'notice'}" role="${isError ? 'alert' : 'status'}">${esc(message)}</p>` : '';
-    const body = `<div class="login"><h2>Administrator login</h2>${note}
+    const body = `<div class="login"><h2>${esc(t('login.heading'))}</h2>${note}
 <form method="post" action="/console/login">${csrfInput(this.csrfToken('login', nonce))}
-<fieldset><legend>Log in</legend>
-<div class="row"><label for="username">User name</label><div class="inputs"><input type="text" id="username" name="username" value="${esc(username)}" autocomplete="username" required autofocus></div></div>
-<div class="row"><label for="password">Password</label><div class="inputs"><input type="password" id="password" name="password" autocomplete="current-password" required></div></div>
-</fieldset><div class="actions"><button type="submit">Log in</button></div></form></div>`;
-    sendHtml(res, status, page({ title: 'Log in', body }), { 'set-cookie': this.cookieHeader(req, LOGIN_COOKIE, nonce) });
+<fieldset><legend>${esc(t('login.legend'))}</legend>
+<div class="row"><label for="username">${esc(t('login.username'))}</label><div class="inputs"><input type="text" id="username" name="username" value="${esc(username)}" autocomplete="username" required autofocus></div></div>
+<div class="row"><label for="password">${esc(t('login.password'))}</label><div class="inputs"><input type="password" id="password" name="password" autocomplete="current-password" required></div></div>
+</fieldset><div class="actions"><button type="submit">${esc(t('login.submit'))}</button></div></form></div>`;
+    sendHtml(res, status, page({ title: t('login.title'), body }), { 'set-cookie': this.cookieHeader(req, LOGIN_COOKIE, nonce) });
   }
 
   /** `POST /console/login`: checks the form's CSRF token, logs in, sets the session cookie, goes to a kept form's page or Settings. */
@@ -200,7 +214,7 @@ export class ConsoleSessions {
     const form = await readForm(req);
     const username = (form.get('username') ?? '').slice(0, 256);
     if (!this.csrfOk(form, 'login', cookie(req, LOGIN_COOKIE))) {
-      this.loginPage(req, res, 403, 'The login form expired. Try again.', username, true);
+      this.loginPage(req, res, 403, t('login.expired_form'), username, true);
       return;
     }
     try {
@@ -220,10 +234,10 @@ export class ConsoleSessions {
       if (!(err instanceof RelayError) || err.httpStatus === undefined) throw err;
       const message =
         err.code === 'PLATFORM_ERR_INVALID_CREDENTIALS'
-          ? 'Wrong user name or password, or the account may not log in here.'
+          ? t('login.wrong')
           : err.retryAfterSeconds !== undefined
-            ? `${err.message}. Try again in ${waitText(err.retryAfterSeconds)}.`
-            : err.message;
+            ? t('login.retry', { message: errorMessage(err), wait: waitText(err.retryAfterSeconds) })
+            : errorMessage(err);
       this.loginPage(req, res, err.httpStatus, message, username, true);
     }
   }
@@ -238,5 +252,5 @@ export class ConsoleSessions {
 
 /** A wait as the login page says it: seconds below a minute, else whole minutes (rounded up). */
 function waitText(seconds: number): string {
-  return seconds < 60 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`;
+  return seconds < 60 ? t('login.wait_seconds', { n: seconds }) : t('login.wait_minutes', { n: Math.ceil(seconds / 60) });
 }

@@ -5,6 +5,7 @@ import { RelayError } from '../../../shared/errors.js';
 import type { ConsoleRequest, ConsoleServices } from './console-request.js';
 import { devicesPage, filterDevices } from './devices-page.js';
 import { page, redirect, sendHtml } from './html.js';
+import { t } from './i18n/i18n.js';
 
 export class DevicesHandlers {
   constructor(private readonly s: ConsoleServices) {}
@@ -14,11 +15,11 @@ export class DevicesHandlers {
     const { store, clock } = this.s;
     const q = query.get('q') ?? '';
     const unlocked = query.get('unlocked');
-    const notice = unlocked === null ? null : `Device ${unlocked} is unlocked.`;
+    const notice = unlocked === null ? null : t('devices.unlocked', { device: unlocked });
     const devices = filterDevices(await store.listDevices(), q);
     const usernames = new Set((await store.listUsers()).map((u) => u.username));
     const body = devicesPage({ devices, q, usernames, now: clock.now(), csrf: session.csrf, notice });
-    sendHtml(res, 200, page({ title: 'Devices', current: 'devices', csrf: session.csrf, body }));
+    sendHtml(res, 200, page({ title: t('devices.title'), current: 'devices', csrf: session.csrf, body }));
   };
 
   /** `GET devices/:id/unlock`: back to the list. */

@@ -4,9 +4,9 @@
  * "Active"); an "Unlock" button per locked device, and a search box on user name or device id.
  */
 import { DAY_MS } from '../../../shared/clock.js';
-import { formatUtc } from '../security/account-rules.js';
 import { DEVICE_RETENTION_MS, type DeviceRecord } from '../store/store.js';
 import { csrfInput, esc } from './html.js';
+import { formatDate, t } from './i18n/i18n.js';
 import { userHref } from './users-page.js';
 
 export interface DevicesPageInput {
@@ -30,23 +30,21 @@ export function filterDevices(devices: DeviceRecord[], q: string): DeviceRecord[
   return devices.filter((d) => [d.deviceId, d.lastUsername].some((s) => s?.toLowerCase().includes(needle)));
 }
 
-const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
-
 function userCell(username: string | null, usernames: ReadonlySet<string>): string {
   if (username === null) return '—';
   if (usernames.has(username)) return `<a href="${esc(userHref(username))}">${esc(username)}</a>`;
-  return `${esc(username)} <span class="hint nowrap">(no such user)</span>`;
+  return `${esc(username)} <span class="hint nowrap">${esc(t('devices.no_user'))}</span>`;
 }
 
 function deviceRow(d: DeviceRecord, p: DevicesPageInput): string {
   const locked = deviceLocked(d, p.now);
   const seen =
-    d.lastSeenAt === null ? '—' : `<time datetime="${new Date(d.lastSeenAt).toISOString()}">${esc(formatUtc(d.lastSeenAt))}</time>`;
+    d.lastSeenAt === null ? '—' : `<time datetime="${new Date(d.lastSeenAt).toISOString()}">${esc(formatDate(d.lastSeenAt))}</time>`;
   const status = locked
-    ? `<td class="locked">Locked until <span class="nowrap">${esc(formatUtc(d.lockedUntil!))}</span></td>`
-    : '<td>Active</td>';
+    ? `<td class="locked">${esc(t('devices.locked_until'))} <span class="nowrap">${esc(formatDate(d.lockedUntil!))}</span></td>`
+    : `<td>${esc(t('devices.active'))}</td>`;
   const unlock = locked
-    ? `<form method="post" action="/console/devices/${esc(encodeURIComponent(d.deviceId))}/unlock">${csrfInput(p.csrf)}<input type="hidden" name="q" value="${esc(p.q)}"><button type="submit" class="secondary" aria-label="Unlock device ${esc(d.deviceId)}">Unlock</button></form>`
+    ? `<form method="post" action="/console/devices/${esc(encodeURIComponent(d.deviceId))}/unlock">${csrfInput(p.csrf)}<input type="hidden" name="q" value="${esc(p.q)}"><button type="submit" class="secondary" aria-label="${esc(t('devices.unlock_label', { device: d.deviceId }))}">${esc(t('devices.unlock'))}</button></form>`
     : '';
   return (
     `<tr${locked ? ' class="locked-row"' : ''}><td class="device">${esc(d.deviceId)}</td><td>${userCell(d.lastUsername, p.usernames)}</td>` +
@@ -70,17 +68,20 @@ export function devicesPage(p: DevicesPageInput): string {
   const users = new Set(p.devices.map((d) => d.lastUsername)).size;
   const locked = p.devices.filter((d) => deviceLocked(d, p.now)).length;
   const caption =
-    `${plural(p.devices.length, 'device')} of ${plural(users, 'user')}${p.q ? ` matching “${esc(p.q)}”` : ''}` +
-    (locked > 0 ? ` · <span class="locked">${locked} locked</span>` : '');
-  const empty = p.q ? `No device or user matches “${esc(p.q)}”.` : 'No login has been tried on any device yet.';
+    esc(
+      p.q
+        ? t('devices.count_matching', { devices: p.devices.length, users, q: p.q })
+        : t('devices.count', { devices: p.devices.length, users }),
+    ) + (locked > 0 ? ` · <span class="locked">${esc(t('devices.count_locked', { count: locked }))}</span>` : '');
+  const empty = esc(p.q ? t('devices.none_matching', { q: p.q }) : t('devices.none'));
   const groups = userGroups(p);
-  return `<h2>Devices</h2>
+  return `<h2>${esc(t('devices.title'))}</h2>
 ${p.notice ? `<p class="notice" role="status">${esc(p.notice)}</p>` : ''}
 <div class="toolbar"><form method="get" action="/console/devices" class="search" role="search">
-<label for="q">Search by user or device</label><input type="search" id="q" name="q" value="${esc(p.q)}" size="30">
-<button type="submit">Search</button></form></div>
-<p class="hint">Each device is listed under the user of its last login. Devices not used for ${DEVICE_RETENTION_MS / DAY_MS} days are forgotten unless locked or still counting failures. A lock starts the failure count again at 0.</p>
+<label for="q">${esc(t('devices.search_label'))}</label><input type="search" id="q" name="q" value="${esc(p.q)}" size="30">
+<button type="submit">${esc(t('search.submit'))}</button></form></div>
+<p class="hint">${esc(t('devices.hint', { days: DEVICE_RETENTION_MS / DAY_MS }))}</p>
 <table class="devices"><caption class="hint">${caption}</caption>
-<thead><tr><th scope="col">Device</th><th scope="col">User</th><th scope="col">Last seen</th><th scope="col">Failures</th><th scope="col">Status</th><th scope="col">Unlock</th></tr></thead>
+<thead><tr><th scope="col">${esc(t('devices.col.device'))}</th><th scope="col">${esc(t('devices.col.user'))}</th><th scope="col">${esc(t('devices.col.seen'))}</th><th scope="col">${esc(t('devices.col.failures'))}</th><th scope="col">${esc(t('devices.col.status'))}</th><th scope="col">${esc(t('devices.col.unlock'))}</th></tr></thead>
 ${groups.length > 0 ? groups.join('\n') : `<tbody><tr><td colspan="6">${empty}</td></tr></tbody>`}</table>`;
 }

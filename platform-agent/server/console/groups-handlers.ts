@@ -5,7 +5,7 @@
 import type { ServerResponse } from 'node:http';
 import { RelayError } from '../../../shared/errors.js';
 import { sentence, type ConsoleRequest, type ConsoleServices, type Session } from './console-request.js';
-import { DRAFT_BACK_MESSAGE, type ConsoleSessions } from './console-session.js';
+import { draftBackMessage, type ConsoleSessions } from './console-session.js';
 import {
   emptyGroupValues,
   groupsPage,
@@ -14,7 +14,9 @@ import {
   type GroupFormValues,
   type GroupsPageInput,
 } from './groups-page.js';
+import { errorMessage, fieldMessage } from './error-text.js';
 import { page, redirect, sendHtml } from './html.js';
+import { t } from './i18n/i18n.js';
 
 export class GroupsHandlers {
   constructor(
@@ -27,7 +29,7 @@ export class GroupsHandlers {
     const draft = this.sessions.takeDraftWhere(req, (path) => /^groups(\/[^/]+)?$/.test(path));
     const group = draft?.path.startsWith('groups/') ? pathSegment(draft.path.slice('groups/'.length)) : null;
     await this.page(res, session, 200, {
-      notice: draft ? DRAFT_BACK_MESSAGE : groupNotice(query),
+      notice: draft ? draftBackMessage() : groupNotice(query),
       ...(draft && !group ? { newValues: groupValuesFromForm(draft.form) } : {}),
       ...(draft && group ? { editValues: { group, values: { ...groupValuesFromForm(draft.form), name: group } } } : {}),
     });
@@ -47,7 +49,7 @@ export class GroupsHandlers {
       editValues: null,
       ...extra,
     });
-    sendHtml(res, status, page({ title: 'Groups', current: 'groups', csrf: session.csrf, body }));
+    sendHtml(res, status, page({ title: t('groups.title'), current: 'groups', csrf: session.csrf, body }));
   }
 
   /**
@@ -64,14 +66,14 @@ export class GroupsHandlers {
     if (!(err instanceof RelayError) || err.httpStatus === undefined || err.httpStatus === 401 || err.httpStatus === 403) throw err;
     let field = typeof err.details?.field === 'string' ? err.details.field : undefined;
     if (field === undefined && err.code === 'PLATFORM_ERR_GROUP_EXISTS') field = 'name';
-    const message = sentence(field ? err.message.replace(`${field}: `, '') : err.message);
+    const message = sentence(field ? fieldMessage(err.code, field, err.message.replace(`${field}: `, '')) : errorMessage(err));
     const kept = {
       ...(values && form.kind === 'new' ? { newValues: values } : {}),
       ...(values && form.kind === 'edit' ? { editValues: { group: form.group, values } } : {}),
     };
     if (field) await this.page(res, session, err.httpStatus, { ...kept, error: { field, message, form } });
     else {
-      const what = form.kind === 'edit' ? `Group ${form.group}: ` : '';
+      const what = form.kind === 'edit' ? t('groups.alert_prefix', { group: form.group }) : '';
       await this.page(res, session, err.httpStatus, { ...kept, alert: `${what}${message}` });
     }
   }
@@ -122,7 +124,7 @@ export class GroupsHandlers {
     } catch (err) {
       if (err instanceof RelayError && err.code === 'PLATFORM_ERR_GROUP_IN_USE') {
         const users = await this.s.store.countUsersInGroup(name);
-        const alert = `Group ${name} cannot be deleted: it still has ${users} ${users === 1 ? 'user' : 'users'}. Move them to another group first.`;
+        const alert = t('groups.in_use', { group: name, count: users });
         await this.page(res, session, 409, { alert });
         return;
       }
@@ -144,8 +146,8 @@ function groupNotice(query: URLSearchParams): string | null {
   const created = query.get('created');
   const saved = query.get('saved');
   const deleted = query.get('deleted');
-  if (created !== null) return `Group ${created} created.`;
-  if (saved !== null) return `Group ${saved} saved.`;
-  if (deleted !== null) return `Group ${deleted} deleted.`;
+  if (created !== null) return t('groups.created', { group: created });
+  if (saved !== null) return t('groups.saved', { group: saved });
+  if (deleted !== null) return t('groups.deleted', { group: deleted });
   return null;
 }

@@ -8,6 +8,7 @@ import type { GroupView } from '../security/groups.js';
 import { OPERATIONS } from '../security/groups.js';
 import { ROLES } from '../store/store.js';
 import { csrfInput, esc } from './html.js';
+import { DEFAULT_LANGUAGE, hasMessage, language, t, type MessageKey } from './i18n/i18n.js';
 import type { FieldError } from './security-page.js';
 
 /** What a group form holds: the typed values, kept when validation fails. */
@@ -18,7 +19,16 @@ export interface GroupFormValues {
   operations: string[];
 }
 
-export const ROLE_LABELS: Record<string, string> = { mobile: 'Mobile user', external: 'External connection', admin: 'Administrator' };
+const ROLE_KEYS: Record<string, MessageKey> = { mobile: 'role.mobile', external: 'role.external', admin: 'role.admin' };
+
+/** A role as the console names it (the role's own name when the catalog has none). */
+export const roleLabel = (role: string): string => (Object.hasOwn(ROLE_KEYS, role) ? t(ROLE_KEYS[role]!) : role);
+
+/** An operation's description: security/groups.ts words it in English; other languages from the catalog (`op.<name>`). */
+function operationText(op: { name: string; description: string }): string {
+  const key = `op.${op.name}`;
+  return language() !== DEFAULT_LANGUAGE && hasMessage(key) ? t(key) : op.description;
+}
 
 /** The values a submitted group form holds. */
 export function groupValuesFromForm(form: URLSearchParams): GroupFormValues {
@@ -67,35 +77,33 @@ function operationsRow(prefix: string, checked: string[], error: FieldError | nu
   const boxes = OPERATIONS.map((op) => {
     const id = `${prefix}-op-${slug(op.name)}`;
     return `<div class="op"><label for="${id}"><input type="checkbox" id="${id}" name="operations" value="${esc(op.name)}"${checked.includes(op.name) ? ' checked' : ''} aria-describedby="${id}-hint"${invalidAttr('operations', error)}> <span class="opname">${esc(op.name)}</span></label>
-<p class="hint" id="${id}-hint">${esc(op.description)}${op.roles.length < ROLES.length ? `. ${op.roles.map((r) => ROLE_LABELS[r] ?? r).join(', ')} groups only.` : ''}</p></div>`;
+<p class="hint" id="${id}-hint">${esc(operationText(op))}${op.roles.length < ROLES.length ? esc(t('groups.roles_only', { roles: op.roles.map((r) => roleLabel(r)).join(', ') })) : ''}</p></div>`;
   }).join('');
   return `<div class="${rowClass('operations', error)}" role="group" aria-labelledby="${prefix}-operations-label"${describedBy(prefix, 'operations', error, false)}>
-<span class="label" id="${prefix}-operations-label">Operations</span><div class="inputs ops">${boxes}${fieldError(prefix, 'operations', error)}</div></div>`;
+<span class="label" id="${prefix}-operations-label">${esc(t('groups.operations'))}</span><div class="inputs ops">${boxes}${fieldError(prefix, 'operations', error)}</div></div>`;
 }
 
 function descriptionRow(prefix: string, value: string, error: FieldError | null): string {
-  return `<div class="${rowClass('description', error)}"><label for="${prefix}-description">Description</label><div class="inputs">
+  return `<div class="${rowClass('description', error)}"><label for="${prefix}-description">${esc(t('users.col.description'))}</label><div class="inputs">
 <input type="text" id="${prefix}-description" name="description" value="${esc(value)}" size="50" maxlength="1000"${describedBy(prefix, 'description', error)}${invalidAttr('description', error)}>
-<p class="hint" id="${prefix}-description-hint">Optional.</p>${fieldError(prefix, 'description', error)}</div></div>`;
+<p class="hint" id="${prefix}-description-hint">${esc(t('groups.optional'))}</p>${fieldError(prefix, 'description', error)}</div></div>`;
 }
 
 function newGroupForm(p: GroupsPageInput): string {
   const error = p.error?.form.kind === 'new' ? p.error : null;
   const v = p.newValues;
-  const options = ROLES.map((r) => `<option value="${esc(r)}"${v.role === r ? ' selected' : ''}>${esc(ROLE_LABELS[r] ?? r)}</option>`).join(
-    '',
-  );
+  const options = ROLES.map((r) => `<option value="${esc(r)}"${v.role === r ? ' selected' : ''}>${esc(roleLabel(r))}</option>`).join('');
   return `<form method="post" action="/console/groups" id="new-group" novalidate>${csrfInput(p.csrf)}
-<fieldset><legend>New group</legend>
-<div class="${rowClass('name', error)}"><label for="new-name">Group name</label><div class="inputs">
+<fieldset><legend>${esc(t('groups.new'))}</legend>
+<div class="${rowClass('name', error)}"><label for="new-name">${esc(t('groups.name'))}</label><div class="inputs">
 <input type="text" id="new-name" name="name" value="${esc(v.name)}" size="30" maxlength="64"${describedBy('new', 'name', error)}${invalidAttr('name', error)}>
-<p class="hint" id="new-name-hint">1-64 letters, digits and . _ @ - (not first).</p>${fieldError('new', 'name', error)}</div></div>
-<div class="${rowClass('role', error)}"><label for="new-role">Role</label><div class="inputs">
+<p class="hint" id="new-name-hint">${esc(t('groups.name_hint'))}</p>${fieldError('new', 'name', error)}</div></div>
+<div class="${rowClass('role', error)}"><label for="new-role">${esc(t('users.col.role'))}</label><div class="inputs">
 <select id="new-role" name="role"${describedBy('new', 'role', error)}${invalidAttr('role', error)}>${options}</select>
-<p class="hint" id="new-role-hint">The role of the group's users; administrator operations need the Administrator role.</p>${fieldError('new', 'role', error)}</div></div>
+<p class="hint" id="new-role-hint">${esc(t('groups.role_hint'))}</p>${fieldError('new', 'role', error)}</div></div>
 ${descriptionRow('new', v.description, error)}
 ${operationsRow('new', v.operations, error)}
-</fieldset><div class="actions"><button type="submit">Create group</button></div></form>`;
+</fieldset><div class="actions"><button type="submit">${esc(t('groups.create'))}</button></div></form>`;
 }
 
 function editGroupForms(g: GroupView, index: number, p: GroupsPageInput): string {
@@ -104,13 +112,13 @@ function editGroupForms(g: GroupView, index: number, p: GroupsPageInput): string
   const kept = p.editValues?.group === g.name ? p.editValues.values : null;
   const name = esc(encodeURIComponent(g.name));
   return `<form method="post" action="/console/groups/${name}" id="edit-${prefix}" novalidate>${csrfInput(p.csrf)}
-<fieldset><legend>Edit group ${esc(g.name)} <span class="hint">(${esc(ROLE_LABELS[g.role] ?? g.role)})</span></legend>
+<fieldset><legend>${esc(t('groups.edit', { group: g.name }))} <span class="hint">(${esc(roleLabel(g.role))})</span></legend>
 ${descriptionRow(prefix, kept ? kept.description : (g.description ?? ''), error)}
 ${operationsRow(prefix, kept ? kept.operations : g.operations, error)}
-<div class="actions"><button type="submit" aria-label="Save group ${esc(g.name)}">Save</button></div></fieldset></form>
+<div class="actions"><button type="submit" aria-label="${esc(t('groups.save_label', { group: g.name }))}">${esc(t('users.save'))}</button></div></fieldset></form>
 <form method="post" action="/console/groups/${name}/delete" class="delete">${csrfInput(p.csrf)}
-<button type="submit" class="secondary" aria-label="Delete group ${esc(g.name)}">Delete group ${esc(g.name)}</button>
-<span class="hint">Only a group without users can be deleted.</span></form>`;
+<button type="submit" class="secondary" aria-label="${esc(t('groups.delete', { group: g.name }))}">${esc(t('groups.delete', { group: g.name }))}</button>
+<span class="hint">${esc(t('groups.delete_hint'))}</span></form>`;
 }
 
 /** The body of Groups. */
@@ -118,16 +126,16 @@ export function groupsPage(p: GroupsPageInput): string {
   const rows = p.groups
     .map(
       (g) =>
-        `<tr><td>${esc(g.name)}</td><td>${esc(ROLE_LABELS[g.role] ?? g.role)}</td><td>${g.operations.map((o) => `<span class="opname">${esc(o)}</span>`).join(' ')}</td>` +
+        `<tr><td>${esc(g.name)}</td><td>${esc(roleLabel(g.role))}</td><td>${g.operations.map((o) => `<span class="opname">${esc(o)}</span>`).join(' ')}</td>` +
         `<td>${g.users}</td><td>${esc(g.description ?? '')}</td></tr>`,
     )
     .join('\n');
-  return `<h2>Groups</h2>
+  return `<h2>${esc(t('groups.title'))}</h2>
 ${p.notice ? `<p class="notice" role="status">${esc(p.notice)}</p>` : ''}
 ${p.alert ? `<p class="alert" role="alert">${esc(p.alert)}</p>` : ''}
-<table><caption class="hint">${p.groups.length} ${p.groups.length === 1 ? 'group' : 'groups'}</caption>
-<thead><tr><th scope="col">Name</th><th scope="col">Role</th><th scope="col">Operations</th><th scope="col">Users</th><th scope="col">Description</th></tr></thead>
-<tbody>${rows || '<tr><td colspan="5">No groups yet.</td></tr>'}</tbody></table>
+<table><caption class="hint">${esc(t('groups.count', { count: p.groups.length }))}</caption>
+<thead><tr><th scope="col">${esc(t('groups.col.name'))}</th><th scope="col">${esc(t('users.col.role'))}</th><th scope="col">${esc(t('groups.operations'))}</th><th scope="col">${esc(t('nav.users'))}</th><th scope="col">${esc(t('users.col.description'))}</th></tr></thead>
+<tbody>${rows || `<tr><td colspan="5">${esc(t('groups.none'))}</td></tr>`}</tbody></table>
 ${newGroupForm(p)}
-${p.groups.length ? `<h3>Edit groups</h3>${p.groups.map((g, i) => editGroupForms(g, i, p)).join('\n')}` : ''}`;
+${p.groups.length ? `<h3>${esc(t('groups.edit_all'))}</h3>${p.groups.map((g, i) => editGroupForms(g, i, p)).join('\n')}` : ''}`;
 }

@@ -4,6 +4,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { TLSSocket } from 'node:tls';
+import { CATALOGS, LANG_PARAM, LANGUAGES, language, t } from './i18n/i18n.js';
 
 export const CONSOLE_PREFIX = '/console/';
 
@@ -18,9 +19,14 @@ export function esc(value: unknown): string {
 const CSS = `
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;background:#f3f5f8}
-header{display:flex;align-items:center;gap:24px;padding:10px 24px;background:#1f3a5f;color:#fff}
-header h1{font-size:17px;margin:0 16px 0 0}
-header nav{display:flex;gap:16px;flex:1}
+header{display:flex;flex-wrap:wrap;align-items:center;gap:8px 20px;padding:10px 24px;background:#1f3a5f;color:#fff}
+header h1{font-size:17px;margin:0;white-space:nowrap}
+header nav{display:flex;flex-wrap:wrap;gap:4px 14px;flex:1 1 0;min-width:0}
+header .tools{display:flex;align-items:center;gap:20px;margin-left:auto}
+header nav a{white-space:nowrap}
+header .spacer{flex:1}
+header nav.lang{flex:0 0 auto;align-items:center;gap:4px;white-space:nowrap;font-size:14px;color:#9cc3ff}
+header nav.lang a[aria-current]{border-bottom-color:#9cc3ff;font-weight:600}
 header a{color:#fff;text-decoration:none;padding:4px 2px;border-bottom:2px solid transparent}
 header a[aria-current=page]{border-bottom-color:#9cc3ff}
 header a:focus-visible,button:focus-visible,input:focus-visible{outline:3px solid #f5b400;outline-offset:2px}
@@ -48,6 +54,8 @@ input[type=checkbox]{width:18px;height:18px}
 button{font:inherit;padding:6px 16px;border-radius:4px;border:1px solid #1f3a5f;background:#1f3a5f;color:#fff;cursor:pointer}
 button.secondary{background:#fff;color:#1f3a5f}
 .actions{display:flex;gap:12px;align-items:center;margin:0 0 24px}
+.actions button{white-space:nowrap;flex:0 0 auto}
+.panel code{white-space:nowrap}
 table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #d5dbe5}
 th,td{text-align:left;padding:8px 12px;border-top:1px solid #e3e7ee;vertical-align:middle}
 th{background:#eef1f5;font-weight:600}
@@ -59,14 +67,14 @@ h3{font-size:18px;margin:28px 0 12px}
 select{font:inherit;padding:5px 8px;border:1px solid #aab4c3;border-radius:4px;background:#fff}
 select:focus-visible{outline:3px solid #f5b400;outline-offset:2px}
 .ops{flex-direction:column;align-items:flex-start;gap:6px}
-.op .hint{margin:0 0 0 24px}
+.op .hint{margin:0 0 0 24px;width:auto}
 .opname{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;background:#eef1f5;border-radius:3px;padding:1px 5px;white-space:nowrap}
 td .opname{display:inline-block;margin:2px 0}
 form.delete{display:flex;gap:12px;align-items:center;margin:-8px 0 28px}
 form.delete button{white-space:nowrap}
 main table{margin:0 0 24px}
 .row.invalid select{border-color:#b00020}
-.login .row{grid-template-columns:120px 1fr}
+.login .row{grid-template-columns:150px 1fr}
 input[type=date]{font:inherit;padding:4px 8px;border:1px solid #aab4c3;border-radius:4px;background:#fff}
 input[readonly]{background:#eef1f5;border-color:#d5dbe5}
 main a{color:#1f3a5f}
@@ -101,6 +109,7 @@ tr.locked-row td{background:#fdf1f3}
 table.devices td.device{overflow-wrap:anywhere;min-width:16em}
 td.number{font-variant-numeric:tabular-nums}
 table.devices .nowrap{white-space:nowrap}
+html[lang=ru] table.devices td.nowrap{white-space:normal;min-width:7em}
 `;
 
 export interface PageOptions {
@@ -112,18 +121,32 @@ export interface PageOptions {
   body: string;
 }
 
+/** The language switch: a link per language, the current one marked (`?lang=` is handled by console-routes.ts). */
+function languageSwitch(): string {
+  const now = language();
+  const links = LANGUAGES.map((l) =>
+    l === now
+      ? `<a href="?${LANG_PARAM}=${l}" lang="${l}" hreflang="${l}" aria-current="true">${esc(CATALOGS[l].name)}</a>`
+      : `<a href="?${LANG_PARAM}=${l}" lang="${l}" hreflang="${l}">${esc(CATALOGS[l].name)}</a>`,
+  );
+  return `<nav class="lang" aria-label="${esc(t('frame.language'))}">${links.join('<span aria-hidden="true"> | </span>')}</nav>`;
+}
+
 export function page(o: PageOptions): string {
   const link = (href: string, key: PageOptions['current'], text: string): string =>
-    `<a href="${href}"${o.current === key ? ' aria-current="page"' : ''}>${text}</a>`;
+    `<a href="${href}"${o.current === key ? ' aria-current="page"' : ''}>${esc(text)}</a>`;
   const nav =
     o.csrf === undefined
+      ? '<span class="spacer"></span>'
+      : `<nav aria-label="${esc(t('frame.sections'))}">${link('/console/settings/security', 'settings', t('nav.security'))}${link('/console/settings/ip-rules', 'ip-rules', t('nav.ip_rules'))}${link('/console/users', 'users', t('nav.users'))}${link('/console/groups', 'groups', t('nav.groups'))}${link('/console/devices', 'devices', t('nav.devices'))}</nav>`;
+  const logout =
+    o.csrf === undefined
       ? ''
-      : `<nav aria-label="Sections">${link('/console/settings/security', 'settings', 'Settings → Security')}${link('/console/settings/ip-rules', 'ip-rules', 'IP rules')}${link('/console/users', 'users', 'Users')}${link('/console/groups', 'groups', 'Groups')}${link('/console/devices', 'devices', 'Devices')}</nav>` +
-        `<form method="post" action="/console/logout">${csrfInput(o.csrf)}<button type="submit">Log out</button></form>`;
+      : `<form method="post" action="/console/logout">${csrfInput(o.csrf)}<button type="submit">${esc(t('nav.logout'))}</button></form>`;
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${esc(o.title)} · Platform control panel</title><link rel="stylesheet" href="/console/console.css"></head>
-<body><header><h1>Platform control panel</h1>${nav}</header>
+<html lang="${language()}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(t('frame.title_suffix', { title: o.title }))}</title><link rel="stylesheet" href="/console/console.css"></head>
+<body><header><h1>${esc(t('frame.title'))}</h1>${nav}<div class="tools">${languageSwitch()}${logout}</div></header>
 <main>${o.body}</main></body></html>`;
 }
 

@@ -7,11 +7,13 @@ import type { IpRuleLineError } from '../../../shared/ip-rule-files.js';
 import type { RequestContext } from '../http/auth-routes.js';
 import { IP_LISTS, type IpListDraft, type IpListName } from '../http/ip-guard.js';
 import { MAX_FORM_BYTES, sentence, type ConsoleRequest, type ConsoleServices, type Session } from './console-request.js';
-import { DRAFT_BACK_MESSAGE, type ConsoleSessions } from './console-session.js';
+import { draftBackMessage, type ConsoleSessions } from './console-session.js';
 import { page, redirect, sendHtml } from './html.js';
+import { t } from './i18n/i18n.js';
 import {
   CONFIRM_SELF_BLOCK,
   entriesText,
+  listLabel,
   ipRulesPage,
   loadedField,
   textHash,
@@ -35,7 +37,7 @@ export class IpRulesHandlers {
   /** `GET settings/ip-rules`, with a kept form back in it. */
   readonly show = async ({ req, res, session, ctx, query }: ConsoleRequest): Promise<void> => {
     const draft = this.sessions.takeDraft(req, 'settings/ip-rules');
-    await this.page(res, session, ctx, 200, { notice: draft ? DRAFT_BACK_MESSAGE : this.notice(query.get('saved')) }, draft?.form);
+    await this.page(res, session, ctx, 200, { notice: draft ? draftBackMessage() : this.notice(query.get('saved')) }, draft?.form);
   };
 
   private async page(
@@ -67,18 +69,16 @@ export class IpRulesHandlers {
       selfBlock: null,
       ...extra,
     });
-    sendHtml(res, status, page({ title: 'Settings → IP rules', current: 'ip-rules', csrf: session.csrf, body }));
+    sendHtml(res, status, page({ title: t('ip.title'), current: 'ip-rules', csrf: session.csrf, body }));
   }
 
   /** "Whitelist saved: 3 entries." for `?saved=whitelist,blacklist`, with the counts in force now. */
   private notice(saved: string | null): string | null {
     if (saved === null) return null;
     const lists = IP_LISTS.filter((list) => saved.split(',').includes(list));
-    if (lists.length === 0) return 'Nothing to save: neither list was changed.';
+    if (lists.length === 0) return t('ip.nothing');
     const summaries = this.s.ipGuard.summary();
-    return lists
-      .map((list) => `${list === 'whitelist' ? 'Whitelist' : 'Blacklist'} saved: ${entriesText(summaries[list].entries)}.`)
-      .join(' ');
+    return lists.map((list) => t('ip.saved', { list: listLabel(list), entries: entriesText(summaries[list].entries) })).join(' ');
   }
 
   /**
@@ -104,7 +104,7 @@ export class IpRulesHandlers {
           throw err;
         const problems = (err.details?.problems ?? []) as IpRuleLineError[];
         const count = typeof err.details?.problem_count === 'number' ? err.details.problem_count : problems.length;
-        lists[list].error = { message: `${sentence(err.message)}. Nothing was saved.`, problems, problemCount: count };
+        lists[list].error = { message: t('ip.refused', { message: sentence(err.message) }), problems, problemCount: count };
         refused ??= err;
       }
     }
@@ -114,7 +114,7 @@ export class IpRulesHandlers {
     }
     const blocking = ipGuard.blockingRule(ctx.ip, drafts);
     if (blocking && form.get(CONFIRM_SELF_BLOCK) !== 'on') {
-      const selfBlock = `Not saved: these rules would block your own address ${ctx.ip} (blacklist line ${blocking.line}: ${blocking.text}), and you could no longer reach this control panel from it. Whitelist your address, or tick the box to confirm and save again.`;
+      const selfBlock = t('ip.self_block', { ip: ctx.ip, line: blocking.line, text: blocking.text });
       await this.page(res, session, ctx, 409, { lists, selfBlock });
       return;
     }

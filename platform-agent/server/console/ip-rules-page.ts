@@ -15,6 +15,7 @@ import { lineErrors, normaliseIpRulesText, type IpRuleLineError } from '../../..
 import type { IpDecision } from '../../../shared/ip-rules.js';
 import { IP_LISTS, type IpListName, type IpListSummary } from '../http/ip-guard.js';
 import { csrfInput, esc } from './html.js';
+import { t, type MessageKey } from './i18n/i18n.js';
 
 export const CONFIRM_SELF_BLOCK = 'confirm_self_block';
 /** Form field carrying the hash of the text a list's textarea was loaded with. */
@@ -60,27 +61,26 @@ export interface IpRulesPageInput {
   selfBlock: string | null;
 }
 
-const LABELS: Record<IpListName, string> = { whitelist: 'Whitelist', blacklist: 'Blacklist' };
-const ROLES: Record<IpListName, string> = {
-  whitelist: 'Never blocked, whatever the blacklist says, and exempt from the per-address login limit.',
-  blacklist: 'Every request from these addresses is refused (403), unless the whitelist covers the address.',
-};
-const DECISIONS: Record<IpDecision, string> = {
-  whitelisted: 'on the whitelist',
-  blacklisted: 'on the blacklist',
-  neutral: 'on neither list',
+const LABELS: Record<IpListName, MessageKey> = { whitelist: 'ip.whitelist', blacklist: 'ip.blacklist' };
+const ENTRIES_LABELS: Record<IpListName, MessageKey> = { whitelist: 'ip.whitelist_entries', blacklist: 'ip.blacklist_entries' };
+const ROLES: Record<IpListName, MessageKey> = { whitelist: 'ip.whitelist_role', blacklist: 'ip.blacklist_role' };
+const DECISIONS: Record<IpDecision, MessageKey> = {
+  whitelisted: 'ip.decision.whitelisted',
+  blacklisted: 'ip.decision.blacklisted',
+  neutral: 'ip.decision.neutral',
 };
 
-const plural = (n: number, one: string, many: string): string => `${n.toLocaleString('en-US')} ${n === 1 ? one : many}`;
-export const entriesText = (n: number): string => plural(n, 'entry', 'entries');
+/** A list's name as the page says it ("Whitelist"). */
+export const listLabel = (list: IpListName): string => t(LABELS[list]);
+export const entriesText = (n: number): string => t('ip.entries', { count: n });
 
 function problemList(problems: readonly IpRuleLineError[], total: number): string {
   const items = problems
     .slice(0, maxShownProblems)
-    .map((p) => `<li>Line ${p.line}: <code>${esc(p.text)}</code> — ${esc(p.message)}</li>`)
+    .map((p) => `<li>${esc(t('ip.line', { line: p.line }))} <code>${esc(p.text)}</code> — ${esc(p.message)}</li>`)
     .join('');
   const more = total - Math.min(problems.length, maxShownProblems);
-  return `<ul class="problems">${items}</ul>${more > 0 ? `<p>… and ${plural(more, 'more line', 'more lines')}.</p>` : ''}`;
+  return `<ul class="problems">${items}</ul>${more > 0 ? `<p>${esc(t('ip.more_lines', { count: more }))}</p>` : ''}`;
 }
 
 function listRow(list: IpListName, f: IpListForm, p: IpRulesPageInput): string {
@@ -94,14 +94,14 @@ function listRow(list: IpListName, f: IpListForm, p: IpRulesPageInput): string {
     .filter(Boolean)
     .join(' ');
 
-  let status = `${entriesText(summary.entries)} in force.`;
-  if (summary.status === 'missing') status = `No ${fileName} yet: the list is empty.`;
+  let status = t('ip.in_force', { entries: entriesText(summary.entries) });
+  if (summary.status === 'missing') status = t('ip.missing', { file: fileName });
   const unreadable =
     f.text === null
-      ? `<p class="alert" role="alert">${esc(fileName)} cannot be read (${esc(summary.error ?? 'unknown error')}): the rules loaded before stay in force (${esc(entriesText(summary.entries))}). Fix or replace the file on the server; it cannot be edited here.</p>`
+      ? `<p class="alert" role="alert">${esc(t('ip.unreadable', { file: fileName, error: summary.error ?? t('ip.unknown_error'), entries: entriesText(summary.entries) }))}</p>`
       : '';
   const skipped = hasSkipped
-    ? `<div class="warning" id="${id}-skipped"><p>${esc(fileName)} has ${esc(plural(summary.problems.length, 'line that is', 'lines that are'))} skipped: fix or remove ${summary.problems.length === 1 ? 'it' : 'them'}, then save.</p>${problemList(lineErrors(summary.problems), summary.problems.length)}</div>`
+    ? `<div class="warning" id="${id}-skipped"><p>${esc(t('ip.skipped', { file: fileName, count: summary.problems.length }))}</p>${problemList(lineErrors(summary.problems), summary.problems.length)}</div>`
     : '';
   const error = f.error
     ? `<div class="error" id="${id}-error" role="alert"><p>${esc(f.error.message)}</p>${f.error.problems.length ? problemList(f.error.problems, f.error.problemCount) : ''}</div>`
@@ -109,34 +109,34 @@ function listRow(list: IpListName, f: IpListForm, p: IpRulesPageInput): string {
       ? `<div class="error" id="${id}-error" role="alert"><p>${esc(selfBlock)}</p></div>`
       : '';
   const confirm = selfBlock
-    ? `<label class="confirm"><input type="checkbox" id="${CONFIRM_SELF_BLOCK}" name="${CONFIRM_SELF_BLOCK}" aria-describedby="${id}-error"> I understand: save anyway and block my own address ${esc(p.client.ip)}</label>`
+    ? `<label class="confirm"><input type="checkbox" id="${CONFIRM_SELF_BLOCK}" name="${CONFIRM_SELF_BLOCK}" aria-describedby="${id}-error"> ${esc(t('ip.confirm_self_block', { ip: p.client.ip }))}</label>`
     : '';
   const textarea = `<textarea id="${id}" name="${list}" rows="12" cols="60" spellcheck="false" autocomplete="off" autocapitalize="off" aria-describedby="${described}"${invalid ? ' aria-invalid="true"' : ''}${f.text === null ? ' disabled' : ''}>\n${esc(f.text ?? '')}</textarea>`;
-  return `<fieldset><legend>${LABELS[list]}</legend>
-<div class="row ip-list${invalid ? ' invalid' : ''}"><div class="label"><label for="${id}">${LABELS[list]} entries</label>
-<p class="hint" id="${id}-hint">${esc(status)} ${esc(ROLES[list])}</p></div>
+  return `<fieldset><legend>${esc(t(LABELS[list]))}</legend>
+<div class="row ip-list${invalid ? ' invalid' : ''}"><div class="label"><label for="${id}">${esc(t(ENTRIES_LABELS[list]))}</label>
+<p class="hint" id="${id}-hint">${esc(status)} ${esc(t(ROLES[list]))}</p></div>
 <div class="inputs">${unreadable}${textarea}
-<p class="hint" id="${id}-format">One entry a line: an address <code>10.0.0.5</code>, a CIDR block <code>10.0.0.0/8</code>, a range <code>10.0.0.1-10.0.0.9</code>, IPv6 alike <code>2001:db8::/32</code>; <code># comment</code> to the end of the line. Comments and blank lines are kept.</p>
+<p class="hint" id="${id}-format">${t('ip.format_html')}</p>
 ${error}${confirm}${skipped}</div></div></fieldset>`;
 }
 
 /** The body of Settings → IP rules. */
 export function ipRulesPage(p: IpRulesPageInput): string {
   const hidden = IP_LISTS.map((list) => `<input type="hidden" name="${loadedField(list)}" value="${esc(p.lists[list].loaded)}">`).join('');
-  return `<h2>Settings → IP rules</h2>
+  return `<h2>${esc(t('ip.title'))}</h2>
 ${p.notice ? `<p class="notice" role="status">${esc(p.notice)}</p>` : ''}
 ${p.alert ? `<p class="alert" role="alert">${esc(p.alert)}</p>` : ''}
-<div class="panel"><p>The platform server checks the client address of every request against two lists, <code>whitelist.dat</code> and <code>blacklist.dat</code> in its data folder:</p>
+<div class="panel"><p>${t('ip.intro_html')}</p>
 <ul>
-<li>A request from a blacklisted address is refused with 403 — the API, the admin API and this control panel alike.</li>
-<li>The whitelist wins over the blacklist: a whitelisted address is never blocked.</li>
-<li>Whitelisted addresses are exempt from the per-address login limit (${esc(plural(p.loginLimit, 'attempt', 'attempts'))} a minute); device and user locks still apply to them.</li>
-<li>An address on neither list is served as usual: the whitelist does not restrict who may connect.</li>
+<li>${esc(t('ip.rule_blacklist'))}</li>
+<li>${esc(t('ip.rule_wins'))}</li>
+<li>${esc(t('ip.rule_limit', { count: p.loginLimit }))}</li>
+<li>${esc(t('ip.rule_neither'))}</li>
 </ul>
-<p>Saved rules apply from the next request. The relay in the DMZ has lists of its own (<code>--whitelist</code>, <code>--blacklist</code>), not edited here.</p>
-<p>Your address: <code>${esc(p.client.ip)}</code>, ${esc(DECISIONS[p.client.decision])}.</p></div>
+<p>${t('ip.relay_html')}</p>
+<p>${t('ip.your_address_html', { ip: esc(p.client.ip), decision: esc(t(DECISIONS[p.client.decision])) })}</p></div>
 <form method="post" action="/console/settings/ip-rules" novalidate>${csrfInput(p.csrf)}${hidden}
 ${IP_LISTS.map((list) => listRow(list, p.lists[list], p)).join('\n')}
-<div class="actions"><button type="submit">Save IP rules</button><span class="hint">Both lists are checked line by line: if any line is not valid, nothing is saved. A list you did not change is not rewritten.</span></div>
+<div class="actions"><button type="submit">${esc(t('ip.save'))}</button><span class="hint">${esc(t('ip.save_hint'))}</span></div>
 </form>`;
 }

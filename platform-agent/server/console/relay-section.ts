@@ -7,6 +7,7 @@
 import type { RelayConnectionStatus } from '../relay-control.js';
 import { FLAG_OF, type RelayConnectionSettings, type RelayFlagField } from '../relay-settings.js';
 import { csrfInput, esc } from './html.js';
+import { DEFAULT_LANGUAGE, formatDate, language, t, type MessageKey } from './i18n/i18n.js';
 import type { FieldError } from './security-page.js';
 
 const RELAY_FORM_ACTION = '/console/settings/relay';
@@ -68,29 +69,31 @@ export function relayPatchFromForm(v: RelayFormValues, token: string, flagFields
 const id = (field: string): string => `relay-${field.replace(/_/g, '-')}`;
 
 function when(iso: string | null): string {
-  return iso === null ? '—' : `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`;
+  if (iso === null) return '—';
+  return language() === DEFAULT_LANGUAGE ? `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC` : formatDate(Date.parse(iso));
 }
 
-const STATE_TEXT: Record<RelayConnectionStatus['state'], string> = {
-  off: 'Off',
-  connecting: 'Connecting…',
-  connected: 'Connected',
-  degraded: 'Partly connected',
+const STATE_TEXT: Record<RelayConnectionStatus['state'], MessageKey> = {
+  off: 'relay.state.off',
+  connecting: 'relay.state.connecting',
+  connected: 'relay.state.connected',
+  degraded: 'relay.state.degraded',
 };
 
 function stateTable(status: RelayConnectionStatus): string {
   const rows = status.relays
     .map((r) => {
-      const state = r.connected === 0 ? 'Connecting…' : `Connected (${r.connected} of ${r.connections})`;
+      const state =
+        r.connected === 0 ? t('relay.state.connecting') : t('relay.connected_of', { connected: r.connected, connections: r.connections });
       const error = r.lastError === null ? '—' : `${esc(r.lastError)} <span class="hint">(${esc(when(r.lastErrorAt))})</span>`;
       return `<tr><td><code>${esc(r.url)}</code></td><td>${esc(state)}</td><td>${esc(when(r.since))}</td><td>${error}</td></tr>`;
     })
     .join('');
-  return `<div class="row"><span class="label">Tunnel state</span><div class="inputs">
-<p id="relay-state" role="status"><strong>${esc(STATE_TEXT[status.state])}</strong> <a href="/console/settings/security#relay">Refresh</a></p>
+  return `<div class="row"><span class="label">${esc(t('relay.state'))}</span><div class="inputs">
+<p id="relay-state" role="status"><strong>${esc(t(STATE_TEXT[status.state]))}</strong> <a href="/console/settings/security#relay">${esc(t('relay.refresh'))}</a></p>
 ${
   rows
-    ? `<table aria-label="Relay connections"><thead><tr><th scope="col">Relay</th><th scope="col">State</th><th scope="col">Since</th><th scope="col">Last error</th></tr></thead><tbody>${rows}</tbody></table>`
+    ? `<table aria-label="${esc(t('relay.table'))}"><thead><tr><th scope="col">${esc(t('relay.col.relay'))}</th><th scope="col">${esc(t('relay.col.state'))}</th><th scope="col">${esc(t('relay.col.since'))}</th><th scope="col">${esc(t('relay.col.error'))}</th></tr></thead><tbody>${rows}</tbody></table>`
     : ''
 }</div></div>`;
 }
@@ -99,9 +102,7 @@ ${
 export function relaySection(p: RelaySectionInput): string {
   const err = (field: string): FieldError | null => (p.error && p.error.field === field ? p.error : null);
   const flagNote = (field: RelayFlagField): string =>
-    p.flagFields.includes(field)
-      ? `<p class="warning">Set by <code>${FLAG_OF[field]}</code> on the command line: it wins over the value saved here until the agent starts without it.</p>`
-      : '';
+    p.flagFields.includes(field) ? `<p class="warning">${t('relay.flag_html', { flag: esc(FLAG_OF[field]) })}</p>` : '';
   const ro = (field: RelayFlagField): string => (p.flagFields.includes(field) ? ' readonly aria-readonly="true"' : '');
   const row = (field: string, label: string, input: string, hint: string, extra = ''): string => {
     const e = err(field);
@@ -114,51 +115,51 @@ export function relaySection(p: RelaySectionInput): string {
   const general =
     p.error && !['enabled', 'relays', 'token', 'relay_ca', 'relay_fingerprint', 'connections'].includes(p.error.field) ? p.error : null;
   return `<form method="post" action="${RELAY_FORM_ACTION}" novalidate>${csrfInput(p.csrf)}
-<fieldset id="relay"><legend>Relay server</legend>
+<fieldset id="relay"><legend>${esc(t('relay.legend'))}</legend>
 ${p.notice ? `<p class="notice" role="status">${esc(p.notice)}</p>` : ''}${general ? `<p class="alert" role="alert">${esc(general.message)}</p>` : ''}
 ${row(
   'enabled',
-  'Use Relay Server',
+  t('relay.enabled'),
   `<input type="checkbox" id="${id('enabled')}" name="relay.enabled"${p.values.enabled ? ' checked' : ''}${aria('enabled')}>`,
-  "The platform dials out to the relay in the DMZ and keeps the tunnel open; mobile clients reach it on the relay's ports 10080 (HTTP) and 10443 (HTTPS). No inbound port is opened. Saving starts or stops the tunnel at once.",
+  esc(t('relay.enabled_hint')),
 )}
 ${row(
   'relays',
-  'Relay addresses',
+  t('relay.relays'),
   `<textarea id="${id('relays')}" name="relay.relays" rows="2" spellcheck="false"${ro('relays')}${aria('relays')}>${esc(p.values.relays)}</textarea>`,
-  'The relay tunnel URL, <code>wss://host:port</code> (the relay listens on 10900 by default); one a line to use several relays.',
+  t('relay.relays_hint_html'),
   flagNote('relays'),
 )}
 ${row(
   'token',
-  'Agent token',
-  `<input type="password" id="${id('token')}" name="relay.token" autocomplete="off" size="48" placeholder="${p.tokenSet ? 'set — leave empty to keep it' : 'not set'}"${ro('token')}${aria('token')}>`,
-  'The token <code>relay token create</code> printed for this platform. Never shown again; leave the box empty to keep the current one — except when you change the relay addresses, CA or pin: then type it again.',
+  t('relay.token'),
+  `<input type="password" id="${id('token')}" name="relay.token" autocomplete="off" size="48" placeholder="${esc(t(p.tokenSet ? 'relay.token_set' : 'relay.token_unset'))}"${ro('token')}${aria('token')}>`,
+  t('relay.token_hint_html'),
   flagNote('token'),
 )}
 ${row(
   'relay_ca',
-  'Relay CA',
+  t('relay.ca'),
   `<textarea id="${id('relay_ca')}" name="relay.relay_ca" rows="3" spellcheck="false" placeholder="-----BEGIN CERTIFICATE-----"${ro('relay_ca')}${aria('relay_ca')}>${esc(p.values.relay_ca)}</textarea>`,
-  "PEM certificate of the CA that signed the relay's certificate (<code>relay cert init</code>). Empty: the system's CAs, or the pin below.",
+  t('relay.ca_hint_html'),
   flagNote('relay_ca'),
 )}
 ${row(
   'relay_fingerprint',
-  'Relay certificate pin',
+  t('relay.pin'),
   `<input type="text" id="${id('relay_fingerprint')}" name="relay.relay_fingerprint" value="${esc(p.values.relay_fingerprint)}" size="64" spellcheck="false"${ro('relay_fingerprint')}${aria('relay_fingerprint')}>`,
-  "SHA-256 fingerprint of the relay's certificate, as the relay prints it at start-up; pins that certificate instead of checking a CA.",
+  esc(t('relay.pin_hint')),
   flagNote('relay_fingerprint'),
 )}
 ${row(
   'connections',
-  'Connections per relay',
+  t('relay.connections'),
   `<input type="number" id="${id('connections')}" name="relay.connections" value="${esc(p.values.connections)}" min="1" max="64" step="1"${ro('connections')}${aria('connections')}>`,
-  'Default: 2.',
+  esc(t('relay.connections_hint')),
   flagNote('connections'),
 )}
 ${stateTable(p.status)}
 </fieldset>
-<div class="actions"><button type="submit">Save relay settings</button></div>
+<div class="actions"><button type="submit">${esc(t('relay.save'))}</button></div>
 </form>`;
 }

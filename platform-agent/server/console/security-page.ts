@@ -7,6 +7,7 @@
  */
 import { defaultSettings, type SecuritySettings } from '../security/settings.js';
 import { csrfInput, esc } from './html.js';
+import { formatNumber, t, type MessageKey } from './i18n/i18n.js';
 
 /** Form values by field name (`lockout.device_failures`); checkboxes are 'on' or ''. */
 export type FormValues = Record<string, string>;
@@ -19,116 +20,123 @@ export interface FieldError {
 
 export const CONFIRM_INVALIDATE = 'confirm_invalidate';
 export const CONFIRM_ROTATE = 'confirm_rotate';
-export const INVALIDATE_WARNING = 'Changing token validity logs everyone out';
 
 interface NumberInput {
   name: string;
-  label: string;
-  unit: string;
+  /** The input's own accessible name (of the row's label, for a row of two inputs). */
+  label: () => string;
+  unit: MessageKey | null;
 }
 
 interface Row {
   /** The setting this row edits; errors whose field is it or below it show here. */
   key: string;
-  label: string;
+  label: MessageKey;
   kind: 'numbers' | 'text' | 'checkbox';
   inputs: NumberInput[];
-  hint: string;
+  hint: () => string;
 }
 
 const d = defaultSettings;
-const validityHint = (v: { days: number; hours: number }): string => `Default: ${v.days} days ${v.hours} hours.`;
-const validityRow = (key: string, label: string, hint: string): Row => ({
+const validityHint = (v: { days: number; hours: number }): string => t('hint.default_validity', { days: v.days, hours: v.hours });
+const validityRow = (key: string, label: MessageKey, hint: () => string): Row => ({
   key,
   label,
   kind: 'numbers',
   inputs: [
-    { name: `${key}.days`, label: `${label}, days`, unit: 'days' },
-    { name: `${key}.hours`, label: `${label}, hours`, unit: 'hours' },
+    { name: `${key}.days`, label: () => t('input.days', { label: t(label) }), unit: 'unit.days' },
+    { name: `${key}.hours`, label: () => t('input.hours', { label: t(label) }), unit: 'unit.hours' },
   ],
   hint,
 });
-const numberRow = (key: string, label: string, unit: string, hint: string): Row => ({
+const numberRow = (key: string, label: MessageKey, unit: MessageKey, hint: () => string): Row => ({
   key,
   label,
   kind: 'numbers',
-  inputs: [{ name: key, label, unit }],
+  inputs: [{ name: key, label: () => t(label), unit }],
   hint,
 });
+const defaultHint = (value: () => string) => (): string => t('hint.default', { value: value() });
 
 const AUTHENTICATION: Row[] = [
-  validityRow('api_token_validity', 'JWT validity for API users', validityHint(d.api_token_validity)),
-  validityRow('admin_token_validity', 'JWT validity for administrators', validityHint(d.admin_token_validity)),
+  validityRow('api_token_validity', 'field.api_token_validity', () => validityHint(d.api_token_validity)),
+  validityRow('admin_token_validity', 'field.admin_token_validity', () => validityHint(d.admin_token_validity)),
   validityRow(
     'refresh_token_validity',
-    'Refresh token validity',
-    `${validityHint(d.refresh_token_validity)} Must be longer than both JWT validities.`,
+    'field.refresh_token_validity',
+    () => `${validityHint(d.refresh_token_validity)} ${t('hint.refresh_token_validity')}`,
   ),
   {
     key: 'admin_inactivity_timeout',
-    label: 'Administrator inactivity timeout',
+    label: 'field.admin_inactivity_timeout',
     kind: 'text',
-    inputs: [{ name: 'admin_inactivity_timeout', label: 'Administrator inactivity timeout', unit: 'hh:mm' }],
-    hint: 'For example 00:30. Empty: no timeout (the default).',
+    inputs: [{ name: 'admin_inactivity_timeout', label: () => t('field.admin_inactivity_timeout'), unit: 'unit.hhmm' }],
+    hint: () => t('hint.admin_inactivity_timeout'),
   },
-  numberRow(
-    'account_validity_days',
-    'Account validity for all users',
-    'days',
-    "Empty: unlimited (the default). A user's own period overrides it.",
-  ),
+  numberRow('account_validity_days', 'field.account_validity_days', 'unit.days', () => t('hint.account_validity_days')),
 ];
 
-const checkboxRow = (key: string, label: string, hint: string): Row => ({
+const checkboxRow = (key: string, label: MessageKey, hint: MessageKey): Row => ({
   key,
   label,
   kind: 'checkbox',
-  inputs: [{ name: key, label, unit: '' }],
-  hint,
+  inputs: [{ name: key, label: () => t(label), unit: null }],
+  hint: () => t(hint),
 });
 
 const l = d.lockout;
 const SMART_LOCKOUT = 'lockout.smart_lockout';
 const AUTHORIZATION_FAILURES: Row[] = [
-  numberRow('lockout.device_failures', 'Failures before a device lock', 'failures', `Default: ${l.device_failures}.`),
-  numberRow('lockout.failure_reset_minutes', 'Failure counter reset time', 'minutes', `Default: ${l.failure_reset_minutes} minutes.`),
-  numberRow('lockout.device_lock_minutes', 'Device lock time', 'minutes', `Default: ${l.device_lock_minutes} minutes.`),
-  numberRow('lockout.user_device_locks', 'Device locks before a user lock', 'device locks', `Default: ${l.user_device_locks}.`),
-  numberRow('lockout.device_lock_reset_hours', 'Device lock counter reset time', 'hours', `Default: ${l.device_lock_reset_hours} hours.`),
-  numberRow('lockout.user_lock_days', 'User lock time', 'days', `Default: ${l.user_lock_days} day.`),
-  checkboxRow(
-    SMART_LOCKOUT,
-    'Smart lockout',
-    'A device where the user logged in before keeps working through a user lock caused from other devices, and a repeated wrong password counts once. Trade-off: a stolen known device keeps working until you lock the user or the device. Default: off.',
+  numberRow(
+    'lockout.device_failures',
+    'field.device_failures',
+    'unit.failures',
+    defaultHint(() => formatNumber(l.device_failures)),
   ),
+  numberRow(
+    'lockout.failure_reset_minutes',
+    'field.failure_reset_minutes',
+    'unit.minutes',
+    defaultHint(() => t('count.minutes', { count: l.failure_reset_minutes })),
+  ),
+  numberRow(
+    'lockout.device_lock_minutes',
+    'field.device_lock_minutes',
+    'unit.minutes',
+    defaultHint(() => t('count.minutes', { count: l.device_lock_minutes })),
+  ),
+  numberRow(
+    'lockout.user_device_locks',
+    'field.user_device_locks',
+    'unit.device_locks',
+    defaultHint(() => formatNumber(l.user_device_locks)),
+  ),
+  numberRow(
+    'lockout.device_lock_reset_hours',
+    'field.device_lock_reset_hours',
+    'unit.hours',
+    defaultHint(() => t('count.hours', { count: l.device_lock_reset_hours })),
+  ),
+  numberRow(
+    'lockout.user_lock_days',
+    'field.user_lock_days',
+    'unit.days',
+    defaultHint(() => t('count.days', { count: l.user_lock_days })),
+  ),
+  checkboxRow(SMART_LOCKOUT, 'field.smart_lockout', 'hint.smart_lockout'),
 ];
 
 const MOBILE: Row[] = [
-  checkboxRow(
-    'mobile_authorization.enabled',
-    'Mobile authorization authenticator',
-    'Accepts "Authorization: Mobile <base64 user:password>". Default: off.',
-  ),
-  checkboxRow('mobile_token.enabled', 'Mobile token authenticator', 'Accepts the "twx-mobile-token" header. Default: off.'),
-  numberRow(
-    'mobile_authorization.token_lifetime_seconds',
-    'Mobile token lifetime',
-    'seconds',
-    `Default: ${d.mobile_authorization.token_lifetime_seconds.toLocaleString('en-US')} seconds (30 days).`,
+  checkboxRow('mobile_authorization.enabled', 'field.mobile_authorization', 'hint.mobile_authorization'),
+  checkboxRow('mobile_token.enabled', 'field.mobile_token', 'hint.mobile_token'),
+  numberRow('mobile_authorization.token_lifetime_seconds', 'field.mobile_token_lifetime', 'unit.seconds', () =>
+    t('hint.mobile_token_lifetime', { seconds: formatNumber(d.mobile_authorization.token_lifetime_seconds) }),
   ),
 ];
 
 const ENCRYPTION: Row[] = [
-  checkboxRow(
-    'https.api',
-    'HTTPS for the API',
-    "API calls over plain HTTP are refused (403 https_required): mobile clients use the relay's HTTPS port (10443), internal clients https:// on this port. Default: off (HTTP).",
-  ),
-  checkboxRow(
-    'https.control_panel',
-    'HTTPS for the Control Panel',
-    'The control panel over plain HTTP is redirected to https:// on the same port. Default: off (HTTP).',
-  ),
+  checkboxRow('https.api', 'field.https_api', 'hint.https_api'),
+  checkboxRow('https.control_panel', 'field.https_control_panel', 'hint.https_control_panel'),
 ];
 
 const on = (b: boolean): string => (b ? 'on' : '');
@@ -201,24 +209,24 @@ function renderRow(row: Row, v: FormValues, error: FieldError | null): string {
   let inputs: string;
   if (row.kind === 'checkbox') {
     const input = row.inputs[0]!;
-    label = `<label for="${id(input.name)}">${esc(row.label)}</label>`;
+    label = `<label for="${id(input.name)}">${esc(t(row.label))}</label>`;
     inputs = `<input type="checkbox" id="${id(input.name)}" name="${esc(input.name)}"${v[input.name] === 'on' ? ' checked' : ''} aria-describedby="${described}"${invalid}>`;
   } else if (row.inputs.length === 1) {
     const input = row.inputs[0]!;
     const type = row.kind === 'text' ? 'text' : 'number';
-    const extra = row.kind === 'text' ? ' placeholder="hh:mm" size="8" inputmode="numeric"' : ' min="0" step="1"';
-    label = `<label for="${id(input.name)}">${esc(row.label)}</label>`;
-    inputs = `<input type="${type}" id="${id(input.name)}" name="${esc(input.name)}" value="${esc(v[input.name])}"${extra} aria-describedby="${described}"${invalid}> <span>${esc(input.unit)}</span>`;
+    const extra = row.kind === 'text' ? ` placeholder="${esc(t('unit.hhmm'))}" size="8" inputmode="numeric"` : ' min="0" step="1"';
+    label = `<label for="${id(input.name)}">${esc(t(row.label))}</label>`;
+    inputs = `<input type="${type}" id="${id(input.name)}" name="${esc(input.name)}" value="${esc(v[input.name])}"${extra} aria-describedby="${described}"${invalid}> <span>${esc(input.unit ? t(input.unit) : '')}</span>`;
   } else {
-    label = `<span class="label" id="${id(row.key)}-label">${esc(row.label)}</span>`;
+    label = `<span class="label" id="${id(row.key)}-label">${esc(t(row.label))}</span>`;
     inputs = row.inputs
       .map(
         (input) =>
-          `<label><input type="number" min="0" step="1" id="${id(input.name)}" name="${esc(input.name)}" value="${esc(v[input.name])}" aria-label="${esc(input.label)}" aria-describedby="${described}"${invalid}> ${esc(input.unit)}</label>`,
+          `<label><input type="number" min="0" step="1" id="${id(input.name)}" name="${esc(input.name)}" value="${esc(v[input.name])}" aria-label="${esc(input.label())}" aria-describedby="${described}"${invalid}> ${esc(input.unit ? t(input.unit) : '')}</label>`,
       )
       .join('');
   }
-  return `<div class="row${err ? ' invalid' : ''}">${label}<div class="inputs">${inputs}<p class="hint" id="${id(row.key)}-hint">${esc(row.hint)}</p>${err ? errorText(err, row.key) : ''}</div></div>`;
+  return `<div class="row${err ? ' invalid' : ''}">${label}<div class="inputs">${inputs}<p class="hint" id="${id(row.key)}-hint">${esc(row.hint())}</p>${err ? errorText(err, row.key) : ''}</div></div>`;
 }
 
 export interface SecurityPageInput {
@@ -237,32 +245,32 @@ export function securityPage(p: SecurityPageInput): string {
   const rows = (list: Row[]): string => list.map((r) => renderRow(r, p.values, p.error)).join('');
   const general = p.error && !ALL_ROWS.some((r) => errorFor(r, p.error)) ? p.error : null;
   const fingerprint = p.tlsFingerprint
-    ? `<p class="hint">This port's HTTPS certificate, SHA-256: <code>${esc(p.tlsFingerprint)}</code></p>`
+    ? `<p class="hint">${t('security.fingerprint_html', { fingerprint: esc(p.tlsFingerprint) })}</p>`
     : '';
   const confirmError = errorFor({ key: CONFIRM_INVALIDATE }, p.error);
   const rotateError = errorFor({ key: CONFIRM_ROTATE }, p.error);
-  return `<h2>Settings → Security</h2>
+  return `<h2>${esc(t('security.title'))}</h2>
 ${p.notice ? `<p class="notice" role="status">${esc(p.notice)}</p>` : ''}
 ${general && general.field !== CONFIRM_INVALIDATE && general.field !== CONFIRM_ROTATE ? `<p class="alert" role="alert">${esc(general.message)}</p>` : ''}
 <form method="post" action="/console/settings/security" novalidate>${csrfInput(p.csrf)}
-<fieldset><legend>Encryption</legend>${rows(ENCRYPTION)}${fingerprint}</fieldset>
-<fieldset><legend>Authentication</legend>${rows(AUTHENTICATION)}
-<div class="row${confirmError ? ' invalid' : ''}"><span class="label">Token validity change</span><div class="inputs">
-<p class="warning" id="${id(CONFIRM_INVALIDATE)}-hint">${INVALIDATE_WARNING}: every access and refresh token becomes invalid, yours included, and everyone must log in again.</p>
-<label><input type="checkbox" id="${id(CONFIRM_INVALIDATE)}" name="${CONFIRM_INVALIDATE}"${p.values[CONFIRM_INVALIDATE] === 'on' ? ' checked' : ''} aria-describedby="${id(CONFIRM_INVALIDATE)}-hint"> I understand: a token validity change logs everyone out</label>
+<fieldset><legend>${esc(t('security.encryption'))}</legend>${rows(ENCRYPTION)}${fingerprint}</fieldset>
+<fieldset><legend>${esc(t('security.authentication'))}</legend>${rows(AUTHENTICATION)}
+<div class="row${confirmError ? ' invalid' : ''}"><span class="label">${esc(t('security.invalidate_label'))}</span><div class="inputs">
+<p class="warning" id="${id(CONFIRM_INVALIDATE)}-hint">${esc(t('security.invalidate_warning'))}</p>
+<label><input type="checkbox" id="${id(CONFIRM_INVALIDATE)}" name="${CONFIRM_INVALIDATE}"${p.values[CONFIRM_INVALIDATE] === 'on' ? ' checked' : ''} aria-describedby="${id(CONFIRM_INVALIDATE)}-hint"> ${esc(t('security.invalidate_confirm'))}</label>
 ${confirmError ? errorText(confirmError, CONFIRM_INVALIDATE) : ''}</div></div>
 </fieldset>
-<fieldset><legend>Authorization failures</legend>${rows(AUTHORIZATION_FAILURES)}</fieldset>
-<fieldset><legend>Mobile authenticators</legend>${rows(MOBILE)}</fieldset>
-<div class="actions"><button type="submit">Save security settings</button></div>
+<fieldset><legend>${esc(t('security.failures'))}</legend>${rows(AUTHORIZATION_FAILURES)}</fieldset>
+<fieldset><legend>${esc(t('security.mobile'))}</legend>${rows(MOBILE)}</fieldset>
+<div class="actions"><button type="submit">${esc(t('security.save'))}</button></div>
 </form>
 ${p.relaySection ?? ''}
 <form method="post" action="/console/settings/security/rotate-signing-key">${csrfInput(p.csrf)}
-<fieldset><legend>Signing key</legend>
-<div class="row${rotateError ? ' invalid' : ''}"><span class="label">New signing key</span><div class="inputs">
-<p class="warning" id="${id(CONFIRM_ROTATE)}-hint">A new signing key makes every token issued so far invalid: everyone, you included, must log in again.</p>
-<label><input type="checkbox" id="${id(CONFIRM_ROTATE)}" name="${CONFIRM_ROTATE}" aria-describedby="${id(CONFIRM_ROTATE)}-hint"> I understand: everyone is logged out</label>
-<button type="submit" class="secondary">Generate new signing key</button>
+<fieldset><legend>${esc(t('security.signing_key'))}</legend>
+<div class="row${rotateError ? ' invalid' : ''}"><span class="label">${esc(t('security.new_key'))}</span><div class="inputs">
+<p class="warning" id="${id(CONFIRM_ROTATE)}-hint">${esc(t('security.rotate_warning'))}</p>
+<label><input type="checkbox" id="${id(CONFIRM_ROTATE)}" name="${CONFIRM_ROTATE}" aria-describedby="${id(CONFIRM_ROTATE)}-hint"> ${esc(t('security.rotate_confirm'))}</label>
+<button type="submit" class="secondary">${esc(t('security.rotate_submit'))}</button>
 ${rotateError ? errorText(rotateError, CONFIRM_ROTATE) : ''}</div></div>
 </fieldset></form>`;
 }

@@ -5,13 +5,14 @@
 import type { ServerResponse } from 'node:http';
 import { RelayError } from '../../../shared/errors.js';
 import { sentence, type ConsoleHost, type ConsoleRequest, type ConsoleServices, type Session } from './console-request.js';
-import { DRAFT_BACK_MESSAGE, type ConsoleSessions } from './console-session.js';
+import { draftBackMessage, type ConsoleSessions } from './console-session.js';
+import { fieldMessage } from './error-text.js';
 import { HOST_HEADER, page, redirect, sendHtml } from './html.js';
+import { t } from './i18n/i18n.js';
 import { relayPatchFromForm, relaySection, relayValuesFromForm, relayValuesFromSettings, type RelayFormValues } from './relay-section.js';
 import {
   CONFIRM_INVALIDATE,
   CONFIRM_ROTATE,
-  INVALIDATE_WARNING,
   patchFromValues,
   securityPage,
   valuesFromForm,
@@ -39,12 +40,12 @@ export class SettingsHandlers {
   readonly show = async ({ req, res, session, query }: ConsoleRequest): Promise<void> => {
     const draft = this.sessions.takeDraft(req, 'settings/security', 'settings/relay');
     await this.page(res, session, 200, {
-      notice: query.get('saved') ? 'Security settings saved.' : draft?.path === 'settings/security' ? DRAFT_BACK_MESSAGE : null,
+      notice: query.get('saved') ? t('security.saved') : draft?.path === 'settings/security' ? draftBackMessage() : null,
       ...(draft?.path === 'settings/security' ? { values: valuesFromForm(draft.form) } : {}),
       relay:
         draft?.path === 'settings/relay'
-          ? { values: relayValuesFromForm(draft.form), notice: DRAFT_BACK_MESSAGE }
-          : { notice: query.get('relay') ? 'Relay settings saved and applied.' : null },
+          ? { values: relayValuesFromForm(draft.form), notice: draftBackMessage() }
+          : { notice: query.get('relay') ? t('relay.saved') : null },
     });
   };
 
@@ -73,7 +74,7 @@ export class SettingsHandlers {
       tlsFingerprint: this.host.tlsFingerprint(settings.https.api || settings.https.control_panel),
       relaySection: relayHtml,
     });
-    sendHtml(res, status, page({ title: 'Settings → Security', current: 'settings', csrf: session.csrf, body }));
+    sendHtml(res, status, page({ title: t('security.title'), current: 'settings', csrf: session.csrf, body }));
   }
 
   /** `POST settings/security`. */
@@ -86,11 +87,11 @@ export class SettingsHandlers {
     } catch (err) {
       const field = err instanceof RelayError ? err.details?.field : undefined;
       if (typeof field !== 'string') throw err;
-      await again({ field, message: (err as RelayError).message.replace(`${field}: `, '') });
+      await again({ field, message: fieldMessage((err as RelayError).code, field, (err as RelayError).message.replace(`${field}: `, '')) });
       return;
     }
     if (change.invalidatesTokens && values[CONFIRM_INVALIDATE] !== 'on') {
-      await again({ field: CONFIRM_INVALIDATE, message: `${INVALIDATE_WARNING}: tick the box to confirm, then save again.` });
+      await again({ field: CONFIRM_INVALIDATE, message: t('security.invalidate_error') });
       return;
     }
     if (change.next.https.api || change.next.https.control_panel) this.host.tlsFingerprint(true); // the certificate exists before the first TLS client
@@ -109,7 +110,7 @@ export class SettingsHandlers {
   /** `POST settings/relay`: the Relay server section's form (404 when this process manages no relay connection). */
   readonly saveRelay = async ({ res, session }: ConsoleRequest, form: URLSearchParams): Promise<void> => {
     const relay = this.s.relay();
-    if (!relay) throw new RelayError('RELAY_ERR_NOT_FOUND', 'this platform server has no relay connection to manage');
+    if (!relay) throw new RelayError('RELAY_ERR_NOT_FOUND', t('relay.none'));
     const values = relayValuesFromForm(form);
     try {
       await relay.update(
@@ -120,7 +121,10 @@ export class SettingsHandlers {
     } catch (err) {
       const field = err instanceof RelayError ? err.details?.field : undefined;
       if (typeof field !== 'string') throw err;
-      const error = { field, message: sentence((err as RelayError).message.replace(`${field}: `, '')) };
+      const error = {
+        field,
+        message: sentence(fieldMessage((err as RelayError).code, field, (err as RelayError).message.replace(`${field}: `, ''))),
+      };
       await this.page(res, session, 400, { relay: { values, error } });
       return;
     }
@@ -131,7 +135,7 @@ export class SettingsHandlers {
   readonly rotateKey = async ({ req, res, session }: ConsoleRequest, form: URLSearchParams): Promise<void> => {
     if (form.get(CONFIRM_ROTATE) !== 'on') {
       await this.page(res, session, 400, {
-        error: { field: CONFIRM_ROTATE, message: 'Tick the box to confirm, then generate the key again.' },
+        error: { field: CONFIRM_ROTATE, message: t('security.rotate_error') },
       });
       return;
     }

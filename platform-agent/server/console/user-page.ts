@@ -8,13 +8,14 @@
  * error names the input it belongs to.
  */
 import { DAY_MS } from '../../../shared/clock.js';
-import { formatUtc, type NewUser, type UserView } from '../security/account-rules.js';
+import type { NewUser, UserView } from '../security/account-rules.js';
 import type { GroupView } from '../security/groups.js';
 import { ROLES, type UserRecord } from '../store/store.js';
-import { ROLE_LABELS } from './groups-page.js';
+import { roleLabel } from './groups-page.js';
 import { csrfInput, esc } from './html.js';
+import { formatDate, t } from './i18n/i18n.js';
 import type { FieldError } from './security-page.js';
-import { LOCK_FIELD, userHref } from './users-page.js';
+import { LOCK_FIELD, statusText, userHref } from './users-page.js';
 
 export const PASSWORD_FIELD = 'password';
 export const REPEAT_FIELD = 'password_repeat';
@@ -22,6 +23,7 @@ export const REPEAT_FIELD = 'password_repeat';
 export const LOCK_SHOWN_FIELD = 'locked_shown';
 export const CONFIRM_DELETE = 'confirm_delete';
 
+/** The message of two different passwords (the English text also names the error in the logs). */
 export const PASSWORD_MISMATCH = 'The two passwords differ. Type the same password in both fields.';
 
 /** What a user form holds, as typed (passwords are not part of it: they are never shown again). */
@@ -39,15 +41,15 @@ export interface UserFormValues {
 }
 
 /** Readable names for the fields the validators name in their messages. */
-const FIELD_LABELS: Record<string, string> = {
-  account_valid_from: '“Account valid from”',
-  account_valid_until: '“Account valid until”',
-};
+const FIELD_LABELS = (): Record<string, string> => ({
+  account_valid_from: t('user.quoted', { label: t('user.valid_from') }),
+  account_valid_until: t('user.quoted', { label: t('user.valid_until') }),
+});
 
 /** The field's message without the leading `field: ` and with API field names made readable, capitalised. */
 export function fieldMessage(field: string | undefined, message: string): string {
   let text = field ? message.replace(`${field}: `, '') : message;
-  for (const [name, label] of Object.entries(FIELD_LABELS)) text = text.replaceAll(name, label);
+  for (const [name, label] of Object.entries(FIELD_LABELS())) text = text.replaceAll(name, label);
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
@@ -169,26 +171,28 @@ function textInput(field: string, value: string, extra: string, error: FieldErro
 }
 
 function passwordRows(p: UserPageInput, isNew: boolean): string {
-  const again = p.retyped ? ' For safety a password is never shown again: type it again.' : '';
-  const hint = isNew
-    ? `At least 8 characters.${again}`
-    : `Leave both fields empty to keep the current password. A new one (at least 8 characters) ends the user’s sessions.${again}`;
+  const again = p.retyped ? ` ${t('user.password_again')}` : '';
+  const hint = esc(`${t(isNew ? 'user.password_hint_new' : 'user.password_hint_edit')}${again}`);
   const input = (field: string): string =>
     `<input type="password" id="${fid(field)}" name="${field}" size="30" maxlength="1024" autocomplete="new-password"${aria(field, p.error)}>`;
   return (
-    row(PASSWORD_FIELD, isNew ? 'Password' : 'New password', input(PASSWORD_FIELD), hint, p.error) +
-    row(REPEAT_FIELD, isNew ? 'Repeat password' : 'Repeat new password', input(REPEAT_FIELD), 'Type the same password again.', p.error)
+    row(PASSWORD_FIELD, t(isNew ? 'user.password' : 'user.new_password'), input(PASSWORD_FIELD), hint, p.error) +
+    row(REPEAT_FIELD, t(isNew ? 'user.repeat' : 'user.repeat_new'), input(REPEAT_FIELD), esc(t('user.repeat_hint')), p.error)
   );
 }
 
 function roleRow(p: UserPageInput, isNew: boolean): string {
-  const options = ROLES.map(
-    (r) => `<option value="${esc(r)}"${p.values.role === r ? ' selected' : ''}>${esc(ROLE_LABELS[r] ?? r)}</option>`,
-  ).join('');
-  const hint = `Mobile user: the mobile apps. External connection: a system integration. Administrator: this control panel and the admin API.${
-    isNew ? '' : ' A new role ends the user’s sessions.'
-  }`;
-  return row('role', 'Role', `<select id="${fid('role')}" name="role"${aria('role', p.error)}>${options}</select>`, esc(hint), p.error);
+  const options = ROLES.map((r) => `<option value="${esc(r)}"${p.values.role === r ? ' selected' : ''}>${esc(roleLabel(r))}</option>`).join(
+    '',
+  );
+  const hint = `${t('user.role_hint')}${isNew ? '' : ` ${t('user.role_hint_edit')}`}`;
+  return row(
+    'role',
+    t('users.col.role'),
+    `<select id="${fid('role')}" name="role"${aria('role', p.error)}>${options}</select>`,
+    esc(hint),
+    p.error,
+  );
 }
 
 function groupRow(p: UserPageInput): string {
@@ -199,111 +203,102 @@ function groupRow(p: UserPageInput): string {
   const options = names
     .map((name) => {
       const role = roleOf.get(name);
-      const text = role ? `${name} (${ROLE_LABELS[role] ?? role})` : name;
+      const text = role ? `${name} (${roleLabel(role)})` : name;
       return `<option value="${esc(name)}"${p.values.group === name ? ' selected' : ''}>${esc(text)}</option>`;
     })
     .join('');
-  const select = `<select id="${fid('group')}" name="group"${aria('group', p.error)}><option value=""${p.values.group ? '' : ' selected'}>— none —</option>${options}</select>`;
-  const hint =
-    'The user may do only what the group’s operations allow; the group must have the user’s role. None: everything the role allows.';
-  return row('group', 'Group', select, esc(hint), p.error);
+  const select = `<select id="${fid('group')}" name="group"${aria('group', p.error)}><option value=""${p.values.group ? '' : ' selected'}>${esc(t('user.group_none'))}</option>${options}</select>`;
+  return row('group', t('users.col.group'), select, esc(t('user.group_hint')), p.error);
 }
 
 function validityFieldset(p: UserPageInput): string {
-  const global =
-    p.accountValidityDays === null
-      ? 'unlimited'
-      : `${p.accountValidityDays} ${p.accountValidityDays === 1 ? 'day' : 'days'} from the account’s creation`;
+  const global = p.accountValidityDays === null ? t('user.unlimited') : t('user.days_from_creation', { count: p.accountValidityDays });
   let inForce = '';
   if (p.user !== 'new') {
     const { record, view } = p.user;
     const own = record.validFrom !== null || record.validUntil !== null;
-    const from = view.account_valid_from ? `from ${formatUtc(Date.parse(view.account_valid_from))}` : '';
-    const until = view.account_valid_until ? `until ${formatUtc(Date.parse(view.account_valid_until))}` : '';
-    const period = from || until ? `valid ${[from, until].filter(Boolean).join(' ')}` : 'no limit';
-    const precise = [record.validFrom, record.validUntil].some((ms) => ms !== null && ms % DAY_MS !== 0)
-      ? ' The dates below show the day only; a time of day set through the API is kept unless you change the date.'
-      : '';
-    inForce = `<p class="hint">In force now: ${period} (${own ? 'the user’s own period' : 'the global setting'}).${precise}</p>`;
+    const from = view.account_valid_from ? t('user.from', { date: formatDate(Date.parse(view.account_valid_from)) }) : '';
+    const until = view.account_valid_until ? t('user.until', { date: formatDate(Date.parse(view.account_valid_until)) }) : '';
+    const period = from || until ? t('user.valid', { period: [from, until].filter(Boolean).join(' ') }) : t('user.no_limit');
+    const precise = [record.validFrom, record.validUntil].some((ms) => ms !== null && ms % DAY_MS !== 0) ? ` ${t('user.precise')}` : '';
+    const source = t(own ? 'user.own_period' : 'user.global_setting');
+    inForce = `<p class="hint">${esc(t('user.in_force', { period, source }))}${esc(precise)}</p>`;
   }
   const date = (field: string, value: string): string =>
     `<input type="date" id="${fid(field)}" name="${field}" value="${esc(value)}"${aria(field, p.error)}>`;
-  return `<fieldset><legend>Account validity</legend>
-<p class="hint">Dates are in UTC. Empty: not set. When either date is set, the user’s own period overrides the global “Account validity for all users” setting (Settings → Security; now ${esc(global)}).</p>${inForce}
-${row('account_valid_from', 'Account valid from', date('account_valid_from', p.values.account_valid_from), 'The user may log in from 00:00 UTC on this day.', p.error)}
-${row('account_valid_until', 'Account valid until', date('account_valid_until', p.values.account_valid_until), 'The account expires at 00:00 UTC on this day: the last day the user may log in is the day before.', p.error)}
+  return `<fieldset><legend>${esc(t('user.validity'))}</legend>
+<p class="hint">${esc(t('user.validity_hint', { global }))}</p>${inForce}
+${row('account_valid_from', t('user.valid_from'), date('account_valid_from', p.values.account_valid_from), esc(t('user.valid_from_hint')), p.error)}
+${row('account_valid_until', t('user.valid_until'), date('account_valid_until', p.values.account_valid_until), esc(t('user.valid_until_hint')), p.error)}
 </fieldset>`;
 }
 
 function lockRow(p: UserPageInput, view: UserView): string {
   const shown = view.locked_for_security_reasons;
-  const status = shown ? `<span class="locked" id="u-lock-status">${esc(view.status)}</span>` : '';
-  const hint = shown
-    ? 'Untick the box and save to unlock the user.'
-    : 'Tick the box and save to lock the user until an administrator unlocks them; this ends all of their sessions.';
+  const status = shown ? `<span class="locked" id="u-lock-status">${esc(statusText(view.status))}</span>` : '';
+  const hint = t(shown ? 'user.unlock_hint' : 'user.lock_hint');
   const box = `<input type="hidden" name="${LOCK_SHOWN_FIELD}" value="${shown ? 'on' : ''}"><input type="checkbox" id="${fid(LOCK_FIELD)}" name="${LOCK_FIELD}"${p.values.locked ? ' checked' : ''}${aria(LOCK_FIELD, p.error, shown ? 'u-lock-status' : '')}>${status}`;
-  return row(LOCK_FIELD, 'Locked for Security Reasons', box, esc(hint), p.error);
+  return row(LOCK_FIELD, t('users.locked_box'), box, esc(hint), p.error);
 }
 
 function deleteForm(p: UserPageInput, username: string): string {
   const error = p.error?.field === CONFIRM_DELETE ? p.error : null;
-  const name = esc(username);
   return `<form method="post" action="/console/users/${esc(encodeURIComponent(username))}/delete" id="delete-user">${csrfInput(p.csrf)}
-<fieldset><legend>Delete user</legend>
-<div class="row${error ? ' invalid' : ''}"><span class="label">Delete ${name}</span><div class="inputs">
-<p class="warning" id="${fid(CONFIRM_DELETE)}-hint">Deleting ${name} ends all of their sessions and cannot be undone.</p>
-<label for="${fid(CONFIRM_DELETE)}"><input type="checkbox" id="${fid(CONFIRM_DELETE)}" name="${CONFIRM_DELETE}"${aria(CONFIRM_DELETE, error)}> I understand: ${name} is deleted</label>
-<button type="submit" class="secondary">Delete user ${name}</button>
+<fieldset><legend>${esc(t('user.delete_legend'))}</legend>
+<div class="row${error ? ' invalid' : ''}"><span class="label">${esc(t('user.delete_label', { user: username }))}</span><div class="inputs">
+<p class="warning" id="${fid(CONFIRM_DELETE)}-hint">${esc(t('user.delete_warning', { user: username }))}</p>
+<label for="${fid(CONFIRM_DELETE)}"><input type="checkbox" id="${fid(CONFIRM_DELETE)}" name="${CONFIRM_DELETE}"${aria(CONFIRM_DELETE, error)}> ${esc(t('user.delete_confirm', { user: username }))}</label>
+<button type="submit" class="secondary">${esc(t('user.delete_submit', { user: username }))}</button>
 ${errorText(CONFIRM_DELETE, error)}</div></div>
 </fieldset></form>`;
 }
 
 /** The Devices page searched for the user's name. */
 const devicesLink = (username: string): string =>
-  `<p class="related"><a href="/console/devices?q=${esc(encodeURIComponent(username))}">Devices of ${esc(username)}</a></p>`;
+  `<p class="related"><a href="/console/devices?q=${esc(encodeURIComponent(username))}">${esc(t('user.devices_of', { user: username }))}</a></p>`;
 
 /** The body of "New user" or of one user's page. */
 export function userPage(p: UserPageInput): string {
   const isNew = p.user === 'new';
   const record = p.user === 'new' ? null : p.user.record;
   const username = record ? record.username : p.values.username;
-  const title = isNew ? 'New user' : `User ${username}`;
+  const title = isNew ? t('user.new_title') : t('user.title', { user: username });
   const action = isNew ? '/console/users/new' : userHref(username);
   const nameRow = !record
     ? row(
         'username',
-        'User name',
+        t('users.col.name'),
         textInput(
           'username',
           p.values.username,
           ' size="30" maxlength="64" autocomplete="off" autocapitalize="none" spellcheck="false"',
           p.error,
         ),
-        '1-64 letters, digits and . _ @ - (not first). It cannot be changed later.',
+        esc(t('user.name_hint_new')),
         p.error,
       )
     : row(
         'username',
-        'User name',
+        t('users.col.name'),
         `<input type="text" id="${fid('username')}" value="${esc(username)}" size="30" readonly${aria('username', null)}>`,
-        `Created ${esc(formatUtc(record.createdAt))}. A user name cannot be changed.`,
+        esc(t('user.name_hint_edit', { date: formatDate(record.createdAt) })),
         null,
       );
   const fields = `${nameRow}
 ${passwordRows(p, isNew)}
 ${roleRow(p, isNew)}
 ${groupRow(p)}
-${row('description', 'Description', textInput('description', p.values.description, ' size="50" maxlength="500"', p.error), 'Optional, up to 500 characters.', p.error)}
+${row('description', t('users.col.description'), textInput('description', p.values.description, ' size="50" maxlength="500"', p.error), esc(t('user.description_hint')), p.error)}
 ${p.user === 'new' ? '' : lockRow(p, p.user.view)}`;
-  return `<p class="back"><a href="/console/users">← All users</a></p>
+  return `<p class="back"><a href="/console/users">${esc(t('user.back'))}</a></p>
 <h2>${esc(title)}</h2>
 ${p.notice ? `<p class="notice" role="status">${esc(p.notice)}</p>` : ''}${p.alert ? `<p class="alert" role="alert">${esc(p.alert)}</p>` : ''}
 <form method="post" action="${esc(action)}" id="user-form" novalidate>${csrfInput(p.csrf)}
-<fieldset><legend>Account</legend>
+<fieldset><legend>${esc(t('user.account'))}</legend>
 ${fields}
 </fieldset>
 ${validityFieldset(p)}
-<div class="actions"><button type="submit">${isNew ? 'Create user' : 'Save user'}</button><a href="/console/users">Cancel</a></div>
+<div class="actions"><button type="submit">${esc(t(isNew ? 'user.create' : 'user.save'))}</button><a href="/console/users">${esc(t('user.cancel'))}</a></div>
 </form>
 ${p.user === 'new' ? '' : `${devicesLink(username)}\n${deleteForm(p, username)}`}`;
 }

@@ -8,8 +8,10 @@ import { RelayError } from '../../../shared/errors.js';
 import { userView } from '../security/account-rules.js';
 import { waivedAdmin } from '../security/groups.js';
 import type { ConsoleRequest, ConsoleServices, Session } from './console-request.js';
-import { DRAFT_BACK_MESSAGE, type ConsoleSessions } from './console-session.js';
+import { draftBackMessage, type ConsoleSessions } from './console-session.js';
+import { errorMessage, fieldMessage as consoleFieldMessage } from './error-text.js';
 import { page, redirect, sendHtml } from './html.js';
+import { t } from './i18n/i18n.js';
 import { filterUsers, LOCK_FIELD, userHref, usersPage } from './users-page.js';
 import {
   CONFIRM_DELETE,
@@ -49,7 +51,7 @@ export class UsersHandlers {
       notice: userNotice(query),
       error: null,
     });
-    sendHtml(res, 200, page({ title: 'Users', current: 'users', csrf: session.csrf, body }));
+    sendHtml(res, 200, page({ title: t('users.title'), current: 'users', csrf: session.csrf, body }));
   };
 
   /** `GET users/:name/lock`: back to the list. */
@@ -72,13 +74,13 @@ export class UsersHandlers {
   /** `GET users/new`, with a kept form back in it. */
   readonly showNew = async ({ req, res, session }: ConsoleRequest): Promise<void> => {
     const draft = this.sessions.takeDraft(req, 'users/new');
-    await this.page(res, session, 200, null, draft ? { values: userValuesFromForm(draft.form), notice: DRAFT_BACK_MESSAGE } : {});
+    await this.page(res, session, 200, null, draft ? { values: userValuesFromForm(draft.form), notice: draftBackMessage() } : {});
   };
 
   /** `GET users/:name/edit`, with a kept form back in it. */
   readonly showEdit = async ({ req, res, session, path, params }: ConsoleRequest): Promise<void> => {
     const draft = this.sessions.takeDraft(req, path);
-    await this.page(res, session, 200, params.name!, draft ? { values: userValuesFromForm(draft.form), notice: DRAFT_BACK_MESSAGE } : {});
+    await this.page(res, session, 200, params.name!, draft ? { values: userValuesFromForm(draft.form), notice: draftBackMessage() } : {});
   };
 
   /** `GET users/:name/delete`: to the user's page, where the delete form is. */
@@ -116,7 +118,16 @@ export class UsersHandlers {
       retyped: false,
       ...extra,
     });
-    sendHtml(res, status, page({ title: username === null ? 'New user' : `User ${username}`, current: 'users', csrf: session.csrf, body }));
+    sendHtml(
+      res,
+      status,
+      page({
+        title: username === null ? t('user.new_title') : t('user.title', { user: username }),
+        current: 'users',
+        csrf: session.csrf,
+        body,
+      }),
+    );
   }
 
   /**
@@ -143,8 +154,11 @@ export class UsersHandlers {
     let field = typeof err.details?.field === 'string' ? err.details.field : undefined;
     if (field === undefined && err.code === 'PLATFORM_ERR_USER_EXISTS') field = 'username';
     if (field !== undefined && formFields(username === null).includes(field))
-      await this.page(res, session, err.httpStatus, username, { ...kept, error: { field, message: fieldMessage(field, err.message) } });
-    else await this.page(res, session, err.httpStatus, username, { ...kept, alert: `${what}: ${err.message}.` });
+      await this.page(res, session, err.httpStatus, username, {
+        ...kept,
+        error: { field, message: fieldMessage(field, userFieldMessage(err, field)) },
+      });
+    else await this.page(res, session, err.httpStatus, username, { ...kept, alert: `${what}: ${errorMessage(err)}.` });
   }
 
   /** `POST users/new`. */
@@ -160,7 +174,7 @@ export class UsersHandlers {
       );
       redirect(res, `/console/users?created=${encodeURIComponent(user.username)}`);
     } catch (err) {
-      await this.failed(res, session, err, null, { values, retyped: password !== '' }, 'The user was not created');
+      await this.failed(res, session, err, null, { values, retyped: password !== '' }, t('user.not_created'));
     }
   };
 
@@ -178,7 +192,7 @@ export class UsersHandlers {
         this.s.logger.info({ event: 'user_changed', username, fields, by: session.claims.sub, via: 'console' }, 'user changed');
       }
     } catch (err) {
-      await this.failed(res, session, err, username, { values, retyped: password !== '' }, `User ${username} was not saved`);
+      await this.failed(res, session, err, username, { values, retyped: password !== '' }, t('user.not_saved', { user: username }));
       return;
     }
     // A new password, a new role or a lock of one's own account ends one's own session, as it would anywhere.
@@ -191,20 +205,26 @@ export class UsersHandlers {
   readonly delete = async ({ req, res, session, params }: ConsoleRequest, form: URLSearchParams): Promise<void> => {
     const username = params.name!;
     if (form.get(CONFIRM_DELETE) !== 'on') {
-      const error = { field: CONFIRM_DELETE, message: 'Tick the box to confirm, then delete again.' };
+      const error = { field: CONFIRM_DELETE, message: t('user.delete_error') };
       await this.page(res, session, 400, username, { error });
       return;
     }
     try {
       await this.s.accounts.delete(username);
     } catch (err) {
-      await this.failed(res, session, err, username, {}, `User ${username} was not deleted`);
+      await this.failed(res, session, err, username, {}, t('user.not_deleted', { user: username }));
       return;
     }
     this.s.logger.info({ event: 'user_deleted', username, by: session.claims.sub, via: 'console' }, 'user deleted');
     if (username === session.claims.sub) redirect(res, '/console/login?m=self-deleted', { 'set-cookie': this.sessions.endCookie(req) });
     else redirect(res, `/console/users?deleted=${encodeURIComponent(username)}`);
   };
+}
+
+/** A field's message in the console's language when the catalog knows it (else as security/ words it). */
+function userFieldMessage(err: RelayError, field: string): string {
+  if (err.message === PASSWORD_MISMATCH) return t('user.password_mismatch');
+  return consoleFieldMessage(err.code, field, err.message.replace(`${field}: `, ''));
 }
 
 function passwordMismatch(): RelayError {
@@ -216,9 +236,9 @@ function userNotice(query: URLSearchParams): string | null {
   const saved = query.get('saved');
   const deleted = query.get('deleted');
   const unlocked = query.get('unlocked');
-  if (created !== null) return `User ${created} created.`;
-  if (saved !== null) return `User ${saved} saved.`;
-  if (deleted !== null) return `User ${deleted} deleted.`;
-  if (unlocked) return `${unlocked} is unlocked.`;
+  if (created !== null) return t('users.created', { user: created });
+  if (saved !== null) return t('users.saved', { user: saved });
+  if (deleted !== null) return t('users.deleted', { user: deleted });
+  if (unlocked) return t('users.unlocked', { user: unlocked });
   return null;
 }

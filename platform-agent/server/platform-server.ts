@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { TLSSocket } from 'node:tls';
 import { loadOrCreateSelfSigned } from '../../shared/cert-making.js';
-import { fingerprintSha256, type PemPair } from '../../shared/certs.js';
+import { describeCertificate, fingerprintSha256, type PemPair } from '../../shared/certs.js';
 import { systemClock, type Clock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
@@ -176,8 +176,8 @@ export class PlatformServer {
     this.adminRoutes = new AdminRoutes({ ...services, authRoutes: this.authRoutes });
     this.consoleRoutes = new ConsoleRoutes(services, {
       secure: (req) => isTls(req.socket),
-      tlsFingerprint: (create) =>
-        create || this.internalTls || existsSync(this.tlsFiles().certFile) ? this.internalTlsFingerprint() : null,
+      tlsCertificate: (create) =>
+        create || this.internalTls || existsSync(this.tlsFiles().certFile) ? describeCertificate(this.tlsPair().cert) : null,
     });
     this.gateway = opts.backend ? new Gateway(opts.backend, this.logger, opts.backendCa ? { ca: opts.backendCa } : {}) : null;
     this.server = this.createHttpServer();

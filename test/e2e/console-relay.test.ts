@@ -66,6 +66,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium: encryption, relay serv
     expect(cookie?.secure).toBe(true);
     const text = await page.locator('main').innerText();
     expect(text).toMatch(/HTTPS certificate, SHA-256: ([0-9A-F]{2}:){31}[0-9A-F]{2}/);
+    expect(text).toMatch(/holder CN=platform-server, issued by CN=platform-server, valid from \d{4}-\d\d-\d\d \d\d:\d\d UTC to \d{4}-/);
     expect(await page.getByLabel('HTTPS for the Control Panel').isChecked()).toBe(true);
     expect(await page.getByLabel('HTTPS for the API').isChecked()).toBe(true);
     await w.shot('settings-https-on');

@@ -1,8 +1,10 @@
 /**
  * What every console handler is given: the server's services (one object), the request with its
  * administrator's session, and the small steps they share (reading a form, wording a message).
- * Imports no other console module: the session, the handlers and the route table all import this one.
+ * Imports no other console module: the session, the handlers and the route table all
+ * import this one.
  */
+import type { CertificateDescription } from '../../../shared/certs.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Clock } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
@@ -37,8 +39,8 @@ export interface ConsoleServices {
 export interface ConsoleHost {
   /** Whether the request came over TLS (cookies get `Secure`). */
   secure(req: IncomingMessage): boolean;
-  /** SHA-256 fingerprint of the internal HTTPS certificate; with `create`, made now when there is none. */
-  tlsFingerprint(create: boolean): string | null;
+  /** The internal HTTPS certificate (holder, issuer, dates, fingerprint); with `create`, made now when there is none. */
+  tlsCertificate(create: boolean): CertificateDescription | null;
 }
 
 /** A logged-in administrator: the access token of the session cookie, its claims, the CSRF token of its forms. */

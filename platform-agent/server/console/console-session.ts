@@ -30,7 +30,7 @@ export const draftBackMessage = (): string => t('draft.back');
 const DRAFT_TTL_MS = 60 * 60 * 1000;
 const MAX_DRAFTS = 200;
 /** Form fields never kept: secrets, the old CSRF token, and confirmations (they are given again, knowingly). */
-const UNKEPT_FIELD = /password|token|^csrf$|^confirm/i;
+const UNKEPT_FIELD = /password|token|barcode|^csrf$|^confirm/i;
 
 /** The notices of the login page by its `?m=`. */
 const LOGIN_MESSAGES: Record<string, MessageKey> = {

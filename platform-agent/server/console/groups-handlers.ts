@@ -47,6 +47,7 @@ export class GroupsHandlers {
       error: null,
       newValues: emptyGroupValues(),
       editValues: null,
+      operations: await this.s.groups.catalog(),
       ...extra,
     });
     sendHtml(res, status, page({ title: t('groups.title'), current: 'groups', csrf: session.csrf, body }));

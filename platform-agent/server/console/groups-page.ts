@@ -4,8 +4,7 @@
  * security/groups.ts; a RelayError naming a field (`details.field`) comes back here and shows next
  * to that field of the form it came from, with what the administrator typed kept.
  */
-import type { GroupView } from '../security/groups.js';
-import { OPERATIONS } from '../security/groups.js';
+import type { GroupView, OperationSpec } from '../security/groups.js';
 import { ROLES } from '../store/store.js';
 import { csrfInput, esc } from './html.js';
 import { DEFAULT_LANGUAGE, hasMessage, language, t, type MessageKey } from './i18n/i18n.js';
@@ -57,6 +56,8 @@ export interface GroupsPageInput {
   newValues: GroupFormValues;
   /** Typed values of the edit form that failed, to show instead of the stored group. */
   editValues: { group: string; values: GroupFormValues } | null;
+  /** The operations catalog: built in, then those administrators defined (`Groups.catalog`). */
+  operations: readonly OperationSpec[];
 }
 
 const slug = (s: string): string => s.replace(/[^A-Za-z0-9_-]/g, '-');
@@ -73,12 +74,14 @@ function describedBy(prefix: string, field: string, error: FieldError | null, hi
 const invalidAttr = (field: string, error: FieldError | null): string => (error && error.field === field ? ' aria-invalid="true"' : '');
 const rowClass = (field: string, error: FieldError | null): string => `row${error && error.field === field ? ' invalid' : ''}`;
 
-function operationsRow(prefix: string, checked: string[], error: FieldError | null): string {
-  const boxes = OPERATIONS.map((op) => {
-    const id = `${prefix}-op-${slug(op.name)}`;
-    return `<div class="op"><label for="${id}"><input type="checkbox" id="${id}" name="operations" value="${esc(op.name)}"${checked.includes(op.name) ? ' checked' : ''} aria-describedby="${id}-hint"${invalidAttr('operations', error)}> <span class="opname">${esc(op.name)}</span></label>
+function operationsRow(catalog: readonly OperationSpec[], prefix: string, checked: string[], error: FieldError | null): string {
+  const boxes = catalog
+    .map((op) => {
+      const id = `${prefix}-op-${slug(op.name)}`;
+      return `<div class="op"><label for="${id}"><input type="checkbox" id="${id}" name="operations" value="${esc(op.name)}"${checked.includes(op.name) ? ' checked' : ''} aria-describedby="${id}-hint"${invalidAttr('operations', error)}> <span class="opname">${esc(op.name)}</span></label>
 <p class="hint" id="${id}-hint">${esc(operationText(op))}${op.roles.length < ROLES.length ? esc(t('groups.roles_only', { roles: op.roles.map((r) => roleLabel(r)).join(', ') })) : ''}</p></div>`;
-  }).join('');
+    })
+    .join('');
   return `<div class="${rowClass('operations', error)}" role="group" aria-labelledby="${prefix}-operations-label"${describedBy(prefix, 'operations', error, false)}>
 <span class="label" id="${prefix}-operations-label">${esc(t('groups.operations'))}</span><div class="inputs ops">${boxes}${fieldError(prefix, 'operations', error)}</div></div>`;
 }
@@ -102,7 +105,7 @@ function newGroupForm(p: GroupsPageInput): string {
 <select id="new-role" name="role"${describedBy('new', 'role', error)}${invalidAttr('role', error)}>${options}</select>
 <p class="hint" id="new-role-hint">${esc(t('groups.role_hint'))}</p>${fieldError('new', 'role', error)}</div></div>
 ${descriptionRow('new', v.description, error)}
-${operationsRow('new', v.operations, error)}
+${operationsRow(p.operations, 'new', v.operations, error)}
 </fieldset><div class="actions"><button type="submit">${esc(t('groups.create'))}</button></div></form>`;
 }
 
@@ -114,7 +117,7 @@ function editGroupForms(g: GroupView, index: number, p: GroupsPageInput): string
   return `<form method="post" action="/console/groups/${name}" id="edit-${prefix}" novalidate>${csrfInput(p.csrf)}
 <fieldset><legend>${esc(t('groups.edit', { group: g.name }))} <span class="hint">(${esc(roleLabel(g.role))})</span></legend>
 ${descriptionRow(prefix, kept ? kept.description : (g.description ?? ''), error)}
-${operationsRow(prefix, kept ? kept.operations : g.operations, error)}
+${operationsRow(p.operations, prefix, kept ? kept.operations : g.operations, error)}
 <div class="actions"><button type="submit" aria-label="${esc(t('groups.save_label', { group: g.name }))}">${esc(t('users.save'))}</button></div></fieldset></form>
 <form method="post" action="/console/groups/${name}/delete" class="delete">${csrfInput(p.csrf)}
 <button type="submit" class="secondary" aria-label="${esc(t('groups.delete', { group: g.name }))}">${esc(t('groups.delete', { group: g.name }))}</button>

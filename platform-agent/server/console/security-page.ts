@@ -7,7 +7,8 @@
  */
 import { defaultSettings, type SecuritySettings } from '../security/settings.js';
 import { csrfInput, esc } from './html.js';
-import { formatNumber, t, type MessageKey } from './i18n/i18n.js';
+import type { CertificateDescription } from '../../../shared/certs.js';
+import { formatDate, formatNumber, t, type MessageKey } from './i18n/i18n.js';
 
 /** Form values by field name (`lockout.device_failures`); checkboxes are 'on' or ''. */
 export type FormValues = Record<string, string>;
@@ -128,10 +129,35 @@ const AUTHORIZATION_FAILURES: Row[] = [
 
 const MOBILE: Row[] = [
   checkboxRow('mobile_authorization.enabled', 'field.mobile_authorization', 'hint.mobile_authorization'),
+  checkboxRow('mobile_authorization.generate_tokens', 'field.mobile_generate_tokens', 'hint.mobile_generate_tokens'),
   checkboxRow('mobile_token.enabled', 'field.mobile_token', 'hint.mobile_token'),
   numberRow('mobile_authorization.token_lifetime_seconds', 'field.mobile_token_lifetime', 'unit.seconds', () =>
     t('hint.mobile_token_lifetime', { seconds: formatNumber(d.mobile_authorization.token_lifetime_seconds) }),
   ),
+  numberRow(
+    'mobile_session_idle_minutes',
+    'field.mobile_session_idle',
+    'unit.minutes',
+    defaultHint(() => t('count.minutes', { count: d.mobile_session_idle_minutes })),
+  ),
+];
+
+/** The per-address login limit, shown with the authorization failures. */
+const ADDRESS_LIMIT: Row[] = [
+  numberRow('ip_login_attempts_per_minute', 'field.ip_login_attempts', 'unit.attempts_per_minute', () =>
+    t('hint.ip_login_attempts', { value: formatNumber(d.ip_login_attempts_per_minute) }),
+  ),
+];
+
+const DEVICE_LOGINS: Row[] = [
+  checkboxRow('device_login.password_only', 'field.device_login_password_only', 'hint.device_login_password_only'),
+  checkboxRow('device_login.barcode', 'field.device_login_barcode', 'hint.device_login_barcode'),
+];
+
+const PASSWORDS: Row[] = [
+  numberRow('password_policy.min_length', 'field.password_min_length', 'unit.characters', () => t('hint.password_min_length')),
+  checkboxRow('password_policy.require_mixed_case', 'field.password_mixed_case', 'hint.password_mixed_case'),
+  checkboxRow('password_policy.require_digit', 'field.password_digit', 'hint.password_digit'),
 ];
 
 const ENCRYPTION: Row[] = [
@@ -140,7 +166,7 @@ const ENCRYPTION: Row[] = [
 ];
 
 const on = (b: boolean): string => (b ? 'on' : '');
-const ALL_ROWS = [...ENCRYPTION, ...AUTHENTICATION, ...AUTHORIZATION_FAILURES, ...MOBILE];
+const ALL_ROWS = [...ENCRYPTION, ...AUTHENTICATION, ...AUTHORIZATION_FAILURES, ...ADDRESS_LIMIT, ...MOBILE, ...DEVICE_LOGINS, ...PASSWORDS];
 
 /** The form values that show `s`. */
 export function valuesFromSettings(s: SecuritySettings): FormValues {
@@ -157,6 +183,14 @@ export function valuesFromSettings(s: SecuritySettings): FormValues {
   v['mobile_authorization.enabled'] = on(s.mobile_authorization.enabled);
   v['mobile_token.enabled'] = on(s.mobile_token.enabled);
   v['mobile_authorization.token_lifetime_seconds'] = String(s.mobile_authorization.token_lifetime_seconds);
+  v['mobile_authorization.generate_tokens'] = on(s.mobile_authorization.generate_tokens);
+  v.mobile_session_idle_minutes = String(s.mobile_session_idle_minutes);
+  v.ip_login_attempts_per_minute = String(s.ip_login_attempts_per_minute);
+  v['device_login.password_only'] = on(s.device_login.password_only);
+  v['device_login.barcode'] = on(s.device_login.barcode);
+  v['password_policy.min_length'] = String(s.password_policy.min_length);
+  v['password_policy.require_mixed_case'] = on(s.password_policy.require_mixed_case);
+  v['password_policy.require_digit'] = on(s.password_policy.require_digit);
   return v;
 }
 
@@ -187,9 +221,18 @@ export function patchFromValues(v: FormValues): Record<string, unknown> {
     lockout,
     mobile_authorization: {
       enabled: v['mobile_authorization.enabled'] === 'on',
+      generate_tokens: v['mobile_authorization.generate_tokens'] === 'on',
       token_lifetime_seconds: num(v['mobile_authorization.token_lifetime_seconds']),
     },
     mobile_token: { enabled: v['mobile_token.enabled'] === 'on' },
+    mobile_session_idle_minutes: num(v.mobile_session_idle_minutes),
+    ip_login_attempts_per_minute: num(v.ip_login_attempts_per_minute),
+    device_login: { password_only: v['device_login.password_only'] === 'on', barcode: v['device_login.barcode'] === 'on' },
+    password_policy: {
+      min_length: num(v['password_policy.min_length']),
+      require_mixed_case: v['password_policy.require_mixed_case'] === 'on',
+      require_digit: v['password_policy.require_digit'] === 'on',
+    },
   };
 }
 
@@ -234,8 +277,8 @@ export interface SecurityPageInput {
   csrf: string;
   error: FieldError | null;
   notice: string | null;
-  /** SHA-256 fingerprint of the internal HTTPS certificate, once there is one. */
-  tlsFingerprint: string | null;
+  /** The internal HTTPS certificate (holder, issuer, dates, SHA-256 fingerprint), once there is one. */
+  tlsCertificate: CertificateDescription | null;
   /** The Relay server form (relay-section.ts), when this process manages a relay connection. */
   relaySection: string | null;
 }
@@ -244,8 +287,15 @@ export interface SecurityPageInput {
 export function securityPage(p: SecurityPageInput): string {
   const rows = (list: Row[]): string => list.map((r) => renderRow(r, p.values, p.error)).join('');
   const general = p.error && !ALL_ROWS.some((r) => errorFor(r, p.error)) ? p.error : null;
-  const fingerprint = p.tlsFingerprint
-    ? `<p class="hint">${t('security.fingerprint_html', { fingerprint: esc(p.tlsFingerprint) })}</p>`
+  const c = p.tlsCertificate;
+  const fingerprint = c
+    ? `<p class="hint">${t('security.certificate_html', {
+        subject: esc(c.subject),
+        issuer: esc(c.issuer),
+        from: esc(formatDate(c.notBefore.getTime())),
+        to: esc(formatDate(c.notAfter.getTime())),
+        fingerprint: esc(c.fingerprint),
+      })}</p>`
     : '';
   const confirmError = errorFor({ key: CONFIRM_INVALIDATE }, p.error);
   const rotateError = errorFor({ key: CONFIRM_ROTATE }, p.error);
@@ -260,7 +310,9 @@ ${general && general.field !== CONFIRM_INVALIDATE && general.field !== CONFIRM_R
 <label><input type="checkbox" id="${id(CONFIRM_INVALIDATE)}" name="${CONFIRM_INVALIDATE}"${p.values[CONFIRM_INVALIDATE] === 'on' ? ' checked' : ''} aria-describedby="${id(CONFIRM_INVALIDATE)}-hint"> ${esc(t('security.invalidate_confirm'))}</label>
 ${confirmError ? errorText(confirmError, CONFIRM_INVALIDATE) : ''}</div></div>
 </fieldset>
-<fieldset><legend>${esc(t('security.failures'))}</legend>${rows(AUTHORIZATION_FAILURES)}</fieldset>
+<fieldset><legend>${esc(t('security.failures'))}</legend>${rows(AUTHORIZATION_FAILURES)}${rows(ADDRESS_LIMIT)}</fieldset>
+<fieldset><legend>${esc(t('security.passwords'))}</legend>${rows(PASSWORDS)}</fieldset>
+<fieldset><legend>${esc(t('security.device_logins'))}</legend>${rows(DEVICE_LOGINS)}</fieldset>
 <fieldset><legend>${esc(t('security.mobile'))}</legend>${rows(MOBILE)}</fieldset>
 <div class="actions"><button type="submit">${esc(t('security.save'))}</button></div>
 </form>

@@ -71,7 +71,7 @@ export class SettingsHandlers {
       csrf: session.csrf,
       error: view.error ?? null,
       notice: view.notice ?? null,
-      tlsFingerprint: this.host.tlsFingerprint(settings.https.api || settings.https.control_panel),
+      tlsCertificate: this.host.tlsCertificate(settings.https.api || settings.https.control_panel),
       relaySection: relayHtml,
     });
     sendHtml(res, status, page({ title: t('security.title'), current: 'settings', csrf: session.csrf, body }));
@@ -94,7 +94,7 @@ export class SettingsHandlers {
       await again({ field: CONFIRM_INVALIDATE, message: t('security.invalidate_error') });
       return;
     }
-    if (change.next.https.api || change.next.https.control_panel) this.host.tlsFingerprint(true); // the certificate exists before the first TLS client
+    if (change.next.https.api || change.next.https.control_panel) this.host.tlsCertificate(true); // the certificate exists before the first TLS client
     await this.s.settings.save(change, session.claims.sub, 'console');
     const endCookie = { 'set-cookie': this.sessions.endCookie(req) };
     if (change.invalidatesTokens) redirect(res, '/console/login?m=tokens', endCookie);

@@ -19,6 +19,9 @@ import { LOCK_FIELD, statusText, userHref } from './users-page.js';
 
 export const PASSWORD_FIELD = 'password';
 export const REPEAT_FIELD = 'password_repeat';
+/** The user barcode (a credential: typed or scanned, never shown again, never kept in a draft) and the box that removes it. */
+export const BARCODE_FIELD = 'barcode';
+export const CLEAR_BARCODE_FIELD = 'barcode_clear';
 /** What the lock box showed when the page was made: a lock changes only when the box was moved. */
 export const LOCK_SHOWN_FIELD = 'locked_shown';
 export const CONFIRM_DELETE = 'confirm_delete';
@@ -100,10 +103,11 @@ export function userValuesFromRecord(user: UserRecord, locked: boolean): UserFor
 }
 
 /** The `Accounts.create` input of a new-user form. */
-export function newUserInput(v: UserFormValues, password: string): NewUser {
+export function newUserInput(v: UserFormValues, password: string, barcode = ''): NewUser {
   return {
     username: v.username,
     password,
+    ...(barcode !== '' ? { barcode } : {}),
     role: v.role,
     group: v.group || null,
     description: v.description || null,
@@ -119,7 +123,13 @@ export function newUserInput(v: UserFormValues, password: string): NewUser {
  * The lock changes only when the box differs from what the page showed (`lockShown`): a user
  * locked by failed logins while the page was open stays locked.
  */
-export function userPatch(v: UserFormValues, user: UserRecord, password: string, lockShown: boolean): Record<string, unknown> {
+export function userPatch(
+  v: UserFormValues,
+  user: UserRecord,
+  password: string,
+  lockShown: boolean,
+  barcode: { value: string; clear: boolean } = { value: '', clear: false },
+): Record<string, unknown> {
   const patch: Record<string, unknown> = {};
   if (v.role !== user.role) patch.role = v.role;
   if (v.group !== (user.group ?? '')) patch.group = v.group || null;
@@ -127,6 +137,8 @@ export function userPatch(v: UserFormValues, user: UserRecord, password: string,
   if (v.account_valid_from !== dayOf(user.validFrom)) patch.account_valid_from = v.account_valid_from || null;
   if (v.account_valid_until !== dayOf(user.validUntil)) patch.account_valid_until = v.account_valid_until || null;
   if (password !== '') patch.password = password;
+  if (barcode.value !== '') patch.barcode = barcode.value;
+  else if (barcode.clear && user.barcodeHash !== null) patch.barcode = null;
   if (v.locked !== lockShown) patch[LOCK_FIELD] = v.locked;
   return patch;
 }
@@ -179,6 +191,20 @@ function passwordRows(p: UserPageInput, isNew: boolean): string {
     row(PASSWORD_FIELD, t(isNew ? 'user.password' : 'user.new_password'), input(PASSWORD_FIELD), hint, p.error) +
     row(REPEAT_FIELD, t(isNew ? 'user.repeat' : 'user.repeat_new'), input(REPEAT_FIELD), esc(t('user.repeat_hint')), p.error)
   );
+}
+
+/** The user barcode: a write-only box (like a password), and on an edit page whether one is set and a box to remove it. */
+function barcodeRow(p: UserPageInput): string {
+  const set = p.user !== 'new' && p.user.record.barcodeHash !== null;
+  const input = `<input type="password" id="${fid(BARCODE_FIELD)}" name="${BARCODE_FIELD}" size="30" maxlength="128" autocomplete="off"${aria(BARCODE_FIELD, p.error)}>`;
+  const clear = set
+    ? ` <label><input type="checkbox" id="${fid(CLEAR_BARCODE_FIELD)}" name="${CLEAR_BARCODE_FIELD}"> ${esc(t('user.barcode_clear'))}</label>`
+    : '';
+  const hint =
+    p.user === 'new'
+      ? t('user.barcode_hint_new')
+      : t('user.barcode_hint_edit', { state: t(set ? 'user.barcode_set' : 'user.barcode_none') });
+  return row(BARCODE_FIELD, t('user.barcode'), input + clear, esc(hint), p.error);
 }
 
 function roleRow(p: UserPageInput, isNew: boolean): string {
@@ -289,6 +315,7 @@ ${passwordRows(p, isNew)}
 ${roleRow(p, isNew)}
 ${groupRow(p)}
 ${row('description', t('users.col.description'), textInput('description', p.values.description, ' size="50" maxlength="500"', p.error), esc(t('user.description_hint')), p.error)}
+${barcodeRow(p)}
 ${p.user === 'new' ? '' : lockRow(p, p.user.view)}`;
   return `<p class="back"><a href="/console/users">${esc(t('user.back'))}</a></p>
 <h2>${esc(title)}</h2>

@@ -19,6 +19,8 @@ import {
   fieldMessage,
   formFields,
   LOCK_SHOWN_FIELD,
+  BARCODE_FIELD,
+  CLEAR_BARCODE_FIELD,
   newUserInput,
   PASSWORD_FIELD,
   PASSWORD_MISMATCH,
@@ -167,7 +169,7 @@ export class UsersHandlers {
     const password = form.get(PASSWORD_FIELD) ?? '';
     try {
       if (password !== (form.get(REPEAT_FIELD) ?? '')) throw passwordMismatch();
-      const user = await this.s.accounts.create(newUserInput(values, password));
+      const user = await this.s.accounts.create(newUserInput(values, password, (form.get(BARCODE_FIELD) ?? '').trim()));
       this.s.logger.info(
         { event: 'user_created', username: user.username, role: user.role, group: user.group, by: session.claims.sub, via: 'console' },
         'user created',
@@ -185,7 +187,8 @@ export class UsersHandlers {
     const password = form.get(PASSWORD_FIELD) ?? '';
     try {
       if (password !== (form.get(REPEAT_FIELD) ?? '')) throw passwordMismatch();
-      const patch = userPatch(values, await this.s.accounts.get(username), password, form.get(LOCK_SHOWN_FIELD) === 'on');
+      const barcode = { value: (form.get(BARCODE_FIELD) ?? '').trim(), clear: form.get(CLEAR_BARCODE_FIELD) === 'on' };
+      const patch = userPatch(values, await this.s.accounts.get(username), password, form.get(LOCK_SHOWN_FIELD) === 'on', barcode);
       const fields = Object.keys(patch);
       if (fields.length > 0) {
         await this.s.accounts.update(username, patch);

@@ -111,7 +111,7 @@ describe('user page', () => {
     expect(html).toContain('value="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"');
     expect(html).toContain(`In force now: valid until ${formatUtc(T0 + 90 * 86_400_000)} (the global setting)`);
     const ids = [...html.matchAll(/<(?:input|select) (?:type="(?:text|password|date|checkbox)" )?id="([^"]+)"/g)].map((m) => m[1]!);
-    expect(ids).toHaveLength(10);
+    expect(ids).toHaveLength(11); // the user barcode joined the form (issue 14)
     for (const id of ids) expect(html, id).toContain(`<label for="${id}">`);
   });
 });

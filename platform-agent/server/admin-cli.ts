@@ -12,6 +12,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
+import stringWidth from 'string-width';
 import type { Argv } from 'yargs';
 import { systemClock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
@@ -120,10 +121,15 @@ function printJson(value: unknown): void {
   print(JSON.stringify(value, null, 2));
 }
 
-/** Columns padded to their widest cell, two spaces apart. */
+/**
+ * Columns padded to their widest cell, two spaces apart. Widths are as a terminal shows them
+ * (`string-width`: a combining mark takes no column, a CJK character two), so names in any script
+ * line up.
+ */
 function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  const widths = header.map((h, i) => Math.max(stringWidth(h), ...rows.map((row) => stringWidth(row[i]!))));
+  const pad = (c: string, width: number): string => c + ' '.repeat(Math.max(0, width - stringWidth(c)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : pad(c, widths[i]!))).join('  ');
   return [header, ...rows].map(line).join('\n');
 }
 

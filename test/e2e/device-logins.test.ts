@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import stringWidth from 'string-width';
 import { afterAll, describe, expect, it } from 'vitest';
 import { request, type Reply } from '../fixtures/harness.js';
 import { AGENT, startAgentProcess, startRelayProcess } from '../fixtures/processes.js';
@@ -120,6 +121,13 @@ describe('Russian names and the Mobile SMARTS device logins, through the relay',
     const ivanov = rows.find((r) => r.startsWith(IVANOV))!;
     expect(ivanov).toContain(GROUP);
     expect(ivanov.indexOf(GROUP)).toBe(rows[0]!.indexOf('GROUP'));
+    // Wide and combining characters line up too: columns are as wide as a terminal shows them.
+    await api('POST', 'users', { username: '山田太郎', password: 'Yamada-Tsd-3', role: 'mobile' });
+    await api('POST', 'users', { username: 'Жа\u0301нна', password: 'Zhanna-Tsd-4', role: 'mobile' });
+    const wide = (await cli(['user', 'list'])).stdout.trimEnd().split('\n');
+    const column = (line: string): number => stringWidth(line.slice(0, line.indexOf('mobile')));
+    const roleColumn = stringWidth(wide[0]!.slice(0, wide[0]!.indexOf('ROLE')));
+    for (const name of ['山田太郎', 'Жа\u0301нна']) expect(column(wide.find((l) => l.startsWith(name))!), name).toBe(roleColumn);
     const groups = await cli(['group', 'list']);
     expect(groups.stdout).toContain(GROUP);
     const groupRow = groups.stdout.split('\n').find((r) => r.startsWith(GROUP))!;

@@ -9,7 +9,7 @@ import type { PlatformStore, SecretKind, UserPatch, UserRecord, UserWriteOptions
 import { keepUserManager } from './groups.js';
 import { lookupTag } from './lookup-tags.js';
 import { hashPassword, type ScryptParams } from './passwords.js';
-import { passwordPolicyProblem } from './settings.js';
+import { passwordPolicyProblem, type SecuritySettings } from './settings.js';
 import {
   checkBarcode,
   checkDescription,
@@ -30,9 +30,10 @@ export class Accounts {
   ) {}
 
   async create(input: NewUser): Promise<UserRecord> {
+    const { settings } = await this.store.getSettings();
     const username = checkUsername(input.username);
     const role = checkRole(input.role);
-    const password = await this.checkPolicy(checkPassword(input.password));
+    const password = checkPolicy(checkPassword(input.password), settings);
     const validFrom = input.account_valid_from === undefined ? null : parseDate('account_valid_from', input.account_valid_from);
     const validUntil = input.account_valid_until === undefined ? null : parseDate('account_valid_until', input.account_valid_until);
     if (validFrom !== null && validUntil !== null && validUntil <= validFrom)
@@ -55,15 +56,8 @@ export class Accounts {
       group,
       description,
     };
-    await this.store.createUser(user, await this.writeOptions());
+    await this.store.createUser(user, writeOptions(settings));
     return user;
-  }
-
-  /** A new password must meet the password policy in force (settings `password_policy`). */
-  private async checkPolicy(password: string): Promise<string> {
-    const problem = passwordPolicyProblem(password, (await this.store.getSettings()).settings.password_policy);
-    if (problem) throw invalid('password', problem);
-    return password;
   }
 
   private async tag(kind: SecretKind, secret: string): Promise<string> {
@@ -73,11 +67,6 @@ export class Accounts {
   private async barcodeFields(barcode: string | null): Promise<Pick<UserRecord, 'barcodeHash' | 'barcodeTag'>> {
     if (barcode === null) return { barcodeHash: null, barcodeTag: null };
     return { barcodeHash: await hashPassword(barcode, this.scrypt), barcodeTag: await this.tag('barcode', barcode) };
-  }
-
-  /** With password-only device login on, a password must be no other user's. */
-  private async writeOptions(): Promise<UserWriteOptions> {
-    return { uniquePassword: (await this.store.getSettings()).settings.device_login.password_only };
   }
 
   async get(username: string): Promise<UserRecord> {
@@ -106,12 +95,13 @@ export class Accounts {
     ];
     for (const key of Object.keys(input)) if (!allowed.includes(key)) throw invalid(key, `unknown field; expected ${allowed.join(', ')}`);
     const user = await this.get(username);
+    const { settings } = await this.store.getSettings();
     const patch: UserPatch = {};
     if (input.role !== undefined) patch.role = checkRole(input.role);
     if (input.group !== undefined) patch.group = checkGroupField(input.group);
     if (input.description !== undefined) patch.description = checkDescription(input.description);
     if (input.password !== undefined) {
-      const password = await this.checkPolicy(checkPassword(input.password));
+      const password = checkPolicy(checkPassword(input.password), settings);
       patch.passwordHash = await hashPassword(password, this.scrypt);
       patch.passwordTag = await this.tag('password', password);
     }
@@ -134,7 +124,7 @@ export class Accounts {
     }
 
     let result =
-      Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch, this.clock.now(), await this.writeOptions()) : user;
+      Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch, this.clock.now(), writeOptions(settings)) : user;
     if (lock === false) result = await this.store.setUserLock(username, null);
     if (lock === true) {
       const now = this.clock.now();
@@ -152,4 +142,16 @@ export class Accounts {
     if (user.role === 'admin') await keepUserManager(this.store, this.clock.now(), { user: { username, after: null } });
     await this.store.deleteUser(username);
   }
+}
+
+/** A new password must meet the password policy in force (settings `password_policy`). */
+function checkPolicy(password: string, settings: SecuritySettings): string {
+  const problem = passwordPolicyProblem(password, settings.password_policy);
+  if (problem) throw invalid('password', problem);
+  return password;
+}
+
+/** With password-only device login on, a password must be no other user's. */
+function writeOptions(settings: SecuritySettings): UserWriteOptions {
+  return { uniquePassword: settings.device_login.password_only };
 }

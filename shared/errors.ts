@@ -136,6 +136,7 @@ const catalog = {
   PLATFORM_ERR_HTTPS_REQUIRED: { message: 'this API is served over HTTPS only; use https://', httpStatus: 403 },
   PLATFORM_ERR_BACKEND: { message: 'the backend application could not be reached', httpStatus: 502 },
   PLATFORM_ERR_STORE: { message: 'the data folder cannot be used' },
+  PLATFORM_ERR_STORE_UNAVAILABLE: { message: 'the platform database cannot be reached; try again later', httpStatus: 503 },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof catalog;

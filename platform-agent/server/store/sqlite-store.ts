@@ -6,7 +6,7 @@
  * never loses a lock: a lock is committed before the login answer leaves.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { RelayError } from '../../../shared/errors.js';
@@ -35,35 +35,32 @@ import {
   type UserRecord,
   type UserWriteOptions,
 } from './store.js';
+import { KeyedMutex } from './exclusive.js';
+import {
+  LOOKUP_KEY_FILE,
+  MAX_WRONG_TAGS,
+  readOrCreateKey,
+  summarise,
+  toDevice,
+  toDeviceUser,
+  toFamily,
+  toGroup,
+  toUser,
+  withDefaults,
+  wrongTags,
+  invalidField,
+  type DeviceRow,
+  type DeviceUserRow,
+  type FamilyRow,
+  type GroupRow,
+  type UserRow,
+} from './rows.js';
 
 export const DB_FILE = 'platform.db';
 
-/** The lookup tags' key (store.ts `lookupKey`), beside platform.db and not in it: a copy of the database alone does not give it. */
-export const LOOKUP_KEY_FILE = 'lookup.key';
-const LOOKUP_KEY_BYTES = 32;
-
-/** Reads the key file, or makes it (0600) if there is none; two processes making it at once end with the same key. */
-function readOrCreateKey(file: string): Buffer {
-  try {
-    const key = readFileSync(file);
-    if (key.length !== LOOKUP_KEY_BYTES)
-      throw new RelayError('PLATFORM_ERR_STORE', `${file}: expected ${LOOKUP_KEY_BYTES} bytes, found ${key.length}`);
-    return key;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  // Written whole under another name, then linked into place: nobody reads a half-written key, and a race has one winner.
-  const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
-  writeFileSync(temp, randomBytes(LOOKUP_KEY_BYTES), { mode: 0o600, flag: 'wx' });
-  try {
-    linkSync(temp, file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-  } finally {
-    unlinkSync(temp);
-  }
-  return readOrCreateKey(file);
-}
+/** `exclusive` sections of every SqliteStore in this process, keyed by file (':memory:' stores share one key: harmless). */
+const sections = new KeyedMutex();
+export { LOOKUP_KEY_FILE };
 
 /** Migrations in order; index + 1 is the `user_version` after it. Never edit one that shipped: add another. Exported for the migration tests. */
 export const MIGRATIONS: readonly string[] = [
@@ -213,166 +210,6 @@ export const MIGRATIONS: readonly string[] = [
   );
   `,
 ];
-
-interface UserRow {
-  username: string;
-  password_hash: string;
-  role: Role;
-  created_at: number;
-  valid_from: number | null;
-  valid_until: number | null;
-  locked: number;
-  locked_at: number | null;
-  locked_until: number | null;
-  group_name: string | null;
-  description: string | null;
-  password_tag: string | null;
-  barcode_hash: string | null;
-  barcode_tag: string | null;
-}
-
-interface GroupRow {
-  name: string;
-  role: Role;
-  description: string | null;
-  operations: string;
-  created_at: number;
-}
-
-interface DeviceRow {
-  device_id: string;
-  failures: number;
-  last_failure_at: number | null;
-  last_username: string | null;
-  last_seen_at: number | null;
-  locked_at: number | null;
-  locked_until: number | null;
-}
-
-interface DeviceUserRow {
-  username: string;
-  device_id: string;
-  failures: number;
-  last_failure_at: number | null;
-  locked_at: number | null;
-  locked_until: number | null;
-  last_seen_at: number;
-  known: number;
-  wrong_tags: string;
-}
-
-/** A recent wrong password's keyed hash on one (user, device), and when it was last tried. */
-interface WrongTag {
-  tag: string;
-  at: number;
-}
-
-/** How many recent wrong passwords a (user, device) remembers (smart lockout). */
-const MAX_WRONG_TAGS = 8;
-
-interface FamilyRow {
-  family_id: string;
-  username: string;
-  device_id: string | null;
-  audience: string;
-  current_jti_hash: string;
-  created_at: number;
-  last_used_at: number;
-  expires_at: number;
-  revoked_at: number | null;
-}
-
-const toUser = (r: UserRow): UserRecord => ({
-  username: r.username,
-  passwordHash: r.password_hash,
-  role: r.role,
-  createdAt: r.created_at,
-  validFrom: r.valid_from,
-  validUntil: r.valid_until,
-  lockedForSecurityReasons: r.locked === 1,
-  lockedAt: r.locked_at,
-  lockedUntil: r.locked_until,
-  group: r.group_name,
-  description: r.description,
-  passwordTag: r.password_tag,
-  barcodeHash: r.barcode_hash,
-  barcodeTag: r.barcode_tag,
-});
-
-const toGroup = (r: GroupRow): GroupRecord => ({
-  name: r.name,
-  role: r.role,
-  description: r.description,
-  operations: JSON.parse(r.operations) as string[],
-  createdAt: r.created_at,
-});
-
-/** A validation error on one field, as the accounts rules raise them. */
-const invalidField = (field: string, message: string): RelayError =>
-  new RelayError('PLATFORM_ERR_INVALID_REQUEST', `${field}: ${message}`, { details: { field } });
-
-const toDevice = (r: DeviceRow): DeviceRecord => ({
-  deviceId: r.device_id,
-  failures: r.failures,
-  lastFailureAt: r.last_failure_at,
-  lastUsername: r.last_username,
-  lastSeenAt: r.last_seen_at,
-  lockedAt: r.locked_at,
-  lockedUntil: r.locked_until,
-});
-
-const toDeviceUser = (r: DeviceUserRow): DeviceUserRecord => ({
-  username: r.username,
-  deviceId: r.device_id,
-  failures: r.failures,
-  lastFailureAt: r.last_failure_at,
-  lockedAt: r.locked_at,
-  lockedUntil: r.locked_until,
-  lastSeenAt: r.last_seen_at,
-  known: r.known === 1,
-});
-
-/** The administrators' view of a device: its own row, with the highest count and the latest lock of any user on it. */
-function summarise(device: DeviceRecord, users: DeviceUserRecord[]): DeviceRecord {
-  const out = { ...device };
-  for (const u of users) {
-    if (u.failures > out.failures) out.failures = u.failures;
-    if (u.lastFailureAt !== null && (out.lastFailureAt === null || u.lastFailureAt > out.lastFailureAt))
-      out.lastFailureAt = u.lastFailureAt;
-    if (u.lockedUntil !== null && (out.lockedUntil === null || u.lockedUntil > out.lockedUntil)) {
-      out.lockedUntil = u.lockedUntil;
-      out.lockedAt = u.lockedAt;
-    }
-  }
-  return out;
-}
-
-const toFamily = (r: FamilyRow): FamilyRecord => ({
-  familyId: r.family_id,
-  username: r.username,
-  deviceId: r.device_id,
-  audience: r.audience,
-  currentJtiHash: r.current_jti_hash,
-  createdAt: r.created_at,
-  lastUsedAt: r.last_used_at,
-  expiresAt: r.expires_at,
-  revokedAt: r.revoked_at,
-});
-
-/** Settings saved by an older version get the fields added since from the defaults. */
-function withDefaults(saved: Partial<SecuritySettings>): SecuritySettings {
-  const d = cloneSettings(defaultSettings);
-  return {
-    ...d,
-    ...saved,
-    https: { ...d.https, ...saved.https },
-    lockout: { ...d.lockout, ...saved.lockout },
-    mobile_authorization: { ...d.mobile_authorization, ...saved.mobile_authorization },
-    mobile_token: { ...d.mobile_token, ...saved.mobile_token },
-    device_login: { ...d.device_login, ...saved.device_login },
-    password_policy: { ...d.password_policy, ...saved.password_policy },
-  };
-}
 
 export class SqliteStore implements PlatformStore {
   readonly file: string;
@@ -975,7 +812,7 @@ export class SqliteStore implements PlatformStore {
       this.seeDevice(deviceId, username, now, false);
       const cur = this.readDeviceUser(deviceId, username);
       // Smart lockout: a wrong password already counted here, within the failure window, counts once.
-      let tags = (JSON.parse(cur?.wrong_tags ?? '[]') as WrongTag[]).filter((t) => now - t.at < p.failureResetMs);
+      let tags = wrongTags(cur).filter((t) => now - t.at < p.failureResetMs);
       if (passwordTag !== undefined && cur && tags.some((t) => t.tag === passwordTag)) {
         tags = tags.map((t) => (t.tag === passwordTag ? { tag: t.tag, at: now } : t));
         this.sql('UPDATE device_users SET last_seen_at = ?, wrong_tags = ? WHERE username = ? AND device_id = ?').run(
@@ -1204,6 +1041,11 @@ export class SqliteStore implements PlatformStore {
       ).run({ now, seenBefore: now - DEVICE_RETENTION_MS, failedBefore: now - failureResetMs }).changes;
       return n;
     });
+  }
+
+  /** Per database file, in this process: the CLI in another process is not held off (the shared store's lock is). */
+  async exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return sections.run(`${this.file}\0${name}`, fn);
   }
 
   async close(): Promise<void> {

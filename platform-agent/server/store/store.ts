@@ -2,8 +2,9 @@
  * The platform server's state behind one small interface: accounts, settings, signing keys,
  * login counters, locks, refresh-token families, mobile tokens and sessions. Every
  * check-and-update (a failure counter, a lock, a refresh rotation, a rate limit) is one method,
- * atomic in the store, so that a second implementation (Redis, shared by several platform
- * instances) can do each one as a transaction or script. Times are milliseconds since the epoch,
+ * atomic in the store: SQLite (sqlite-store.ts, the embedded default) runs each in one IMMEDIATE
+ * transaction, PostgreSQL (pg-store.ts, shared by several platform server instances) in one
+ * SERIALIZABLE transaction retried on a conflict. Times are milliseconds since the epoch,
  * always passed in by the caller (its clock), never read here. Secrets arrive already hashed.
  */
 import { DAY_MS } from '../../../shared/clock.js';
@@ -341,5 +342,12 @@ export interface PlatformStore {
    * returns how many.
    */
   prune(now: number): Promise<number>;
+  /**
+   * Runs `fn` while no other `exclusive(name)` section runs on this store's data — in this process
+   * or, for a shared store, in any instance: for a rule that spans several calls (a change must
+   * leave an administrator who can manage users), so that two concurrent changes cannot each
+   * count on the other's target remaining.
+   */
+  exclusive<T>(name: string, fn: () => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }

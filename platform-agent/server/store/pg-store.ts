@@ -313,6 +313,8 @@ export class PgStore implements PlatformStore {
       query_timeout: timeout + 1000,
       idle_in_transaction_session_timeout: timeout * 2,
       keepAlive: true,
+      // A lock written for a failed login must survive a crash of the database too, whatever the server's default.
+      options: '-c synchronous_commit=on',
       types,
     });
     // An idle connection that breaks (the database restarted) is dropped by the pool; without a listener it would end the process.
@@ -454,9 +456,9 @@ export class PgStore implements PlatformStore {
   // ------------------------------------------------------------- settings and keys
 
   private async readSettings(q: Query): Promise<StoredSettings> {
-    const row = (await q<{ json: Partial<SecuritySettings>; token_generation: number }>(
-      'SELECT json, token_generation FROM settings WHERE id = 1',
-    ))[0];
+    const row = (
+      await q<{ json: Partial<SecuritySettings>; token_generation: number }>('SELECT json, token_generation FROM settings WHERE id = 1')
+    )[0];
     if (!row) return { settings: cloneSettings(defaultSettings), tokenGeneration: 1 };
     return { settings: withDefaults(row.json), tokenGeneration: row.token_generation };
   }
@@ -836,9 +838,13 @@ export class PgStore implements PlatformStore {
       const next = { ...cur, ...patch };
       const users = next.role === cur.role ? 0 : await this.usersInGroup(q, name);
       if (users > 0)
-        throw new RelayError('PLATFORM_ERR_GROUP_IN_USE', `group ${name} has ${users} user(s) with role ${cur.role}: its role cannot change`, {
-          details: { field: 'role' },
-        });
+        throw new RelayError(
+          'PLATFORM_ERR_GROUP_IN_USE',
+          `group ${name} has ${users} user(s) with role ${cur.role}: its role cannot change`,
+          {
+            details: { field: 'role' },
+          },
+        );
       await q('UPDATE groups SET role = $1, description = $2, operations = $3 WHERE name = $4', [
         next.role,
         next.description,
@@ -874,7 +880,9 @@ export class PgStore implements PlatformStore {
   ): Promise<{ allowed: boolean; retryAfterMs: number; attemptId: number }> {
     return this.tx(async (q) => {
       await q('DELETE FROM ip_attempts WHERE ip = $1 AND at <= $2', [ip, now - windowMs]);
-      const row = (await q<{ n: number; oldest: number | null }>('SELECT count(*) AS n, min(at) AS oldest FROM ip_attempts WHERE ip = $1', [ip]))[0]!;
+      const row = (
+        await q<{ n: number; oldest: number | null }>('SELECT count(*) AS n, min(at) AS oldest FROM ip_attempts WHERE ip = $1', [ip])
+      )[0]!;
       // Refused attempts are not recorded: at most `limit` rows per address, whatever a client sends.
       if (row.n >= limit) return { allowed: false, retryAfterMs: Math.max(1, (row.oldest ?? now) + windowMs - now), attemptId: 0 };
       const id = (await q<{ id: number }>('INSERT INTO ip_attempts (ip, at) VALUES ($1, $2) RETURNING id', [ip, now]))[0]!.id;
@@ -1038,7 +1046,11 @@ export class PgStore implements PlatformStore {
         const alreadyLocked = user?.lockedForSecurityReasons && (user.lockedUntil === null || user.lockedUntil > now);
         if (n >= p.userDeviceLocks && user && !alreadyLocked) {
           userLockedUntil = now + p.userLockMs;
-          await q('UPDATE users SET locked = true, locked_at = $1, locked_until = $2 WHERE username = $3', [now, userLockedUntil, username]);
+          await q('UPDATE users SET locked = true, locked_at = $1, locked_until = $2 WHERE username = $3', [
+            now,
+            userLockedUntil,
+            username,
+          ]);
           // Smart lockout exempts known devices from a lock caused elsewhere: a device whose
           // failures helped cause this one is no longer known (it must log in again once free).
           await q(
@@ -1154,7 +1166,13 @@ export class PgStore implements PlatformStore {
       )
     )[0];
     return row
-      ? { tokenHash: row.token_hash, username: row.username, createdAt: row.created_at, expiresAt: row.expires_at, generation: row.generation }
+      ? {
+          tokenHash: row.token_hash,
+          username: row.username,
+          createdAt: row.created_at,
+          expiresAt: row.expires_at,
+          generation: row.generation,
+        }
       : null;
   }
 
@@ -1203,15 +1221,18 @@ export class PgStore implements PlatformStore {
     return this.tx(async (q) => {
       const count = async (text: string, values: unknown[]): Promise<number> => (await q(`${text} RETURNING 1`, values)).length;
       let n = 0;
-      n += await count('DELETE FROM refresh_families WHERE expires_at <= $1 OR (revoked_at IS NOT NULL AND revoked_at <= $1 - 86400000)', [now]);
+      n += await count('DELETE FROM refresh_families WHERE expires_at <= $1 OR (revoked_at IS NOT NULL AND revoked_at <= $2)', [
+        now,
+        now - 86400000,
+      ]);
       n += await count('DELETE FROM mobile_tokens WHERE expires_at <= $1', [now]);
-      n += await count('DELETE FROM ip_attempts WHERE at <= $1 - 3600000', [now]);
+      n += await count('DELETE FROM ip_attempts WHERE at <= $1', [now - 3600000]);
       n += await count('DELETE FROM admin_login_failures WHERE last_failure_at <= $1 AND wait_until <= $2', [
         now - adminWaitPolicy.failureResetMs,
         now,
       ]);
       // The longest session idle timeout is one day (mobile_session_idle_minutes <= 1440).
-      n += await count('DELETE FROM mobile_sessions WHERE last_seen_at <= $1 - 86400000', [now]);
+      n += await count('DELETE FROM mobile_sessions WHERE last_seen_at <= $1', [now - 86400000]);
       // A failure counts until failureResetMs after the last one (up to a year): such a device stays however long ago it was seen.
       const { failureResetMs } = lockoutPolicy((await this.readSettings(q)).settings);
       const values = [now, now - DEVICE_RETENTION_MS, now - failureResetMs];

@@ -201,4 +201,3 @@ export function withDefaults(saved: Partial<SecuritySettings>): SecuritySettings
     password_policy: { ...d.password_policy, ...saved.password_policy },
   };
 }
-

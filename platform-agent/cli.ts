@@ -22,6 +22,7 @@ import { MIN_TOKEN_CHARS, relayUrlProblem, type RelayFlags } from './server/rela
 import { sampleAppTarget } from './agent/sample-app.js';
 import type { RelayTrust } from './agent/tls-connect.js';
 import { upstreamTarget } from './agent/upstream-pipe.js';
+import { isSharedStore, openStore, withStoreOptions } from './server/store/open-store.js';
 
 type Args = Record<string, unknown>;
 
@@ -130,11 +131,14 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
   const listen = listenAddress(argv.listen);
   const internalTls = listenTls(argv);
   const backend = argv.backend === undefined ? undefined : httpUrl('backend', argv.backend);
+  const backendCa = argv.backendCa ? readOptionFile('backend-ca', String(argv.backendCa)) : undefined;
+  const store = await openStore(argv, logger, { create: true });
   const platform = new PlatformServer({
     dataDir: String(argv.data),
+    store,
     logger,
     ...(backend ? { backend } : {}),
-    ...(argv.backendCa ? { backendCa: readOptionFile('backend-ca', String(argv.backendCa)) } : {}),
+    ...(backendCa ? { backendCa } : {}),
     adminThroughRelay: adminThroughRelay(argv, logger),
     listenAllowedHosts: parseAllowedHosts('listen-allowed-hosts', argv.listenAllowedHosts),
     ...(internalTls ? { internalTls } : {}),
@@ -162,7 +166,7 @@ async function firstAdmin(platform: PlatformServer, argv: Args): Promise<void> {
   // Shown once, on the terminal (stderr), never through the logger: it is a password.
   process.stderr.write(
     `\n  First administrator created: username "${admin.username}", password: ${admin.password}\n` +
-      `  It is shown only now. Change it with: platform-agent user set ${admin.username} --password --data ${String(argv.data)}\n\n`,
+      `  It is shown only now. Change it with: platform-agent user set ${admin.username} --password --data ${String(argv.data)}${isSharedStore(argv) ? ' --store <the same --store URL>' : ''}\n\n`,
   );
 }
 
@@ -201,6 +205,11 @@ async function start(argv: Args): Promise<void> {
           `--${option} belongs to the built-in platform server; it cannot be combined with --upstream or --sample-app`,
         );
     }
+    if ((upstream || argv.sampleApp) && (argv.store !== 'sqlite' || argv.storeCa !== undefined))
+      throw new RelayError(
+        'RELAY_ERR_CONFIG',
+        '--store belongs to the built-in platform server; it cannot be combined with --upstream or --sample-app',
+      );
     const builtIn = !upstream && !argv.sampleApp;
     // The built-in platform server keeps its relay settings in its store: flags are optional there.
     const token = agentToken(argv, !builtIn);
@@ -292,7 +301,7 @@ const cli = yargs(hideBin(process.argv))
     'start',
     'dial out to one or more relays and serve the platform through them',
     (y) =>
-      withTunnelOptions(y, 'agent')
+      withStoreOptions(withTunnelOptions(y, 'agent'))
         .option('relay', {
           type: 'string',
           array: true,
@@ -321,7 +330,7 @@ const cli = yargs(hideBin(process.argv))
         .option('data', {
           type: 'string',
           default: defaults.platformDataDir,
-          describe: 'data folder of the built-in platform server (SQLite store, IP rule files)',
+          describe: 'data folder of the built-in platform server (SQLite store, IP rule files, lookup.key, internal TLS certificate)',
         })
         .option('listen', {
           type: 'string',

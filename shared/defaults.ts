@@ -201,6 +201,10 @@ export const defaults = Object.freeze({
   platformListen: '127.0.0.1:8080',
   /** Data folder: platform.db, whitelist.dat, blacklist.dat (`--data`). */
   platformDataDir: './data',
+  /** Connections each platform server instance keeps to a shared PostgreSQL store (`--store-pool-size`). */
+  storePoolSize: 10,
+  /** Longest a statement on the shared store may run, and a connection to it take (`--store-statement-timeout-ms`); 503 past it. */
+  storeStatementTimeoutMs: 5000,
   /** Largest JSON body the platform API reads (413 past it). */
   platformMaxJsonBodyBytes: 64 * 1024,
   /** Time a backend request (`--backend`) may take before 502. */

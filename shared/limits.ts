@@ -332,6 +332,26 @@ export const limits = Object.freeze({
     doc: 'a connection dropped sooner than this after its upgrade counts as a failure',
     sides: agent,
   },
+
+  // ---- the built-in platform server's shared store (--store postgres://…) ----
+  'store-pool-size': {
+    default: defaults.storePoolSize,
+    min: 2,
+    max: 200,
+    unit: 'connections',
+    zero: null,
+    doc: 'connections to a PostgreSQL --store per instance (one may wait on a lock for a rule that spans several changes)',
+    sides: agent,
+  },
+  'store-statement-timeout-ms': {
+    default: defaults.storeStatementTimeoutMs,
+    min: 100,
+    max: 600_000,
+    unit: 'ms',
+    zero: null,
+    doc: 'longest a statement on a PostgreSQL --store, or a connection to it, may take; a request that needs it gets 503 past that',
+    sides: agent,
+  },
 } satisfies Record<string, LimitSpec>);
 
 export type LimitName = keyof typeof limits;

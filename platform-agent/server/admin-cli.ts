@@ -7,7 +7,6 @@
  * Exit status: 0 done; 1 the data or the request was refused (one line `platform-agent: <why>` on
  * stderr); 2 bad usage (the yargs `.fail` handler of cli.ts).
  */
-import { existsSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -17,13 +16,14 @@ import type { Argv } from 'yargs';
 import { systemClock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
-import { createFileLogger } from '../../shared/logger.js';
+import { createFileLogger, silentLogger } from '../../shared/logger.js';
 import { Accounts } from './security/accounts.js';
 import { checkBarcode, checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/account-rules.js';
 import { Groups, OPERATIONS, waivedAdmin, type GroupView, type OperationSpec } from './security/groups.js';
 import { lockoutPolicy, patchFromAssignments, type SecuritySettings } from './security/settings.js';
 import { SettingsService } from './security/settings-service.js';
-import { DB_FILE, SqliteStore } from './store/sqlite-store.js';
+import { openStore, withStoreOptions } from './store/open-store.js';
+import type { PlatformStore } from './store/store.js';
 import { ROLES, type DeviceRecord, type UserRecord } from './store/store.js';
 
 type Args = Record<string, unknown>;
@@ -142,20 +142,10 @@ function keyValues(record: object): string {
 // ------------------------------------------------------------- running a command on the store
 
 interface Ctx {
-  store: SqliteStore;
+  store: PlatformStore;
   accounts: Accounts;
   groups: Groups;
   json: boolean;
-}
-
-/** Opens the data folder's store. Only commands that create something may create a missing platform.db (a typo in --data is not a new server). */
-function openStore(dir: string, create: boolean): SqliteStore {
-  if (!create && !existsSync(join(dir, DB_FILE)))
-    throw new RelayError(
-      'PLATFORM_ERR_STORE',
-      `--data ${dir}: no ${DB_FILE} there; give the platform's data folder (created by "platform-agent start" or "platform-agent user add")`,
-    );
-  return new SqliteStore(dir);
 }
 
 function reportError(err: unknown): void {
@@ -168,9 +158,10 @@ function reportError(err: unknown): void {
 /** A yargs handler that runs `fn` on the store, reports a refusal as one line with status 1, and always closes the store. */
 function onStore(create: boolean, fn: (ctx: Ctx, argv: Args) => Promise<void>): (argv: Args) => Promise<void> {
   return async (argv) => {
-    let store: SqliteStore | undefined;
+    let store: PlatformStore | undefined;
     try {
-      store = openStore(String(argv.data), create);
+      // Nothing of the store's own logging reaches the terminal: --json output stays clean.
+      store = await openStore(argv, silentLogger(), { create });
       await fn(
         { store, accounts: new Accounts(store, systemClock), groups: new Groups(store, systemClock), json: argv.json === true },
         argv,
@@ -183,9 +174,13 @@ function onStore(create: boolean, fn: (ctx: Ctx, argv: Args) => Promise<void>): 
   };
 }
 
-function withStoreOptions<T>(y: Argv<T>) {
-  return y
-    .option('data', { type: 'string', default: defaults.platformDataDir, describe: "the platform's data folder (holds platform.db)" })
+function withDataOptions<T>(y: Argv<T>) {
+  return withStoreOptions(y)
+    .option('data', {
+      type: 'string',
+      default: defaults.platformDataDir,
+      describe: "the platform's data folder (platform.db, or lookup.key beside a postgres:// --store)",
+    })
     .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of text' });
 }
 
@@ -287,7 +282,7 @@ async function userDelete(ctx: Ctx, argv: Args): Promise<void> {
 }
 
 function userCommands(y: Argv): Argv {
-  const username = <T>(c: Argv<T>) => withStoreOptions(c).positional('username', { type: 'string', demandOption: true });
+  const username = <T>(c: Argv<T>) => withDataOptions(c).positional('username', { type: 'string', demandOption: true });
   return y
     .command(
       'add <username>',
@@ -304,7 +299,7 @@ function userCommands(y: Argv): Argv {
           .option('description', { type: 'string', describe: 'a description (at most 500 characters)' }),
       onStore(true, userAdd),
     )
-    .command('list', 'list accounts: username, role, status', withStoreOptions, onStore(false, userList))
+    .command('list', 'list accounts: username, role, status', withDataOptions, onStore(false, userList))
     .command('show <username>', 'show one account', username, onStore(false, userShow))
     .command(
       'set <username>',
@@ -404,7 +399,7 @@ async function groupDelete(ctx: Ctx, argv: Args): Promise<void> {
 }
 
 function groupCommands(y: Argv): Argv {
-  const name = <T>(c: Argv<T>) => withStoreOptions(c).positional('name', { type: 'string', demandOption: true });
+  const name = <T>(c: Argv<T>) => withDataOptions(c).positional('name', { type: 'string', demandOption: true });
   const operations = `comma-separated operations: ${OPERATIONS.map((op) => op.name).join(', ')}, or one defined with "platform-agent operation add"`;
   return y
     .command(
@@ -417,7 +412,7 @@ function groupCommands(y: Argv): Argv {
           .option('description', { type: 'string', describe: 'a description (at most 500 characters)' }),
       onStore(true, groupAdd),
     )
-    .command('list', 'list groups: name, role, users, operations', withStoreOptions, onStore(false, groupList))
+    .command('list', 'list groups: name, role, users, operations', withDataOptions, onStore(false, groupList))
     .command('show <name>', 'show one group', name, onStore(false, groupShow))
     .command(
       'set <name>',
@@ -490,14 +485,9 @@ async function operationDelete(ctx: Ctx, argv: Args): Promise<void> {
 }
 
 function operationCommands(y: Argv): Argv {
-  const name = <T>(c: Argv<T>) => withStoreOptions(c).positional('name', { type: 'string', demandOption: true });
+  const name = <T>(c: Argv<T>) => withDataOptions(c).positional('name', { type: 'string', demandOption: true });
   return y
-    .command(
-      'list',
-      'list the operations: built in, then those defined by administrators',
-      withStoreOptions,
-      onStore(false, operationsList),
-    )
+    .command('list', 'list the operations: built in, then those defined by administrators', withDataOptions, onStore(false, operationsList))
     .command(
       'add <name>',
       'define an operation groups of mobile and external users may hold (a document type, say: doc.receipt)',
@@ -579,7 +569,7 @@ function deviceCommands(y: Argv): Argv {
       'list',
       'list every device by user (the user of its last login): last seen, status (locked, failed logins that still count, or active)',
       (c) =>
-        withStoreOptions(c)
+        withDataOptions(c)
           .option('user', { type: 'string', describe: "only this user's devices" })
           .check((argv) => {
             if (argv.user === '') throw new Error('--user: give a user name');
@@ -590,7 +580,7 @@ function deviceCommands(y: Argv): Argv {
     .command(
       'unlock <device-id>',
       'clear the lock and the failure count of a device',
-      (c) => withStoreOptions(c).positional('device-id', { type: 'string', demandOption: true }),
+      (c) => withDataOptions(c).positional('device-id', { type: 'string', demandOption: true }),
       onStore(false, deviceUnlock),
     )
     .demandCommand(1, 'give a device command: list or unlock');
@@ -629,13 +619,13 @@ function settingsCommands(y: Argv): Argv {
     .command(
       'show',
       'print the security settings (JSON)',
-      withStoreOptions,
+      withDataOptions,
       onStore(false, async (ctx) => printJson((await ctx.store.getSettings()).settings)),
     )
     .command(
       'set <assignments...>',
       'change settings, e.g. lockout.device_failures=3 admin_inactivity_timeout=00:30 account_validity_days=null',
-      (c) => withStoreOptions(c).positional('assignments', { type: 'string', array: true, demandOption: true }),
+      (c) => withDataOptions(c).positional('assignments', { type: 'string', array: true, demandOption: true }),
       onStore(true, settingsSet),
     )
     .demandCommand(1, 'give a settings command: show or set');

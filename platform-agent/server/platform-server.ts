@@ -335,11 +335,14 @@ export class PlatformServer {
    * password and returns it (the caller shows it once); otherwise returns null.
    */
   async ensureAdmin(username = 'admin'): Promise<{ username: string; password: string } | null> {
-    if ((await this.store.countAdmins()) > 0) return null;
-    const password = generatePassword();
-    await this.accounts.create({ username, password, role: 'admin' });
-    this.logger.warn({ event: 'admin_created', username }, `created the first administrator "${username}" with a generated password`);
-    return { username, password };
+    // Instances that start at once on one empty shared store make one administrator, not one each.
+    return this.store.exclusive('first-admin', async () => {
+      if ((await this.store.countAdmins()) > 0) return null;
+      const password = generatePassword();
+      await this.accounts.create({ username, password, role: 'admin' });
+      this.logger.warn({ event: 'admin_created', username }, `created the first administrator "${username}" with a generated password`);
+      return { username, password };
+    });
   }
 
   private context(req: IncomingMessage): RequestContext {

@@ -5,7 +5,7 @@
  * folder stays in use either way: the internal TLS certificate, the lookup tags' key (the same
  * file on every instance of a shared store) and, with SQLite, the IP rule files.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Argv } from 'yargs';
 import { RelayError } from '../../../shared/errors.js';
@@ -60,6 +60,8 @@ export async function openStore(argv: StoreArgs, logger: Logger, opts: { create:
   }
   if (!isSharedStore(argv))
     throw new RelayError('RELAY_ERR_CONFIG', `--store: expected sqlite or postgres://user:password@host:port/database`);
+  // The lookup key lives here (the same file on every instance).
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   return PgStore.open({
     url: store,
     poolSize: limitValue('store-pool-size', argv as Record<string, unknown>),

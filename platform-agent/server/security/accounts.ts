@@ -6,7 +6,7 @@
 import type { Clock } from '../../../shared/clock.js';
 import { RelayError } from '../../../shared/errors.js';
 import type { PlatformStore, SecretKind, UserPatch, UserRecord, UserWriteOptions } from '../store/store.js';
-import { keepUserManager } from './groups.js';
+import { USER_MANAGERS, keepUserManager } from './groups.js';
 import { lookupTag } from './lookup-tags.js';
 import { hashPassword, type ScryptParams } from './passwords.js';
 import { passwordPolicyProblem, type SecuritySettings } from './settings.js';
@@ -113,34 +113,46 @@ export class Accounts {
     if (from !== null && until !== null && until <= from) throw invalid('account_valid_until', 'must be after account_valid_from');
     const lock = input.locked_for_security_reasons;
     if (lock !== undefined && typeof lock !== 'boolean') throw invalid('locked_for_security_reasons', 'expected true or false');
-    if (user.role === 'admin') {
-      const after: UserRecord = {
-        ...user,
-        ...patch,
-        ...(lock === true ? { lockedForSecurityReasons: true, lockedUntil: null } : {}),
-        ...(lock === false ? { lockedForSecurityReasons: false, lockedUntil: null } : {}),
-      };
-      await keepUserManager(this.store, this.clock.now(), { user: { username, after } });
-    }
+    // An administrator's change is checked and written in one section: two changes at once (on
+    // any instance) cannot each count on the other's administrator remaining.
+    const write = async (): Promise<UserRecord | null> => {
+      if (user.role === 'admin') {
+        const after: UserRecord = {
+          ...user,
+          ...patch,
+          ...(lock === true ? { lockedForSecurityReasons: true, lockedUntil: null } : {}),
+          ...(lock === false ? { lockedForSecurityReasons: false, lockedUntil: null } : {}),
+        };
+        await keepUserManager(this.store, this.clock.now(), { user: { username, after } });
+      }
 
-    let result =
-      Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch, this.clock.now(), writeOptions(settings)) : user;
-    if (lock === false) result = await this.store.setUserLock(username, null);
-    if (lock === true) {
-      const now = this.clock.now();
-      result = await this.store.setUserLock(username, {
-        lockedAt: now,
-        lockedUntil: lockDefaultMs === undefined ? null : now + lockDefaultMs,
-      });
-    }
+      let result: UserRecord | null =
+        Object.keys(patch).length > 0 ? await this.store.updateUser(username, patch, this.clock.now(), writeOptions(settings)) : user;
+      if (lock === false) result = await this.store.setUserLock(username, null);
+      if (lock === true) {
+        const now = this.clock.now();
+        result = await this.store.setUserLock(username, {
+          lockedAt: now,
+          lockedUntil: lockDefaultMs === undefined ? null : now + lockDefaultMs,
+        });
+      }
+      return result;
+    };
+    const result = user.role === 'admin' ? await this.store.exclusive(USER_MANAGERS, write) : await write();
     if (!result) throw new RelayError('PLATFORM_ERR_USER_NOT_FOUND');
     return result;
   }
 
   async delete(username: string): Promise<void> {
     const user = await this.get(username);
-    if (user.role === 'admin') await keepUserManager(this.store, this.clock.now(), { user: { username, after: null } });
-    await this.store.deleteUser(username);
+    if (user.role !== 'admin') {
+      await this.store.deleteUser(username);
+      return;
+    }
+    await this.store.exclusive(USER_MANAGERS, async () => {
+      await keepUserManager(this.store, this.clock.now(), { user: { username, after: null } });
+      await this.store.deleteUser(username);
+    });
   }
 }
 

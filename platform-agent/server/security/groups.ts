@@ -191,6 +191,9 @@ export async function waivedAdmin(store: PlatformStore, now: number): Promise<st
 
 const noUserManager = (): RelayError => new RelayError('PLATFORM_ERR_LAST_ADMIN');
 
+/** The `PlatformStore.exclusive` section every change that may take away an administrator able to manage users runs in (check and write). */
+export const USER_MANAGERS = 'user-managers';
+
 /**
  * Throws PLATFORM_ERR_LAST_ADMIN when `change` would take away the last administrator able to manage
  * users. A change that takes nobody away (a new password for a locked last admin, say) passes.
@@ -283,8 +286,11 @@ export class Groups {
     if (input.operations !== undefined || role !== cur.role)
       patch.operations = checkOperations(input.operations ?? cur.operations, role, await this.catalog());
     if (input.description !== undefined) patch.description = checkDescription(input.description);
-    if (cur.role === 'admin') await keepUserManager(this.store, this.clock.now(), { group: { ...cur, ...patch } });
-    const next = await this.store.updateGroup(name, patch);
+    const write = async (): Promise<GroupRecord | null> => {
+      if (cur.role === 'admin') await keepUserManager(this.store, this.clock.now(), { group: { ...cur, ...patch } });
+      return this.store.updateGroup(name, patch);
+    };
+    const next = cur.role === 'admin' ? await this.store.exclusive(USER_MANAGERS, write) : await write();
     if (!next) throw new RelayError('PLATFORM_ERR_GROUP_NOT_FOUND', `no such group: ${name}`);
     return next;
   }

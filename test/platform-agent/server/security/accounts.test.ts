@@ -210,6 +210,19 @@ describe('accounts: update and delete', () => {
     expect(await env().store.getUser('root')).toBeNull();
   });
 
+  it('refuses one of two concurrent changes that would each leave the other administrator as the last (in one section)', async () => {
+    await env().addUser('root', 'admin');
+    await env().addUser('root2', 'admin');
+    const outcomes = await Promise.allSettled([
+      env().accounts.delete('root'),
+      env().accounts.update('root2', { role: 'mobile' }),
+      env().accounts.update('root2', { locked_for_security_reasons: true }),
+    ]);
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
+    for (const o of outcomes) if (o.status === 'rejected') expect((o.reason as { code: string }).code).toBe('PLATFORM_ERR_LAST_ADMIN');
+    expect((await env().store.listUsers()).filter((u) => u.role === 'admin' && !u.lockedForSecurityReasons)).toHaveLength(1);
+  });
+
   it('changes the validity period and clears it with null', async () => {
     await env().addUser('alice');
     const changed = await env().accounts.update('alice', { account_valid_from: '2026-12-01', account_valid_until: '2027-01-01' });

@@ -154,18 +154,18 @@ describe.skipIf(!hasPostgres)('two platform server instances on one PostgreSQL',
   it('two administrators removed at once, one through each instance: never both (one is refused as the last)', async () => {
     const creds = new Map<string, string>([['admin', adminPassword]]);
     for (let round = 1; round <= 5; round++) {
-      const [keeper] = [...creds.keys()];
+      const keeper = [...creds.keys()][0]!;
       const other = `admin-${round}`;
       await call(
         a,
         'POST',
         '/admin/api/v1/users',
         { username: other, password: `${other}-password`, role: 'admin' },
-        bearer(await adminToken(a, keeper, creds.get(keeper))),
+        bearer(await adminToken(a, keeper, creds.get(keeper)!)),
       );
       creds.set(other, `${other}-password`);
       // each deletes the other, through different instances, at once
-      const [tKeeper, tOther] = [await adminToken(a, keeper, creds.get(keeper)), await adminToken(b, other, creds.get(other))];
+      const [tKeeper, tOther] = [await adminToken(a, keeper, creds.get(keeper)!), await adminToken(b, other, creds.get(other)!)];
       const answers = await Promise.all([
         call(a, 'DELETE', `/admin/api/v1/users/${other}`, undefined, bearer(tKeeper)),
         call(b, 'DELETE', `/admin/api/v1/users/${keeper}`, undefined, bearer(tOther)),
@@ -176,8 +176,8 @@ describe.skipIf(!hasPostgres)('two platform server instances on one PostgreSQL',
       const loser = answers.find((r) => r.status !== 204)!;
       expect(['last_admin', 'invalid_token']).toContain(code(loser));
       creds.delete(answers[0]!.status === 204 ? other : keeper);
-      const [left] = [...creds.keys()];
-      const users = await call(b, 'GET', '/admin/api/v1/users', undefined, bearer(await adminToken(b, left, creds.get(left))));
+      const left = [...creds.keys()][0]!;
+      const users = await call(b, 'GET', '/admin/api/v1/users', undefined, bearer(await adminToken(b, left, creds.get(left)!)));
       expect(
         (json(users).users as { role: string }[]).filter((u) => u.role === 'admin'),
         `round ${round}`,

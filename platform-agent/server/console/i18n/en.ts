@@ -181,6 +181,7 @@ export const en = {
   'error.PLATFORM_ERR_DEVICE_NOT_FOUND': 'no such device',
   'error.PLATFORM_ERR_GROUP_NOT_FOUND': 'no such user group',
   'error.PLATFORM_ERR_GROUP_IN_USE': 'the user group still has users',
+  'error.PLATFORM_ERR_STORE_UNAVAILABLE': 'the platform database cannot be reached; try again later',
   'err.no_operation': 'A user group must have at least one operation',
   // Roles and statuses
   'role.mobile': 'Mobile user',

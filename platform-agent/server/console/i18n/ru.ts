@@ -183,6 +183,7 @@ export const ru: Readonly<Record<MessageKey, string>> = {
   'error.PLATFORM_ERR_DEVICE_NOT_FOUND': 'Такого устройства нет',
   'error.PLATFORM_ERR_GROUP_NOT_FOUND': 'Такой группы пользователей нет',
   'error.PLATFORM_ERR_GROUP_IN_USE': 'В группе пользователей ещё есть пользователи',
+  'error.PLATFORM_ERR_STORE_UNAVAILABLE': 'База данных платформы недоступна; повторите попытку позже',
   'err.no_operation': 'Группа пользователей должна иметь хотя бы одну операцию',
   'role.mobile': 'Мобильный пользователь',
   'role.external': 'Внешнее подключение',

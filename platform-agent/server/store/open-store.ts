@@ -49,6 +49,9 @@ export const isSharedStore = (argv: StoreArgs): boolean => /^postgres(ql)?:/i.te
 export async function openStore(argv: StoreArgs, logger: Logger, opts: { create: boolean }): Promise<PlatformStore> {
   const dir = String(argv.data);
   const store = String(argv.store ?? 'sqlite');
+  // Checked whichever store is used: a bad value is refused before it is needed.
+  const poolSize = limitValue('store-pool-size', argv as Record<string, unknown>);
+  const statementTimeoutMs = limitValue('store-statement-timeout-ms', argv as Record<string, unknown>);
   if (store === 'sqlite') {
     if (argv.storeCa !== undefined) throw new RelayError('RELAY_ERR_CONFIG', '--store-ca applies to a postgres:// --store only');
     if (!opts.create && !existsSync(join(dir, DB_FILE)))
@@ -64,8 +67,8 @@ export async function openStore(argv: StoreArgs, logger: Logger, opts: { create:
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   return PgStore.open({
     url: store,
-    poolSize: limitValue('store-pool-size', argv as Record<string, unknown>),
-    statementTimeoutMs: limitValue('store-statement-timeout-ms', argv as Record<string, unknown>),
+    poolSize,
+    statementTimeoutMs,
     ...(argv.storeCa !== undefined ? { ca: readOptionFile('store-ca', String(argv.storeCa)) } : {}),
     lookupKeyFile: join(dir, LOOKUP_KEY_FILE),
     logger,

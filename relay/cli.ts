@@ -90,9 +90,12 @@ async function start(argv: Args): Promise<void> {
       (ports.adminPort !== null ? ` ; admin: http://127.0.0.1:${ports.adminPort}/status` : ''),
   );
   // SIGHUP: certificates, IP rules, agent credentials and (from the --config file) the platform
-  // ports are read again; tunnels and mobile connections stay (those of a removed platform port drain).
+  // ports and the PROXY protocol balancers are read again; tunnels and mobile connections stay (those of a removed platform port drain).
   process.on('SIGHUP', () => {
-    logger.info({ event: 'reload' }, 'SIGHUP: reloading certificates, IP rules, agent credentials and platform ports');
+    logger.info(
+      { event: 'reload' },
+      'SIGHUP: reloading certificates, IP rules, agent credentials, platform ports and PROXY protocol balancers',
+    );
     certs.reload();
     running.reloadIpRules();
     const file = argv.agentCredentials as string | undefined;
@@ -106,7 +109,7 @@ async function start(argv: Args): Promise<void> {
         );
       }
     }
-    reloadPlatformPorts(running, argv, logger);
+    reloadFromConfigFile(running, argv, logger);
   });
   onShutdownSignals(logger, async () => {
     certs.close();
@@ -115,34 +118,56 @@ async function start(argv: Args): Promise<void> {
 }
 
 /**
- * The platform ports from the `--config` file again (SIGHUP). Given on the command line, they
- * win over the file, as at start, and stay; without a config file there is nothing to read.
+ * The platform ports and the PROXY protocol balancers from the `--config` file again (SIGHUP).
+ * One given on the command line wins over the file, as at start, and stays; without a config
+ * file there is nothing to read. A value the file gets wrong keeps the previous one (logged).
  */
-function reloadPlatformPorts(relay: Relay, argv: Args, logger: ReturnType<typeof createLogger>): void {
+function reloadFromConfigFile(relay: Relay, argv: Args, logger: ReturnType<typeof createLogger>): void {
   const file = argv.config as string | undefined;
   if (file === undefined) return;
-  if (platformPortOnCommandLine(hideBin(process.argv))) {
-    logger.info({ event: 'platform_ports_kept' }, 'platform ports given on the command line: the config file does not change them');
-    return;
-  }
-  let list: PlatformPort[];
+  let options: Record<string, unknown>;
   try {
-    const options = readJsonConfig(file);
-    list = platformPorts(options['platform-port'] ?? options.platformPort);
+    options = readJsonConfig(file);
   } catch (err) {
-    logger.error(
-      { event: 'platform_ports_reload_failed', err: (err as Error).message },
-      'platform ports not reloaded; the previous ones stay',
-    );
+    logger.error({ event: 'config_reload_failed', err: (err as Error).message }, 'config file not read again; the previous values stay');
     return;
   }
-  // a refusal is logged by the relay (platform_ports_reload_failed)
-  relay.setPlatformPorts(list).catch(() => {});
+  const cli = hideBin(process.argv);
+  if (onCommandLine(cli, 'platform-port', 'platformPort')) {
+    logger.info({ event: 'platform_ports_kept' }, 'platform ports given on the command line: the config file does not change them');
+  } else {
+    let list: PlatformPort[] | undefined;
+    try {
+      list = platformPorts(options['platform-port'] ?? options.platformPort);
+    } catch (err) {
+      logger.error(
+        { event: 'platform_ports_reload_failed', err: (err as Error).message },
+        'platform ports not reloaded; the previous ones stay',
+      );
+    }
+    // a refusal is logged by the relay (platform_ports_reload_failed)
+    if (list) relay.setPlatformPorts(list).catch(() => {});
+  }
+  if (onCommandLine(cli, 'proxy-protocol-from', 'proxyProtocolFrom')) {
+    logger.info(
+      { event: 'proxy_protocol_from_kept' },
+      '--proxy-protocol-from given on the command line: the config file does not change it',
+    );
+  } else {
+    try {
+      relay.setProxyProtocolFrom(proxyProtocolFrom(options['proxy-protocol-from'] ?? options.proxyProtocolFrom));
+    } catch (err) {
+      logger.error(
+        { event: 'proxy_protocol_from_reload_failed', err: (err as Error).message },
+        '--proxy-protocol-from not reloaded; the previous list stays',
+      );
+    }
+  }
 }
 
-/** Whether `--platform-port` (or `--platformPort`) is among the command-line arguments. */
-function platformPortOnCommandLine(args: readonly string[]): boolean {
-  return args.some((a) => /^--(platform-port|platformPort)(=|$)/.test(a));
+/** Whether the option (kebab-case or camelCase) is among the command-line arguments. */
+function onCommandLine(args: readonly string[], kebab: string, camel: string): boolean {
+  return args.some((a) => a === `--${kebab}` || a === `--${camel}` || a.startsWith(`--${kebab}=`) || a.startsWith(`--${camel}=`));
 }
 
 function readCredentials(file: string): AgentCredential[] {
@@ -379,7 +404,7 @@ const cli = yargs(hideBin(process.argv))
           type: 'string',
           array: true,
           describe:
-            'address or CIDR block of a TCP load balancer that sends a PROXY protocol v1/v2 header (repeatable): its connections must start with one, and the client it names is the client; from other addresses a header is refused',
+            'address or CIDR block of a TCP load balancer that sends a PROXY protocol v1/v2 header (repeatable): its connections must start with one, and the client it names is the client; from other addresses a header is refused; in the --config file, reloaded on SIGHUP',
         }),
     (argv) => start(argv as Args),
   );

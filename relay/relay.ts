@@ -433,6 +433,15 @@ export class Relay {
     this.noteCertificate(cert);
   }
 
+  /** Replaces the `--proxy-protocol-from` list (SIGHUP, from the config file) for the connections that come next. */
+  setProxyProtocolFrom(list: readonly string[]): void {
+    this.edge.setProxyProtocolFrom(list);
+    this.logger.info(
+      { event: 'proxy_protocol_from_reloaded', entries: [...list] },
+      `PROXY protocol trusted from: ${list.join(', ') || 'nobody'}`,
+    );
+  }
+
   /**
    * Reads the IP rule files again now (the lead wires SIGHUP here; changes on disk are also picked
    * up by polling) and resets open connections of clients the new rules drop.

@@ -85,7 +85,7 @@ export class MobileListeners {
   private readonly logger: Logger;
   private tableFullLoggedAt = Number.NEGATIVE_INFINITY;
   /** Load balancers that send a PROXY header; null: the option is off (no byte is looked at). */
-  private readonly proxyFrom: IpRuleSet | null;
+  private proxyFrom: IpRuleSet | null;
   /** How long a PROXY header (or the first bytes of another connection) may take. */
   private readonly preludeTimeoutMs: number;
   /** Connections from a listed balancer whose header is not read yet (raw sockets). */
@@ -314,6 +314,15 @@ export class MobileListeners {
     }
     return retryAfter;
   };
+
+  /**
+   * Replaces the load balancers trusted to send a PROXY header (SIGHUP, from the config file);
+   * checked already (parseProxyProtocolFrom). Connections open now keep the client they were given;
+   * the next connection is judged by the new list. Empty: the option is off.
+   */
+  setProxyProtocolFrom(list: readonly string[]): void {
+    this.proxyFrom = list.length > 0 ? parseProxyProtocolFrom(list) : null;
+  }
 
   /**
    * A TCP connection was accepted: step 1 (see the module comment), with the PROXY protocol in

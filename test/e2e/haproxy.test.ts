@@ -181,4 +181,37 @@ describe('--proxy-protocol-from (the built relay)', () => {
     expect(await rawHello(ports.httpPort, 'PROXY UNKNOWN\r\n', '127.0.0.3')).toBe('');
     expect(await rawHello(ports.httpPort, '', '127.0.0.3')).toContain('"forwardedFor":"127.0.0.3"');
   });
+
+  it('reloads the list from the --config file on SIGHUP; a bad list keeps the previous one, and one given on the command line stays', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relay-proxy-reload-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'relay.json');
+    writeFileSync(file, JSON.stringify({ proxyProtocolFrom: ['127.0.0.2'] }));
+    const { relay, ports } = await startRelayProcess(['--config', file]);
+    await startAgentProcess(ports.tunnelPort, ['--sample-app']);
+    const header = `PROXY TCP4 198.51.100.9 127.0.0.1 40000 ${ports.httpPort}\r\n`;
+    expect(await rawHello(ports.httpPort, header, '127.0.0.3')).toBe('');
+
+    // the balancer moved to 127.0.0.3
+    writeFileSync(file, JSON.stringify({ 'proxy-protocol-from': ['127.0.0.3/32'] }));
+    relay.child.kill('SIGHUP');
+    expect(await relay.waitFor((l) => l.event === 'proxy_protocol_from_reloaded')).toMatchObject({ entries: ['127.0.0.3/32'] });
+    expect(await rawHello(ports.httpPort, header, '127.0.0.3')).toContain('"forwardedFor":"198.51.100.9"');
+    expect(await rawHello(ports.httpPort, header, '127.0.0.2')).toBe('');
+    expect(await rawHello(ports.httpPort, '', '127.0.0.2')).toContain('"forwardedFor":"127.0.0.2"');
+
+    writeFileSync(file, JSON.stringify({ proxyProtocolFrom: ['127.0.0.0/33'] }));
+    relay.child.kill('SIGHUP');
+    expect((await relay.waitFor((l) => l.event === 'proxy_protocol_from_reload_failed')).err).toMatch(
+      /--proxy-protocol-from: .*127\.0\.0\.0\/33/,
+    );
+    expect(await rawHello(ports.httpPort, header, '127.0.0.3')).toContain('"forwardedFor":"198.51.100.9"');
+
+    // given on the command line, the list is not taken from the file
+    const pinnedFile = join(dir, 'pinned.json');
+    writeFileSync(pinnedFile, JSON.stringify({ proxyProtocolFrom: ['127.0.0.3'] }));
+    const pinned = await startRelayProcess(['--config', pinnedFile, '--proxy-protocol-from', '127.0.0.2']);
+    pinned.relay.child.kill('SIGHUP');
+    await pinned.relay.waitFor((l) => l.event === 'proxy_protocol_from_kept');
+  });
 });

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { defaults } from '../../shared/defaults.js';
 import { argvKey, checkLimit, limitDoc, limits, limitSpec, limitValue, type LimitName } from '../../shared/limits.js';
 import { TOKEN, certsDir } from '../fixtures/harness.js';
-import { RELAY, run } from '../fixtures/processes.js';
+import { AGENT, RELAY, run } from '../fixtures/processes.js';
 
 const names = Object.keys(limits) as LimitName[];
 
@@ -79,6 +79,25 @@ describe('limits table', () => {
     // a few processes at a time: the suite runs on two cores beside other suites
     const results: Awaited<ReturnType<typeof refuse>>[] = [];
     for (let i = 0; i < relayNames.length; i += 4) results.push(...(await Promise.all(relayNames.slice(i, i + 4).map(refuse))));
+    for (const { name, max, min, code, stderr } of results) {
+      expect(code, name).toBe(2);
+      expect(stderr, name).toContain(`--${name}: ${max + 1} is not valid; expected an integer from ${min} to ${max}`);
+    }
+  }, 180_000);
+
+  it('makes the agent CLI refuse a value past the max, naming the option', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'agent-limits-'));
+    const agentNames = names.filter((name) => limitSpec(name).sides.includes('agent'));
+    expect(agentNames).toEqual(expect.arrayContaining(['connections', 'store-pool-size', 'store-statement-timeout-ms']));
+    const refuse = async (name: LimitName) => {
+      const { max, min } = limitSpec(name);
+      const proc = run(AGENT, ['start', '--listen', '127.0.0.1:0', '--data', join(data, name), `--${name}`, String(max + 1)], {
+        PLATFORM_AGENT_TOKEN: TOKEN,
+      });
+      return { name, max, min, code: await proc.exited, stderr: proc.stderr.join('\n') };
+    };
+    const results: Awaited<ReturnType<typeof refuse>>[] = [];
+    for (let i = 0; i < agentNames.length; i += 4) results.push(...(await Promise.all(agentNames.slice(i, i + 4).map(refuse))));
     for (const { name, max, min, code, stderr } of results) {
       expect(code, name).toBe(2);
       expect(stderr, name).toContain(`--${name}: ${max + 1} is not valid; expected an integer from ${min} to ${max}`);

@@ -128,6 +128,7 @@ export class ConsoleRoutes {
     try {
       const match = this.router.match(method, path);
       if (!match) return false;
+      await this.sessions.ready();
       const route = match.data;
       const chosen = query.get(LANG_PARAM);
       if ((method === 'GET' || method === 'HEAD') && isLanguage(chosen)) {

@@ -53,8 +53,13 @@ export interface Draft {
 }
 
 export class ConsoleSessions {
-  /** Per-process key for CSRF tokens: a restart invalidates open forms, never a session. */
-  private readonly csrfKey = randomBytes(32);
+  /**
+   * The CSRF tokens' key, derived from the store's lookup key (a secret kept outside the
+   * database, the same file on every instance of a shared store): a form one instance served may
+   * be posted to another, as happens behind a relay with several agents. Tokens are bound to the
+   * session (or the login page's nonce cookie), so they end with it.
+   */
+  private csrfKey: Buffer | null = null;
   /** Kept forms by random id (the id is in the browser's DRAFT_COOKIE); bounded in number and age. */
   private readonly drafts = new Map<string, Draft>();
 
@@ -63,7 +68,15 @@ export class ConsoleSessions {
     private readonly host: ConsoleHost,
   ) {}
 
+  /** Makes the CSRF key ready; every console request awaits it first (console-routes.ts). */
+  async ready(): Promise<void> {
+    this.csrfKey ??= createHmac('sha256', await this.s.store.lookupKey())
+      .update('console csrf')
+      .digest();
+  }
+
   private csrfToken(purpose: 'session' | 'login', value: string): string {
+    if (this.csrfKey === null) throw new Error('ConsoleSessions.ready() was not awaited');
     return createHmac('sha256', this.csrfKey).update(`${purpose}\0${value}`).digest('base64url');
   }
 

@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../shared/clock.js';
 import { PlatformServer } from '../../../platform-agent/server/platform-server.js';
 import { PgStore } from '../../../platform-agent/server/store/pg-store.js';
-import { bearer, json, jsonRequest, testLogger, type Reply } from '../../fixtures/harness.js';
+import { bearer, json, jsonRequest, request, testLogger, type Reply } from '../../fixtures/harness.js';
 import { hasPostgres, usePostgres } from '../../fixtures/postgres.js';
 
 const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
@@ -183,6 +183,27 @@ describe.skipIf(!hasPostgres)('two platform server instances on one PostgreSQL',
         `round ${round}`,
       ).toHaveLength(1);
     }
+  });
+
+  it('a control panel form served by one instance is accepted by the other (behind a relay either may answer)', async () => {
+    const page = await request(`${a.base}/console/login`);
+    expect(page.status).toBe(200);
+    const nonce = /console_login=([^;]+)/.exec(String(page.headers['set-cookie']))![1]!;
+    const csrf = /name="csrf" value="([^"]+)"/.exec(page.body.toString())![1]!;
+    const body = new URLSearchParams({ csrf, username: 'admin', password: adminPassword }).toString();
+    const posted = await request(`${b.base}/console/login`, {
+      method: 'POST',
+      body,
+      headers: {
+        cookie: `console_login=${nonce}`,
+        'content-type': 'application/x-www-form-urlencoded',
+        'content-length': Buffer.byteLength(body),
+      },
+    });
+    expect(posted.status, posted.body.toString()).toBe(303);
+    const session = /console_session=([^;]+)/.exec(String(posted.headers['set-cookie']))![1]!;
+    // and the session one gave is good on the other
+    expect((await request(`${a.base}/console/settings/security`, { headers: { cookie: `console_session=${session}` } })).status).toBe(200);
   });
 
   it('answers 503 store_unavailable while the database is down, unlocks nothing, and serves again when it is back', async () => {

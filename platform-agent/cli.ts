@@ -126,6 +126,9 @@ function adminThroughRelay(argv: Args, logger: Logger): boolean {
   return argv.adminThroughRelay === true || argv.consoleThroughRelay === true;
 }
 
+/** How often an instance on a shared store reads the relay connection settings again. */
+const RELAY_SETTINGS_FOLLOW_MS = 2000;
+
 /** Opens the built-in platform server and its internal listener. */
 async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer> {
   const listen = listenAddress(argv.listen);
@@ -268,6 +271,8 @@ async function start(argv: Args): Promise<void> {
       });
       platform.attachRelayControl(relay);
       await relay.load();
+      // One platform, one relay setting: what an administrator saves through one instance, the others apply.
+      if (isSharedStore(argv)) relay.follow(RELAY_SETTINGS_FOLLOW_MS);
       if (listenAddress(argv.listen) === null && !relay.effective().enabled)
         throw new RelayError(
           'RELAY_ERR_CONFIG',

@@ -45,8 +45,53 @@ export class RelayConnection implements RelayControl {
   /** Agents replaced or turned off, finishing their in-flight streams. */
   private readonly draining = new Set<Promise<void>>();
   private closed = false;
+  private followTimer: NodeJS.Timeout | undefined;
+  /** Whether the last `refresh` failed (its warning is logged once per outage). */
+  private refreshFailing = false;
 
   constructor(private readonly options: RelayConnectionOptions) {}
+
+  /**
+   * With a store shared by several instances: reads the stored settings every `intervalMs` and
+   * applies a change another instance saved (`refresh`), so "Use Relay Server", the relays and
+   * the token are one setting for the whole platform. Stops with `close`.
+   */
+  follow(intervalMs: number): void {
+    clearInterval(this.followTimer);
+    this.followTimer = setInterval(() => void this.refresh(), intervalMs);
+    this.followTimer.unref();
+  }
+
+  /**
+   * Reads the stored settings again and applies them if they differ from those in force (saved
+   * through another instance). A store that cannot be read keeps the settings in force.
+   */
+  async refresh(): Promise<boolean> {
+    let saved: RelayConnectionSettings | null;
+    try {
+      saved = storedRelayConnection(await this.options.store.getConfig(RELAY_CONFIG_KEY));
+    } catch (err) {
+      if (!this.refreshFailing)
+        this.options.logger.warn(
+          { event: 'relay_settings_refresh_failed', err: (err as Error).message },
+          'relay connection settings could not be read again; those in force stay',
+        );
+      this.refreshFailing = true;
+      return false;
+    }
+    this.refreshFailing = false;
+    if (this.closed || saved === null || JSON.stringify(saved) === JSON.stringify(this.stored)) return false;
+    const changed = (Object.keys(saved) as (keyof RelayConnectionSettings)[]).filter(
+      (k) => JSON.stringify(saved[k]) !== JSON.stringify(this.stored[k]),
+    );
+    this.stored = saved;
+    this.options.logger.info(
+      { event: 'relay_settings_followed', fields: changed, enabled: saved.enabled },
+      'relay connection settings changed through another instance: applied here too',
+    );
+    this.apply();
+    return true;
+  }
 
   /**
    * Loads the stored settings; on the first start with `--relay` (nothing stored) saves the
@@ -200,6 +245,7 @@ export class RelayConnection implements RelayControl {
   /** Stops the tunnel for good (shutdown): in-flight streams get `drainMs`. */
   async close(drainMs: number): Promise<void> {
     this.closed = true;
+    clearInterval(this.followTimer);
     const running = this.agent;
     this.agent = null;
     await Promise.all([running?.stop(drainMs), ...this.draining]);

@@ -209,6 +209,26 @@ describe('relay connection at run time, against a real relay', () => {
     expect(log.lines.filter((l) => l.event === 'relay_settings_changed').map((l) => l.fields)).toEqual([['enabled'], ['enabled']]);
   });
 
+  it('follows a change another instance saved in the shared store (refresh)', async () => {
+    connection = await open({ relays: [tunnelUrl()], token: TOKEN, relay_fingerprint: relayFingerprint() });
+    // a second instance on the same store, started without flags: it uses what the first saved
+    const other = await open({});
+    try {
+      await until(() => agents() === 4);
+      expect(await other.refresh()).toBe(false); // nothing changed
+      await connection.update({ enabled: false }, 'admin', 'console');
+      expect(await other.refresh()).toBe(true);
+      expect(other.status().state).toBe('off');
+      await until(() => agents() === 0);
+      expect(log.lines.find((l) => l.event === 'relay_settings_followed')).toMatchObject({ fields: ['enabled'], enabled: false });
+      await connection.update({ enabled: true, connections: 1 }, 'admin', 'console');
+      await other.refresh();
+      await until(() => agents() === 2);
+    } finally {
+      await other.close(0);
+    }
+  });
+
   it('stays off across a restart when turned off, even with --relay given', async () => {
     connection = await open({ relays: [tunnelUrl()], token: TOKEN, relay_fingerprint: relayFingerprint() });
     await connection.update({ enabled: false }, 'admin', 'console');

@@ -79,6 +79,8 @@ describe.skipIf(!hasPostgres)('--store postgres:// with the built CLI', () => {
       /--store postgres:\/\/platform@127\.0\.0\.1:1\/x: cannot use the database \(.*ECONNREFUSED.*\); check the address/,
     );
     expect(r.stderr + r.stdout).not.toContain(password);
+    // a password on the command line is readable by every user of the host: said at start
+    expect(r.stdout).toContain('store_password_in_argv');
     r = await exitOf(['user', 'list', '--data', folder('bad-login'), '--store', cluster().adminUrl.replace(password, 'not-the-password')]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/password authentication failed/);
@@ -93,6 +95,7 @@ describe.skipIf(!hasPostgres)('--store postgres:// with the built CLI', () => {
     await first.waitFor((l) => l.event === 'platform_listening');
     await first.waitFor((l) => l.event === 'agent_ready');
     expect(first.lines.some((l) => l.event === 'store_migrated')).toBe(true);
+    expect(first.lines.some((l) => l.event === 'store_password_in_argv')).toBe(false);
     expect(first.stderr.join('\n')).toMatch(/First administrator created: username "admin"/);
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);

@@ -151,6 +151,13 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
     listenAllowedHosts: parseAllowedHosts('listen-allowed-hosts', argv.listenAllowedHosts),
     ...(internalTls ? { internalTls } : {}),
   });
+  try {
+    // With a shared store, the IP lists are loaded from it before anything is served.
+    await platform.ready();
+  } catch (err) {
+    await platform.close();
+    throw err;
+  }
   if (listen) {
     let address;
     try {
@@ -389,7 +396,7 @@ const cli = yargs(hideBin(process.argv))
     (argv) => start(argv as Args),
   );
 await registerAdminCommands(cli)
-  .demandCommand(1, 'give a command: platform-agent start | user | group | operation | device | settings')
+  .demandCommand(1, 'give a command: platform-agent start | user | group | operation | device | settings | ip-rules')
   .strict()
   .fail((msg, err) => {
     exitWithConfigError(err ?? new Error(`${msg}\nRun "platform-agent --help" for the options.`));

@@ -204,26 +204,7 @@ export class IpRuleFiles {
    * every bad line (up to {@link maxReportedProblems}) in `details.problems`.
    */
   prepare(list: IpListName, text: string): IpListDraft {
-    const { path } = this.file(list);
-    const normalised = normaliseIpRulesText(text);
-    const bytes = Buffer.byteLength(normalised);
-    const max = this.maxFileBytes;
-    if (bytes > max)
-      throw new RelayError('RELAY_ERR_IP_RULES_TOO_LARGE', `the ${list} is ${bytes} bytes, over the limit of ${max}; nothing was saved`, {
-        details: { list, bytes, max_bytes: max },
-      });
-    const { rules, problems } = parseIpRules(normalised, path);
-    if (problems.length > 0) {
-      const lines = problems.length === 1 ? 'line is' : 'lines are';
-      throw new RelayError('RELAY_ERR_INVALID_IP_RULES', `the ${list} was not saved: ${problems.length} ${lines} not valid`, {
-        details: {
-          list,
-          problem_count: problems.length,
-          problems: lineErrors(problems),
-        },
-      });
-    }
-    const draft: IpListDraft = { list, text: normalised, rules };
+    const draft: IpListDraft = { list, ...checkIpListText(list, text, this.maxFileBytes, this.file(list).path) };
     this.drafts.add(draft);
     return draft;
   }
@@ -311,7 +292,7 @@ export class IpRuleFiles {
   }
 
   /** Makes what `read` gave the list in force (or keeps the previous rules when it is an error). */
-  private apply(watched: WatchedList, read: { text?: string; error?: string; signature: string }): IpListSummary {
+  private apply(watched: WatchedList, read: RulesFileRead): IpListSummary {
     const { path, name } = watched;
     const before = watched.summary;
     watched.signature = read.signature;
@@ -330,49 +311,14 @@ export class IpRuleFiles {
       );
       return watched.summary;
     }
-    const { rules, problems } = parseIpRules(read.text, path);
-    watched.rules = rules;
-    watched.summary = { file: path, status: 'loaded', entries: rules.size, problems };
-    for (const problem of problems.slice(0, maxLoggedProblems)) {
-      this.logger.warn({ file: path, list: name, ...problem }, 'IP rules: skipped a bad line');
-    }
-    if (problems.length > maxLoggedProblems) {
-      this.logger.warn({ file: path, list: name, more: problems.length - maxLoggedProblems }, 'IP rules: more bad lines not logged');
-    }
-    this.logger.info({ file: path, list: name, entries: rules.size, problems: problems.length }, 'IP rules: loaded');
+    const loaded = loadIpListText(this.logger, name, path, read.text);
+    watched.rules = loaded.rules;
+    watched.summary = loaded.summary;
     return watched.summary;
   }
 
-  /**
-   * The file's text; neither `text` nor `error` when it does not exist; `error` when it cannot be
-   * read. `signature` identifies what was read, so that polling reloads only on a change and an
-   * unreadable file is not retried (and logged) on every tick.
-   */
-  private read(path: string): { text?: string; error?: string; signature: string } {
-    let fd: number;
-    try {
-      fd = openSync(path, 'r');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // ENOTDIR: a folder on the path is a file, so there is no rules file either.
-      if (code === 'ENOENT' || code === 'ENOTDIR') return { signature: 'missing' };
-      return { error: errorText(err), signature: signatureOf(...statOf(path)) };
-    }
-    try {
-      const stats = fstatSync(fd);
-      const signature = signatureOf(null, stats);
-      if (!stats.isFile()) return { error: 'not a regular file', signature };
-      if (stats.size > this.maxFileBytes) return { error: `larger than ${this.maxFileBytes} bytes`, signature };
-      return { text: readFileSync(fd, 'utf8'), signature };
-    } catch (err) {
-      return { error: errorText(err), signature: signatureOf(...statOf(path)) };
-    } finally {
-      try {
-        closeSync(fd);
-      } catch {
-        // Nothing useful to do about a failed close of a read-only descriptor.
-      }
-    }
+  private read(path: string): RulesFileRead {
+    return readRulesFile(path, this.maxFileBytes);
   }
 }
 
@@ -382,6 +328,94 @@ function statOf(path: string): [NodeJS.ErrnoException | null, Stats | undefined]
   } catch (err) {
     return [err as NodeJS.ErrnoException, undefined];
   }
+}
+
+/** What {@link readRulesFile} found. */
+export interface RulesFileRead {
+  text?: string;
+  error?: string;
+  signature: string;
+}
+
+/**
+ * A rules file's text (at most `maxFileBytes`); neither `text` nor `error` when it does not
+ * exist; `error` when it cannot be read. `signature` identifies what was read, so that polling
+ * reloads only on a change and an unreadable file is not retried (and logged) on every tick.
+ * IpRuleFiles reads with it, and so does the platform's import of the files into a shared store.
+ */
+export function readRulesFile(path: string, maxFileBytes: number): RulesFileRead {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // ENOTDIR: a folder on the path is a file, so there is no rules file either.
+    if (code === 'ENOENT' || code === 'ENOTDIR') return { signature: 'missing' };
+    return { error: errorText(err), signature: signatureOf(...statOf(path)) };
+  }
+  try {
+    const stats = fstatSync(fd);
+    const signature = signatureOf(null, stats);
+    if (!stats.isFile()) return { error: 'not a regular file', signature };
+    if (stats.size > maxFileBytes) return { error: `larger than ${maxFileBytes} bytes`, signature };
+    return { text: readFileSync(fd, 'utf8'), signature };
+  } catch (err) {
+    return { error: errorText(err), signature: signatureOf(...statOf(path)) };
+  } finally {
+    try {
+      closeSync(fd);
+    } catch {
+      // Nothing useful to do about a failed close of a read-only descriptor.
+    }
+  }
+}
+
+/**
+ * The checks of {@link IpRuleFiles.prepare}, for any place a list is kept (a file, a shared
+ * store): the text normalised, refused past `maxBytes` (RELAY_ERR_IP_RULES_TOO_LARGE) or with any
+ * bad line (RELAY_ERR_INVALID_IP_RULES, the lines in `details.problems`). `source` names the list
+ * in the problems.
+ */
+export function checkIpListText(list: IpListName, text: string, maxBytes: number, source: string): { text: string; rules: IpRuleSet } {
+  const normalised = normaliseIpRulesText(text);
+  const bytes = Buffer.byteLength(normalised);
+  if (bytes > maxBytes)
+    throw new RelayError(
+      'RELAY_ERR_IP_RULES_TOO_LARGE',
+      `the ${list} is ${bytes} bytes, over the limit of ${maxBytes}; nothing was saved`,
+      {
+        details: { list, bytes, max_bytes: maxBytes },
+      },
+    );
+  const { rules, problems } = parseIpRules(normalised, source);
+  if (problems.length > 0) {
+    const lines = problems.length === 1 ? 'line is' : 'lines are';
+    throw new RelayError('RELAY_ERR_INVALID_IP_RULES', `the ${list} was not saved: ${problems.length} ${lines} not valid`, {
+      details: {
+        list,
+        problem_count: problems.length,
+        problems: lineErrors(problems),
+      },
+    });
+  }
+  return { text: normalised, rules };
+}
+
+/**
+ * A list's text as loaded rules: parsed (bad lines skipped and logged, the first few one by one)
+ * and summarised as `loaded` from `file`. How IpRuleFiles loads a file, and the platform a list
+ * kept in a shared store.
+ */
+export function loadIpListText(logger: Logger, list: IpListName, file: string, text: string): { rules: IpRuleSet; summary: IpListSummary } {
+  const { rules, problems } = parseIpRules(text, file);
+  for (const problem of problems.slice(0, maxLoggedProblems)) {
+    logger.warn({ file, list, ...problem }, 'IP rules: skipped a bad line');
+  }
+  if (problems.length > maxLoggedProblems) {
+    logger.warn({ file, list, more: problems.length - maxLoggedProblems }, 'IP rules: more bad lines not logged');
+  }
+  logger.info({ file, list, entries: rules.size, problems: problems.length }, 'IP rules: loaded');
+  return { rules, summary: { file, status: 'loaded', entries: rules.size, problems } };
 }
 
 /** Text as {@link IpRuleFiles.prepare} saves it: `\n` line endings, a final newline unless empty. */

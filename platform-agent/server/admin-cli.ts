@@ -1,5 +1,5 @@
 /**
- * `platform-agent user|group|device|settings …`: administration straight on the data folder, without the
+ * `platform-agent user|group|device|settings|ip-rules …`: administration straight on the data folder, without the
  * HTTP API and also while the server runs (platform.db is in WAL mode and every change is one
  * transaction, so two processes share it safely). The rules live in security/ and store/; this file
  * parses, reads a password without echo, calls them, and prints a table (or JSON with --json).
@@ -7,6 +7,7 @@
  * Exit status: 0 done; 1 the data or the request was refused (one line `platform-agent: <why>` on
  * stderr); 2 bad usage (the yargs `.fail` handler of cli.ts).
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,7 +17,9 @@ import type { Argv } from 'yargs';
 import { systemClock } from '../../shared/clock.js';
 import { defaults } from '../../shared/defaults.js';
 import { RelayError } from '../../shared/errors.js';
+import type { IpRuleLineError } from '../../shared/ip-rule-files.js';
 import { createFileLogger, silentLogger } from '../../shared/logger.js';
+import { exportIpList, importIpList, IP_LISTS, type IpListName } from './http/ip-guard.js';
 import { Accounts } from './security/accounts.js';
 import { checkBarcode, checkPassword, checkUsername, formatUtc, parseDate, userView, type UserView } from './security/account-rules.js';
 import { Groups, OPERATIONS, waivedAdmin, type GroupView, type OperationSpec } from './security/groups.js';
@@ -631,8 +634,96 @@ function settingsCommands(y: Argv): Argv {
     .demandCommand(1, 'give a settings command: show or set');
 }
 
+// ------------------------------------------------------------- IP rules
+
+const entriesText = (n: number): string => `${n} ${n === 1 ? 'entry' : 'entries'}`;
+
+/** Bad lines named in a refused import's one line of stderr (the rest are counted). */
+const MAX_NAMED_LINES = 5;
+
+/** A refused import names its bad lines (the API has them in `details.problems`; the CLI has one line of stderr). */
+function withLines(err: RelayError): RelayError {
+  const problems = (err.details?.problems ?? []) as IpRuleLineError[];
+  const total = typeof err.details?.problem_count === 'number' ? err.details.problem_count : problems.length;
+  const named = problems.slice(0, MAX_NAMED_LINES).map((p) => `line ${p.line} ${JSON.stringify(p.text)}: ${p.message}`);
+  const more = total - named.length > 0 ? `; and ${total - named.length} more` : '';
+  return new RelayError(err.code, `${err.message}: ${named.join('; ')}${more}`, {
+    cause: err,
+    ...(err.details ? { details: err.details } : {}),
+  });
+}
+
+async function ipRulesExport(ctx: Ctx, argv: Args): Promise<void> {
+  const list = argv.list as IpListName;
+  const { text, entries, where } = await exportIpList(ctx.store, String(argv.data), list, silentLogger());
+  if (argv.out === undefined) {
+    if (ctx.json) return printJson({ list, entries, from: where, text });
+    // stdout is the list exactly as saved; the summary goes to stderr.
+    process.stdout.write(text);
+    process.stderr.write(`${list}: ${entriesText(entries)} exported from ${where}\n`);
+    return;
+  }
+  const out = String(argv.out);
+  try {
+    writeFileSync(out, text, { mode: 0o600 });
+  } catch (err) {
+    throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', `--out ${out}: cannot write it (${(err as Error).message})`, {
+      details: { field: 'out' },
+    });
+  }
+  if (ctx.json) printJson({ list, entries, from: where, out });
+  else print(`${list}: ${entriesText(entries)} exported from ${where} to ${out}`);
+}
+
+async function ipRulesImport(ctx: Ctx, argv: Args): Promise<void> {
+  const list = argv.list as IpListName;
+  const file = String(argv.file);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new RelayError('PLATFORM_ERR_INVALID_REQUEST', `--file ${file}: cannot read it (${(err as Error).message})`, {
+      details: { field: 'file' },
+    });
+  }
+  let imported: { entries: number; where: string };
+  try {
+    imported = await importIpList(ctx.store, String(argv.data), list, text, systemClock.now(), silentLogger());
+  } catch (err) {
+    if (err instanceof RelayError && err.code === 'RELAY_ERR_INVALID_IP_RULES') throw withLines(err);
+    throw err;
+  }
+  const { entries, where } = imported;
+  const audit = createFileLogger({ name: 'platform-agent' }, join(String(argv.data), CLI_AUDIT_FILE));
+  audit.info({ event: 'ip_rules_changed', list, entries, by: osUser(), via: 'cli', to: where, from: file }, `IP ${list} changed`);
+  if (ctx.json) printJson({ list, entries, to: where, from: file });
+  else
+    print(
+      `${list}: ${entriesText(entries)} imported from ${file} into ${where}; in force within the platform server's poll interval (on every instance of a shared store)`,
+    );
+}
+
+function ipRulesCommands(y: Argv): Argv {
+  const list = <T>(c: Argv<T>) =>
+    withDataOptions(c).positional('list', { choices: IP_LISTS, demandOption: true, describe: 'whitelist or blacklist' });
+  return y
+    .command(
+      'export <list>',
+      'print a list exactly as saved (whitelist.dat or blacklist.dat, or the list in a postgres:// --store)',
+      (c) => list(c).option('out', { type: 'string', describe: 'write it to this file instead of stdout' }),
+      onStore(false, ipRulesExport),
+    )
+    .command(
+      'import <list>',
+      'replace a list with a file, checked as the admin API checks a save (one entry, comment or blank a line)',
+      (c) => list(c).option('file', { type: 'string', demandOption: true, describe: 'the new list, e.g. an exported one' }),
+      onStore(false, ipRulesImport),
+    )
+    .demandCommand(1, 'give an ip-rules command: export or import');
+}
+
 /**
- * Adds the administrator commands (`user …`, `group …`, `operation …`, `device …`, `settings …`) to the `platform-agent`
+ * Adds the administrator commands (`user …`, `group …`, `operation …`, `device …`, `settings …`, `ip-rules …`) to the `platform-agent`
  * CLI. Each works on `--data <dir>` (default ./data) and prints JSON with `--json`.
  */
 export function registerAdminCommands<T>(y: Argv<T>): Argv<T> {
@@ -641,5 +732,10 @@ export function registerAdminCommands<T>(y: Argv<T>): Argv<T> {
     .command('group', 'manage user groups and their operations in the data folder', groupCommands)
     .command('operation', 'see the operations, and define your own, in the data folder', operationCommands)
     .command('device', 'see and clear device lockouts in the data folder', deviceCommands)
-    .command('settings', 'show or change the security settings in the data folder', settingsCommands);
+    .command('settings', 'show or change the security settings in the data folder', settingsCommands)
+    .command(
+      'ip-rules',
+      "export or import the IP whitelist and blacklist (the data folder's files, or a postgres:// --store)",
+      ipRulesCommands,
+    );
 }

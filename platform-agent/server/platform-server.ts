@@ -52,7 +52,7 @@ export interface PlatformServerOptions {
   backend?: URL;
   backendCa?: string;
   scrypt?: ScryptParams;
-  /** How often the IP rule files are checked for changes. */
+  /** How often the IP rule files (or, with a shared store, the lists' versions in it) are checked for changes. */
   ipRulesPollMs?: number;
   /** An already-open store (tests); by default a SqliteStore in `dataDir`. */
   store?: PlatformStore;
@@ -157,9 +157,12 @@ export class PlatformServer {
     this.settings = new SettingsService(this.store, this.clock, this.logger);
     const mobile = new MobileAuthenticators(this.store, this.auth, this.clock);
     this.authRoutes = new AuthRoutes(this.auth, mobile, (req) => isTls(req.socket));
+    // With a shared store the IP lists live in it (`ready()` loads them); else they are the data folder's files.
     this.ipGuard = new IpGuard({
       dir: opts.dataDir,
       logger: this.logger,
+      store: this.store,
+      now: () => this.clock.now(),
       ...(opts.ipRulesPollMs !== undefined ? { pollIntervalMs: opts.ipRulesPollMs } : {}),
     });
     const services = {
@@ -187,6 +190,15 @@ export class PlatformServer {
         .catch((err: Error) => this.logger.warn({ event: 'prune_failed', err: err.message }, 'store prune failed'));
     }, PRUNE_INTERVAL_MS).unref();
     void this.warnAmbiguousNames();
+  }
+
+  /**
+   * Resolves once the server may serve: with a shared store, the IP lists are loaded from it
+   * (until then every address is refused). Await it before listening or taking tunnel streams;
+   * rejects when the store cannot be read.
+   */
+  async ready(): Promise<void> {
+    await this.ipGuard.ready();
   }
 
   /**

@@ -121,7 +121,7 @@ export class IpRulesHandlers {
     const saved: IpListName[] = [];
     for (const draft of drafts) {
       try {
-        const summary = ipGuard.save(draft);
+        const summary = await ipGuard.commit(draft);
         saved.push(draft.list);
         logger[blocking ? 'warn' : 'info'](
           {
@@ -135,9 +135,11 @@ export class IpRulesHandlers {
           blocking ? `IP ${draft.list} changed: it blocks the address of the administrator who saved it` : `IP ${draft.list} changed`,
         );
       } catch (err) {
-        if (!(err instanceof RelayError) || err.code !== 'RELAY_ERR_IP_RULES_WRITE') throw err;
+        // A file that cannot be written, or a shared store that cannot be reached (the lists then live there).
+        if (!(err instanceof RelayError) || (err.code !== 'RELAY_ERR_IP_RULES_WRITE' && err.code !== 'PLATFORM_ERR_STORE_UNAVAILABLE'))
+          throw err;
         const done = saved.length ? ` The ${saved.join(' and ')} was saved.` : '';
-        await this.page(res, session, ctx, 500, { lists, alert: `${sentence(err.message)}.${done}` });
+        await this.page(res, session, ctx, err.httpStatus ?? 500, { lists, alert: `${sentence(err.message)}.${done}` });
         return;
       }
     }

@@ -220,7 +220,7 @@ export class AdminRoutes {
       const draft = ipGuard.prepare(list, text);
       const blocking = ipGuard.blockingRule(ctx.ip, [draft]);
       if (blocking && !confirmSelfBlock) throw selfBlockError(list, ctx.ip, blocking);
-      const summary = ipGuard.save(draft);
+      const summary = await ipGuard.commit(draft);
       logger[blocking ? 'warn' : 'info'](
         { event: 'ip_rules_changed', list, entries: summary.entries, by: who.sub, ...(blocking ? { selfBlocked: ctx.ip } : {}) },
         blocking ? `IP ${list} changed: it blocks the address of the administrator who saved it` : `IP ${list} changed`,

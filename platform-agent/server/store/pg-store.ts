@@ -1255,6 +1255,37 @@ export class PgStore implements PlatformStore {
     });
   }
 
+  // ---- IP lists (ip-guard) ----
+  /**
+   * The IP whitelist and blacklist (table `ip_lists`, migration 1), one row per list once saved
+   * or imported: every instance's IpGuard loads them at start and polls `versions` (one query).
+   * Each call is one statement; a lost database fails as every call does (503), and the guard
+   * keeps the rules in force.
+   */
+  readonly ipLists: NonNullable<PlatformStore['ipLists']> = {
+    describe: () => this.shown,
+    get: async (list) => {
+      const row = (await this.q<{ text: string; updated_at: number }>('SELECT text, updated_at FROM ip_lists WHERE list = $1', [list]))[0];
+      return row ? { text: row.text, updatedAt: row.updated_at } : null;
+    },
+    put: async (list, text, now) => {
+      const rows = await this.q<{ updated_at: number }>(
+        `INSERT INTO ip_lists (list, text, updated_at) VALUES ($1, $2, $3)
+           ON CONFLICT (list) DO UPDATE SET text = EXCLUDED.text, updated_at = GREATEST(EXCLUDED.updated_at, ip_lists.updated_at + 1)
+           RETURNING updated_at`,
+        [list, text, now],
+      );
+      return rows[0]!.updated_at;
+    },
+    versions: async () => {
+      const rows = await this.q<{ list: 'whitelist' | 'blacklist'; updated_at: number }>('SELECT list, updated_at FROM ip_lists');
+      const versions: Record<'whitelist' | 'blacklist', number | null> = { whitelist: null, blacklist: null };
+      for (const row of rows) versions[row.list] = row.updated_at;
+      return versions;
+    },
+  };
+  // ---- end of IP lists ----
+
   /**
    * Across instances: a session advisory lock on one pooled connection, held while `fn` runs on
    * the others. Sections of this process queue before it, so a process holds at most one

@@ -213,6 +213,8 @@ export const MIGRATIONS: readonly string[] = [
 
 export class SqliteStore implements PlatformStore {
   readonly file: string;
+  /** The IP lists stay files in the data folder (whitelist.dat, blacklist.dat) with the embedded store. */
+  readonly ipLists = null;
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
   private lookupKeyValue: Buffer | undefined;

@@ -10,6 +10,7 @@
 import { DAY_MS } from '../../../shared/clock.js';
 import type { LockoutPolicy, SecuritySettings } from '../security/settings.js';
 import type { AdminWaitPolicy } from '../security/admin-waits.js';
+import type { IpListName } from '../../../shared/ip-rule-files.js';
 
 export type Role = 'mobile' | 'external' | 'admin';
 export const ROLES: readonly Role[] = ['mobile', 'external', 'admin'];
@@ -178,7 +179,33 @@ export interface MobileSessionRecord {
 /** What `touchMobileSession` found: the session (its last use moved), or why there is none. */
 export type SessionLookup = { session: MobileSessionRecord } | { refused: 'missing' | 'idle' | 'void' };
 
+/**
+ * The IP whitelist and blacklist kept in a shared store (so that every instance applies the same
+ * lists), each list's text exactly as saved. The platform's IpGuard (http/ip-guard.ts) checks the
+ * text before `put`, loads both lists at start and polls `versions` to reload a list another
+ * instance saved.
+ */
+export interface IpListStore {
+  /** How the store reads in logs and messages (no password). */
+  describe(): string;
+  /** The list's text and version, or null while it was never saved (nor imported). */
+  get(list: IpListName): Promise<{ text: string; updatedAt: number } | null>;
+  /**
+   * Replaces the list's text; returns its new version: `now`, or one more than the version it
+   * replaces when that is not older (versions of a list only grow, so two saves in one
+   * millisecond are still two changes to a poller).
+   */
+  put(list: IpListName, text: string, now: number): Promise<number>;
+  /** Each list's version (its `updatedAt`), null for one never saved: one cheap query per poll. */
+  versions(): Promise<Record<IpListName, number | null>>;
+}
+
 export interface PlatformStore {
+  /**
+   * Where the IP lists live when the store keeps them (a shared store: every instance reads them
+   * from it); null when they are files in the data folder (the embedded store: one instance).
+   */
+  readonly ipLists: IpListStore | null;
   // settings and keys
   getSettings(): Promise<StoredSettings>;
   /** Writes settings; bumps the token generation when told to; moves the end of locks in force (`lockedAt + new duration`). */

@@ -37,6 +37,7 @@ describe.skipIf(!hasPostgres)('two platform server instances on one PostgreSQL',
     const dataDir = join(dir, name);
     const store = await PgStore.open({ url, lookupKeyFile: join(dir, 'lookup.key'), logger: testLogger() });
     const server = new PlatformServer({ dataDir, store, logger: testLogger(), clock, scrypt: FAST_SCRYPT });
+    await server.ready();
     const { port } = await server.listen('127.0.0.1', 0);
     return { server, base: `http://127.0.0.1:${port}` };
   }

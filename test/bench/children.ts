@@ -22,6 +22,8 @@ export interface Child {
   tail: string[];
   /** Signals tried in turn when stopping, 5 s apart; SIGKILL follows the last one. */
   stopSignals: NodeJS.Signals[];
+  /** Set by {@link stopChildren}: its exit is expected, not reported. */
+  stopRequested?: boolean;
 }
 
 const children: Child[] = [];
@@ -56,7 +58,8 @@ export function spawnChild(
   proc.stdout?.on('data', keep);
   proc.on('error', (err) => child.tail.push(`spawn error: ${err.message}`));
   proc.on('exit', (code, signal) => {
-    if (!stopping) process.stderr.write(`bench: ${name} exited unexpectedly (${signal ?? code})\n${child.tail.slice(-20).join('\n')}\n`);
+    if (!stopping && !child.stopRequested)
+      process.stderr.write(`bench: ${name} exited unexpectedly (${signal ?? code})\n${child.tail.slice(-20).join('\n')}\n`);
   });
   children.push(child);
   return child;
@@ -125,6 +128,19 @@ export function stopAll(): Promise<void> {
     }
   })();
   return stopped;
+}
+
+/**
+ * Stops the given children now (all of them when none are given), as {@link stopAll} would, but
+ * without the {@link atStop} hooks: the bench goes on to its next section.
+ */
+export async function stopChildren(which: Child[] = [...children]): Promise<void> {
+  for (const c of which) c.stopRequested = true;
+  await Promise.all(which.map(stopOne));
+  for (const c of which) {
+    const i = children.indexOf(c);
+    if (i >= 0) children.splice(i, 1);
+  }
 }
 
 async function stopOne({ proc, stopSignals }: Child): Promise<void> {

@@ -65,11 +65,26 @@ export function wrkThreads(connections: number): number {
 }
 
 /**
- * Runs `wrk -t<threads> -c<connections> -d<seconds>s --latency <url>` and parses it. Killed after
- * `seconds + 30` s if it has not finished.
+ * Extra wrk arguments: request headers (`-H`, e.g. `Authorization: Bearer …`), a Lua script (`-s`,
+ * for a POST) and the socket timeout (`--timeout`, wrk's default 2 s; a slower answer counts as a
+ * socket error).
  */
-export function runWrk(url: string, connections: number, seconds: number): Promise<WrkResult> {
-  const args = [`-t${wrkThreads(connections)}`, `-c${connections}`, `-d${seconds}s`, '--latency', url];
+export interface WrkOptions {
+  headers?: string[];
+  script?: string;
+  timeoutSeconds?: number;
+}
+
+/**
+ * Runs `wrk -t<threads> -c<connections> -d<seconds>s [-H …] [-s …] --latency <url>` and parses
+ * it. Killed after `seconds + 30` s if it has not finished.
+ */
+export function runWrk(url: string, connections: number, seconds: number, opts: WrkOptions = {}): Promise<WrkResult> {
+  const args = [`-t${wrkThreads(connections)}`, `-c${connections}`, `-d${seconds}s`];
+  for (const h of opts.headers ?? []) args.push('-H', h);
+  if (opts.script !== undefined) args.push('-s', opts.script);
+  if (opts.timeoutSeconds !== undefined) args.push('--timeout', `${opts.timeoutSeconds}s`);
+  args.push('--latency', url);
   return new Promise((resolve, reject) => {
     const proc = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     trackTransient(proc);

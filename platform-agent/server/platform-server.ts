@@ -36,6 +36,7 @@ import { SettingsService } from './security/settings-service.js';
 import { defaultScryptParams, generatePassword, type ScryptParams } from './security/passwords.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { PlatformStore } from './store/store.js';
+import { inRequest, withRequestReads } from './store/request-reads.js';
 import { AdminRoutes, ADMIN_PREFIX } from './http/admin-routes.js';
 import { AuthRoutes, type ApiIdentity, type RequestContext } from './http/auth-routes.js';
 import { Gateway } from './http/gateway.js';
@@ -149,7 +150,8 @@ export class PlatformServer {
     this.firstByteTimeoutMs = opts.firstByteTimeoutMs ?? defaults.headersTimeoutMs;
     this.adminThroughRelay = opts.adminThroughRelay ?? false;
     this.listenAllowedHosts = opts.listenAllowedHosts ?? [];
-    this.store = opts.store ?? new SqliteStore(opts.dataDir);
+    // Rules that each ask the store for the settings or the user share one read per request (request-reads.ts).
+    this.store = withRequestReads(opts.store ?? new SqliteStore(opts.dataDir));
     const scrypt = opts.scrypt ?? defaultScryptParams;
     this.auth = new AuthService(this.store, this.clock, (e) => this.onAuthEvent(e), scrypt);
     this.accounts = new Accounts(this.store, this.clock, scrypt);
@@ -225,7 +227,7 @@ export class PlatformServer {
   }
 
   private createHttpServer(): http.Server {
-    const server = http.createServer({ maxHeaderSize: defaults.maxHeaderBytes }, (req, res) => void this.handle(req, res));
+    const server = http.createServer({ maxHeaderSize: defaults.maxHeaderBytes }, (req, res) => void inRequest(() => this.handle(req, res)));
     server.keepAliveTimeout = defaults.platformKeepAliveTimeoutMs;
     server.headersTimeout = defaults.headersTimeoutMs;
     server.requestTimeout = defaults.requestTimeoutMs;
@@ -293,7 +295,7 @@ export class PlatformServer {
     const pair = this.tlsPair();
     const server = https.createServer(
       { ...tlsServerDefaults, cert: pair.cert, key: pair.key, maxHeaderSize: defaults.maxHeaderBytes },
-      (req, res) => void this.handle(req, res),
+      (req, res) => void inRequest(() => this.handle(req, res)),
     );
     server.keepAliveTimeout = defaults.platformKeepAliveTimeoutMs;
     server.headersTimeout = defaults.headersTimeoutMs;

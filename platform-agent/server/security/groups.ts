@@ -306,7 +306,8 @@ export class Groups {
    * gateway tells backends in X-Platform-Operations).
    */
   async authorize(username: string, operation: Operation): Promise<string[]> {
-    const user = await this.store.getUser(username);
+    // The account a token acts as (always authenticated just before, which read it the same way: one read per request).
+    const user = await this.store.getLoginUser(username);
     const group = user?.group ? await this.store.getGroup(user.group) : null;
     const catalog = await this.catalog();
     const operations = user ? userOperations(user, group, catalog) : new Set<string>();

@@ -2,8 +2,8 @@
  * One read per request: within one HTTP request (`inRequest`), the store's plain reads —
  * settings, the signing key, the operations catalog, a user, a group — are made once and shared
  * by every rule that asks (the token check, the account check, the operation check each asked
- * for the settings or the user again). Any other call (a write, a counted attempt) forgets what
- * the request read, so a request sees its own changes. The next request reads again: what
+ * for the settings or the user again). Any call that may write (a change, a counted attempt, a
+ * transaction) forgets what the request read, so a request sees its own changes. The next request reads again: what
  * another instance changed is in force for it, as before. On a shared store this saves database
  * round trips; on SQLite, statement runs.
  */
@@ -20,6 +20,25 @@ const SHARED_READS: ReadonlySet<PropertyKey> = new Set<keyof PlatformStore>([
   'getGroup',
 ]);
 
+/** Other reads: made every time they are asked (they take a time, or are rarely repeated), and they change nothing, so what the request read stays. */
+const OTHER_READS: ReadonlySet<PropertyKey> = new Set<keyof PlatformStore>([
+  'getConfig',
+  'getFamily',
+  'getDevice',
+  'getDeviceUser',
+  'deviceLockedUntil',
+  'listDevices',
+  'listUsers',
+  'listGroups',
+  'countAdmins',
+  'countUsersInGroup',
+  'usersBySecretTag',
+  'sharedPasswords',
+  'ambiguousNames',
+  'lookupKey',
+  'getMobileToken',
+]);
+
 const scope = new AsyncLocalStorage<Map<string, Promise<unknown>>>();
 
 /** Runs `fn` (one request) with its own reads. */
@@ -34,6 +53,7 @@ export function withRequestReads(store: PlatformStore): PlatformStore {
       const value: unknown = Reflect.get(target, prop, receiver);
       if (typeof value !== 'function') return value;
       const method = value as (...args: unknown[]) => unknown;
+      if (OTHER_READS.has(prop)) return method.bind(target);
       if (!SHARED_READS.has(prop))
         return (...args: unknown[]) => {
           scope.getStore()?.clear();

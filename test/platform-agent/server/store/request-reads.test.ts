@@ -50,6 +50,17 @@ describe('reads shared within one request', () => {
     expect(calls.filter((c) => c === 'getUser')).toHaveLength(2);
   });
 
+  it('keeps what it read across other reads (a refresh family, a device lock), which it makes every time', async () => {
+    await inRequest(async () => {
+      await store.getSettings();
+      await store.getFamily('f1');
+      await store.deviceLockedUntil('d1', 'alice', T0);
+      await store.getFamily('f1');
+      await store.getSettings();
+    });
+    expect(calls).toEqual(['getSettings', 'getFamily', 'deviceLockedUntil', 'getFamily']);
+  });
+
   it('reads again after a write in the same request: a request sees its own changes', async () => {
     await inRequest(async () => {
       expect((await store.getUser('alice'))?.description).toBeNull();

@@ -2,7 +2,7 @@
  * The bench's store section: what an authenticated request costs with the platform server's state
  * in PostgreSQL against SQLite.
  *
- * Starts a private PostgreSQL (PgCluster from test/fixtures/postgres.ts: 127.0.0.1, random port,
+ * Starts a private PostgreSQL (PgCluster from test/fixtures/pg-cluster.ts: 127.0.0.1, random port,
  * fsync off) with one database, then the built platform agent twice in turn, each with the
  * built-in platform server's internal listener only (`--listen 127.0.0.1:<port>`, no relay, its
  * own temp `--data`): `--store sqlite`, then `--store postgres://…`. For each: reads the first
@@ -21,11 +21,10 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { register } from 'node:module';
 import os from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import type { PgCluster } from '../fixtures/postgres.js';
+import { PgCluster, hasPostgres, pgBin } from '../fixtures/pg-cluster.js';
 import { type Child, alive, atStop, freePort, sleep, spawnNode, stopChildren, waitForTcp } from './children.js';
 import { clockTicksPerSecond, sampleCpuTicks } from './proc-stats.js';
 import { type WrkOptions, type WrkResult, runWrk, wrkThreads } from './wrk.js';
@@ -64,12 +63,6 @@ const LOGIN_CONNECTIONS = [1, 4];
 const COUNT_ME = 50;
 const COUNT_LOGIN = 5;
 const DEVICE = 'bench-device-1';
-
-/** The fixture module, imported with `vitest` stubbed out (no-vitest.ts). */
-async function loadPgFixture(): Promise<typeof import('../fixtures/postgres.js')> {
-  register('./no-vitest.js', import.meta.url);
-  return import('../fixtures/postgres.js');
-}
 
 /** One request with a fresh connection; the body is JSON when given. */
 function request(
@@ -381,10 +374,9 @@ function renderStoreTable(rows: Row[], counts: StatementCount[] | undefined, idl
 /** Runs the section; returns its table and notes (Markdown). */
 export async function runStoreBench(opts: StoreBenchOptions): Promise<string> {
   const loadavg = os.loadavg();
-  const { PgCluster: Cluster, hasPostgres, pgBin } = await loadPgFixture();
   let cluster: PgCluster | undefined;
   if (hasPostgres) {
-    cluster = await Cluster.start();
+    cluster = await PgCluster.start();
     const started = cluster;
     // On error or a signal: the atStop hooks are synchronous, destroySync() is (and a no-op after destroy()).
     atStop(() => started.destroySync());
@@ -418,7 +410,7 @@ export async function runStoreBench(opts: StoreBenchOptions): Promise<string> {
     const note =
       `Machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown CPU'}), Node ${process.version}, ${os.platform()} ${os.release()}, ` +
       `load average ${loadavg.map((l) => l.toFixed(2)).join(' ')} before this section; ` +
-      `PostgreSQL ${pgVersion ?? 'not installed'}${pgBin ? ` (${pgBin})` : ''}, private cluster on 127.0.0.1 (fsync, synchronous_commit and full_page_writes off), ` +
+      `PostgreSQL ${pgVersion ?? 'not installed'}${pgBin ? ` (${pgBin})` : ''}, private cluster on 127.0.0.1 (fsync and full_page_writes off: a commit waits for no disk; the store's sessions still ask synchronous_commit=on), ` +
       `agent --store-pool-size default (10 connections); SQLite in the agent's process (its --data folder on ${os.tmpdir()}). ` +
       `One agent at a time, internal listener only (plain HTTP, no relay), --log-level warn. ` +
       `wrk ${opts.seconds} s per run after ${opts.warmupSeconds} s warm-up (-t${wrkThreads(1)} for c=1, -t${wrkThreads(16)} above), keep-alive; ` +

@@ -32,9 +32,14 @@ function exitOf(
   child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
   child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
   child.stdin.end(stdin);
+  // A command that should have ended but did not (a refusal that never came) is killed, not left behind.
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
   return new Promise((resolve, reject) => {
     child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 

@@ -14,6 +14,7 @@ import { RelayError } from '../../../../shared/errors.js';
 import { PG_MIGRATIONS, PgStore, storeTarget, type PgStoreOptions } from '../../../../platform-agent/server/store/pg-store.js';
 import { PgCluster, hasPostgres, usePostgres } from '../../../fixtures/postgres.js';
 import { userRecord, T0 } from '../../../fixtures/records.js';
+import { cloneSettings, defaultSettings, lockoutPolicy } from '../../../../platform-agent/server/security/settings.js';
 import { testLogger } from '../../../fixtures/harness.js';
 import { describeStoreContract, type StoreFactory } from './store-contract.js';
 
@@ -204,6 +205,23 @@ describe.skipIf(!hasPostgres)('PgStore on a real PostgreSQL', () => {
     }
     expect(last).toBeNull();
     expect((await store.listUsers()).map((u) => u.username)).toContain('bob');
+  });
+
+  it('under heavy contention on one row, retried transactions all succeed: 200 failures at once lock once, 200 attempts from one address allow exactly the limit', async () => {
+    const url = await cluster().createDatabase();
+    const [a, b] = [await openStore(url), await openStore(url)];
+    const policy = lockoutPolicy(cloneSettings(defaultSettings));
+    const failures = await Promise.allSettled(
+      Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).recordLoginFailure('hot-device', 'hot-user', T0, policy, false)),
+    );
+    expect(failures.filter((r) => r.status === 'rejected')).toEqual([]);
+    const fulfilled = failures.map((r) => (r as PromiseFulfilledResult<{ deviceLockedNow: boolean }>).value);
+    expect(fulfilled.filter((r) => r.deviceLockedNow)).toHaveLength(1);
+    const attempts = await Promise.allSettled(
+      Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).hitIpAttempt('198.51.100.1', T0, 60_000, 10)),
+    );
+    expect(attempts.filter((r) => r.status === 'rejected')).toEqual([]);
+    expect(attempts.filter((r) => (r as PromiseFulfilledResult<{ allowed: boolean }>).value.allowed)).toHaveLength(10);
   });
 
   it('runs exclusive sections one at a time across instances', async () => {

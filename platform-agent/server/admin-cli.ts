@@ -7,7 +7,7 @@
  * Exit status: 0 done; 1 the data or the request was refused (one line `platform-agent: <why>` on
  * stderr); 2 bad usage (the yargs `.fail` handler of cli.ts).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -26,6 +26,8 @@ import { Groups, OPERATIONS, waivedAdmin, type GroupView, type OperationSpec } f
 import { lockoutPolicy, patchFromAssignments, type SecuritySettings } from './security/settings.js';
 import { SettingsService } from './security/settings-service.js';
 import { openStore, withStoreOptions } from './store/open-store.js';
+import { PgStore } from './store/pg-store.js';
+import { DB_FILE, SqliteStore } from './store/sqlite-store.js';
 import type { PlatformStore } from './store/store.js';
 import { ROLES, type DeviceRecord, type UserRecord } from './store/store.js';
 
@@ -722,6 +724,52 @@ function ipRulesCommands(y: Argv): Argv {
     .demandCommand(1, 'give an ip-rules command: export or import');
 }
 
+// ------------------------------------------------------------- store
+
+/**
+ * `store copy`: the data folder's SQLite platform (platform.db) into the PostgreSQL `--store`,
+ * for a platform that grows from one instance to several. Everything but the per-address attempts
+ * (an hour's worth) is copied in one transaction; the target must hold no user. The lookup key
+ * stays the data folder's, so password and barcode tags keep working: copy lookup.key to every
+ * other instance. The IP rule files are imported by the first instance started on the store with
+ * this data folder (as for any first start).
+ */
+async function storeCopy(ctx: Ctx, argv: Args): Promise<void> {
+  if (!(ctx.store instanceof PgStore))
+    throw new RelayError('RELAY_ERR_CONFIG', "--store: give the postgres://… database to copy the data folder's platform into");
+  const dir = String(argv.data);
+  if (!existsSync(join(dir, DB_FILE)))
+    throw new RelayError('PLATFORM_ERR_STORE', `--data ${dir}: no ${DB_FILE} there; give the data folder of the platform to copy`);
+  const source = new SqliteStore(dir);
+  try {
+    const { users, groups } = await source.ambiguousNames();
+    const clashes = [...users, ...groups];
+    if (clashes.length > 0)
+      throw new RelayError(
+        'PLATFORM_ERR_STORE',
+        `names that differ only in case must be resolved first (keep one of each, then copy): ${clashes.map((set) => set.join(' / ')).join('; ')}`,
+      );
+    const written = await ctx.store.importTables(source.exportTables());
+    if (ctx.json) return printJson({ copied: written, into: ctx.store.shown });
+    print(`copied ${join(dir, DB_FILE)} into ${ctx.store.shown}:`);
+    for (const [table, n] of Object.entries(written)) print(`  ${table}: ${n}`);
+    print(`every instance on ${ctx.store.shown} needs ${join(dir, 'lookup.key')} in its --data folder`);
+  } finally {
+    await source.close();
+  }
+}
+
+function storeCommands(y: Argv): Argv {
+  return y
+    .command(
+      'copy',
+      "copy the data folder's SQLite platform (platform.db) into the postgres:// --store, which must hold no user",
+      withDataOptions,
+      onStore(false, storeCopy),
+    )
+    .demandCommand(1, 'give a store command: copy');
+}
+
 /**
  * Adds the administrator commands (`user …`, `group …`, `operation …`, `device …`, `settings …`, `ip-rules …`) to the `platform-agent`
  * CLI. Each works on `--data <dir>` (default ./data) and prints JSON with `--json`.
@@ -737,5 +785,6 @@ export function registerAdminCommands<T>(y: Argv<T>): Argv<T> {
       'ip-rules',
       "export or import the IP whitelist and blacklist (the data folder's files, or a postgres:// --store)",
       ipRulesCommands,
-    );
+    )
+    .command('store', "move the data folder's SQLite platform into a shared PostgreSQL store", storeCommands);
 }

@@ -10,6 +10,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasPostgres, usePostgres } from '../fixtures/postgres.js';
+import { testLogger } from '../fixtures/harness.js';
+import { T0, userRecord } from '../fixtures/records.js';
+import Database from 'better-sqlite3';
+import { nameKey } from '../../platform-agent/server/security/names.js';
+import { ManualClock } from '../../shared/clock.js';
+import { Accounts } from '../../platform-agent/server/security/accounts.js';
+import { AuthService } from '../../platform-agent/server/security/auth.js';
+import { Groups } from '../../platform-agent/server/security/groups.js';
+import { cloneSettings, defaultSettings, lockoutPolicy } from '../../platform-agent/server/security/settings.js';
+import { PgStore } from '../../platform-agent/server/store/pg-store.js';
+import { SqliteStore } from '../../platform-agent/server/store/sqlite-store.js';
+
+const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
 import { AGENT, run } from '../fixtures/processes.js';
 
 let root: string;
@@ -123,5 +136,103 @@ describe.skipIf(!hasPostgres)('--store postgres:// with the built CLI', () => {
     const again = await exitOf(['user', 'list', '--json', '--data', two, '--store', bare], env);
     expect(again.code, again.stderr).toBe(0);
     expect((JSON.parse(again.stdout) as { username: string }[]).map((u) => u.username)).toEqual(['admin', 'Петров']);
+  });
+
+  it('store copy moves a SQLite platform into an empty PostgreSQL database, whole, and refuses a database already in use', async () => {
+    const dir = folder('copy-source');
+    const sqlite = new SqliteStore(dir);
+    const clock = new ManualClock(T0);
+    const accounts = new Accounts(sqlite, clock, FAST_SCRYPT);
+    await new Groups(sqlite, clock).create({ name: 'Операторы ТСД', role: 'mobile', operations: ['api.read'] });
+    await accounts.create({
+      username: 'Иванов',
+      password: 'ivanov-Pa55word-1',
+      role: 'mobile',
+      group: 'Операторы ТСД',
+      barcode: '4600000000017',
+    });
+    await accounts.create({ username: 'root', password: 'root-Pa55word-1', role: 'admin' });
+    const policy = lockoutPolicy(cloneSettings(defaultSettings));
+    for (let i = 0; i < policy.deviceFailures; i++) await sqlite.recordLoginFailure('scanner-7', 'Иванов', T0 + i, policy, true);
+    await sqlite.saveSettings(
+      { ...cloneSettings(defaultSettings), ip_login_attempts_per_minute: 42 },
+      { invalidateTokens: true, recalculateLocks: null, now: T0 },
+    );
+    // a login makes the signing key and a refresh-token family
+    const rootPair = await new AuthService(sqlite, clock, () => {}, FAST_SCRYPT).login({
+      username: 'root',
+      password: 'root-Pa55word-1',
+      deviceId: 'pc-1',
+      ip: '127.0.0.1',
+      ipDecision: 'whitelisted',
+      audience: 'admin',
+    });
+    const before = {
+      users: await sqlite.listUsers(),
+      groups: await sqlite.listGroups(),
+      settings: await sqlite.getSettings(),
+      key: await sqlite.getSigningKey(),
+      devices: await sqlite.listDevices(),
+      lock: await sqlite.deviceLockedUntil('scanner-7', 'Иванов', T0 + 10),
+    };
+    await sqlite.close();
+
+    const url = await cluster().createDatabase();
+    const copy = await exitOf(['store', 'copy', '--data', dir, '--store', url]);
+    expect(copy.code, copy.stderr).toBe(0);
+    expect(copy.stdout).toMatch(/users: 2/);
+    expect(copy.stdout).toMatch(/device_users: 2/);
+    expect(copy.stdout).toMatch(/refresh_families: 1/);
+    expect(copy.stdout + copy.stderr).not.toContain(cluster().password);
+
+    const pgStore = await PgStore.open({ url, lookupKeyFile: join(dir, 'lookup.key'), logger: testLogger() });
+    try {
+      expect(await pgStore.listUsers()).toEqual(before.users);
+      expect(await pgStore.listGroups()).toEqual(before.groups);
+      expect(await pgStore.getSettings()).toEqual(before.settings);
+      expect(await pgStore.getSigningKey()).toEqual(before.key);
+      expect(await pgStore.listDevices()).toEqual(before.devices);
+      expect(await pgStore.deviceLockedUntil('scanner-7', 'Иванов', T0 + 10)).toBe(before.lock);
+      // the tokens, the passwords and the barcode work there, with the data folder's lookup key
+      const auth = new AuthService(pgStore, clock, () => {}, FAST_SCRYPT);
+      expect((await auth.authenticate(rootPair.access_token, 'admin')).sub).toBe('root');
+      await pgStore.saveSettings(
+        { ...before.settings.settings, device_login: { password_only: false, barcode: true } },
+        { invalidateTokens: false, recalculateLocks: null, now: T0 },
+      );
+      const pair = await auth.login({
+        username: '',
+        password: '4600000000017',
+        method: 'barcode',
+        deviceId: 'scanner-8',
+        ip: '127.0.0.1',
+        ipDecision: 'whitelisted',
+        audience: 'api',
+      });
+      expect(pair.access_token).toBeTruthy();
+    } finally {
+      await pgStore.close();
+    }
+    const again = await exitOf(['store', 'copy', '--data', dir, '--store', url]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/already holds users: copy only into a database no platform has used/);
+    const toSqlite = await exitOf(['store', 'copy', '--data', dir]);
+    expect(toSqlite.code).toBe(1);
+    expect(toSqlite.stderr).toMatch(/--store: give the postgres:\/\/… database/);
+  });
+
+  it('store copy refuses a platform whose names differ only in case (from before names were unique that way), naming them', async () => {
+    const dir = folder('copy-ambiguous');
+    const sqlite = new SqliteStore(dir);
+    await sqlite.createUser(userRecord({ username: 'alice' }));
+    await sqlite.close();
+    const db = new Database(join(dir, 'platform.db'));
+    db.prepare("INSERT INTO users (username, password_hash, role, created_at, name_key) VALUES ('ALICE', 'x', 'mobile', 0, ?)").run(
+      nameKey('alice'),
+    );
+    db.close();
+    const r = await exitOf(['store', 'copy', '--data', dir, '--store', await cluster().createDatabase()]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/names that differ only in case must be resolved first .*: ALICE \/ alice/);
   });
 });

@@ -30,6 +30,9 @@ import { adminWaitMs, adminWaitPolicy, type AdminWaitPolicy } from '../security/
 import { cloneSettings, defaultSettings, lockoutPolicy, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
 import { KeyedMutex } from './exclusive.js';
 import {
+  COPIED_TABLES,
+  type CopiedTable,
+  type TableRows,
   MAX_WRONG_TAGS,
   invalidField,
   readOrCreateKey,
@@ -1285,6 +1288,27 @@ export class PgStore implements PlatformStore {
     },
   };
   // ---- end of IP lists ----
+
+  /**
+   * Writes the rows `platform-agent store copy` read from an embedded store, in one transaction,
+   * into this database, which must hold no user yet (refused otherwise: nothing is merged).
+   * Returns the rows written per table.
+   */
+  async importTables(rows: TableRows): Promise<Record<CopiedTable, number>> {
+    return this.tx(async (q) => {
+      if ((await q('SELECT 1 FROM users LIMIT 1')).length > 0)
+        throw new RelayError('PLATFORM_ERR_STORE', `${this.shown} already holds users: copy only into a database no platform has used`);
+      // The copy replaces what an instance may have made on its own before any user (a first key, settings).
+      for (const table of ['settings', 'signing_keys', 'config', 'custom_operations'] as const) await q(`DELETE FROM ${table}`);
+      const written = {} as Record<CopiedTable, number>;
+      for (const [table, columns] of Object.entries(COPIED_TABLES) as [CopiedTable, readonly string[]][]) {
+        const insert = `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')})`;
+        for (const row of rows[table]) await q(insert, row);
+        written[table] = rows[table].length;
+      }
+      return written;
+    });
+  }
 
   /**
    * Across instances: a session advisory lock on one pooled connection, held while `fn` runs on

@@ -201,3 +201,66 @@ export function withDefaults(saved: Partial<SecuritySettings>): SecuritySettings
     password_policy: { ...d.password_policy, ...saved.password_policy },
   };
 }
+
+/**
+ * What `platform-agent store copy` moves from an embedded store to a shared one, table by table
+ * in an order the foreign keys accept, with the columns both schemas have (times, JSON text and
+ * 0/1 flags read the same on both sides). Per-address attempts are not copied: they age out
+ * within the hour anyway.
+ */
+export const COPIED_TABLES = {
+  settings: ['id', 'json', 'token_generation'],
+  signing_keys: ['kid', 'private_jwk', 'public_jwk', 'created_at'],
+  custom_operations: ['name', 'description', 'created_at'],
+  groups: ['name', 'name_key', 'role', 'description', 'operations', 'created_at'],
+  users: [
+    'username',
+    'name_key',
+    'password_hash',
+    'role',
+    'created_at',
+    'valid_from',
+    'valid_until',
+    'locked',
+    'locked_at',
+    'locked_until',
+    'group_name',
+    'description',
+    'password_tag',
+    'barcode_hash',
+    'barcode_tag',
+  ],
+  config: ['key', 'json', 'updated_at'],
+  devices: ['device_id', 'failures', 'last_failure_at', 'last_username', 'last_seen_at', 'locked_at', 'locked_until'],
+  device_users: [
+    'username',
+    'device_id',
+    'failures',
+    'last_failure_at',
+    'locked_at',
+    'locked_until',
+    'last_seen_at',
+    'known',
+    'wrong_tags',
+  ],
+  device_locks: ['username', 'device_id', 'locked_at'],
+  admin_login_failures: ['key', 'failures', 'last_failure_at', 'wait_until'],
+  refresh_families: [
+    'family_id',
+    'username',
+    'device_id',
+    'audience',
+    'current_jti_hash',
+    'created_at',
+    'last_used_at',
+    'expires_at',
+    'revoked_at',
+  ],
+  mobile_tokens: ['token_hash', 'username', 'created_at', 'expires_at', 'generation'],
+  mobile_sessions: ['session_hash', 'username', 'token_hash', 'created_at', 'last_seen_at', 'generation'],
+} as const satisfies Record<string, readonly string[]>;
+
+export type CopiedTable = keyof typeof COPIED_TABLES;
+
+/** Every copied table's rows, as `exportTables` reads them (values in the order of COPIED_TABLES' columns). */
+export type TableRows = Record<CopiedTable, unknown[][]>;

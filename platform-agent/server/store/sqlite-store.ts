@@ -37,6 +37,9 @@ import {
 } from './store.js';
 import { KeyedMutex } from './exclusive.js';
 import {
+  COPIED_TABLES,
+  type CopiedTable,
+  type TableRows,
   LOOKUP_KEY_FILE,
   MAX_WRONG_TAGS,
   readOrCreateKey,
@@ -1043,6 +1046,21 @@ export class SqliteStore implements PlatformStore {
       ).run({ now, seenBefore: now - DEVICE_RETENTION_MS, failedBefore: now - failureResetMs }).changes;
       return n;
     });
+  }
+
+  /** Every row `platform-agent store copy` moves (rows.ts COPIED_TABLES), read in one transaction. */
+  exportTables(): TableRows {
+    return this.db
+      .transaction(() => {
+        const out = {} as TableRows;
+        for (const [table, columns] of Object.entries(COPIED_TABLES) as [CopiedTable, readonly string[]][])
+          out[table] = this.db
+            .prepare(`SELECT ${columns.join(', ')} FROM ${table}`)
+            .raw()
+            .all() as unknown[][];
+        return out;
+      })
+      .immediate();
   }
 
   /** Per database file, in this process: the CLI in another process is not held off (the shared store's lock is). */

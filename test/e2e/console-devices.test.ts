@@ -23,7 +23,7 @@ describe.skipIf(!hasChromium)('control panel: devices in Chromium', () => {
     ({ page, base } = world);
     // Many logins from 127.0.0.1 in one test: keep clear of the per-IP login limit.
     writeFileSync(join(world.dir, 'whitelist.dat'), '127.0.0.0/8\n::1\n');
-    world.server.ipGuard.reload();
+    await world.server.ipGuard.refresh();
   });
 
   afterEach(async () => {

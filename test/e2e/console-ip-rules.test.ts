@@ -40,7 +40,7 @@ describe.skipIf(!hasChromium)('control panel: IP rules in Chromium', () => {
   it('shows both files as they are, how the lists work, the entries in force and lines skipped at load', async () => {
     writeFileSync(file('whitelist'), '# head office\n10.1.0.0/16\n\n2001:db8:1::/48\n');
     writeFileSync(file('blacklist'), '203.0.113.0/24  # abuse\n198.51.100.300\n');
-    world.server.ipGuard.reload();
+    await world.server.ipGuard.refresh();
     await openIpRules();
     expect(await page.getByRole('link', { name: 'IP rules' }).getAttribute('aria-current')).toBe('page');
     expect(await whitelist().inputValue()).toBe('# head office\n10.1.0.0/16\n\n2001:db8:1::/48\n');
@@ -66,7 +66,7 @@ describe.skipIf(!hasChromium)('control panel: IP rules in Chromium', () => {
 
   it('lists each bad line next to its list, keeps what was typed and saves nothing; fixed, it saves the file', async () => {
     writeFileSync(file('whitelist'), '10.1.0.0/16\n');
-    world.server.ipGuard.reload();
+    await world.server.ipGuard.refresh();
     await openIpRules();
     const typed = '# abusive networks\n203.0.113.0/24\n198.51.100.0/33\n\n2001:db8:bad::/48';
     await blacklist().fill(typed);
@@ -104,7 +104,7 @@ describe.skipIf(!hasChromium)('control panel: IP rules in Chromium', () => {
 
   it('saves only the list that was edited: a change made meanwhile to the other one stays', async () => {
     writeFileSync(file('whitelist'), '10.1.0.0/16\n');
-    world.server.ipGuard.reload();
+    await world.server.ipGuard.refresh();
     await openIpRules();
     // Someone edits the whitelist on the server while the page is open.
     writeFileSync(file('whitelist'), '10.1.0.0/16\n10.9.0.0/16\n');
@@ -156,7 +156,7 @@ describe.skipIf(!hasChromium)('control panel: IP rules in Chromium', () => {
 
   it('shows an unreadable file without letting it be overwritten, and still saves the other list', async () => {
     writeFileSync(file('blacklist'), '203.0.113.0/24\n');
-    world.server.ipGuard.reload();
+    await world.server.ipGuard.refresh();
     // A folder where the file should be: unreadable whoever runs the test (root ignores chmod).
     renameSync(file('blacklist'), join(world.dir, 'old-blacklist.dat'));
     mkdirSync(file('blacklist'));

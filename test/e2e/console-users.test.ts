@@ -200,7 +200,7 @@ describe.skipIf(!hasChromium)('control panel: users in Chromium', () => {
 
   it('unlocks a user locked by failed logins from the user’s page', async () => {
     writeFileSync(join(world.dir, 'whitelist.dat'), '127.0.0.0/8\n::1\n');
-    world.server.ipGuard.reload();
+    await world.server.ipGuard.refresh();
     await world.server.accounts.create({ username: 'alice', password: 'correct-horse-1', role: 'mobile' });
     for (const device of ['a', 'b', 'c'])
       for (let i = 0; i < 5; i++) expect((await world.apiLogin('alice', 'wrong-wrong', device)).status).toBe(401);

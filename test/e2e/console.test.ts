@@ -116,7 +116,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium', () => {
 
   it('shows a user locked by failed logins as "Locked until …" and unlocks them from the page', async () => {
     writeFileSync(join(dir, 'whitelist.dat'), '127.0.0.0/8\n::1\n');
-    server.ipGuard.reload();
+    await server.ipGuard.refresh();
     await server.accounts.create({ username: 'alice', password: 'correct-horse-1', role: 'mobile' });
     await server.accounts.create({ username: 'bob', password: 'correct-horse-1', role: 'mobile' });
     for (const device of ['a', 'b', 'c'])
@@ -187,7 +187,7 @@ describe.skipIf(!hasChromium)('control panel in Chromium', () => {
 
   it('shows a device locked by failed logins and unlocks it from the Devices page', async () => {
     writeFileSync(join(dir, 'whitelist.dat'), '127.0.0.0/8\n::1\n');
-    server.ipGuard.reload();
+    await server.ipGuard.refresh();
     await server.accounts.create({ username: 'alice', password: 'correct-horse-1', role: 'mobile' });
     for (let i = 0; i < 5; i++) expect((await apiLogin('alice', 'wrong-wrong', 'phone-7')).status).toBe(401);
     expect((await apiLogin('alice', 'correct-horse-1', 'phone-7')).status).not.toBe(200);

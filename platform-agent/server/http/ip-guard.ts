@@ -151,16 +151,10 @@ export class IpGuard {
     return this.stored ? this.stored.prepare(list, text) : this.files!.prepare(list, text);
   }
 
-  /** Writes a checked list's file atomically and puts it in force at once (see IpRuleFiles.save). Files only: see `commit`. */
-  save(draft: IpListDraft): IpListSummary {
-    if (!this.files) throw new Error('IpGuard.save: the IP lists live in the store; use commit()');
-    return this.files.save(draft);
-  }
-
   /**
    * Saves a checked list where the lists live and puts it in force at once on this instance (the
-   * other instances of a shared store within their poll interval). Throws as `save` does for a
-   * file; for a store, its error (503 PLATFORM_ERR_STORE_UNAVAILABLE while it is down), and then
+   * other instances of a shared store within their poll interval). For the files, written
+   * atomically (IpRuleFiles.save, whose errors it throws); for a store, its error (503 PLATFORM_ERR_STORE_UNAVAILABLE while it is down), and then
    * nothing changed.
    */
   async commit(draft: IpListDraft): Promise<IpListSummary> {
@@ -179,12 +173,6 @@ export class IpGuard {
     return decideIp(ip, lists) === 'blacklisted' ? lists.blacklist.lookup(ip) : undefined;
   }
 
-  /** Reads both files again now (synchronous). Files only: see `refresh`. */
-  reload(): IpGuardSummary {
-    if (!this.files) throw new Error('IpGuard.reload: the IP lists live in the store; use refresh()');
-    return bothLists(this.files.reload());
-  }
-
   /**
    * Reads both lists again now from where they live. Never throws: a store that cannot be read
    * leaves the rules in force (`status: 'kept'` with the `error`), as an unreadable file does.
@@ -198,7 +186,7 @@ export class IpGuard {
     return this.stored ? this.stored.summary() : bothLists(this.files!.summary());
   }
 
-  /** Stops watching the files (polling the store). The rules in force stay; `reload()`/`refresh()` still work. Idempotent. */
+  /** Stops watching the files (polling the store). The rules in force stay; `refresh()` still works. Idempotent. */
   close(): void {
     if (this.stored) this.stored.close();
     else this.files!.close();
@@ -542,7 +530,7 @@ export async function importIpList(
   }
   const guard = new IpGuard({ dir, logger, pollIntervalMs: 3_600_000 });
   try {
-    const summary = guard.save(guard.prepare(list, text));
+    const summary = await guard.commit(guard.prepare(list, text));
     return { entries: summary.entries, where: summary.file };
   } finally {
     guard.close();

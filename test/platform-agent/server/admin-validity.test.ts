@@ -29,7 +29,7 @@ beforeEach(async () => {
   base = `http://127.0.0.1:${(await server.listen('127.0.0.1', 0)).port}`;
   // Many logins from one address in these tests: the per-minute address limit is not the subject here.
   writeFileSync(join(dir, 'whitelist.dat'), '127.0.0.0/8\n');
-  server.ipGuard.reload();
+  await server.ipGuard.refresh();
 });
 
 afterEach(async () => {

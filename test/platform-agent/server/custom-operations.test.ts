@@ -40,7 +40,7 @@ beforeEach(async () => {
   const { password } = (await server.ensureAdmin())!;
   base = `http://127.0.0.1:${(await server.listen('127.0.0.1', 0)).port}`;
   writeFileSync(join(dir, 'whitelist.dat'), '127.0.0.0/8\n');
-  server.ipGuard.reload();
+  await server.ipGuard.refresh();
   admin = bearer(json(await call('POST', '/admin/api/v1/auth/login', { username: 'admin', password })).access_token);
   seen.length = 0;
 });

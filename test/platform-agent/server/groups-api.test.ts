@@ -32,7 +32,7 @@ async function open(): Promise<void> {
   base = `http://127.0.0.1:${port}`;
   // Many logins per test: keep the per-IP limit out of the way.
   writeFileSync(join(dir, 'whitelist.dat'), '127.0.0.0/8\n::1\n');
-  server.ipGuard.reload();
+  await server.ipGuard.refresh();
 }
 
 beforeAll(async () => {

@@ -50,17 +50,17 @@ function waitForDecision(guard: IpGuard, ip: string, expected: IpDecision): Prom
 const warnings = (log: LogLine[]): LogLine[] => log.filter((line) => line.level === 40);
 
 describe('IP guard: loading', () => {
-  it('treats missing files as empty lists', () => {
+  it('treats missing files as empty lists', async () => {
     const { guard, log } = setup();
     expect(guard.decide('10.0.0.1')).toBe('neutral');
-    const summary = guard.reload();
+    const summary = await guard.refresh();
     expect(summary.whitelist).toMatchObject({ status: 'missing', entries: 0, problems: [] });
     expect(summary.blacklist).toMatchObject({ status: 'missing', entries: 0, problems: [] });
     expect(summary.blacklist.file).toMatch(/blacklist\.dat$/);
     expect(log.filter((line) => line.level >= 50)).toEqual([]);
   });
 
-  it('loads both files at construction and lets the whitelist win', () => {
+  it('loads both files at construction and lets the whitelist win', async () => {
     const { guard } = setup({ whitelist: '10.1.0.0/16\n', blacklist: '10.0.0.0/8\n2001:db8::/32\n' });
     expect(guard.decide('10.1.2.3')).toBe('whitelisted');
     expect(guard.decide('::ffff:10.2.0.1')).toBe('blacklisted');
@@ -69,7 +69,7 @@ describe('IP guard: loading', () => {
     expect(guard.summary().blacklist).toMatchObject({ status: 'loaded', entries: 2 });
   });
 
-  it('reads file names given in the options', () => {
+  it('reads file names given in the options', async () => {
     const { dir } = setup();
     writeFileSync(join(dir, 'allow.txt'), '10.0.0.1');
     writeFileSync(join(dir, 'deny.txt'), '10.0.0.0/24');
@@ -85,7 +85,7 @@ describe('IP guard: loading', () => {
     expect(guard.decide('10.0.0.2')).toBe('blacklisted');
   });
 
-  it('logs each bad line as a warning with its file and line number and keeps the good ones', () => {
+  it('logs each bad line as a warning with its file and line number and keeps the good ones', async () => {
     const { guard, log } = setup({ blacklist: '# bad ones below\n10.0.0.1\nnonsense\n10.0.0.0/40\n10.0.0.9-10.0.0.1\n' });
     expect(guard.decide('10.0.0.1')).toBe('blacklisted');
     const bad = warnings(log).map(({ file, line, text, reason }) => ({ file, line, text, reason }));
@@ -102,7 +102,7 @@ describe('IP guard: loading', () => {
     expect(guard.summary().blacklist.problems.map((p) => p.line)).toEqual([3, 4, 5]);
   });
 
-  it('logs the first 20 bad lines of a garbage file one by one and counts the rest', () => {
+  it('logs the first 20 bad lines of a garbage file one by one and counts the rest', async () => {
     const { guard, log } = setup({ whitelist: Array.from({ length: 500 }, (_, i) => `junk ${i}`).join('\n') });
     expect(guard.summary().whitelist).toMatchObject({ status: 'loaded', entries: 0 });
     expect(guard.summary().whitelist.problems).toHaveLength(500);
@@ -171,7 +171,7 @@ describe('IP guard: reloading', () => {
     expect(guard.decide('10.0.0.1')).toBe('blacklisted');
     expect(guard.summary().blacklist).toMatchObject({ entries: 1, error: 'not a regular file' });
     expect(log.filter((line) => line.level === 50 && /keeping the previous rules/.test(line.msg))).toHaveLength(1);
-    expect(guard.reload().blacklist).toMatchObject({ status: 'kept', entries: 1 });
+    expect((await guard.refresh()).blacklist).toMatchObject({ status: 'kept', entries: 1 });
     // Readable again: the new content takes over.
     rmSync(file, { recursive: true });
     writeFileSync(file, '192.168.0.0/16\n');
@@ -179,10 +179,10 @@ describe('IP guard: reloading', () => {
     expect(guard.decide('10.0.0.1')).toBe('neutral');
   });
 
-  it('refuses a file over the size limit and keeps the previous rules', () => {
+  it('refuses a file over the size limit and keeps the previous rules', async () => {
     const { dir, guard } = setup({ blacklist: '10.0.0.0/8\n' }, { maxFileBytes: 64 });
     writeFileSync(join(dir, 'blacklist.dat'), '10.0.0.1\n'.repeat(100));
-    expect(guard.reload().blacklist).toMatchObject({ status: 'kept', error: expect.stringMatching(/larger than 64 bytes/) });
+    expect((await guard.refresh()).blacklist).toMatchObject({ status: 'kept', error: expect.stringMatching(/larger than 64 bytes/) });
     expect(guard.decide('10.200.0.1')).toBe('blacklisted');
   });
 
@@ -200,13 +200,22 @@ describe('IP guard: reloading', () => {
     expect(closed.decide('10.0.0.2')).toBe('neutral');
     expect(closed.decide('10.0.0.1')).toBe('blacklisted');
     // A manual reload still works after close.
-    closed.reload();
+    await closed.refresh();
     expect(closed.decide('10.0.0.2')).toBe('blacklisted');
   });
 });
 
 describe('IP guard: saving a list', () => {
   /** Runs `fn`; returns the RelayError it throws (fails when it throws nothing or something else). */
+  async function asyncRefusal(p: Promise<unknown>): Promise<RelayError> {
+    const err = await p.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(RelayError);
+    return err as RelayError;
+  }
+
   function refusal(fn: () => unknown): RelayError {
     try {
       fn();
@@ -217,10 +226,10 @@ describe('IP guard: saving a list', () => {
     throw new Error('expected a RelayError, but nothing was thrown');
   }
 
-  it('writes the text as given (comments, blank lines), with \\n line endings and a final newline, mode 0600', () => {
+  it('writes the text as given (comments, blank lines), with \\n line endings and a final newline, mode 0600', async () => {
     // A poll interval of an hour: whatever changes below was put in force by save() itself.
     const { dir, guard } = setup({ blacklist: '10.0.0.0/8\n' }, { pollIntervalMs: 3_600_000 });
-    const summary = guard.save(guard.prepare('blacklist', '# office\r\n\r\n192.0.2.0/24  # lab\r2001:db8::/32'));
+    const summary = await guard.commit(guard.prepare('blacklist', '# office\r\n\r\n192.0.2.0/24  # lab\r2001:db8::/32'));
     const file = join(dir, 'blacklist.dat');
     expect(readFileSync(file, 'utf8')).toBe('# office\n\n192.0.2.0/24  # lab\n2001:db8::/32\n');
     expect(statSync(file).mode & 0o777).toBe(0o600);
@@ -231,23 +240,23 @@ describe('IP guard: saving a list', () => {
     // No temporary file is left behind.
     expect(readdirSync(dir).sort()).toEqual(['blacklist.dat']);
     // An empty list is an empty file, not a lone newline.
-    guard.save(guard.prepare('blacklist', ''));
+    await guard.commit(guard.prepare('blacklist', ''));
     expect(readFileSync(file, 'utf8')).toBe('');
     expect(guard.decide('192.0.2.9')).toBe('neutral');
   });
 
-  it('makes the data folder (mode 0700) when it does not exist yet', () => {
+  it('makes the data folder (mode 0700) when it does not exist yet', async () => {
     const { dir: parent, logger } = setup();
     const dir = join(parent, 'data', 'ip');
     const guard = new IpGuard({ dir, logger, pollIntervalMs: 3_600_000 });
     guards.push(guard);
-    guard.save(guard.prepare('whitelist', '10.1.2.3'));
+    await guard.commit(guard.prepare('whitelist', '10.1.2.3'));
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(readFileSync(join(dir, 'whitelist.dat'), 'utf8')).toBe('10.1.2.3\n');
     expect(guard.decide('10.1.2.3')).toBe('whitelisted');
   });
 
-  it('refuses text with any bad line, naming every one with its line number, and writes nothing', () => {
+  it('refuses text with any bad line, naming every one with its line number, and writes nothing', async () => {
     const { dir, guard } = setup({ whitelist: '10.0.0.1\n' }, { pollIntervalMs: 3_600_000 });
     const err = refusal(() => guard.prepare('whitelist', '10.0.0.2\n10.0.0.300\n# fine\n\n10.0.0.9-10.0.0.1 # backwards\nfe80::1%eth0\n'));
     expect(err.code).toBe('RELAY_ERR_INVALID_IP_RULES');
@@ -264,7 +273,7 @@ describe('IP guard: saving a list', () => {
     expect(guard.decide('10.0.0.1')).toBe('whitelisted');
   });
 
-  it('refuses text over the size limit the reader applies; text exactly at it is saved', () => {
+  it('refuses text over the size limit the reader applies; text exactly at it is saved', async () => {
     const { dir, guard } = setup({ blacklist: '10.0.0.0/8\n' }, { maxFileBytes: 64, pollIntervalMs: 3_600_000 });
     const err = refusal(() => guard.prepare('blacklist', '10.0.0.1\n'.repeat(8))); // 72 bytes
     expect(err.code).toBe('RELAY_ERR_IP_RULES_TOO_LARGE');
@@ -273,18 +282,18 @@ describe('IP guard: saving a list', () => {
     expect(readFileSync(join(dir, 'blacklist.dat'), 'utf8')).toBe('10.0.0.0/8\n');
     // The final newline counts: 63 characters become 64 bytes, the limit itself.
     const atLimit = `${'10.0.0.1\n'.repeat(6)}10.0.0.19`;
-    expect(guard.save(guard.prepare('blacklist', atLimit)).entries).toBe(7);
+    expect((await guard.commit(guard.prepare('blacklist', atLimit))).entries).toBe(7);
     expect(statSync(join(dir, 'blacklist.dat')).size).toBe(64);
-    expect(guard.reload().blacklist.status).toBe('loaded');
+    expect((await guard.refresh()).blacklist.status).toBe('loaded');
   });
 
-  it('keeps the file and the rules in force when the file cannot be written', () => {
+  it('keeps the file and the rules in force when the file cannot be written', async () => {
     const { dir, guard, log } = setup({ blacklist: '10.0.0.0/8\n' }, { pollIntervalMs: 3_600_000 });
     const draft = guard.prepare('blacklist', '192.0.2.0/24\n');
     // A folder in place of the file: rename() cannot replace it, whoever runs the test.
     renameSync(join(dir, 'blacklist.dat'), join(dir, 'old.dat'));
     mkdirSync(join(dir, 'blacklist.dat'));
-    const err = refusal(() => guard.save(draft));
+    const err = await asyncRefusal(guard.commit(draft));
     expect(err.code).toBe('RELAY_ERR_IP_RULES_WRITE');
     expect(err.message).toMatch(/^blacklist\.dat could not be written \(E[A-Z]+\)/);
     expect(guard.decide('10.0.0.1')).toBe('blacklisted');
@@ -293,14 +302,14 @@ describe('IP guard: saving a list', () => {
     expect(log.some((line) => line.level === 50 && /cannot write/.test(line.msg))).toBe(true);
   });
 
-  it('saves only drafts it made itself', () => {
+  it('saves only drafts it made itself', async () => {
     const { guard } = setup();
     const { guard: other } = setup();
-    expect(() => guard.save(other.prepare('whitelist', '10.0.0.1'))).toThrow(/draft made by prepare/);
-    expect(() => guard.save({ ...guard.prepare('whitelist', '10.0.0.1'), text: '0.0.0.0/0\n' })).toThrow(/draft made by prepare/);
+    await expect(guard.commit(other.prepare('whitelist', '10.0.0.1'))).rejects.toThrow(/draft made by prepare/);
+    await expect(guard.commit({ ...guard.prepare('whitelist', '10.0.0.1'), text: '0.0.0.0/0\n' })).rejects.toThrow(/draft made by prepare/);
   });
 
-  it('shows the file as it is on disk, loading a hand edit the poll has not seen yet', () => {
+  it('shows the file as it is on disk, loading a hand edit the poll has not seen yet', async () => {
     const { dir, guard } = setup({ blacklist: '10.0.0.0/8\n' }, { pollIntervalMs: 3_600_000 });
     writeFileSync(join(dir, 'blacklist.dat'), '# by hand\n10.0.0.0/8\nnot-an-address\n');
     const { text, summary } = guard.contents('blacklist');
@@ -309,7 +318,7 @@ describe('IP guard: saving a list', () => {
     expect(guard.contents('whitelist')).toMatchObject({ text: '', summary: { status: 'missing' } });
   });
 
-  it('names the blacklist entry that would block an address once drafts are saved; the whitelist saves it', () => {
+  it('names the blacklist entry that would block an address once drafts are saved; the whitelist saves it', async () => {
     const { guard } = setup({ whitelist: '127.0.0.1\n' }, { pollIntervalMs: 3_600_000 });
     const blacklist = guard.prepare('blacklist', '# all loopback\n127.0.0.0/8\n');
     expect(guard.blockingRule('127.0.0.1', [blacklist])).toBeUndefined();

@@ -357,7 +357,7 @@ describe('the IP-rules CLI on the embedded store (SQLite): the files of the data
     expect(r.stdout).toMatch(/^blacklist: 1 entry imported from .*in\.txt into .*blacklist\.dat;/);
     expect(readFileSync(join(i.dir, 'blacklist.dat'), 'utf8')).toBe('# lab\n192.0.2.0/24\n');
     // The running server picks the file up at its next poll (driven here).
-    i.server.ipGuard.reload();
+    await i.server.ipGuard.refresh();
     expect(i.server.ipGuard.decide('192.0.2.1')).toBe('blacklisted');
 
     r = await cli(['ip-rules', 'export', 'blacklist', ...data]);

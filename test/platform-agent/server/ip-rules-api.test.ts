@@ -79,7 +79,7 @@ describe('IP rules in the admin API', () => {
   it('shows both lists: the text of each file, its entries, and the lines a hand edit got wrong', async () => {
     writeFileSync(file('whitelist'), '# office\n10.1.0.0/16\n');
     writeFileSync(file('blacklist'), '10.0.0.0/8\n10.0.0.300\n\n2001:db8::/32 # docs\n');
-    server.ipGuard.reload();
+    await server.ipGuard.refresh();
     const admin = await adminLogin();
     const r = await call('GET', '/admin/api/v1/ip-rules', undefined, admin);
     expect(r.status).toBe(200);
@@ -130,7 +130,7 @@ describe('IP rules in the admin API', () => {
 
   it('refuses a list with bad lines (400 invalid_ip_rules, every line number) and leaves the file as it was', async () => {
     writeFileSync(file('whitelist'), '10.0.0.1\n');
-    server.ipGuard.reload();
+    await server.ipGuard.refresh();
     const admin = await adminLogin();
     const r = await put('whitelist', { text: '10.0.0.2\n10.0.0.0/33\n# ok\nexample.com\n10.0.0.5-2001:db8::1\n' }, admin);
     expect(r.status).toBe(400);
@@ -149,7 +149,7 @@ describe('IP rules in the admin API', () => {
 
   it(`refuses a list over the ${defaults.ipRulesMaxFileBytes / 1024 / 1024} MiB file limit (413 ip_rules_too_large) and leaves the file as it was`, async () => {
     writeFileSync(file('blacklist'), '10.0.0.0/8\n');
-    server.ipGuard.reload();
+    await server.ipGuard.refresh();
     const admin = await adminLogin();
     const line = '10.20.30.40\n';
     const text = line.repeat(Math.floor(defaults.ipRulesMaxFileBytes / line.length) + 1);

@@ -64,9 +64,9 @@ function login(username: string, password: string, device = 'phone-1'): Promise<
 }
 
 /** Whitelists loopback so that many logins in one test do not meet the per-IP limit. */
-function whitelistLoopback(): void {
+async function whitelistLoopback(): Promise<void> {
   writeFileSync(join(dir, 'whitelist.dat'), '127.0.0.0/8\n::1\n');
-  server.ipGuard.reload();
+  await server.ipGuard.refresh();
 }
 
 describe('login', () => {
@@ -91,7 +91,7 @@ describe('login', () => {
   });
 
   it('answers wrong password, unknown user, locked user and expired account with the same 401', async () => {
-    whitelistLoopback();
+    await whitelistLoopback();
     await addUser('alice');
     await addUser('locked-bob');
     await addUser('old-carol', 'correct-horse-1', 'mobile', { account_valid_until: '2026-01-01' });
@@ -111,7 +111,7 @@ describe('login', () => {
   });
 
   it('locks the device after 5 failures: 429 device_locked with Retry-After, and the admin sees and clears it', async () => {
-    whitelistLoopback();
+    await whitelistLoopback();
     await addUser('alice');
     for (let i = 0; i < 5; i++) expect((await login('alice', 'nope-nope', 'phone-9')).status).toBe(401);
     const locked = await login('alice', 'correct-horse-1', 'phone-9');
@@ -140,20 +140,20 @@ describe('login', () => {
     expect(Number(limited.headers['retry-after'])).toBe(60);
     clock.advance(MINUTE_MS);
     expect((await login('alice', 'correct-horse-1', 'd-new')).status).toBe(200);
-    whitelistLoopback();
+    await whitelistLoopback();
     for (let i = 0; i < 12; i++) expect((await login('alice', 'correct-horse-1', 'd-new')).status).toBe(200);
   });
 
   it('refuses every request from a blacklisted IP with 403 ip_blocked, unless whitelisted', async () => {
     writeFileSync(join(dir, 'blacklist.dat'), '# everyone local\n127.0.0.0/8\n');
-    server.ipGuard.reload();
+    await server.ipGuard.refresh();
     for (const path of ['/api/v1/auth/login', '/api/v1/me', '/admin/api/v1/users', '/healthz']) {
       const r = await call('POST', path, {});
       expect(r.status).toBe(403);
       expect(json(r).error).toBe('ip_blocked');
     }
     writeFileSync(join(dir, 'whitelist.dat'), '127.0.0.1\n');
-    server.ipGuard.reload();
+    await server.ipGuard.refresh();
     expect((await call('GET', '/healthz')).status).toBe(200);
   });
 });
@@ -268,7 +268,7 @@ describe('admin API', () => {
   });
 
   it('shows a user lock as "Locked until <date>" and unlocks on {"locked_for_security_reasons": false}', async () => {
-    whitelistLoopback();
+    await whitelistLoopback();
     await addUser('alice');
     const pair = json(await login('alice', 'correct-horse-1', 'phone-0'));
     // 3 device locks within 24 h lock the user for 1 day.
@@ -293,7 +293,7 @@ describe('admin API', () => {
   });
 
   it("lists every device with its last user and last login (last_seen_at), and one user's with ?user=", async () => {
-    whitelistLoopback();
+    await whitelistLoopback();
     await addUser('alice');
     await addUser('bob');
     const t1 = clock.now();
@@ -425,7 +425,7 @@ describe('gateway and mobile authenticators', () => {
     try {
       await server.close();
       await open({ backend: new URL(`http://127.0.0.1:${(backend.address() as AddressInfo).port}`) });
-      whitelistLoopback();
+      await whitelistLoopback();
       await addUser('alice');
       const admin = bearer(await adminToken());
       await call('PATCH', '/admin/api/v1/settings/security', { mobile_authorization: { enabled: true } }, admin);
@@ -514,7 +514,7 @@ describe('gateway and mobile authenticators', () => {
   });
 
   it('honours Authorization: Mobile only when enabled, then returns a session cookie and a twx-mobile-token', async () => {
-    whitelistLoopback();
+    await whitelistLoopback();
     await addUser('alice');
     const mobile = { authorization: `Mobile ${Buffer.from('alice:correct-horse-1').toString('base64')}`, 'x-device-id': 'phone-1' };
     expect((await call('GET', '/api/v1/me', undefined, mobile)).status).toBe(401);
@@ -542,13 +542,13 @@ describe('gateway and mobile authenticators', () => {
 
 describe('restart', () => {
   it('keeps a locked device and a locked user locked after the server restarts', async () => {
-    whitelistLoopback();
+    await whitelistLoopback();
     await addUser('alice');
     for (const device of ['a', 'b', 'c']) for (let i = 0; i < 5; i++) await login('alice', 'wrong-wrong', device);
     await server.close();
     clock.advance(5 * MINUTE_MS);
     await open();
-    whitelistLoopback();
+    await whitelistLoopback();
     expect(json(await login('alice', 'correct-horse-1', 'a')).error).toBe('device_locked');
     expect((await login('alice', 'correct-horse-1', 'fresh-device')).status).toBe(401);
     const view = json(await call('GET', '/admin/api/v1/users/alice', undefined, bearer(await adminToken())));

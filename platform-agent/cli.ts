@@ -138,7 +138,7 @@ async function openPlatform(argv: Args, logger: Logger): Promise<PlatformServer>
   if (process.argv.some((arg) => /postgres(ql)?:\/\/[^/@]*:[^/@]*@/i.test(arg)))
     logger.warn(
       { event: 'store_password_in_argv' },
-      'the --store URL holds a password on the command line, where other users of this host can read it: use PGPASSWORD, ~/.pgpass or a --config file',
+      'the --store URL holds a password on the command line, where other users of this host can read it: use PGPASSWORD or a --config file',
     );
   const store = await openStore(argv, logger, { create: true });
   const platform = new PlatformServer({

@@ -5,7 +5,7 @@
  * of argv (PGPASSWORD), and two data folders with the same lookup.key are one platform.
  */
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -136,6 +136,17 @@ describe.skipIf(!hasPostgres)('--store postgres:// with the built CLI', () => {
     const again = await exitOf(['user', 'list', '--json', '--data', two, '--store', bare], env);
     expect(again.code, again.stderr).toBe(0);
     expect((JSON.parse(again.stdout) as { username: string }[]).map((u) => u.username)).toEqual(['admin', 'Петров']);
+  });
+
+  it('takes the --store URL, password and all, from a --config file, without the warning a password on the command line gets', async () => {
+    const config = join(root, 'agent.json');
+    writeFileSync(config, JSON.stringify({ store: await cluster().createDatabase(), listen: '127.0.0.1:0', data: folder('from-config') }));
+    const agent = run(AGENT, ['start', '--config', config]);
+    await agent.waitFor((l) => l.event === 'agent_ready');
+    expect(agent.lines.some((l) => l.event === 'store_migrated')).toBe(true);
+    expect(agent.lines.some((l) => l.event === 'store_password_in_argv')).toBe(false);
+    agent.child.kill('SIGTERM');
+    expect(await agent.exited).toBe(0);
   });
 
   it('store copy moves a SQLite platform into an empty PostgreSQL database, whole, and refuses a database already in use', async () => {

@@ -5,11 +5,11 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
-import net, { type AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { canConnect } from '../../shared/net-probe.js';
 import { processTree, readStat } from './proc-stats.js';
+export { freePort } from '../fixtures/ports.js';
 
 /** The `dist/` folder this file was compiled into (the relay and agent CLIs are spawned from it). */
 export const DIST = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -197,18 +197,6 @@ export function alive(child: Child): void {
       `${child.name} is not running (exit ${child.proc.signalCode ?? child.proc.exitCode})\n${child.tail.slice(-20).join('\n')}`,
     );
   }
-}
-
-/** A TCP port free on 127.0.0.1 right now (the OS picks it). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Waits until 127.0.0.1:port accepts connections, polling every 100 ms, up to `timeoutMs`. */

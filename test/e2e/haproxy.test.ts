@@ -5,7 +5,6 @@
  * sample app) seeing X-Forwarded-For 127.0.0.5. HAProxy checks the relay's admin `/readyz`.
  * Skipped when `haproxy` is not on PATH (CI installs it: .ci/run).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -15,8 +14,9 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TOKEN } from '../fixtures/harness.js';
 import { RELAY, run, startAgentProcess, startRelayProcess } from '../fixtures/processes.js';
+import { freePort } from '../fixtures/ports.js';
+import { haproxyPath, startHaproxy, statsCommand } from '../fixtures/haproxy.js';
 
-const haproxyPath = spawnSync('sh', ['-c', 'command -v haproxy'], { encoding: 'utf8' }).stdout.trim();
 const CLIENT = '127.0.0.5';
 
 if (!haproxyPath) {
@@ -27,29 +27,6 @@ const cleanup: (() => void)[] = [];
 afterEach(() => {
   for (const f of cleanup.splice(0).reverse()) f();
 });
-
-/** A port free on 127.0.0.1 right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Runs a command on HAProxy's stats socket and returns the answer. */
-function statsCommand(socketPath: string, command: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(socketPath, () => s.end(`${command}\n`));
-    const chunks: Buffer[] = [];
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('error', reject);
-    s.on('close', () => resolve(Buffer.concat(chunks).toString()));
-  });
-}
 
 /** GET /hello through `port` from the client address: the sample app's JSON. */
 function hello(port: number, tls: boolean): Promise<{ status: number; body: Record<string, unknown> }> {
@@ -110,13 +87,7 @@ describe.skipIf(!haproxyPath)('relay behind HAProxy (PROXY protocol)', () => {
     ].join('\n');
     const cfg = join(dir, 'haproxy.cfg');
     writeFileSync(cfg, config);
-    const valid = spawnSync(haproxyPath, ['-c', '-f', cfg], { encoding: 'utf8' });
-    expect(valid.status, valid.stdout + valid.stderr).toBe(0);
-
-    const haproxy: ChildProcess = spawn(haproxyPath, ['-f', cfg, '-db'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const output: string[] = [];
-    haproxy.stdout?.on('data', (c: Buffer) => output.push(c.toString()));
-    haproxy.stderr?.on('data', (c: Buffer) => output.push(c.toString()));
+    const { process: haproxy, output } = startHaproxy(cfg);
     cleanup.push(() => {
       if (haproxy.exitCode === null) haproxy.kill('SIGKILL');
     });

@@ -4,23 +4,16 @@
  * set and says why; the start-up check refuses the same file with exit 2.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net, { type AddressInfo } from 'node:net';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { request } from '../fixtures/harness.js';
 import { relayProcess, startAgentProcess, startRelayProcess } from '../fixtures/processes.js';
+import { freePort } from '../fixtures/ports.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'relay-platform-ports-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function refused(port: number): Promise<string> {
   return new Promise((resolve) => {

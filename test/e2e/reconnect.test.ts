@@ -5,25 +5,14 @@
  * must be back within a second of the relay's `relay_started` line. And a relay that refuses
  * the token is not retried in a hot loop.
  */
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { TOKEN } from '../fixtures/harness.js';
 import { agentProcess, startRelayProcess, type Proc } from '../fixtures/processes.js';
+import { freePort } from '../fixtures/ports.js';
 
 const CONNECTIONS = 2;
 /** Relay ready → all agent connections back. The target is 1 s; the old backoff took 7–27 s. */
 const BACK_WITHIN_MS = 1_000;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -13,19 +13,19 @@
  * and the logs name that address; a relay, then an agent, killed under load fails only what was
  * in flight. Skipped without PostgreSQL or `haproxy` (CI installs both: .ci/run).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { until } from '../fixtures/harness.js';
 import { hasPostgres, usePostgres } from '../fixtures/postgres.js';
 import { agentProcess, startRelayProcess, type Proc } from '../fixtures/processes.js';
+import { freePort } from '../fixtures/ports.js';
+import { haproxyPath, startHaproxy, statsCommand } from '../fixtures/haproxy.js';
 
-const haproxyPath = spawnSync('sh', ['-c', 'command -v haproxy'], { encoding: 'utf8' }).stdout.trim();
 if (!haproxyPath) console.warn('test/e2e/shared-store.test.ts: skipped — `haproxy` is not on PATH (apt-get install haproxy)');
 if (!hasPostgres) console.warn('test/e2e/shared-store.test.ts: skipped — PostgreSQL is not installed');
 
@@ -56,27 +56,6 @@ function tempDir(prefix: string): string {
   const d = mkdtempSync(join(tmpdir(), prefix));
   dirs.push(d);
   return d;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function statsCommand(socketPath: string, command: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(socketPath, () => s.end(`${command}\n`));
-    const chunks: Buffer[] = [];
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('error', reject);
-    s.on('close', () => resolve(Buffer.concat(chunks).toString()));
-  });
 }
 
 /** HAProxy's view of the two relays: server name → status (UP, DOWN, …). */
@@ -276,12 +255,9 @@ describe.skipIf(!hasPostgres || !haproxyPath)('two platform instances on one Pos
         '',
       ].join('\n'),
     );
-    const valid = spawnSync(haproxyPath, ['-c', '-f', cfg], { encoding: 'utf8' });
-    expect(valid.status, valid.stdout + valid.stderr).toBe(0);
-    const haproxyOutput: string[] = [];
-    haproxy = spawn(haproxyPath, ['-f', cfg, '-db'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    haproxy.stdout?.on('data', (c: Buffer) => haproxyOutput.push(c.toString()));
-    haproxy.stderr?.on('data', (c: Buffer) => haproxyOutput.push(c.toString()));
+    const started = startHaproxy(cfg);
+    haproxy = started.process;
+    const haproxyOutput = started.output;
     const upDeadline = Date.now() + 15_000;
     for (;;) {
       const s = await serverStates(stats);

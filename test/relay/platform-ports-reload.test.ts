@@ -13,6 +13,7 @@ import { Relay, relayConfig, type PlatformPort } from '../../relay/relay.js';
 import { createToken, parseCredentials } from '../../relay/tunnel/agent-credentials.js';
 import { json, pipeTo, relayTls, request, startAgent, startRelay, testLogger } from '../fixtures/harness.js';
 import { connectClient, type RawConn } from './raw-peers.js';
+import { freePort } from '../fixtures/ports.js';
 
 const cleanup: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
@@ -254,12 +255,3 @@ describe('platform ports reloaded', () => {
     await expect(relayOn([{ platform: 'a', port: busy, tls: false }]).start()).rejects.toThrow(`--platform-port: port ${busy} is in use`);
   });
 });
-
-/** A port nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { defaults } from '../../shared/defaults.js';
 import { argvKey, checkLimit, limitDoc, limits, limitSpec, limitValue, type LimitName } from '../../shared/limits.js';
 import { TOKEN, certsDir } from '../fixtures/harness.js';
-import { AGENT, RELAY, run } from '../fixtures/processes.js';
+import { AGENT, RELAY, run, type Proc } from '../fixtures/processes.js';
 
 const names = Object.keys(limits) as LimitName[];
 
@@ -28,6 +28,21 @@ function numericHelp(): Map<string, { doc: string; default: number }> {
     if (m) found.set(m[1]!, { doc: m[2]!.replace(/\s+/g, ' '), default: Number(m[3]) });
   }
   return found;
+}
+
+/** Starts a CLI with each option one past its max (a few processes at a time: two cores, other suites beside) and checks each refusal: exit 2, the option and its range named. */
+async function refusesPastMax(options: LimitName[], start: (name: LimitName, value: string) => Proc): Promise<void> {
+  const refuse = async (name: LimitName) => {
+    const { max, min } = limitSpec(name);
+    const proc = start(name, String(max + 1));
+    return { name, max, min, code: await proc.exited, stderr: proc.stderr.join('\n') };
+  };
+  const results: Awaited<ReturnType<typeof refuse>>[] = [];
+  for (let i = 0; i < options.length; i += 4) results.push(...(await Promise.all(options.slice(i, i + 4).map(refuse))));
+  for (const { name, max, min, code, stderr } of results) {
+    expect(code, name).toBe(2);
+    expect(stderr, name).toContain(`--${name}: ${max + 1} is not valid; expected an integer from ${min} to ${max}`);
+  }
 }
 
 describe('limits table', () => {
@@ -71,37 +86,16 @@ describe('limits table', () => {
   it('makes the relay CLI refuse a value past the max, naming the option', async () => {
     const tls = ['--cert', join(certsDir(), 'relay.crt'), '--key', join(certsDir(), 'relay.key')];
     const relayNames = names.filter((name) => limitSpec(name).sides.includes('relay'));
-    const refuse = async (name: LimitName) => {
-      const { max, min } = limitSpec(name);
-      const proc = run(RELAY, ['start', ...tls, `--${name}`, String(max + 1)], { RELAY_AGENT_TOKEN: TOKEN });
-      return { name, max, min, code: await proc.exited, stderr: proc.stderr.join('\n') };
-    };
-    // a few processes at a time: the suite runs on two cores beside other suites
-    const results: Awaited<ReturnType<typeof refuse>>[] = [];
-    for (let i = 0; i < relayNames.length; i += 4) results.push(...(await Promise.all(relayNames.slice(i, i + 4).map(refuse))));
-    for (const { name, max, min, code, stderr } of results) {
-      expect(code, name).toBe(2);
-      expect(stderr, name).toContain(`--${name}: ${max + 1} is not valid; expected an integer from ${min} to ${max}`);
-    }
+    await refusesPastMax(relayNames, (name, value) => run(RELAY, ['start', ...tls, `--${name}`, value], { RELAY_AGENT_TOKEN: TOKEN }));
   }, 180_000);
 
   it('makes the agent CLI refuse a value past the max, naming the option', async () => {
     const data = mkdtempSync(join(tmpdir(), 'agent-limits-'));
     const agentNames = names.filter((name) => limitSpec(name).sides.includes('agent'));
     expect(agentNames).toEqual(expect.arrayContaining(['connections', 'store-pool-size', 'store-statement-timeout-ms']));
-    const refuse = async (name: LimitName) => {
-      const { max, min } = limitSpec(name);
-      const proc = run(AGENT, ['start', '--listen', '127.0.0.1:0', '--data', join(data, name), `--${name}`, String(max + 1)], {
-        PLATFORM_AGENT_TOKEN: TOKEN,
-      });
-      return { name, max, min, code: await proc.exited, stderr: proc.stderr.join('\n') };
-    };
-    const results: Awaited<ReturnType<typeof refuse>>[] = [];
-    for (let i = 0; i < agentNames.length; i += 4) results.push(...(await Promise.all(agentNames.slice(i, i + 4).map(refuse))));
-    for (const { name, max, min, code, stderr } of results) {
-      expect(code, name).toBe(2);
-      expect(stderr, name).toContain(`--${name}: ${max + 1} is not valid; expected an integer from ${min} to ${max}`);
-    }
+    await refusesPastMax(agentNames, (name, value) =>
+      run(AGENT, ['start', '--listen', '127.0.0.1:0', '--data', join(data, name), `--${name}`, value], { PLATFORM_AGENT_TOKEN: TOKEN }),
+    );
   }, 180_000);
 
   it('checks a value from a --config file by the same range', async () => {

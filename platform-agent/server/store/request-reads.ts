@@ -48,31 +48,40 @@ export function inRequest<T>(fn: () => T): T {
 
 /** `store`, sharing its plain reads within each `inRequest` (outside one, every call goes straight through). */
 export function withRequestReads(store: PlatformStore): PlatformStore {
+  // One wrapper per method, made on first use: every store call of a request goes through here.
+  const wrappers = new Map<PropertyKey, unknown>();
+  const wrap = (prop: PropertyKey, method: (...args: unknown[]) => unknown): unknown => {
+    if (OTHER_READS.has(prop)) return method.bind(store);
+    if (!SHARED_READS.has(prop))
+      return (...args: unknown[]) => {
+        scope.getStore()?.clear();
+        return method.apply(store, args);
+      };
+    return (...args: unknown[]) => {
+      const reads = scope.getStore();
+      if (!reads) return method.apply(store, args);
+      const key = `${String(prop)}\0${JSON.stringify(args)}`;
+      let read = reads.get(key);
+      if (!read) {
+        read = method.apply(store, args) as Promise<unknown>;
+        reads.set(key, read);
+        // A failed read is not kept: the next rule that asks tries again (and meets the error itself).
+        read.catch(() => reads.delete(key));
+      }
+      // Each caller gets its own copy: a rule that changes what it got changes nothing for the next.
+      return read.then((v) => structuredClone(v));
+    };
+  };
   return new Proxy(store, {
     get(target, prop, receiver) {
       const value: unknown = Reflect.get(target, prop, receiver);
       if (typeof value !== 'function') return value;
-      const method = value as (...args: unknown[]) => unknown;
-      if (OTHER_READS.has(prop)) return method.bind(target);
-      if (!SHARED_READS.has(prop))
-        return (...args: unknown[]) => {
-          scope.getStore()?.clear();
-          return method.apply(target, args);
-        };
-      return (...args: unknown[]) => {
-        const reads = scope.getStore();
-        if (!reads) return method.apply(target, args);
-        const key = `${String(prop)}\0${JSON.stringify(args)}`;
-        let read = reads.get(key);
-        if (!read) {
-          read = method.apply(target, args) as Promise<unknown>;
-          reads.set(key, read);
-          // A failed read is not kept: the next rule that asks tries again (and meets the error itself).
-          read.catch(() => reads.delete(key));
-        }
-        // Each caller gets its own copy: a rule that changes what it got changes nothing for the next.
-        return read.then((v) => structuredClone(v));
-      };
+      let wrapper = wrappers.get(prop);
+      if (wrapper === undefined) {
+        wrapper = wrap(prop, value as (...args: unknown[]) => unknown);
+        wrappers.set(prop, wrapper);
+      }
+      return wrapper;
     },
   });
 }

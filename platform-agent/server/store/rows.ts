@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import { linkSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { RelayError } from '../../../shared/errors.js';
-import { cloneSettings, defaultSettings, type SecuritySettings } from '../security/settings.js';
+import { adminWaitMs, type AdminWaitPolicy } from '../security/admin-waits.js';
+import { cloneSettings, defaultSettings, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
 import type { DeviceRecord, DeviceUserRecord, FamilyRecord, GroupRecord, Role, UserRecord } from './store.js';
 
 /** The lookup tags' key (store.ts `lookupKey`), beside platform.db and not in it: a copy of the database alone does not give it. */
@@ -92,10 +93,10 @@ export interface WrongTag {
 }
 
 /** How many recent wrong passwords a (user, device) remembers (smart lockout). */
-export const MAX_WRONG_TAGS = 8;
+const MAX_WRONG_TAGS = 8;
 
 /** The recent wrong passwords of a (user, device) row, as either store keeps them. */
-export const wrongTags = (r: DeviceUserRow | null): WrongTag[] =>
+const wrongTags = (r: DeviceUserRow | null): WrongTag[] =>
   r === null ? [] : typeof r.wrong_tags === 'string' ? (JSON.parse(r.wrong_tags) as WrongTag[]) : r.wrong_tags;
 
 export interface FamilyRow {
@@ -264,3 +265,65 @@ export type CopiedTable = keyof typeof COPIED_TABLES;
 
 /** Every copied table's rows, as `exportTables` reads them (values in the order of COPIED_TABLES' columns). */
 export type TableRows = Record<CopiedTable, unknown[][]>;
+
+/**
+ * What one failed login does to a (user, device) row, the lockout rule itself (both stores write
+ * what it says in their transaction): a wrong password already counted within the failure window
+ * counts once (smart lockout: its tag's time moves); otherwise the count, reset `failureResetMs`
+ * after the last failure, grows by one and locks the device at `deviceFailures`, which starts the
+ * count and the remembered tags again.
+ */
+export type FailureStep =
+  { repeated: true; tags: WrongTag[] } | { repeated: false; failures: number; lockedUntil: number | null; tags: WrongTag[] };
+
+export function failureStep(
+  cur: DeviceUserRow | null,
+  now: number,
+  p: Pick<LockoutPolicy, 'failureResetMs' | 'deviceFailures' | 'deviceLockMs'>,
+  passwordTag: string | undefined,
+): FailureStep {
+  let tags = wrongTags(cur).filter((t) => now - t.at < p.failureResetMs);
+  if (passwordTag !== undefined && cur && tags.some((t) => t.tag === passwordTag))
+    return { repeated: true, tags: tags.map((t) => (t.tag === passwordTag ? { tag: t.tag, at: now } : t)) };
+  if (passwordTag !== undefined) tags = [...tags, { tag: passwordTag, at: now }].slice(-MAX_WRONG_TAGS);
+  const stale = cur?.last_failure_at == null || now - cur.last_failure_at >= p.failureResetMs;
+  const failures = (stale ? 0 : cur.failures) + 1;
+  const lockNow = failures >= p.deviceFailures;
+  return lockNow
+    ? { repeated: false, failures: 0, lockedUntil: now + p.deviceLockMs, tags: [] }
+    : { repeated: false, failures, lockedUntil: null, tags };
+}
+
+/** An administrator's failure count and wait under one key, as stored. */
+export interface AdminFailureRow {
+  failures: number;
+  last_failure_at: number;
+  wait_until: number;
+}
+
+/**
+ * An administrator's login attempt under `keys` (address, account), the waiting rule itself:
+ * refused while any key still waits (a count older than the reset time no longer does), else
+ * counted in advance under every key with the wait the policy gives the new count.
+ */
+export function adminLoginStep(
+  keys: readonly string[],
+  stored: (key: string) => AdminFailureRow | undefined,
+  now: number,
+  policy: AdminWaitPolicy,
+): { allowed: false; retryAfterMs: number } | { allowed: true; counts: { key: string; failures: number; waitUntil: number }[] } {
+  const rows = keys.map((key) => {
+    const row = stored(key);
+    return { key, row: row && now - row.last_failure_at < policy.failureResetMs ? row : undefined };
+  });
+  const waitUntil = Math.max(0, ...rows.map(({ row }) => row?.wait_until ?? 0));
+  // A refused attempt is not counted: waiting out the wait is all it takes.
+  if (waitUntil > now) return { allowed: false, retryAfterMs: waitUntil - now };
+  return {
+    allowed: true,
+    counts: rows.map(({ key, row }) => {
+      const failures = (row?.failures ?? 0) + 1;
+      return { key, failures, waitUntil: now + adminWaitMs(failures, policy) };
+    }),
+  };
+}

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { RelayError } from '../../../shared/errors.js';
 import { nameKey } from '../security/names.js';
-import { adminWaitMs, adminWaitPolicy, type AdminWaitPolicy } from '../security/admin-waits.js';
+import { adminWaitPolicy, type AdminWaitPolicy } from '../security/admin-waits.js';
 import { cloneSettings, defaultSettings, lockoutPolicy, type LockoutPolicy, type SecuritySettings } from '../security/settings.js';
 import {
   DEVICE_RETENTION_MS,
@@ -37,11 +37,13 @@ import {
 } from './store.js';
 import { KeyedMutex } from './exclusive.js';
 import {
+  adminLoginStep,
+  failureStep,
+  type AdminFailureRow,
   COPIED_TABLES,
   type CopiedTable,
   type TableRows,
   LOOKUP_KEY_FILE,
-  MAX_WRONG_TAGS,
   readOrCreateKey,
   summarise,
   toDevice,
@@ -50,7 +52,6 @@ import {
   toGroup,
   toUser,
   withDefaults,
-  wrongTags,
   invalidField,
   type DeviceRow,
   type DeviceUserRow,
@@ -730,21 +731,21 @@ export class SqliteStore implements PlatformStore {
 
   async hitAdminLogin(keys: readonly string[], now: number, policy: AdminWaitPolicy): Promise<{ allowed: boolean; retryAfterMs: number }> {
     return this.tx(() => {
-      const rows = keys.map((key) => {
-        const row = this.sql('SELECT failures, last_failure_at, wait_until FROM admin_login_failures WHERE key = ?').get(key) as
-          { failures: number; last_failure_at: number; wait_until: number } | undefined;
-        return { key, row: row && now - row.last_failure_at < policy.failureResetMs ? row : undefined };
-      });
-      const waitUntil = Math.max(0, ...rows.map(({ row }) => row?.wait_until ?? 0));
-      // A refused attempt is not counted: waiting out the wait is all it takes.
-      if (waitUntil > now) return { allowed: false, retryAfterMs: waitUntil - now };
-      for (const { key, row } of rows) {
-        const failures = (row?.failures ?? 0) + 1;
+      const step = adminLoginStep(
+        keys,
+        (key) =>
+          this.sql('SELECT failures, last_failure_at, wait_until FROM admin_login_failures WHERE key = ?').get(key) as
+            AdminFailureRow | undefined,
+        now,
+        policy,
+      );
+      if (!step.allowed) return step;
+      for (const { key, failures, waitUntil } of step.counts) {
         this.sql(
           `INSERT INTO admin_login_failures (key, failures, last_failure_at, wait_until) VALUES (?, ?, ?, ?)
              ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
                wait_until = excluded.wait_until`,
-        ).run(key, failures, now, now + adminWaitMs(failures, policy));
+        ).run(key, failures, now, waitUntil);
       }
       return { allowed: true, retryAfterMs: 0 };
     });
@@ -816,31 +817,25 @@ export class SqliteStore implements PlatformStore {
       if (lockedUntil0 !== null) return { deviceLockedUntil: lockedUntil0, deviceLockedNow: false, userLockedUntil: null };
       this.seeDevice(deviceId, username, now, false);
       const cur = this.readDeviceUser(deviceId, username);
-      // Smart lockout: a wrong password already counted here, within the failure window, counts once.
-      let tags = wrongTags(cur).filter((t) => now - t.at < p.failureResetMs);
-      if (passwordTag !== undefined && cur && tags.some((t) => t.tag === passwordTag)) {
-        tags = tags.map((t) => (t.tag === passwordTag ? { tag: t.tag, at: now } : t));
+      const step = failureStep(cur, now, p, passwordTag);
+      if (step.repeated) {
         this.sql('UPDATE device_users SET last_seen_at = ?, wrong_tags = ? WHERE username = ? AND device_id = ?').run(
           now,
-          JSON.stringify(tags),
+          JSON.stringify(step.tags),
           username,
           deviceId,
         );
         return { deviceLockedUntil: null, deviceLockedNow: false, userLockedUntil: null, repeated: true };
       }
-      if (passwordTag !== undefined) tags = [...tags, { tag: passwordTag, at: now }].slice(-MAX_WRONG_TAGS);
-      // The counter resets T after the last failure.
-      const stale = cur?.last_failure_at == null || now - cur.last_failure_at >= p.failureResetMs;
-      const failures = (stale ? 0 : cur.failures) + 1;
-      const lockNow = failures >= p.deviceFailures;
-      const lockedUntil = lockNow ? now + p.deviceLockMs : null;
+      const { lockedUntil } = step;
+      const lockNow = lockedUntil !== null;
       this.sql(
         `INSERT INTO device_users (username, device_id, failures, last_failure_at, locked_at, locked_until, last_seen_at, known, wrong_tags)
            VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)
            ON CONFLICT (username, device_id) DO UPDATE SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
              locked_at = excluded.locked_at, locked_until = excluded.locked_until, last_seen_at = excluded.last_seen_at,
              wrong_tags = excluded.wrong_tags`,
-      ).run(username, deviceId, lockNow ? 0 : failures, now, lockNow ? now : null, lockedUntil, now, lockNow ? '[]' : JSON.stringify(tags));
+      ).run(username, deviceId, step.failures, now, lockNow ? now : null, lockedUntil, now, JSON.stringify(step.tags));
       if (!lockNow) return { deviceLockedUntil: null, deviceLockedNow: false, userLockedUntil: null };
 
       let userLockedUntil: number | null = null;

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { IpGuard, type IpGuardOptions } from '../../../platform-agent/server/http/ip-guard.js';
-import { RelayError } from '../../../shared/errors.js';
 import type { IpDecision } from '../../../shared/ip-rules.js';
+import { rejectedRelayError, thrownRelayError } from '../../fixtures/error-code.js';
 
 const root = mkdtempSync(join(tmpdir(), 'ip-guard-test-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -207,25 +207,6 @@ describe('IP guard: reloading', () => {
 
 describe('IP guard: saving a list', () => {
   /** Runs `fn`; returns the RelayError it throws (fails when it throws nothing or something else). */
-  async function asyncRefusal(p: Promise<unknown>): Promise<RelayError> {
-    const err = await p.then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(RelayError);
-    return err as RelayError;
-  }
-
-  function refusal(fn: () => unknown): RelayError {
-    try {
-      fn();
-    } catch (err) {
-      expect(err).toBeInstanceOf(RelayError);
-      return err as RelayError;
-    }
-    throw new Error('expected a RelayError, but nothing was thrown');
-  }
-
   it('writes the text as given (comments, blank lines), with \\n line endings and a final newline, mode 0600', async () => {
     // A poll interval of an hour: whatever changes below was put in force by save() itself.
     const { dir, guard } = setup({ blacklist: '10.0.0.0/8\n' }, { pollIntervalMs: 3_600_000 });
@@ -258,7 +239,9 @@ describe('IP guard: saving a list', () => {
 
   it('refuses text with any bad line, naming every one with its line number, and writes nothing', async () => {
     const { dir, guard } = setup({ whitelist: '10.0.0.1\n' }, { pollIntervalMs: 3_600_000 });
-    const err = refusal(() => guard.prepare('whitelist', '10.0.0.2\n10.0.0.300\n# fine\n\n10.0.0.9-10.0.0.1 # backwards\nfe80::1%eth0\n'));
+    const err = thrownRelayError(() =>
+      guard.prepare('whitelist', '10.0.0.2\n10.0.0.300\n# fine\n\n10.0.0.9-10.0.0.1 # backwards\nfe80::1%eth0\n'),
+    );
     expect(err.code).toBe('RELAY_ERR_INVALID_IP_RULES');
     expect(err.httpStatus).toBe(400);
     expect(err.details).toMatchObject({ list: 'whitelist', problem_count: 3 });
@@ -275,7 +258,7 @@ describe('IP guard: saving a list', () => {
 
   it('refuses text over the size limit the reader applies; text exactly at it is saved', async () => {
     const { dir, guard } = setup({ blacklist: '10.0.0.0/8\n' }, { maxFileBytes: 64, pollIntervalMs: 3_600_000 });
-    const err = refusal(() => guard.prepare('blacklist', '10.0.0.1\n'.repeat(8))); // 72 bytes
+    const err = thrownRelayError(() => guard.prepare('blacklist', '10.0.0.1\n'.repeat(8))); // 72 bytes
     expect(err.code).toBe('RELAY_ERR_IP_RULES_TOO_LARGE');
     expect(err.httpStatus).toBe(413);
     expect(err.details).toMatchObject({ list: 'blacklist', bytes: 72, max_bytes: 64 });
@@ -293,7 +276,7 @@ describe('IP guard: saving a list', () => {
     // A folder in place of the file: rename() cannot replace it, whoever runs the test.
     renameSync(join(dir, 'blacklist.dat'), join(dir, 'old.dat'));
     mkdirSync(join(dir, 'blacklist.dat'));
-    const err = await asyncRefusal(guard.commit(draft));
+    const err = await rejectedRelayError(guard.commit(draft));
     expect(err.code).toBe('RELAY_ERR_IP_RULES_WRITE');
     expect(err.message).toMatch(/^blacklist\.dat could not be written \(E[A-Z]+\)/);
     expect(guard.decide('10.0.0.1')).toBe('blacklisted');

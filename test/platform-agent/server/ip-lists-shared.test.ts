@@ -14,7 +14,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { RelayError } from '../../../shared/errors.js';
 import type { MuxStream } from '../../../shared/mux/stream.js';
 import { exportIpList, importIpList } from '../../../platform-agent/server/http/ip-guard.js';
 import { PlatformServer } from '../../../platform-agent/server/platform-server.js';
@@ -23,6 +22,7 @@ import { SqliteStore } from '../../../platform-agent/server/store/sqlite-store.j
 import { hasPostgres, usePostgres } from '../../fixtures/postgres.js';
 import { bearer, json, jsonRequest, testLogger, until, type Reply } from '../../fixtures/harness.js';
 import { AGENT } from '../../fixtures/processes.js';
+import { rejectedRelayError } from '../../fixtures/error-code.js';
 
 const FAST_SCRYPT = { logN: 10, r: 8, p: 1 };
 const HOUR = 3_600_000;
@@ -97,15 +97,6 @@ async function from(i: Instance, ip: string): Promise<string> {
   await new Promise<void>((resolve) => tunnel.listen(0, '127.0.0.1', resolve));
   closers.push(() => tunnel.close());
   return `http://127.0.0.1:${(tunnel.address() as AddressInfo).port}`;
-}
-
-async function rejection(p: Promise<unknown>): Promise<RelayError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(RelayError);
-  return err as RelayError;
 }
 
 interface Result {
@@ -274,7 +265,7 @@ describe.skipIf(!hasPostgres)('IP lists in a shared store (PostgreSQL)', () => {
       expect(guard.decide('203.0.113.7')).toBe('blacklisted');
       expect(guard.contents('blacklist').text).toBe('203.0.113.0/24\n');
       // A save cannot reach the store: refused (503), nothing changed.
-      const refused = await rejection(guard.commit(guard.prepare('blacklist', '')));
+      const refused = await rejectedRelayError(guard.commit(guard.prepare('blacklist', '')));
       expect(refused.code).toBe('PLATFORM_ERR_STORE_UNAVAILABLE');
       expect(guard.decide('203.0.113.7')).toBe('blacklisted');
     } finally {
@@ -328,10 +319,10 @@ describe.skipIf(!hasPostgres)('IP lists in a shared store (PostgreSQL)', () => {
 
     // The same checks in process, with their codes.
     const pg = a.server.store;
-    const invalid = await rejection(importIpList(pg, keyDir, 'blacklist', 'ok\n10.0.0.1\n', Date.now(), testLogger()));
+    const invalid = await rejectedRelayError(importIpList(pg, keyDir, 'blacklist', 'ok\n10.0.0.1\n', Date.now(), testLogger()));
     expect(invalid.code).toBe('RELAY_ERR_INVALID_IP_RULES');
     expect(invalid.details).toMatchObject({ list: 'blacklist', problem_count: 1, problems: [{ line: 1, text: 'ok' }] });
-    const large = await rejection(importIpList(pg, keyDir, 'blacklist', '10.0.0.1\n'.repeat(2_000_000), Date.now(), testLogger()));
+    const large = await rejectedRelayError(importIpList(pg, keyDir, 'blacklist', '10.0.0.1\n'.repeat(2_000_000), Date.now(), testLogger()));
     expect(large.code).toBe('RELAY_ERR_IP_RULES_TOO_LARGE');
     expect((await exportIpList(pg, keyDir, 'blacklist', testLogger())).entries).toBe(2);
   });
@@ -373,7 +364,7 @@ describe('the IP-rules CLI on the embedded store (SQLite): the files of the data
     expect(r.stderr).toMatch(/2 lines are not valid: line 3 "foo bar": .*; line 4 "10\.0\.0\.0\/33": /);
     expect(readFileSync(join(i.dir, 'blacklist.dat'), 'utf8')).toBe('# lab\n192.0.2.0/24\n');
 
-    const invalid = await rejection(importIpList(i.server.store, i.dir, 'whitelist', 'nope', Date.now(), testLogger()));
+    const invalid = await rejectedRelayError(importIpList(i.server.store, i.dir, 'whitelist', 'nope', Date.now(), testLogger()));
     expect(invalid.code).toBe('RELAY_ERR_INVALID_IP_RULES');
     writeFileSync(file, '10.0.0.1\n'.repeat(2_000_000));
     r = await cli(['ip-rules', 'import', 'whitelist', '--file', file, ...data]);

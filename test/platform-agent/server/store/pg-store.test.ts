@@ -17,6 +17,7 @@ import { userRecord, T0 } from '../../../fixtures/records.js';
 import { cloneSettings, defaultSettings, lockoutPolicy } from '../../../../platform-agent/server/security/settings.js';
 import { testLogger } from '../../../fixtures/harness.js';
 import { describeStoreContract, type StoreFactory } from './store-contract.js';
+import { rejectedRelayError } from '../../../fixtures/error-code.js';
 
 let dir: string;
 const open: PgStore[] = [];
@@ -32,15 +33,6 @@ async function openStore(url: string, over: Partial<PgStoreOptions> = {}): Promi
   const store = await PgStore.open({ url, lookupKeyFile: join(dir, 'lookup.key'), logger: testLogger(), ...over });
   open.push(store);
   return store;
-}
-
-async function rejection(p: Promise<unknown>): Promise<RelayError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(RelayError);
-  return err as RelayError;
 }
 
 describe.skipIf(!hasPostgres)('the store contract on PostgreSQL', () => {
@@ -133,7 +125,7 @@ describe.skipIf(!hasPostgres)('PgStore on a real PostgreSQL', () => {
     await client.connect();
     await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)', [PG_MIGRATIONS.length + 1]);
     await client.end();
-    const err = await rejection(openStore(url));
+    const err = await rejectedRelayError(openStore(url));
     expect(err.code).toBe('PLATFORM_ERR_STORE');
     expect(err.message).toMatch(/newer than this program knows/);
   });
@@ -141,7 +133,7 @@ describe.skipIf(!hasPostgres)('PgStore on a real PostgreSQL', () => {
   it('refuses to start with another lookup key than the one the database was used with', async () => {
     const url = await cluster().createDatabase();
     await openStore(url, { lookupKeyFile: join(dir, 'first.key') });
-    const err = await rejection(openStore(url, { lookupKeyFile: join(dir, 'second.key') }));
+    const err = await rejectedRelayError(openStore(url, { lookupKeyFile: join(dir, 'second.key') }));
     expect(err.code).toBe('PLATFORM_ERR_STORE');
     expect(err.message).toContain('second.key is not the lookup key this database was used with');
     expect(err.message).not.toContain(cluster().password);
@@ -152,11 +144,11 @@ describe.skipIf(!hasPostgres)('PgStore on a real PostgreSQL', () => {
 
   it('names --store and never the password when the database cannot be reached or refuses the login', async () => {
     const wrongPort = `postgres://platform:${cluster().password}@127.0.0.1:1/x`;
-    let err = await rejection(openStore(wrongPort, { statementTimeoutMs: 1000 }));
+    let err = await rejectedRelayError(openStore(wrongPort, { statementTimeoutMs: 1000 }));
     expect(err.code).toBe('RELAY_ERR_CONFIG');
     expect(err.message).toMatch(/^--store postgres:\/\/platform@127\.0\.0\.1:1\/x: cannot use the database \(.*ECONNREFUSED/);
     expect(err.message).not.toContain(cluster().password);
-    err = await rejection(openStore(cluster().adminUrl.replace(cluster().password, 'wrong-password')));
+    err = await rejectedRelayError(openStore(cluster().adminUrl.replace(cluster().password, 'wrong-password')));
     expect(err.code).toBe('RELAY_ERR_CONFIG');
     expect(err.message).toMatch(/password authentication failed/);
     expect(err.message).not.toContain('wrong-password');
@@ -176,7 +168,7 @@ describe.skipIf(!hasPostgres)('PgStore on a real PostgreSQL', () => {
         () => store.recordLoginFailure('d1', 'alice', T0, { deviceFailures: 5 } as never, true),
         () => store.exclusive('x', async () => 1),
       ]) {
-        const err = await rejection(call());
+        const err = await rejectedRelayError(call());
         expect(err.code).toBe('PLATFORM_ERR_STORE_UNAVAILABLE');
         expect(err.httpStatus).toBe(503);
         expect(err.retryAfterSeconds).toBe(1);
@@ -192,7 +184,7 @@ describe.skipIf(!hasPostgres)('PgStore on a real PostgreSQL', () => {
     const store = await openStore(url);
     await store.createUser(userRecord({ username: 'bob' }));
     await cluster().kill();
-    expect((await rejection(store.listUsers())).code).toBe('PLATFORM_ERR_STORE_UNAVAILABLE');
+    expect((await rejectedRelayError(store.listUsers())).code).toBe('PLATFORM_ERR_STORE_UNAVAILABLE');
     await cluster().start();
     // the pool's broken connections are dropped; a few calls may still meet one, then all succeed
     let last: unknown = 'not tried';
@@ -259,7 +251,7 @@ describe.skipIf(!hasPostgres)('PgStore over TLS', () => {
 
   it('refuses a database whose certificate does not chain to --store-ca', async () => {
     const url = `${(await cluster.createDatabase()).replace('127.0.0.1', 'localhost')}?sslmode=verify-full`;
-    const err = await rejection(openStore(url, { ca: other.cert }));
+    const err = await rejectedRelayError(openStore(url, { ca: other.cert }));
     expect(err.code).toBe('RELAY_ERR_CONFIG');
     expect(err.message).toMatch(/--store-ca/);
     expect(err.message).toMatch(/signature|self.signed|certificate/i);

@@ -13,8 +13,7 @@ import { DAY_MS, MINUTE_MS } from '../../../../shared/clock.js';
 import { RelayError } from '../../../../shared/errors.js';
 import { cloneSettings, defaultSettings, type SecuritySettings } from '../../../../platform-agent/server/security/settings.js';
 import { DB_FILE, LOOKUP_KEY_FILE, MIGRATIONS, SqliteStore } from '../../../../platform-agent/server/store/sqlite-store.js';
-import type { GroupRecord } from '../../../../platform-agent/server/store/store.js';
-import { userRecord } from '../../../fixtures/records.js';
+import { groupRecord, userRecord } from '../../../fixtures/records.js';
 import { describeStoreContract, type StoreFactory } from './store-contract.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
@@ -156,14 +155,7 @@ describe('SqliteStore only', () => {
   });
 
   describe('SqliteStore: migrations', () => {
-    const group = (name: string, over: Partial<GroupRecord> = {}): GroupRecord => ({
-      name,
-      role: 'mobile',
-      description: null,
-      operations: ['api.read'],
-      createdAt: T0,
-      ...over,
-    });
+    const group = groupRecord;
 
     it('migrates a version 1 database: its users keep their data and get no group', async () => {
       const db = new Database(join(dir, DB_FILE));

@@ -17,12 +17,11 @@ import {
   DEVICE_RETENTION_MS,
   type FailureResult,
   type FamilyRecord,
-  type GroupRecord,
   type PlatformStore,
   type SigningKeyRecord,
   type UserRecord,
 } from '../../../../platform-agent/server/store/store.js';
-import { T0, userRecord } from '../../../fixtures/records.js';
+import { T0, groupRecord, userRecord } from '../../../fixtures/records.js';
 
 export interface StoreFactory {
   /** A store on fresh, empty data for this test. */
@@ -56,14 +55,7 @@ function family(familyId: string, username: string, over: Partial<FamilyRecord> 
   };
 }
 
-const group = (name: string, over: Partial<GroupRecord> = {}): GroupRecord => ({
-  name,
-  role: 'mobile',
-  description: null,
-  operations: ['api.read'],
-  createdAt: T0,
-  ...over,
-});
+const group = groupRecord;
 
 const signingKey = (kid: string, createdAt = T0): SigningKeyRecord => ({ kid, privateJwk: `{"d":"${kid}"}`, publicJwk: '{}', createdAt });
 
